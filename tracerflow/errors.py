@@ -1,0 +1,25 @@
+"""Error types a user can act on. The CLI turns each into one line and a non-zero exit."""
+
+
+class TracerflowError(Exception):
+    """Base class of every error tracerflow raises on purpose."""
+
+
+class CheckpointError(TracerflowError):
+    """A transcoder checkpoint (or a converted folder) is missing, malformed or unsupported."""
+
+
+class SourceError(TracerflowError):
+    """A transcoder or model source cannot be resolved or downloaded."""
+
+
+class ConfigError(TracerflowError):
+    """A preset, suite file, setting or parameter is invalid."""
+
+
+class AttributionError(TracerflowError):
+    """Attribution cannot run on this input (prompt too long, no active features, ...)."""
+
+
+class StorageError(TracerflowError):
+    """The artifact store or the score database cannot be read or written."""
