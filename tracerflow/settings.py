@@ -1,0 +1,68 @@
+"""One typed settings object, read from the environment (``TRACERFLOW_*``) and CLI flags.
+
+Everything tracerflow writes lives under ``home`` (``$TRACERFLOW_HOME``, default ``~/.tracerflow``):
+the artifact store, the viewer's graph files, the score database and Prefect's own home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACERFLOW_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path("~/.tracerflow").expanduser())
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Content-addressed stage outputs: ``artifacts/<stage>/<key>/``."""
+        return self.home / "artifacts"
+
+    @property
+    def graph_files_dir(self) -> Path:
+        """The viewer's data folder: one JSON per graph plus ``graph-metadata.json``."""
+        return self.home / "graph-files"
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "scores.duckdb"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where Prefect persists task results (must be a Path, not a str)."""
+        return self.home / "prefect-results"
+
+
+def get_settings() -> Settings:
+    """Read the settings now (not at import), so tests and the CLI can change the environment."""
+    settings = Settings()
+    settings.home = settings.home.expanduser().resolve()
+    return settings
+
+
+def configure_prefect_defaults(settings: Settings | None = None) -> None:
+    """Set the Prefect settings tracerflow needs, unless the user has set their own.
+
+    Must run before ``prefect`` is imported for the first time in the process: Prefect reads
+    its settings from the environment at import.
+    """
+    settings = settings or get_settings()
+    defaults = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        # A temporary server on a loaded 2-core machine needs more than the default 20 s.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_LOCAL_STORAGE_PATH": str(settings.results_dir),
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
