@@ -1,0 +1,36 @@
+"""Exact activation functions of crosslayer-transcoder checkpoints, for circuit-tracer.
+
+circuit-tracer 0.5.0 knows ReLU and JumpReLU (``x * [x > θ]``). That covers, exactly:
+  - ReLU;
+  - JumpReLU(θ) of crosslayer-transcoder, which is ``x * [x > θ and x > 0]``: export ``max(θ, 0)``;
+  - BatchTopK / PerLayerBatchTopK at inference, ``x * [x > max(0, threshold)]``: same export.
+It cannot express PerLayerTopK: its ``load_clt`` silently runs a TopK CLT as a ReLU CLT, and its
+``TopK`` (PLTs) keeps the top-k without the ReLU. ``PerLayerTopK`` below is the exact version,
+installed on circuit-tracer's transcoder objects by ``tracerflow.transcoders.load``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PerLayerTopK(nn.Module):
+    """Per token and per layer: keep the k largest pre-activations (signed), then ReLU them.
+
+    Works on any tensor whose last dimension is the feature dimension, e.g. ``[n_pos, F]``
+    (one layer) or ``[n_layers, n_pos, F]`` (all layers): top-k is taken along the last axis.
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"PerLayerTopK needs k >= 1, got {k}")
+        self.k = int(k)
+
+    def forward(self, pre_activations: torch.Tensor) -> torch.Tensor:
+        values, indices = torch.topk(pre_activations, self.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre_activations).scatter(-1, indices, torch.relu(values))
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
