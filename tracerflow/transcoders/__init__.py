@@ -4,7 +4,7 @@ circuit-tracer's files, and load those with the exact activation. No Prefect in 
 from tracerflow.errors import CheckpointError
 from tracerflow.transcoders.activations import PerLayerTopK
 from tracerflow.transcoders.checkpoint import Activation, Checkpoint, read_checkpoint
-from tracerflow.transcoders.convert import convert
+from tracerflow.transcoders.conversion import convert
 from tracerflow.transcoders.load import Transcoder, load_converted
 from tracerflow.transcoders.manifest import CONVERTER_VERSION, Manifest, read_manifest
 

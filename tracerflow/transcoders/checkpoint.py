@@ -416,23 +416,30 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             standardizers.append(Standardizer("identity"))
     input_standardizer, output_standardizer = standardizers
 
-    n_layers = _positive_int(encoder_args.get("n_layers"), f"{encoder_where}.n_layers", config_path)
-    d_model = _positive_int(encoder_args.get("d_acts"), f"{encoder_where}.d_acts", config_path)
+    n_layers = _positive_int(
+        encoder_args.get("n_layers"), f"{encoder_where}.init_args.n_layers", config_path
+    )
+    d_model = _positive_int(
+        encoder_args.get("d_acts"), f"{encoder_where}.init_args.d_acts", config_path
+    )
     d_features = _positive_int(
-        encoder_args.get("d_features"), f"{encoder_where}.d_features", config_path
+        encoder_args.get("d_features"), f"{encoder_where}.init_args.d_features", config_path
     )
     for key, expected in (("n_layers", n_layers), ("d_acts", d_model), ("d_features", d_features)):
         if key in decoder_args and decoder_args[key] != expected:
             raise CheckpointError(
-                f"{config_path}: '{decoder_where}.{key}' is {decoder_args[key]!r} but the encoder "
-                f"says {expected}"
+                f"{config_path}: '{decoder_where}.init_args.{key}' is {decoder_args[key]!r} "
+                f"but the encoder says {expected}"
             )
 
     if source == "PerLayerTopK":
-        k = _positive_int(nonlinearity_args.get("k"), f"{nonlinearity_where}.k", config_path)
+        k = _positive_int(
+            nonlinearity_args.get("k"), f"{nonlinearity_where}.init_args.k", config_path
+        )
         if k > d_features:
             raise CheckpointError(
-                f"{config_path}: '{nonlinearity_where}.k' is {k}, more than d_features={d_features}"
+                f"{config_path}: '{nonlinearity_where}.init_args.k' is {k}, "
+                f"more than d_features={d_features}"
             )
         activation = Activation(source=source, name="topk", k=k)
     elif source == "ReLU":

@@ -20,7 +20,7 @@ from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscode
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import is_complete
 from tracerflow.transcoders.activations import PerLayerTopK
-from tracerflow.transcoders.convert import parse_dtype
+from tracerflow.transcoders.conversion import parse_dtype
 from tracerflow.transcoders.manifest import Manifest, read_manifest
 
 # The circuit-tracer releases whose transcoder classes were read and tested with this module.

@@ -1,0 +1,32 @@
+# One place for the fresh-machine commands the README and CI use.
+#   make demo   set up .venv and run the whole pipeline on the built-in toy preset
+#   make test   set up .venv (and headless Chromium) and run the test suite
+#   make lint   ruff check + ruff format --check
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint browser
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first: the CPU wheel on local disk, or pip fetches a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+demo: setup
+	$(BIN)/tracerflow demo
+
+test: setup browser
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

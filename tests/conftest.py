@@ -1,0 +1,41 @@
+"""Shared fixtures: everything offline, everything small."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the test suite may reach the Hub; fail fast instead of retrying for 25 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY_CORPUS = [
+    "Mary and John went to the store, John gave a drink to Mary.",
+    "Alice and Bob went to the park, Bob gave a book to Alice.",
+    "When Tom and Sue went to the office, Sue handed a letter to Tom.",
+    "The cat sat on the mat and the dog sat on the log.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GPT-2-style byte-level BPE tokenizer folder, trained offline in well under a second."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TINY_CORPUS, vocab_size=300, min_frequency=1, special_tokens=[])
+    bpe.add_special_tokens(["<|endoftext|>"])  # last id, non-zero: circuit-tracer drops id 0
+    bpe.save_model(str(folder))
+    tokenizer = GPT2TokenizerFast(
+        vocab_file=str(folder / "vocab.json"),
+        merges_file=str(folder / "merges.txt"),
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.save_pretrained(str(folder))
+    return folder
