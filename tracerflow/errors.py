@@ -10,7 +10,14 @@ class CheckpointError(TracerflowError):
 
 
 class SourceError(TracerflowError):
-    """A transcoder or model source cannot be resolved or downloaded."""
+    """A transcoder or model source cannot be resolved or downloaded.
+
+    ``retryable`` is True for network trouble that a later attempt may not meet again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ConfigError(TracerflowError):

@@ -1,0 +1,311 @@
+"""The scoring flow: every transcoder × every prompt, from download to DuckDB.
+
+    download -> convert -> (assemble) -> attribute -> score -> export -> record
+
+Each stage is a cached task whose files live in the artifact store under a content key, so a
+re-run recomputes exactly what changed (and nothing at all when nothing did). A failing prompt
+fails its own items with a clear message; every other item's scores are still recorded, then the
+run ends Failed so the UI and the CLI say so.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+import torch
+from prefect import flow, runtime
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import tracerflow
+from tracerflow.errors import AttributionError, ConfigError
+from tracerflow.settings import get_settings
+from tracerflow.storage.artifacts import ArtifactStore
+from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
+from tracerflow.tasks.assemble import default_device
+from tracerflow.tasks.attribute import AttributionParams, attribute_task
+from tracerflow.tasks.convert import convert_task
+from tracerflow.tasks.download import download_task
+from tracerflow.tasks.export import export_task, slug_label
+from tracerflow.tasks.record import record_task
+from tracerflow.tasks.score import score_task
+
+DEFAULT_MODEL = "gpt2"
+# The reference notebook's settings; presets may set their own.
+NOTEBOOK_DEFAULTS: dict[str, Any] = {
+    "max_n_logits": 10,
+    "desired_logit_prob": 0.95,
+    "max_feature_nodes": 8192,
+    "batch_size": None,
+    "node_threshold": 0.8,
+    "edge_threshold": 0.98,
+}
+
+
+def run_parameters(source: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The attribution/export parameters for one transcoder: the user's overrides, else the
+    preset's defaults when the source is a preset, else the notebook's."""
+    from tracerflow.presets import find_preset
+
+    preset = find_preset(source)
+    defaults = dict(NOTEBOOK_DEFAULTS)
+    if preset is not None:
+        defaults.update({name: getattr(preset, name) for name in NOTEBOOK_DEFAULTS})
+    return {
+        name: overrides.get(name) if overrides.get(name) is not None else value
+        for name, value in defaults.items()
+    }
+
+
+def model_for(source: str, model: str | None) -> str:
+    from tracerflow.presets import find_preset
+
+    if model:
+        return model
+    preset = find_preset(source)
+    return preset.model if preset is not None else DEFAULT_MODEL
+
+
+@flow(
+    name="score-transcoders",
+    log_prints=True,
+    # One item at a time in-process: attribution already uses every core, and two at once only
+    # contend for memory. Pass a DaskTaskRunner (with_options) to fan out over workers.
+    task_runner=ThreadPoolTaskRunner(max_workers=1),
+)
+def score_flow(
+    transcoders: list[str],
+    prompts: list[str],
+    model: str | None = None,
+    max_n_logits: int | None = None,
+    desired_logit_prob: float | None = None,
+    max_feature_nodes: int | None = None,
+    batch_size: int | None = None,
+    offload: str | None = None,
+    node_threshold: float | None = None,
+    edge_threshold: float | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    suite_name: str | None = None,
+) -> list[dict[str, Any]]:
+    """Score every transcoder on every prompt and record the run; returns one row per item."""
+    if not transcoders:
+        raise ConfigError("no transcoder given")
+    if not prompts:
+        raise ConfigError("no prompt given")
+    logger = get_run_logger()
+    settings = get_settings()
+    store = ArtifactStore(settings.artifacts_dir)
+    device = device or default_device()
+    started_at = datetime.now(UTC)
+    overrides = {
+        "max_n_logits": max_n_logits,
+        "desired_logit_prob": desired_logit_prob,
+        "max_feature_nodes": max_feature_nodes,
+        "batch_size": batch_size,
+        "node_threshold": node_threshold,
+        "edge_threshold": edge_threshold,
+    }
+    stage = {
+        name: task.with_options(result_storage=store.root)
+        for name, task in (
+            ("download", download_task),
+            ("convert", convert_task),
+            ("attribute", attribute_task),
+            ("score", score_task),
+            ("export", export_task),
+        )
+    }
+
+    items: list[dict[str, Any]] = []
+    for source in transcoders:
+        parameters = run_parameters(source, overrides)
+        model_name = model_for(source, model)
+        logger.info("transcoder %s on model %s", source, model_name)
+        params = AttributionParams(
+            max_n_logits=parameters["max_n_logits"],
+            desired_logit_prob=parameters["desired_logit_prob"],
+            max_feature_nodes=parameters["max_feature_nodes"],
+            batch_size=parameters["batch_size"],
+            offload=offload,
+        )
+        base = {
+            "source": source,
+            "model_name": model_name,
+            "parameters": parameters,
+            "params": params,
+        }
+        try:
+            snapshot = stage["download"](source, store)
+            converted = stage["convert"](snapshot, dtype, store)
+        except Exception as error:  # every prompt of this transcoder fails with this error
+            logger.error("transcoder %s failed: %s", source, error)
+            items += [{**base, "prompt": prompt, "error": error} for prompt in prompts]
+            continue
+        model_spec = {
+            "name": model_name,
+            "identity": model_identity(model_name),
+            "dtype": dtype,
+            "device": device,
+        }
+        scan = f"tracerflow-{converted['content_hash'][:12]}"
+        for prompt in prompts:
+            attribution = stage["attribute"].submit(prompt, model_spec, converted, params, store)
+            scores = stage["score"].submit(
+                attribution, parameters["node_threshold"], parameters["edge_threshold"], store
+            )
+            slug = f"{slug_label(source)}-{converted['content_hash'][:8]}-{_prompt_hash(prompt)}"
+            export = stage["export"].submit(
+                attribution,
+                scores,
+                slug,
+                scan,
+                parameters["node_threshold"],
+                parameters["edge_threshold"],
+                store,
+                settings.graph_files_dir,
+            )
+            items.append(
+                {
+                    **base,
+                    "prompt": prompt,
+                    "snapshot": snapshot,
+                    "converted": converted,
+                    "futures": (attribution, scores, export),
+                }
+            )
+
+    records = [_record_of(item) for item in items]
+    run = RunInfo(
+        flow_run_id=str(runtime.flow_run.id),
+        flow_name=str(runtime.flow_run.flow_name),
+        deployment_name=runtime.deployment.name,
+        suite_name=suite_name,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        status="completed" if all(r.status == "ok" for r in records) else "partial",
+        tracerflow_version=tracerflow.__version__,
+        circuit_tracer_version=version("circuit-tracer"),
+        torch_version=torch.__version__,
+        device=device,
+        host=socket.gethostname() or platform.node(),
+    )
+    record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
+    rows = [_row_of(record) for record in records]
+    failed = [r for r in records if r.status != "ok"]
+    logger.info(
+        "recorded %d scores (%d failed) in %s", len(records), len(failed), settings.database_path
+    )
+    if failed:
+        raise AttributionError(
+            f"{len(failed)} of {len(records)} items failed; the others were recorded. First: "
+            f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
+        )
+    return rows
+
+
+def model_identity(model_name: str) -> str:
+    from tracerflow.models import model_identity as identity
+
+    return identity(model_name)
+
+
+def _prompt_hash(prompt: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(prompt.encode()).hexdigest()[:8]
+
+
+def _server_in_use() -> bool:
+    """True when the flow talks to a real Prefect server (not the ephemeral, in-process one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def _record_of(item: dict[str, Any]) -> ScoreRecord:
+    """Wait for one item's tasks and turn the outcome, success or failure, into a record."""
+    error: BaseException | None = item.get("error")
+    attribution = scores = export = None
+    if error is None:
+        try:
+            attribution, scores, export = (future.result() for future in item["futures"])
+        except Exception as raised:
+            error = raised
+    converted = item.get("converted") or {}
+    snapshot = item.get("snapshot") or {}
+    transcoder = TranscoderInfo(
+        source=item["source"],
+        revision=snapshot.get("revision"),
+        commit_sha=snapshot.get("commit_sha"),
+        content_hash=converted.get("content_hash") or snapshot.get("content_hash") or "unknown",
+        kind=converted.get("kind", "clt"),
+        n_layers=converted.get("n_layers", 0),
+        d_model=converted.get("d_model", 0),
+        d_features=converted.get("d_features", 0),
+        activation=converted.get("activation", "unknown"),
+        activation_params=converted.get("activation_params", {}),
+    )
+    stats = attribution or {}
+    model = ModelInfo(
+        name=item["model_name"],
+        n_layers=stats.get("model_n_layers", 0),
+        d_model=stats.get("model_d_model", 0),
+        d_vocab=stats.get("model_d_vocab", 0),
+        n_ctx=stats.get("model_n_ctx", 0),
+    )
+    params = {**asdict(item["params"]), **item["parameters"]}
+    params["batch_size"] = stats.get("batch_size", params["batch_size"])
+    ok = error is None and scores is not None and export is not None
+    return ScoreRecord(
+        transcoder=transcoder,
+        model=model,
+        prompt=item["prompt"],
+        n_tokens=stats.get("n_tokens", 0),
+        params=params,
+        status="ok" if ok else "failed",
+        error=None if ok else _error_text(error),
+        replacement_score=scores["replacement_score"] if ok else None,
+        completeness_score=scores["completeness_score"] if ok else None,
+        pruned_replacement_score=scores["pruned_replacement_score"] if ok else None,
+        pruned_completeness_score=scores["pruned_completeness_score"] if ok else None,
+        n_active_features=scores["n_active_features"] if ok else None,
+        n_selected_features=scores["n_selected_features"] if ok else None,
+        n_logits=scores["n_logits"] if ok else None,
+        logit_cumulative_prob=scores["logit_cumulative_prob"] if ok else None,
+        n_pos=scores["n_pos"] if ok else None,
+        phase_seconds=stats.get("phase_seconds"),
+        attribution_seconds=stats.get("attribution_seconds"),
+        peak_memory_bytes=stats.get("peak_memory_bytes"),
+        graph_path=stats.get("graph_path"),
+        graph_files_path=export["graph_files_path"] if ok else None,
+        slug=export["slug"] if ok else None,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _error_text(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    return f"{type(error).__name__}: {error}"
+
+
+def _row_of(record: ScoreRecord) -> dict[str, Any]:
+    return {
+        "transcoder": record.transcoder.source,
+        "prompt": record.prompt,
+        "status": record.status,
+        "replacement": record.replacement_score,
+        "completeness": record.completeness_score,
+        "pruned_replacement": record.pruned_replacement_score,
+        "pruned_completeness": record.pruned_completeness_score,
+        "features": record.n_selected_features,
+        "seconds": record.attribution_seconds,
+        "slug": record.slug,
+        "error": record.error,
+    }

@@ -1,0 +1,1 @@
+"""Persistence: the content-addressed artifact store and the DuckDB score store."""

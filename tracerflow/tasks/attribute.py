@@ -1,0 +1,208 @@
+"""Stage 4, attribute: the attribution graph of one prompt, stored as ``graph.pt``.
+
+Keyed by (model identity, converted transcoder, prompt, attribution parameters, dtype, device,
+and the versions of the code that computes it). Next to ``graph.pt`` goes ``attribution.json``:
+the batch size actually used, seconds per phase and peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.logging import get_run_logger
+
+from tracerflow.errors import AttributionError, ConfigError
+from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.tasks.assemble import assembled_model
+
+CODE_VERSION = "1"
+GRAPH_FILE = "graph.pt"
+STATS_FILE = "attribution.json"
+# The 512 default of circuit-tracer pads a handful of logit rows to a 512-row backward pass and
+# needs tens of GB for a 16k CLT on CPU; 64 was measured best on these CPUs (DESIGN.md).
+CPU_BATCH_SIZE = 64
+CUDA_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class AttributionParams:
+    max_n_logits: int = 10
+    desired_logit_prob: float = 0.95
+    max_feature_nodes: int | None = 8192
+    batch_size: int | None = None  # None: chosen for the device
+    offload: str | None = None  # None, "cpu" or "disk"
+
+    def __post_init__(self) -> None:
+        if self.max_n_logits < 1:
+            raise ConfigError(f"max_n_logits must be >= 1, got {self.max_n_logits}")
+        if not 0.0 < self.desired_logit_prob <= 1.0:
+            raise ConfigError(
+                f"desired_logit_prob must be in (0, 1], got {self.desired_logit_prob}"
+            )
+        if self.max_feature_nodes is not None and self.max_feature_nodes < 1:
+            raise ConfigError(f"max_feature_nodes must be >= 1, got {self.max_feature_nodes}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.offload not in (None, "cpu", "disk"):
+            raise ConfigError(f"offload must be cpu, disk or empty, got {self.offload!r}")
+
+    def batch_size_for(self, device: str) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return CUDA_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
+
+
+def code_versions() -> dict[str, str]:
+    """The versions that determine an attribution graph, part of its key and of every row."""
+    import tracerflow
+
+    return {
+        "tracerflow": tracerflow.__version__,
+        "attribute_stage": CODE_VERSION,
+        "circuit_tracer": version("circuit-tracer"),
+        "torch": torch.__version__,
+    }
+
+
+def attribute_key(
+    model: dict[str, Any], converted: dict[str, Any], prompt: str, params: AttributionParams
+) -> str:
+    return stage_key(
+        "attribute",
+        CODE_VERSION,
+        model=model["identity"],
+        transcoder=converted["key"],
+        prompt=prompt,
+        params=asdict(params),
+        batch_size=params.batch_size_for(model["device"]),
+        dtype=model["dtype"],
+        device=model["device"],
+        versions=code_versions(),
+    )
+
+
+def attribute_prompt(
+    prompt: str,
+    model: dict[str, Any],
+    converted: dict[str, Any],
+    params: AttributionParams,
+    store: ArtifactStore,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Attribute one prompt unless the store has its graph; return the graph's folder and stats."""
+    key = attribute_key(model, converted, prompt, params)
+    folder = store.find("attribute", key)
+    if folder is None:
+        replacement_model = assembled_model(
+            model["name"], converted["path"], model["dtype"], model["device"]
+        )
+        check_prompt(prompt, replacement_model, model["name"])
+        batch_size = params.batch_size_for(model["device"])
+        with store.write("attribute", key) as tmp_dir:
+            stats = run_attribution(prompt, replacement_model, params, batch_size, tmp_dir)
+            cfg = replacement_model.cfg
+            stats.update(
+                device=model["device"],
+                host=platform.node(),
+                model_n_layers=cfg.n_layers,
+                model_d_model=cfg.d_model,
+                model_d_vocab=cfg.d_vocab,
+                model_n_ctx=cfg.n_ctx,
+            )
+            (tmp_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        folder = store.path("attribute", key)
+    stats = json.loads((folder / STATS_FILE).read_text())
+    return {"key": key, "graph_path": str(folder / GRAPH_FILE), **stats}
+
+
+def check_prompt(prompt: str, replacement_model: Any, model_name: str) -> None:
+    """Fail before attribution with a message naming the prompt, not deep inside a dependency."""
+    if not prompt.strip():
+        raise AttributionError("the prompt is empty")
+    n_tokens = len(replacement_model.to_tokens(prompt, prepend_bos=True)[0])
+    n_ctx = replacement_model.cfg.n_ctx
+    if n_tokens > n_ctx:
+        raise AttributionError(
+            f"prompt {prompt[:40]!r}... has {n_tokens} tokens; {model_name} takes at most {n_ctx}"
+        )
+
+
+def run_attribution(
+    prompt: str, replacement_model: Any, params: AttributionParams, batch_size: int, out_dir: Path
+) -> dict[str, Any]:
+    """Run circuit-tracer's attribution and save ``graph.pt`` into ``out_dir``."""
+    from circuit_tracer import attribute
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        graph = attribute(
+            prompt,
+            replacement_model,
+            max_n_logits=params.max_n_logits,
+            desired_logit_prob=params.desired_logit_prob,
+            max_feature_nodes=params.max_feature_nodes,
+            batch_size=batch_size,
+            offload=params.offload,
+        )
+    except RuntimeError as error:
+        if "expected a non-empty list of Tensors" in str(error):
+            raise AttributionError(
+                f"no transcoder feature is active on prompt {prompt[:40]!r}: nothing to attribute"
+            ) from error
+        raise
+    seconds = time.perf_counter() - start
+    graph.to_pt(str(out_dir / GRAPH_FILE))
+    return {
+        "batch_size": batch_size,
+        "attribution_seconds": seconds,
+        "phase_seconds": {"total": seconds},
+        "peak_memory_bytes": _peak_memory_bytes(),
+        "n_tokens": len(graph.input_tokens),
+    }
+
+
+def _peak_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    store: ArtifactStore = parameters["store"]
+    key = attribute_key(
+        parameters["model"], parameters["converted"], parameters["prompt"], parameters["params"]
+    )
+    return store.prefect_result_key("attribute", key)
+
+
+@task(name="attribute", cache_key_fn=_cache_key, result_serializer="json")
+def attribute_task(
+    prompt: str,
+    model: dict[str, Any],
+    converted: dict[str, Any],
+    params: AttributionParams,
+    store: ArtifactStore,
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    logger.info("attributing %r with %s on %s", prompt[:60], converted["key"][:12], model["name"])
+    progress_id = create_progress_artifact(
+        progress=0.0, description=f"attribution of {prompt[:60]!r}"
+    )
+    result = attribute_prompt(prompt, model, converted, params, store)
+    update_progress_artifact(progress_id, progress=100.0)
+    logger.info(
+        "attributed in %.1f s (batch size %d)", result["attribution_seconds"], result["batch_size"]
+    )
+    return result

@@ -1,0 +1,54 @@
+"""Stage 2, convert: a checkpoint folder into circuit-tracer files in the artifact store.
+
+Keyed by the checkpoint's content hash, the converter's code version and the dtype: the same
+transcoder from another path, repo or preset name converts once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.transcoders import CONVERTER_VERSION, read_manifest
+from tracerflow.transcoders.conversion import convert, parse_dtype
+
+
+def convert_key(content_hash: str, dtype: str) -> str:
+    return stage_key("convert", CONVERTER_VERSION, checkpoint=content_hash, dtype=dtype)
+
+
+def convert_snapshot(snapshot: dict[str, Any], dtype: str, store: ArtifactStore) -> dict[str, Any]:
+    """Convert unless the store already has this (content, dtype); return the converted folder
+    and what later stages need to know about the transcoder."""
+    key = convert_key(snapshot["content_hash"], dtype)
+    folder = store.find("convert", key)
+    if folder is None:
+        folder = store.path("convert", key)
+        convert(Path(snapshot["path"]), folder, dtype=parse_dtype(dtype), overwrite=True)
+    manifest = read_manifest(folder)
+    return {
+        "path": str(folder),
+        "key": key,
+        "kind": manifest.kind,
+        "n_layers": manifest.n_layers,
+        "d_model": manifest.d_model,
+        "d_features": manifest.d_features,
+        "activation": manifest.activation.name,
+        "activation_params": manifest.activation.model_dump(exclude={"name"}),
+        "dtype": manifest.dtype,
+        "content_hash": manifest.content_hash,
+    }
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    store: ArtifactStore = parameters["store"]
+    key = convert_key(parameters["snapshot"]["content_hash"], parameters["dtype"])
+    return store.prefect_result_key("convert", key)
+
+
+@task(name="convert", cache_key_fn=_cache_key, result_serializer="json")
+def convert_task(snapshot: dict[str, Any], dtype: str, store: ArtifactStore) -> dict[str, Any]:
+    return convert_snapshot(snapshot, dtype, store)

@@ -1,0 +1,195 @@
+"""Stage 1, download: resolve a transcoder source to a local checkpoint folder and its identity.
+
+A source is one of:
+  - a preset name (``toy-clt``, ``gpt2-clt-16k``, ...): its transcoder source, resolved below;
+  - a local checkpoint folder (``./my-clt`` or ``/abs/path``);
+  - a Hugging Face repo id with an optional revision: ``owner/name`` or ``owner/name@rev``.
+Hub sources go through ``huggingface_hub.snapshot_download``, so the standard cache (``HF_HOME``)
+and ``HF_HUB_OFFLINE=1`` behave as Hugging Face users expect; the resolved commit sha is part of
+the result (and so of every later cache key and database row).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tracerflow.errors import SourceError
+from tracerflow.fsutil import sha256_file
+from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.transcoders.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from tracerflow.transcoders.conversion import content_hash
+
+CODE_VERSION = "1"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint folder on this machine and where it came from."""
+
+    source: str  # what the user asked for (preset name, path or repo id)
+    location: str  # the repo id or the absolute folder it resolved to
+    revision: str | None
+    commit_sha: str | None
+    path: str
+    content_hash: str  # sha256 over the checkpoint files' sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_hub_source(source: str) -> tuple[str, str | None] | None:
+    """``owner/name[@revision]`` -> (repo id, revision); None when it is not a Hub source."""
+    repo_id, _, revision = source.partition("@")
+    if not _REPO_ID.match(repo_id) or Path(source).expanduser().exists():
+        return None
+    return repo_id, revision or None
+
+
+def resolve_source(source: str) -> Snapshot:
+    """Resolve a source to a checkpoint folder on this machine (downloading if needed)."""
+    from tracerflow.presets import find_preset
+
+    preset = find_preset(source)
+    if preset is not None:
+        resolved = resolve_source(preset.transcoder_source())
+        return Snapshot(**{**resolved.to_dict(), "source": source})
+
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        folder = folder.resolve()
+        return Snapshot(
+            source=source,
+            location=str(folder),
+            revision=None,
+            commit_sha=None,
+            path=str(folder),
+            content_hash=content_hash(_file_hashes(folder)),
+        )
+    hub = parse_hub_source(source)
+    if hub is None:
+        raise SourceError(
+            f"transcoder source '{source}' is not a preset, an existing folder, or a Hugging Face "
+            "repo id (owner/name[@revision]); `tracerflow presets` lists the presets"
+        )
+    return download_from_hub(source, *hub)
+
+
+def download_from_hub(source: str, repo_id: str, revision: str | None) -> Snapshot:
+    """``snapshot_download`` the checkpoint files of a Hub repo; the commit sha comes from the
+    snapshot folder (``.../snapshots/<sha>``), which is how the HF cache pins a revision."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
+            )
+        )
+    except LocalEntryNotFoundError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True")
+        hint = (
+            "HF_HUB_OFFLINE is set and the repo is not in the Hugging Face cache"
+            if offline
+            else "the Hub could not be reached"
+        )
+        raise SourceError(
+            f"could not download {repo_id}@{revision or 'main'}: {hint}. To run offline, put the "
+            "repo in the HF cache (HF_HOME) and set HF_HUB_OFFLINE=1, or pass a local checkpoint "
+            "folder as the source",
+            retryable=not offline,
+        ) from error
+    except (HfHubHTTPError, OSError) as error:
+        raise SourceError(
+            f"could not download {repo_id}@{revision or 'main'}: {error}", retryable=True
+        ) from error
+    commit_sha = folder.name if _COMMIT_SHA.match(folder.name) else None
+    return Snapshot(
+        source=source,
+        location=repo_id,
+        revision=revision or "main",
+        commit_sha=commit_sha,
+        path=str(folder),
+        content_hash=content_hash(_file_hashes(folder)),
+    )
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of the checkpoint files. In the HF cache, LFS files are symlinks to blobs named by
+    their sha256: use that name instead of re-reading several GB."""
+    hashes = {}
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise SourceError(f"{folder}: no {name}; not a crosslayer-transcoder checkpoint")
+        target = path.resolve().name
+        hashes[name] = target if path.is_symlink() and _SHA256.match(target) else sha256_file(path)
+    return hashes
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Cache local folders by their (path, size, mtime) and Hub sources pinned to a commit sha;
+    anything that can move (``@main``, a preset of a Hub repo) is resolved again on each run."""
+    source: str = parameters["source"]
+    store: ArtifactStore = parameters["store"]
+    fingerprint = _local_fingerprint(source)
+    if fingerprint is None:
+        hub = parse_hub_source(source)
+        if hub is None or hub[1] is None or not _COMMIT_SHA.match(hub[1]):
+            return None
+        fingerprint = hub[1]
+    return store.prefect_result_key("download", stage_key("download", CODE_VERSION, f=fingerprint))
+
+
+def _local_fingerprint(source: str) -> str | None:
+    from tracerflow.presets import find_preset
+
+    preset = find_preset(source)
+    if preset is not None:
+        source = preset.transcoder_source()
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return None
+    stats = [
+        (folder / name).stat() for name in (CONFIG_FILE, WEIGHTS_FILE) if (folder / name).exists()
+    ]
+    return f"{folder.resolve()}|" + "|".join(f"{s.st_size}:{s.st_mtime_ns}" for s in stats)
+
+
+def _is_retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry network trouble, not a wrong name or a repo missing from the offline cache."""
+    try:
+        state.result()
+    except SourceError as error:
+        return error.retryable
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="download",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=_is_retryable,
+    cache_key_fn=_cache_key,
+    result_serializer="json",
+)
+def download_task(source: str, store: ArtifactStore) -> dict[str, Any]:
+    snapshot = resolve_source(source)
+    fingerprint = _local_fingerprint(source)
+    if fingerprint is not None:  # record where the cached result lives, next to it
+        key = stage_key("download", CODE_VERSION, f=fingerprint)
+        with store.write("download", key) as folder:
+            (folder / "snapshot.json").write_text(json.dumps(snapshot.to_dict(), indent=2))
+    return snapshot.to_dict()

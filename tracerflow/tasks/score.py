@@ -1,0 +1,132 @@
+"""Stage 5, score: replacement and completeness scores of a graph, unpruned and pruned.
+
+The unpruned scores are circuit-tracer's ``compute_graph_scores``. The pruned scores are the same
+computation on the graph pruned at the export thresholds, with pruned feature nodes counted as
+error, as in the circuit-tracing methods paper: a pruned feature's outgoing edges are added to the
+error node of its (layer, position), and its incoming edges are dropped (error nodes have no
+inputs). Edge pruning does not change these scores; only which nodes are explained does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
+from prefect import task
+
+from tracerflow.storage.artifacts import ArtifactStore, stage_key
+
+CODE_VERSION = "1"
+SCORES_FILE = "scores.json"
+
+
+@dataclass(frozen=True)
+class GraphScores:
+    replacement_score: float
+    completeness_score: float
+    pruned_replacement_score: float
+    pruned_completeness_score: float
+    n_active_features: int
+    n_selected_features: int
+    n_kept_features: int  # selected features that survive pruning
+    n_logits: int
+    logit_cumulative_prob: float
+    n_pos: int
+
+
+def prune_features_into_error(graph: Graph, keep_features: torch.Tensor) -> Graph:
+    """A copy of ``graph`` where every selected feature not in ``keep_features`` (a bool mask over
+    the selected features) is merged into the error node at its layer and position.
+
+    Node order in the adjacency matrix (rows: targets, columns: sources): selected features, then
+    errors [layer][position], then tokens, then logits.
+    """
+    n_features = len(graph.selected_features)
+    n_pos = graph.n_pos
+    adjacency = graph.adjacency_matrix.clone()
+    pruned = (~keep_features).nonzero().squeeze(1)
+    layer_pos = graph.active_features[graph.selected_features[pruned]][:, :2]
+    error_nodes = n_features + layer_pos[:, 0] * n_pos + layer_pos[:, 1]
+    # Outgoing edges of a pruned feature now leave from its error node...
+    adjacency.index_add_(1, error_nodes, adjacency[:, pruned])
+    # ...and the feature itself is gone: no edges out, no edges in.
+    adjacency[:, pruned] = 0
+    adjacency[pruned, :] = 0
+    return Graph(
+        input_string=graph.input_string,
+        input_tokens=graph.input_tokens,
+        active_features=graph.active_features,
+        adjacency_matrix=adjacency,
+        cfg=graph.cfg,
+        selected_features=graph.selected_features,
+        activation_values=graph.activation_values,
+        logit_targets=graph.logit_targets,
+        logit_probabilities=graph.logit_probabilities,
+        scan=graph.scan,
+        vocab_size=graph.vocab_size,
+    )
+
+
+def score_graph(graph: Graph, node_threshold: float, edge_threshold: float) -> GraphScores:
+    replacement, completeness = compute_graph_scores(graph)
+    n_features = len(graph.selected_features)
+    node_mask = prune_graph(graph, node_threshold, edge_threshold).node_mask
+    keep_features = node_mask[:n_features]
+    pruned_replacement, pruned_completeness = compute_graph_scores(
+        prune_features_into_error(graph, keep_features)
+    )
+    return GraphScores(
+        replacement_score=replacement,
+        completeness_score=completeness,
+        pruned_replacement_score=pruned_replacement,
+        pruned_completeness_score=pruned_completeness,
+        n_active_features=len(graph.active_features),
+        n_selected_features=n_features,
+        n_kept_features=int(keep_features.sum()),
+        n_logits=len(graph.logit_targets),
+        logit_cumulative_prob=float(graph.logit_probabilities.sum()),
+        n_pos=int(graph.n_pos),
+    )
+
+
+def score_key(attribution_key: str, node_threshold: float, edge_threshold: float) -> str:
+    return stage_key(
+        "score",
+        CODE_VERSION,
+        graph=attribution_key,
+        node_threshold=node_threshold,
+        edge_threshold=edge_threshold,
+    )
+
+
+def score_attribution(
+    attribution: dict[str, Any], node_threshold: float, edge_threshold: float, store: ArtifactStore
+) -> dict[str, Any]:
+    key = score_key(attribution["key"], node_threshold, edge_threshold)
+    folder = store.find("score", key)
+    if folder is None:
+        graph = Graph.from_pt(attribution["graph_path"])  # only graphs this tool wrote
+        scores = score_graph(graph, node_threshold, edge_threshold)
+        with store.write("score", key) as tmp_dir:
+            (tmp_dir / SCORES_FILE).write_text(json.dumps(scores.__dict__, indent=2))
+        folder = store.path("score", key)
+    return {"key": key, **json.loads((Path(folder) / SCORES_FILE).read_text())}
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    store: ArtifactStore = parameters["store"]
+    key = score_key(
+        parameters["attribution"]["key"], parameters["node_threshold"], parameters["edge_threshold"]
+    )
+    return store.prefect_result_key("score", key)
+
+
+@task(name="score", cache_key_fn=_cache_key, result_serializer="json")
+def score_task(
+    attribution: dict[str, Any], node_threshold: float, edge_threshold: float, store: ArtifactStore
+) -> dict[str, Any]:
+    return score_attribution(attribution, node_threshold, edge_threshold, store)
