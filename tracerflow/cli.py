@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from tracerflow.errors import TracerflowError
+from tracerflow.flows import cli as flows_cli
 
 
 class _Group(TyperGroup):
@@ -34,6 +35,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+flows_cli.register(app)
 
 
 @app.command()

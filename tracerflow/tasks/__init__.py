@@ -2,3 +2,8 @@
 
 download -> convert -> assemble -> attribute -> score -> export -> record
 """
+
+from tracerflow.settings import configure_prefect_defaults
+
+# Prefect reads its settings when first imported: set tracerflow's defaults before that.
+configure_prefect_defaults()

@@ -1,0 +1,84 @@
+"""Pruned scores: pruned feature nodes count as error, checked against a loop-by-loop reference."""
+
+from __future__ import annotations
+
+import torch
+from circuit_tracer.graph import Graph, compute_graph_scores
+from transformer_lens import HookedTransformerConfig
+
+from tracerflow.tasks.score import prune_features_into_error, score_graph
+
+N_LAYERS, N_POS = 2, 3
+
+
+def random_graph(seed: int = 0) -> Graph:
+    """A small well-formed graph: 4 selected features, 2x3 errors, 3 tokens, 2 logits."""
+    generator = torch.Generator().manual_seed(seed)
+    active = torch.tensor([[0, 1, 5], [0, 2, 7], [1, 1, 3], [1, 2, 9]])
+    n_features = len(active)
+    n_nodes = n_features + N_LAYERS * N_POS + N_POS + 2
+    adjacency = torch.randn(n_nodes, n_nodes, generator=generator)
+    adjacency[n_features + N_LAYERS * N_POS :] = 0  # tokens and logits...
+    adjacency[-2:] = torch.randn(2, n_nodes, generator=generator)  # ...only logits have inputs
+    adjacency[:, -2:] = 0  # logits have no outputs
+    adjacency[n_features : n_features + N_LAYERS * N_POS] = 0  # errors have no inputs
+    cfg = HookedTransformerConfig(
+        n_layers=N_LAYERS, d_model=8, n_ctx=8, d_head=4, d_vocab=20, act_fn="relu"
+    )
+    return Graph(
+        input_string="a b c",
+        input_tokens=torch.tensor([0, 1, 2]),
+        active_features=active,
+        adjacency_matrix=adjacency,
+        cfg=cfg,
+        selected_features=torch.arange(n_features),
+        activation_values=torch.ones(n_features),
+        logit_targets=[],  # unused by the scores below
+        logit_probabilities=torch.tensor([0.7, 0.2]),
+        vocab_size=20,
+    )
+
+
+def reference_prune(graph: Graph, keep: list[bool]) -> torch.Tensor:
+    """Reroute each pruned feature's outgoing edges to its (layer, pos) error node, one by one."""
+    adjacency = graph.adjacency_matrix.clone()
+    n_features = len(graph.selected_features)
+    for index, kept in enumerate(keep):
+        if kept:
+            continue
+        layer, pos, _ = graph.active_features[graph.selected_features[index]].tolist()
+        error = n_features + layer * graph.n_pos + pos
+        for target in range(adjacency.shape[0]):
+            adjacency[target, error] += adjacency[target, index]
+            adjacency[target, index] = 0
+        adjacency[index, :] = 0
+    return adjacency
+
+
+def test_pruned_features_are_merged_into_their_error_nodes():
+    graph = random_graph()
+    graph.logit_targets = [None, None]  # two logits
+    keep = torch.tensor([True, False, True, False])
+    pruned = prune_features_into_error(graph, keep)
+    torch.testing.assert_close(pruned.adjacency_matrix, reference_prune(graph, keep.tolist()))
+    assert torch.equal(graph.adjacency_matrix, random_graph().adjacency_matrix), "input unchanged"
+
+
+def test_keeping_every_node_gives_the_unpruned_scores():
+    graph = random_graph(1)
+    graph.logit_targets = [None, None]
+    scores = score_graph(graph, node_threshold=1.0, edge_threshold=1.0)
+    assert (scores.replacement_score, scores.completeness_score) == compute_graph_scores(graph)
+    assert scores.pruned_replacement_score == scores.replacement_score
+    assert scores.pruned_completeness_score == scores.completeness_score
+    assert scores.n_kept_features == 4
+
+
+def test_pruning_everything_explains_nothing_through_features():
+    graph = random_graph(2)
+    graph.logit_targets = [None, None]
+    pruned = prune_features_into_error(graph, torch.zeros(4, dtype=torch.bool))
+    replacement, completeness = compute_graph_scores(pruned)
+    # With every feature turned into error, tokens reach logits only directly.
+    assert replacement <= compute_graph_scores(graph)[0] + 1e-6
+    assert 0.0 <= completeness <= 1.0

@@ -1,0 +1,157 @@
+"""``tracerflow run`` and ``tracerflow demo``: run the scoring flow from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tracerflow.errors import ConfigError, TracerflowError
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: prompts file does not exist")
+    prompts = [
+        line.rstrip("\n")
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not prompts:
+        raise ConfigError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        text = str(value)
+        return text if len(text) <= 48 else text[:45] + "..."
+
+    cells = [[cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+SCORE_COLUMNS = [
+    "transcoder",
+    "prompt",
+    "replacement",
+    "completeness",
+    "pruned_replacement",
+    "pruned_completeness",
+    "features",
+    "seconds",
+    "status",
+]
+
+
+def run_and_report(flow_kwargs: dict[str, Any]) -> None:
+    """Run the scoring flow, print the scores table and where everything is; exit 1 on failure."""
+    from tracerflow.flows.score import score_flow
+    from tracerflow.settings import get_settings
+
+    settings = get_settings()
+    state = score_flow(**flow_kwargs, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):
+        rows = rows_of_run(settings.database_path, str(state.state_details.flow_run_id))
+    if rows:
+        typer.echo("")
+        typer.echo(format_table(rows, SCORE_COLUMNS))
+    typer.echo("")
+    typer.echo(f"scores database   {settings.database_path}")
+    typer.echo(f"graph files       {settings.graph_files_dir}")
+    typer.echo("view the graphs   tracerflow view")
+    if state.is_failed():
+        raise TracerflowError(state.message or "the flow run failed")
+
+
+def rows_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
+    """The rows a (partly) failed run recorded, read back from the database."""
+    from tracerflow.storage.queries import run_sql
+
+    if not database_path.exists():
+        return []
+    safe_id = flow_run_id.replace("'", "")
+    columns, values = run_sql(
+        database_path,
+        "SELECT t.source AS transcoder, p.text AS prompt, s.replacement_score AS replacement, "
+        "s.completeness_score AS completeness, s.pruned_replacement_score AS pruned_replacement, "
+        "s.pruned_completeness_score AS pruned_completeness, "
+        "s.n_selected_features AS features, s.attribution_seconds AS seconds, s.status "
+        "FROM scores s JOIN transcoders t USING (transcoder_id) JOIN prompts p USING (prompt_id) "
+        f"WHERE s.flow_run_id = '{safe_id}' ORDER BY t.source, p.text",
+    )
+    return [dict(zip(columns, row, strict=True)) for row in values]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        transcoder: Annotated[
+            list[str] | None,
+            typer.Option(help="preset name, local checkpoint folder or owner/repo[@revision]"),
+        ] = None,
+        prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeatable)")] = None,
+        prompts_file: Annotated[Path | None, typer.Option(help="one prompt per line")] = None,
+        preset: Annotated[
+            str | None, typer.Option(help="a preset: its transcoder, model and defaults")
+        ] = None,
+        model: Annotated[str | None, typer.Option(help="TransformerLens model name")] = None,
+        max_n_logits: int | None = None,
+        desired_logit_prob: float | None = None,
+        max_feature_nodes: int | None = None,
+        batch_size: int | None = None,
+        offload: str | None = None,
+        node_threshold: float | None = None,
+        edge_threshold: float | None = None,
+        dtype: str = "float32",
+        device: Annotated[
+            str | None, typer.Option(help="cpu or cuda (default: cuda if any)")
+        ] = None,
+    ) -> None:
+        """Score transcoders on prompts; record every score; export the graphs."""
+        transcoders = list(transcoder or []) + ([preset] if preset else [])
+        if not transcoders:
+            raise ConfigError("give at least one --transcoder or a --preset")
+        prompts = list(prompt or [])
+        if prompts_file is not None:
+            prompts += read_prompts_file(prompts_file)
+        if not prompts and preset is None:
+            raise ConfigError("give at least one --prompt or a --prompts-file")
+        if not prompts:
+            from tracerflow.presets import builtin_prompts
+
+            prompts = builtin_prompts()
+        run_and_report(
+            {
+                "transcoders": transcoders,
+                "prompts": prompts,
+                "model": model,
+                "max_n_logits": max_n_logits,
+                "desired_logit_prob": desired_logit_prob,
+                "max_feature_nodes": max_feature_nodes,
+                "batch_size": batch_size,
+                "offload": offload,
+                "node_threshold": node_threshold,
+                "edge_threshold": edge_threshold,
+                "dtype": dtype,
+                "device": device,
+            }
+        )
+
+    @app.command()
+    def demo() -> None:
+        """Score the built-in toy CLT and PLT on the built-in prompts (offline, about a minute)."""
+        from tracerflow.presets import builtin_prompts
+
+        run_and_report({"transcoders": ["toy-clt", "toy-plt"], "prompts": builtin_prompts()})
