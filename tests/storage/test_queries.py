@@ -1,0 +1,146 @@
+"""history, compare, graph_index and previous_suite_run_scores answer from a populated database."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tracerflow.errors import StorageError
+from tracerflow.storage import compare, graph_index, history, previous_suite_run_scores
+from tracerflow.storage.stats import t975
+
+from .builders import (
+    FIRST_NIGHT,
+    IOI_PROMPTS,
+    NEW_CLT,
+    OLD_CLT,
+    PLT,
+    SMOKE_PROMPT,
+    nightly_replacement,
+    record_run,
+    run_info,
+    score,
+    transcoder,
+)
+
+
+def test_history_lists_newest_first(populated_db: Path) -> None:
+    times = [row["created_at"] for row in history(populated_db)]
+
+    assert times == sorted(times, reverse=True)
+    assert times[0].tzinfo is UTC
+
+
+def test_history_gives_the_change_since_the_previous_run(populated_db: Path) -> None:
+    rows = history(populated_db, transcoder=OLD_CLT, prompt=IOI_PROMPTS[0])
+
+    assert [row["flow_run_id"] for row in rows] == [f"nightly-{n}" for n in (4, 3, 2, 1, 0)]
+    assert rows[0]["replacement_change"] == pytest.approx(
+        nightly_replacement(OLD_CLT, 4, 0) - nightly_replacement(OLD_CLT, 3, 0)
+    )
+    assert rows[-1]["replacement_change"] is None
+
+
+def test_history_measures_change_across_a_failed_run_from_the_last_success(
+    populated_db: Path,
+) -> None:
+    rows = {r["flow_run_id"]: r for r in history(populated_db, PLT, IOI_PROMPTS[1])}
+
+    assert rows["nightly-2"]["status"] == "failed"
+    assert rows["nightly-3"]["previous_replacement_score"] == nightly_replacement(PLT, 1, 1)
+
+
+def test_history_since_keeps_only_scores_from_that_time_on(populated_db: Path) -> None:
+    since = FIRST_NIGHT + timedelta(days=3)
+
+    rows = history(populated_db, transcoder=OLD_CLT, since=since.date().isoformat())
+
+    assert rows and all(row["created_at"] >= since for row in rows)
+    assert {row["flow_run_id"] for row in rows} == {"nightly-3", "nightly-4", "smoke-1"}
+
+
+def test_history_refuses_a_since_that_is_not_a_date(populated_db: Path) -> None:
+    with pytest.raises(StorageError, match="not a date"):
+        history(populated_db, since="last tuesday")
+
+
+def test_compare_pairs_the_newest_scores_by_prompt_and_gives_a_t_interval(
+    populated_db: Path,
+) -> None:
+    result = compare(populated_db, OLD_CLT, NEW_CLT)
+
+    differences = [
+        nightly_replacement(NEW_CLT, 4, i) - nightly_replacement(OLD_CLT, 4, i)
+        for i in range(len(IOI_PROMPTS))
+    ]
+    half_width = t975(3) * statistics.stdev(differences) / 2
+    assert sorted(row["prompt"] for row in result.rows) == sorted(IOI_PROMPTS)
+    assert result.mean_difference == pytest.approx(statistics.fmean(differences))
+    assert result.ci_low == pytest.approx(statistics.fmean(differences) - half_width)
+    assert result.ci_high == pytest.approx(statistics.fmean(differences) + half_width)
+    assert result.n_params_differ == 0
+
+
+def test_compare_restricted_to_prompts_names_those_it_could_not_pair(populated_db: Path) -> None:
+    result = compare(populated_db, OLD_CLT, NEW_CLT, prompts=[IOI_PROMPTS[0], SMOKE_PROMPT])
+
+    assert [row["prompt"] for row in result.rows] == [IOI_PROMPTS[0]]
+    assert result.missing_prompts == [SMOKE_PROMPT]
+
+
+def test_compare_of_an_unknown_transcoder_names_the_known_ones(populated_db: Path) -> None:
+    with pytest.raises(StorageError, match=f"no scores for transcoder 'nope'.*{NEW_CLT}"):
+        compare(populated_db, "nope", OLD_CLT)
+
+
+def test_graph_index_has_one_entry_per_slug_from_its_newest_record(populated_db: Path) -> None:
+    index = graph_index(populated_db)
+
+    slugs = [entry["slug"] for entry in index]
+    assert len(slugs) == len(set(slugs)) == 3 * len(IOI_PROMPTS)
+    old_clt_first_prompt = next(
+        e for e in index if e["slug"] == "ioi-crosslayer-transcoder-topk-16k-0"
+    )
+    assert old_clt_first_prompt["flow_run_id"] == "nightly-4"
+    assert old_clt_first_prompt["replacement_score"] == nightly_replacement(OLD_CLT, 4, 0)
+
+
+def test_previous_suite_run_is_the_one_started_before_the_given_run(populated_db: Path) -> None:
+    previous = previous_suite_run_scores(populated_db, "ioi", before_flow_run_id="nightly-4")
+
+    assert previous is not None and previous.flow_run_id == "nightly-3"
+    expected = statistics.fmean(nightly_replacement(OLD_CLT, 3, i) for i in range(4))
+    assert previous.mean_replacement_score[OLD_CLT] == pytest.approx(expected)
+    assert previous.n_prompts == {OLD_CLT: 4, PLT: 4, NEW_CLT: 4}
+
+
+def test_previous_suite_run_of_a_run_not_yet_recorded_is_the_newest_one(
+    populated_db: Path,
+) -> None:
+    previous = previous_suite_run_scores(populated_db, "ioi", before_flow_run_id="tonight")
+
+    assert previous is not None and previous.flow_run_id == "nightly-4"
+
+
+def test_the_first_run_of_a_suite_has_no_previous_run(db_path: Path) -> None:
+    record_run(db_path, run_info("first"), [score(transcoder(), IOI_PROMPTS[0], 0.7, 0.9)])
+
+    assert previous_suite_run_scores(db_path, "ioi", before_flow_run_id="first") is None
+    assert previous_suite_run_scores(db_path / "absent.duckdb", "ioi", "first") is None
+
+
+def test_reading_a_missing_database_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"no score database at .* run a flow first"):
+        history(tmp_path / "nothing-here.duckdb")
+
+
+def test_history_times_are_utc_whatever_zone_the_flow_used(db_path: Path) -> None:
+    in_paris = datetime(2025, 6, 1, 6, 0, tzinfo=timezone(timedelta(hours=2)))
+    record_run(
+        db_path, run_info("r"), [score(transcoder(), IOI_PROMPTS[0], 0.7, 0.9, created_at=in_paris)]
+    )
+
+    assert history(db_path)[0]["created_at"] == datetime(2025, 6, 1, 4, 0, tzinfo=UTC)

@@ -1,0 +1,305 @@
+"""Opening the score database and writing one flow run into it.
+
+DuckDB lets one process hold a database file for writing, and while it does every other process,
+readers included, fails with ``IOException: Could not set lock on file``. So:
+
+- a flow run writes once, at its end, through one short-lived connection and one transaction,
+  serialised with other writers by a file lock next to the database (``scores.duckdb.lock``) and
+  an optional outer guard (the flow passes a Prefect concurrency limit), with bounded retries
+  while a reader in another process still holds the file;
+- readers open read-only, locked down (no file access, no settings changes), and retry briefly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from tracerflow.errors import StorageError
+from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
+from tracerflow.storage.records import (
+    ModelInfo,
+    RunInfo,
+    ScoreRecord,
+    TranscoderInfo,
+    canonical_json,
+    stable_id,
+    to_utc_naive,
+)
+
+Connection = duckdb.DuckDBPyConnection
+T = TypeVar("T")
+
+DEFAULT_WRITE_TIMEOUT_S = 60.0
+DEFAULT_READ_TIMEOUT_S = 10.0
+
+# Readers cannot touch files besides the database, load extensions or change settings, so a
+# query typed by a person cannot write anything through `COPY ... TO`, `EXPORT`, or `SET`.
+READER_CONFIG = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def _is_file_lock_conflict(error: duckdb.Error) -> bool:
+    return isinstance(error, duckdb.IOException) and "Could not set lock" in str(error)
+
+
+def _lock_holder(error: duckdb.Error) -> str:
+    match = re.search(r"\(PID (\d+)\)", str(error))
+    return f"process {match.group(1)}" if match else "another process"
+
+
+def _retry_while_locked(connect: Callable[[], T], path: Path, timeout_s: float, purpose: str) -> T:
+    """Call ``connect`` until DuckDB's file lock is free, backing off from 50 ms to 1 s."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return connect()
+        except duckdb.Error as error:
+            if not _is_file_lock_conflict(error):
+                raise StorageError(f"cannot open the score database {path}: {error}") from error
+            if time.monotonic() + delay > deadline:
+                raise StorageError(
+                    f"cannot open the score database {path} to {purpose}: {_lock_holder(error)} "
+                    f"has held it for more than {timeout_s:.0f} s; wait for it to finish "
+                    f"(or stop it) and try again"
+                ) from error
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def open_database(path: Path | str, read_only: bool = False) -> Connection:
+    """Open the score database; writable opens create it and apply pending migrations.
+
+    The caller owns the connection and must close it soon: while it is open, no other process
+    can open the file. Flows should use `record_run` rather than holding one.
+    """
+    path = Path(path)
+    if read_only:
+        return open_reader(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _retry_while_locked(
+        lambda: duckdb.connect(str(path)), path, DEFAULT_WRITE_TIMEOUT_S, "write"
+    )
+    try:
+        apply_migrations(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Connection:
+    """A locked-down read-only connection at the current schema, retried while a writer holds it.
+
+    A database written by an older tracerflow is migrated first (a short write under the lock).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StorageError(
+            f"no score database at {path}: run a flow first (`tracerflow demo`), "
+            f"or point --db / TRACERFLOW_HOME at an existing one"
+        )
+
+    def connect() -> Connection:
+        try:
+            return duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+        except duckdb.ConnectionException as error:
+            raise StorageError(
+                f"cannot open {path} read-only while this process holds a write connection to "
+                f"it; close that connection first ({error})"
+            ) from error
+
+    con = _retry_while_locked(connect, path, timeout_s, "read")
+    version = schema_version(con)
+    if version == CURRENT_VERSION:
+        return con
+    con.close()
+    if version > CURRENT_VERSION:
+        raise StorageError(
+            f"the score database {path} is at schema version {version}, newer than this "
+            f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to read it"
+        )
+    with _write_lock(path, DEFAULT_WRITE_TIMEOUT_S):
+        open_database(path).close()
+    return _retry_while_locked(connect, path, timeout_s, "read")
+
+
+@contextlib.contextmanager
+def reading(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Iterator[Connection]:
+    """``with reading(db_path) as con:`` a reader that is closed as soon as the block ends."""
+    con = open_reader(path, timeout_s)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=timeout_s)
+    except Timeout as error:
+        raise StorageError(
+            f"another tracerflow process has been writing {path} for more than {timeout_s:.0f} s "
+            f"(lock file {lock.lock_file}); try again when it finishes"
+        ) from error
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _transcoder_row(transcoder: TranscoderInfo) -> list[object]:
+    params = transcoder.activation_params
+    k = params.get("k")
+    threshold_mean = params.get("threshold_mean")
+    return [
+        transcoder.transcoder_id, transcoder.source, transcoder.revision, transcoder.commit_sha,
+        transcoder.content_hash, transcoder.kind, transcoder.n_layers, transcoder.d_model,
+        transcoder.d_features, transcoder.activation, canonical_json(params),
+        int(k) if k is not None else None,
+        float(threshold_mean) if threshold_mean is not None else None,
+    ]  # fmt: skip
+
+
+def _model_row(model: ModelInfo) -> list[object]:
+    return [model.model_id, model.name, model.n_layers, model.d_model, model.d_vocab, model.n_ctx]
+
+
+def _score_row(run: RunInfo, record: ScoreRecord) -> list[object]:
+    key = (
+        run.flow_run_id,
+        record.transcoder.transcoder_id,
+        record.model.model_id,
+        record.prompt_id,
+        record.params_hash,
+    )
+    return [
+        stable_id("score", *key), *key, canonical_json(record.params), record.n_tokens,
+        record.status, record.error, record.replacement_score, record.completeness_score,
+        record.pruned_replacement_score, record.pruned_completeness_score,
+        record.n_active_features, record.n_selected_features, record.n_logits,
+        record.logit_cumulative_prob, record.n_pos,
+        canonical_json(record.phase_seconds) if record.phase_seconds is not None else None,
+        record.attribution_seconds, record.peak_memory_bytes, record.graph_path,
+        record.graph_files_path, record.slug, to_utc_naive(record.created_at),
+    ]  # fmt: skip
+
+
+def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> int:
+    """The run's rows, parents before children; the caller holds the transaction."""
+    con.execute(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run.flow_run_id, run.flow_name, run.deployment_name, run.suite_name,
+            to_utc_naive(run.started_at),
+            to_utc_naive(run.finished_at) if run.finished_at else None,
+            run.status, run.tracerflow_version, run.circuit_tracer_version, run.torch_version,
+            run.device, run.host, datetime.now(UTC).replace(tzinfo=None),
+        ],
+    )  # fmt: skip
+    for record in records:
+        con.execute(
+            "INSERT INTO transcoders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            _transcoder_row(record.transcoder),
+        )
+        con.execute(
+            "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            _model_row(record.model),
+        )
+        con.execute(
+            "INSERT INTO prompts VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [record.prompt_id, record.prompt, record.n_tokens],
+        )
+        # A failure here (a duplicate key, a value DuckDB refuses) rolls back the whole run.
+        con.execute(
+            "INSERT INTO scores VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _score_row(run, record),
+        )
+    return len(records)
+
+
+def record_run(
+    db_path: Path | str,
+    run: RunInfo,
+    records: list[ScoreRecord],
+    guard: AbstractContextManager[object] | None = None,
+    timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+) -> int:
+    """Write one flow run and its scores in one transaction; return the score rows added.
+
+    Idempotent on ``run.flow_run_id``: if the run is already recorded, nothing is added and
+    nothing replaced (returns 0). Any failure rolls the whole run back and raises StorageError,
+    so a database never holds part of a run.
+
+    Args:
+        guard: an outer context manager held around the write, e.g. a Prefect global
+            concurrency limit when a Prefect server is in use.
+        timeout_s: how long to wait for the file lock and for other processes to let go.
+    """
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with guard if guard is not None else contextlib.nullcontext(), _write_lock(db_path, timeout_s):
+        con = _retry_while_locked(lambda: duckdb.connect(str(db_path)), db_path, timeout_s, "write")
+        try:
+            apply_migrations(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                already = con.execute(
+                    "SELECT count(*) FROM runs WHERE flow_run_id = ?", [run.flow_run_id]
+                ).fetchone()
+                added = 0 if already and already[0] else _insert_run(con, run, records)
+                con.execute("COMMIT")
+            except Exception as error:
+                con.execute("ROLLBACK")
+                raise StorageError(
+                    f"recording flow run {run.flow_run_id} failed, nothing of it was written: "
+                    f"{error}"
+                ) from error
+        finally:
+            con.close()
+    return added
+
+
+def finish_run(
+    db_path: Path | str,
+    flow_run_id: str,
+    status: str,
+    finished_at: datetime,
+    timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+) -> bool:
+    """Set the final status and end time of a recorded run (the flow records before it ends).
+
+    Only the run's own status columns change, never a score. Returns False if no such run.
+    """
+    db_path = Path(db_path)
+    with _write_lock(db_path, timeout_s):
+        con = _retry_while_locked(lambda: duckdb.connect(str(db_path)), db_path, timeout_s, "write")
+        try:
+            apply_migrations(con)
+            updated = con.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE flow_run_id = ? RETURNING 1",
+                [status, to_utc_naive(finished_at), flow_run_id],
+            ).fetchall()
+        except duckdb.Error as error:
+            raise StorageError(f"cannot update run {flow_run_id} in {db_path}: {error}") from error
+        finally:
+            con.close()
+    return bool(updated)

@@ -1,0 +1,328 @@
+"""Read questions over the score database: history, comparisons, the graph index, free SQL.
+
+Every function opens its own short-lived, locked-down read-only connection (`reading`), so it
+works while no flow is writing and waits briefly while one is. Times are UTC; functions that
+return dicts give timezone-aware datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tracerflow.errors import StorageError
+from tracerflow.storage.database import reading
+from tracerflow.storage.records import to_utc_naive
+from tracerflow.storage.stats import MeanInterval, mean_interval
+
+# What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
+# read-only, no-file-access connection is the second wall behind this one.
+READ_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN"})
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    return [
+        {column: _aware(value) for column, value in zip(columns, row, strict=True)}
+        for row in cursor.fetchall()
+    ]
+
+
+def parse_since(since: date | datetime | str) -> datetime:
+    """A date or ISO time to a naive UTC datetime; a date means its midnight UTC."""
+    if isinstance(since, str):
+        try:
+            since = datetime.fromisoformat(since)
+        except ValueError as error:
+            raise StorageError(
+                f"--since {since!r} is not a date or time; use e.g. 2025-06-01 or 2025-06-01T12:00"
+            ) from error
+    if not isinstance(since, datetime):
+        since = datetime(since.year, since.month, since.day)
+    return to_utc_naive(since)
+
+
+HISTORY_COLUMNS = (
+    "created_at", "flow_run_id", "suite_name", "transcoder_source", "transcoder_kind",
+    "model_name", "prompt", "params_hash", "status", "replacement_score",
+    "previous_replacement_score", "replacement_change", "completeness_score",
+    "previous_completeness_score", "completeness_change", "pruned_replacement_score",
+    "pruned_completeness_score", "error",
+)  # fmt: skip
+
+
+def history(
+    db_path: Path | str,
+    transcoder: str | None = None,
+    prompt: str | None = None,
+    since: date | datetime | str | None = None,
+) -> list[dict[str, Any]]:
+    """Every score, newest first, each with the change since the previous run of its series.
+
+    A series is one transcoder × model × prompt × parameter set; the change is measured against
+    its previous successful score, before any filter here is applied.
+
+    Args:
+        transcoder: a transcoder source (``georglange/...``) or a transcoder id.
+        prompt: the exact prompt text.
+        since: only scores recorded at or after this date/time (UTC).
+    """
+    conditions, params = [], []
+    if transcoder is not None:
+        conditions.append("(transcoder_source = ? OR transcoder_id = ?)")
+        params += [transcoder, transcoder]
+    if prompt is not None:
+        conditions.append("prompt = ?")
+        params.append(prompt)
+    if since is not None:
+        conditions.append("created_at >= ?")
+        params.append(parse_since(since))
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    with reading(db_path) as con:
+        return _dicts(
+            con,
+            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
+            "ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt",
+            params,
+        )
+
+
+def transcoder_summary(db_path: Path | str) -> list[dict[str, Any]]:
+    """The `transcoder_summary` view: per transcoder, mean / min / max / 95% interval of scores."""
+    with reading(db_path) as con:
+        return _dicts(
+            con, "SELECT * FROM transcoder_summary ORDER BY transcoder_source, model_name", []
+        )
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Two transcoders on the prompts both were scored on; differences are B minus A.
+
+    Each side contributes its newest successful score per model × prompt, whatever its
+    parameters; ``n_params_differ`` counts the pairs scored under different parameter sets.
+    """
+
+    source_a: str
+    source_b: str
+    rows: list[dict[str, Any]]
+    replacement: MeanInterval  # of replacement_score(B) − replacement_score(A), paired by prompt
+    completeness: MeanInterval
+    n_params_differ: int
+    missing_prompts: list[str] = field(default_factory=list)
+
+    @property
+    def mean_difference(self) -> float | None:
+        return self.replacement.mean
+
+    @property
+    def ci_low(self) -> float | None:
+        return self.replacement.ci_low
+
+    @property
+    def ci_high(self) -> float | None:
+        return self.replacement.ci_high
+
+
+def _known_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = con.execute("SELECT DISTINCT source FROM transcoders ORDER BY source").fetchall()
+    return [row[0] for row in rows]
+
+
+def compare(
+    db_path: Path | str,
+    source_a: str,
+    source_b: str,
+    prompts: list[str] | None = None,
+) -> CompareResult:
+    """Paired comparison of two transcoder sources over their common prompts (B − A)."""
+    if source_a == source_b:
+        raise StorageError(f"compare needs two different transcoders, got {source_a!r} twice")
+    with reading(db_path) as con:
+        known = _known_sources(con)
+        for source in (source_a, source_b):
+            if source not in known:
+                raise StorageError(
+                    f"no scores for transcoder {source!r}; recorded transcoders: "
+                    f"{', '.join(known) or 'none'}"
+                )
+        rows = _dicts(
+            con,
+            """
+            WITH newest AS (
+                SELECT transcoder_source, model_name, prompt, params_hash,
+                       replacement_score, completeness_score,
+                       row_number() OVER (
+                           PARTITION BY transcoder_source, model_id, prompt_id
+                           ORDER BY created_at DESC, flow_run_id DESC
+                       ) AS newest_first
+                FROM scores_wide
+                WHERE status = 'ok' AND transcoder_source IN ($a, $b)
+                  AND ($prompts IS NULL OR list_contains($prompts, prompt))
+            )
+            SELECT a.model_name, a.prompt,
+                   a.replacement_score AS a_replacement_score,
+                   b.replacement_score AS b_replacement_score,
+                   b.replacement_score - a.replacement_score AS replacement_difference,
+                   a.completeness_score AS a_completeness_score,
+                   b.completeness_score AS b_completeness_score,
+                   b.completeness_score - a.completeness_score AS completeness_difference,
+                   a.params_hash AS a_params_hash, b.params_hash AS b_params_hash
+            FROM newest a
+            JOIN newest b ON a.model_name = b.model_name AND a.prompt = b.prompt
+            WHERE a.transcoder_source = $a AND b.transcoder_source = $b
+              AND a.newest_first = 1 AND b.newest_first = 1
+            ORDER BY replacement_difference, a.prompt
+            """,
+            {"a": source_a, "b": source_b, "prompts": prompts},  # type: ignore[arg-type]
+        )
+    if not rows:
+        raise StorageError(
+            f"{source_a!r} and {source_b!r} have no successfully scored prompt in common"
+            + (" among the prompts given" if prompts else "")
+        )
+    compared = {row["prompt"] for row in rows}
+    return CompareResult(
+        source_a=source_a,
+        source_b=source_b,
+        rows=rows,
+        replacement=mean_interval(
+            [r["replacement_difference"] for r in rows if r["replacement_difference"] is not None]
+        ),
+        completeness=mean_interval(
+            [r["completeness_difference"] for r in rows if r["completeness_difference"] is not None]
+        ),
+        n_params_differ=sum(r["a_params_hash"] != r["b_params_hash"] for r in rows),
+        missing_prompts=[p for p in prompts or [] if p not in compared],
+    )
+
+
+def run_sql(db_path: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read query (SELECT, WITH ..., EXPLAIN) and return its columns and rows.
+
+    Anything else (DELETE, DROP, INSERT, UPDATE, CREATE, ATTACH, COPY, EXPORT, INSTALL, LOAD,
+    PRAGMA, SET, CALL, ...) raises StorageError before it runs, and the connection is read-only
+    with no access to files besides the database, so nothing is changed or written either way.
+    """
+    with reading(db_path) as con:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as error:
+            raise StorageError(f"the SQL does not parse: {_first_line(error)}") from error
+        if len(statements) != 1:
+            raise StorageError(
+                f"give exactly one SQL statement, got {len(statements)} "
+                "(separate queries are separate `tracerflow sql` calls)"
+            )
+        kind = statements[0].type.name
+        if kind not in READ_STATEMENT_TYPES:
+            raise StorageError(
+                f"`tracerflow sql` only reads: {kind} statements are refused. The score database "
+                "is written only by flow runs; to export results use --format csv|json|parquet "
+                "--out FILE"
+            )
+        try:
+            cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            return columns, cursor.fetchall()
+        except duckdb.Error as error:
+            raise StorageError(f"the query failed: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def graph_index(db_path: Path | str) -> list[dict[str, Any]]:
+    """One entry per exported graph (a score with a slug), from the newest record of each slug.
+
+    The viewer's index page lists these, newest first.
+    """
+    with reading(db_path) as con:
+        return _dicts(
+            con,
+            """
+            SELECT slug, transcoder_source, transcoder_kind, model_name, prompt, status,
+                   replacement_score, completeness_score,
+                   pruned_replacement_score, pruned_completeness_score,
+                   graph_path, graph_files_path, flow_run_id, suite_name,
+                   created_at AS recorded_at, run_finished_at
+            FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY slug ORDER BY created_at DESC, flow_run_id DESC
+                ) AS newest_first
+                FROM scores_wide
+                WHERE slug IS NOT NULL
+            )
+            WHERE newest_first = 1
+            ORDER BY recorded_at DESC, slug
+            """,
+            [],
+        )
+
+
+@dataclass(frozen=True)
+class SuiteRunScores:
+    """Per transcoder source, the mean scores over the successful prompts of one suite run."""
+
+    flow_run_id: str
+    started_at: datetime | None
+    mean_replacement_score: dict[str, float]
+    mean_completeness_score: dict[str, float]
+    n_prompts: dict[str, int]
+
+
+def previous_suite_run_scores(
+    db_path: Path | str, suite_name: str, before_flow_run_id: str
+) -> SuiteRunScores | None:
+    """The scores of the run of ``suite_name`` before ``before_flow_run_id``, or None.
+
+    "Before" is by start time when ``before_flow_run_id`` is recorded already; otherwise it is
+    the newest recorded run of the suite. Runs without any successful score are skipped.
+    """
+    if not Path(db_path).exists():
+        return None
+    with reading(db_path) as con:
+        previous = con.execute(
+            """
+            SELECT r.flow_run_id, r.started_at
+            FROM runs r
+            WHERE r.suite_name = $suite AND r.flow_run_id <> $current
+              AND r.started_at < coalesce(
+                  (SELECT started_at FROM runs WHERE flow_run_id = $current), 'infinity'::TIMESTAMP)
+              AND EXISTS (SELECT 1 FROM scores s
+                          WHERE s.flow_run_id = r.flow_run_id AND s.status = 'ok')
+            ORDER BY r.started_at DESC, r.flow_run_id DESC
+            LIMIT 1
+            """,
+            {"suite": suite_name, "current": before_flow_run_id},  # type: ignore[arg-type]
+        ).fetchone()
+        if previous is None:
+            return None
+        means = con.execute(
+            """
+            SELECT transcoder_source, avg(replacement_score), avg(completeness_score), count(*)
+            FROM scores_wide
+            WHERE flow_run_id = ? AND status = 'ok'
+            GROUP BY transcoder_source
+            """,
+            [previous[0]],
+        ).fetchall()
+    return SuiteRunScores(
+        flow_run_id=previous[0],
+        started_at=_aware(previous[1]),
+        mean_replacement_score={source: replacement for source, replacement, _, _ in means},
+        mean_completeness_score={source: completeness for source, _, completeness, _ in means},
+        n_prompts={source: n for source, _, _, n in means},
+    )

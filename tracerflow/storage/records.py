@@ -1,0 +1,207 @@
+"""What one flow run hands to the score database: plain, frozen, JSON-serialisable records.
+
+The flow builds a `RunInfo` and one `ScoreRecord` per transcoder × prompt × parameter set, then
+calls `record_run`. Records carry values, never live objects (no tensors, no models), so they
+pickle across Prefect tasks and serialise to JSON for artifacts.
+
+Identity: every normalised row gets a stable id, the sha256 of its identifying fields
+(`stable_id`), so the same transcoder, model or prompt recorded by two runs maps to one row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tracerflow.errors import StorageError
+
+TRANSCODER_KINDS = ("clt", "plt")
+SCORE_STATUSES = ("ok", "failed")
+
+
+def canonical_json(value: Any) -> str:
+    """One JSON text per value: sorted keys, no whitespace, so equal values hash equally.
+
+    Values JSON does not know (a ``torch.dtype``, a ``Path``) are written as ``str(value)``:
+    parameters such as ``dtype`` arrive as objects and should still be recorded, not refused.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stable_id(entity: str, *identifying_fields: Any) -> str:
+    """sha256 (hex) of an entity name and its identifying fields; the same inputs, the same id."""
+    return hashlib.sha256(canonical_json([entity, *identifying_fields]).encode()).hexdigest()
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """The id of an attribution parameter set (``max_n_logits``, ``batch_size``, ...)."""
+    return stable_id("params", params)
+
+
+def to_utc_naive(moment: datetime) -> datetime:
+    """The database stores UTC as naive TIMESTAMPs; naive inputs are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+class _Record:
+    """JSON round trip shared by the records below."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), default=str)
+
+
+@dataclass(frozen=True)
+class TranscoderInfo(_Record):
+    """A converted transcoder, identified by where it came from and a hash of its weights."""
+
+    source: str  # Hub repo id or local folder, as the user named it
+    revision: str | None  # the ref the user asked for ("main", a tag), if any
+    commit_sha: str | None  # the Hub commit it resolved to; None for local folders
+    content_hash: str  # sha256 of the converted circuit-tracer files
+    kind: str  # "clt" | "plt"
+    n_layers: int
+    d_model: int
+    d_features: int
+    activation: str  # "topk" | "jump_relu" | "relu"
+    activation_params: dict[str, Any] = field(default_factory=dict)  # {"k": 16}, ...
+
+    def __post_init__(self) -> None:
+        if self.kind not in TRANSCODER_KINDS:
+            raise StorageError(
+                f"transcoder {self.source!r}: kind must be one of {TRANSCODER_KINDS}, "
+                f"got {self.kind!r}"
+            )
+
+    @property
+    def transcoder_id(self) -> str:
+        # The revision is a movable name; the commit and the weights are what identify it.
+        return stable_id("transcoder", self.source, self.commit_sha, self.content_hash)
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> TranscoderInfo:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelInfo(_Record):
+    """The base model the transcoders replace the MLPs of."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    d_vocab: int
+    n_ctx: int
+
+    @property
+    def model_id(self) -> str:
+        return stable_id("model", self.name, self.n_layers, self.d_model, self.d_vocab, self.n_ctx)
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunInfo(_Record):
+    """One Prefect flow run: who ran what, where, with which versions."""
+
+    flow_run_id: str
+    flow_name: str
+    deployment_name: str | None
+    suite_name: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    tracerflow_version: str
+    circuit_tracer_version: str
+    torch_version: str
+    device: str
+    host: str
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> RunInfo:
+        values = dict(data)
+        for name in ("started_at", "finished_at"):
+            if isinstance(values.get(name), str):
+                values[name] = datetime.fromisoformat(values[name])
+        return cls(**values)
+
+
+def prompt_id(prompt: str) -> str:
+    return stable_id("prompt", prompt)
+
+
+@dataclass(frozen=True)
+class ScoreRecord(_Record):
+    """The scores of one transcoder on one prompt under one parameter set, in one run."""
+
+    transcoder: TranscoderInfo
+    model: ModelInfo
+    prompt: str
+    n_tokens: int
+    # max_n_logits, desired_logit_prob, max_feature_nodes, batch_size,
+    # node_threshold, edge_threshold, offload, dtype
+    params: dict[str, Any]
+    status: str  # "ok" | "failed"
+    error: str | None
+    replacement_score: float | None
+    completeness_score: float | None
+    pruned_replacement_score: float | None
+    pruned_completeness_score: float | None
+    n_active_features: int | None
+    n_selected_features: int | None
+    n_logits: int | None
+    logit_cumulative_prob: float | None
+    n_pos: int | None
+    phase_seconds: dict[str, float] | None
+    attribution_seconds: float | None
+    peak_memory_bytes: int | None
+    graph_path: str | None
+    graph_files_path: str | None
+    slug: str | None
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        if self.status not in SCORE_STATUSES:
+            raise StorageError(
+                f"score of {self.transcoder.source!r} on {self.prompt!r}: status must be one of "
+                f"{SCORE_STATUSES}, got {self.status!r}"
+            )
+
+    @property
+    def params_hash(self) -> str:
+        return params_hash(self.params)
+
+    @property
+    def prompt_id(self) -> str:
+        return prompt_id(self.prompt)
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> ScoreRecord:
+        values = dict(data)
+        values["transcoder"] = TranscoderInfo.from_json_dict(values["transcoder"])
+        values["model"] = ModelInfo.from_json_dict(values["model"])
+        if isinstance(values.get("created_at"), str):
+            values["created_at"] = datetime.fromisoformat(values["created_at"])
+        return cls(**values)

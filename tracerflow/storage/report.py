@@ -1,0 +1,145 @@
+"""Charts and a self-contained HTML report of the score history (matplotlib, no display needed).
+
+The HTML report is one file: the chart is embedded as a base64 PNG, the tables are plain HTML,
+nothing is fetched from anywhere, so it can be mailed, attached to a Prefect artifact or opened
+offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from tracerflow.errors import StorageError
+from tracerflow.storage.queries import history, transcoder_summary
+
+SCORES_PLOTTED = (
+    ("replacement_score", "replacement score"),
+    ("completeness_score", "completeness"),
+)
+
+
+def _per_run_means(
+    rows: list[dict[str, Any]], score: str
+) -> dict[str, list[tuple[datetime, float]]]:
+    """Per transcoder, the mean of ``score`` over each run's successful prompts, in time order."""
+    per_run: dict[tuple[str, str], list[tuple[datetime, float]]] = defaultdict(list)
+    for row in rows:
+        if row["status"] == "ok" and row[score] is not None:
+            per_run[(row["transcoder_source"], row["flow_run_id"])].append(
+                (row["created_at"], row[score])
+            )
+    series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for (source, _), points in per_run.items():
+        series[source].append((min(t for t, _ in points), fmean(v for _, v in points)))
+    return {source: sorted(points) for source, points in sorted(series.items())}
+
+
+def history_png(rows: list[dict[str, Any]]) -> bytes:
+    """A PNG with one line per transcoder: its mean score per run over time, one panel a score."""
+    if not any(row["status"] == "ok" for row in rows):
+        raise StorageError("no successful scores to plot; widen --transcoder / --since")
+    # The object API, not pyplot: no global backend, no display, safe inside a flow worker.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 6.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(SCORES_PLOTTED), 1, sharex=True)
+    for ax, (score, label) in zip(axes, SCORES_PLOTTED, strict=True):
+        for source, points in _per_run_means(rows, score).items():
+            times, values = zip(*points, strict=True)
+            ax.plot(times, values, marker="o", label=source)
+        ax.set_ylabel(f"mean {label}")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Score history: mean over each run's prompts")
+    axes[0].legend(fontsize="small", loc="best")
+    axes[-1].set_xlabel("recorded at (UTC)")
+    figure.autofmt_xdate()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return html.escape(str(value))
+
+
+def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+SUMMARY_COLUMNS = [
+    "transcoder_source", "model_name", "n_prompts", "replacement_mean", "replacement_ci_low",
+    "replacement_ci_high", "replacement_min", "replacement_max", "completeness_mean",
+    "completeness_ci_low", "completeness_ci_high",
+]  # fmt: skip
+HISTORY_TABLE_COLUMNS = [
+    "created_at", "transcoder_source", "prompt", "status", "replacement_score",
+    "replacement_change", "completeness_score", "completeness_change", "flow_run_id",
+]  # fmt: skip
+
+
+def history_html(
+    rows: list[dict[str, Any]], summary: list[dict[str, Any]], title: str = "tracerflow scores"
+) -> str:
+    png = base64.b64encode(history_png(rows)).decode("ascii")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; margin-bottom: 2em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<img alt="score history chart" src="data:image/png;base64,{png}">
+<h2>Per transcoder, over its latest score on each prompt (95% t interval)</h2>
+{_html_table(summary, SUMMARY_COLUMNS)}
+<h2>History, newest first ({len(rows)} scores)</h2>
+{_html_table(rows, HISTORY_TABLE_COLUMNS)}
+</body></html>
+"""
+
+
+def write_history_report(
+    db_path: Path | str,
+    out: Path,
+    transcoder: str | None = None,
+    since: str | None = None,
+) -> Path:
+    """Write the history chart to ``out``: a ``.png``, or a self-contained ``.html`` report."""
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".html"):
+        raise StorageError(f"--out {out} must end in .png (a chart) or .html (a report)")
+    rows = history(db_path, transcoder=transcoder, since=since)
+    if not rows:
+        raise StorageError("no scores match; nothing to plot")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        out.write_bytes(history_png(rows))
+    else:
+        summary = transcoder_summary(db_path)
+        if transcoder is not None:
+            summary = [
+                s for s in summary if transcoder in (s["transcoder_source"], s["transcoder_id"])
+            ]
+        out.write_text(history_html(rows, summary), encoding="utf-8")
+    return out
