@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from tracerflow.errors import TracerflowError
 from tracerflow.flows import cli as flows_cli
+from tracerflow.storage import cli as storage_cli
 
 
 class _Group(TyperGroup):
@@ -38,6 +39,7 @@ app = typer.Typer(
 
 
 flows_cli.register(app)
+storage_cli.register(app)
 
 
 @app.command()

@@ -84,12 +84,11 @@ def rows_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
     safe_id = flow_run_id.replace("'", "")
     columns, values = run_sql(
         database_path,
-        "SELECT t.source AS transcoder, p.text AS prompt, s.replacement_score AS replacement, "
-        "s.completeness_score AS completeness, s.pruned_replacement_score AS pruned_replacement, "
-        "s.pruned_completeness_score AS pruned_completeness, "
-        "s.n_selected_features AS features, s.attribution_seconds AS seconds, s.status "
-        "FROM scores s JOIN transcoders t USING (transcoder_id) JOIN prompts p USING (prompt_id) "
-        f"WHERE s.flow_run_id = '{safe_id}' ORDER BY t.source, p.text",
+        "SELECT transcoder_source AS transcoder, prompt, replacement_score AS replacement, "
+        "completeness_score AS completeness, pruned_replacement_score AS pruned_replacement, "
+        "pruned_completeness_score AS pruned_completeness, n_selected_features AS features, "
+        "attribution_seconds AS seconds, status "
+        f"FROM scores_wide WHERE flow_run_id = '{safe_id}' ORDER BY transcoder, prompt",
     )
     return [dict(zip(columns, row, strict=True)) for row in values]
 

@@ -7,7 +7,7 @@ where a Prefect server is in use, by the global concurrency limit below.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from tracerflow.storage.records import RunInfo, ScoreRecord
 DATABASE_WRITE_LIMIT = "tracerflow-duckdb-writer"
 
 
-def _concurrency_guard(use_server_limit: bool) -> Any:
+def _concurrency_guard(use_server_limit: bool) -> AbstractContextManager[Any]:
     """A one-slot Prefect global concurrency limit around the write, created on first use."""
     if not use_server_limit:
         return nullcontext()
@@ -37,5 +37,4 @@ def _concurrency_guard(use_server_limit: bool) -> Any:
 def record_task(
     database_path: Path, run: RunInfo, records: list[ScoreRecord], use_server_limit: bool = False
 ) -> int:
-    with _concurrency_guard(use_server_limit):
-        return record_run(database_path, run, records)
+    return record_run(database_path, run, records, guard=_concurrency_guard(use_server_limit))
