@@ -1,0 +1,170 @@
+"""The scoring flow end to end on the toy preset, against a real Prefect API and DuckDB file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pytest
+from circuit_tracer import attribute
+from circuit_tracer.graph import compute_graph_scores
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from tracerflow.presets import builtin_prompts, get_preset
+
+from tracerflow.flows.score import score_flow
+from tracerflow.settings import get_settings
+from tracerflow.tasks.download import resolve_source
+
+PROMPTS = ["Mary and John went to the store, John gave a drink to", "The cat sat on the"]
+
+
+def task_states(flow_run_id) -> dict[str, list[str]]:
+    """Task name -> state names of one flow run, read back from the Prefect API."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.task_key.split("-")[0], []).append(run.state.name)
+    return states
+
+
+def run_flow(transcoders, prompts, **kwargs):
+    state = score_flow(transcoders, prompts, return_state=True, **kwargs)
+    return state, state.state_details.flow_run_id
+
+
+def artifact_files(home):
+    return {
+        path: path.stat().st_mtime_ns for path in (home / "artifacts").rglob("*") if path.is_file()
+    }
+
+
+def db_rows(sql: str, *params):
+    with duckdb.connect(str(get_settings().database_path), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def test_demo_runs_offline_and_records_every_score(home):
+    prompts = builtin_prompts()
+    state, run_id = run_flow(["toy-clt", "toy-plt"], prompts)
+    assert state.is_completed(), state.message
+    rows = db_rows(
+        "SELECT transcoder_source, prompt, replacement_score, completeness_score, "
+        "pruned_replacement_score, pruned_completeness_score, slug FROM scores_wide "
+        "WHERE flow_run_id = ? AND status = 'ok'",
+        str(run_id),
+    )
+    assert len(rows) == 2 * len(prompts)
+    for _, _, *scores, slug in rows:
+        assert all(0.0 <= score <= 1.0 for score in scores)
+        assert (get_settings().graph_files_dir / f"{slug}.json").is_file()
+
+
+def test_stored_scores_equal_circuit_tracer_called_directly(home):
+    from tracerflow.models import load_replacement_model
+
+    from tracerflow.transcoders import convert, load_converted
+
+    prompt = PROMPTS[0]
+    state, run_id = run_flow(["toy-clt"], [prompt])
+    assert state.is_completed(), state.message
+    preset = get_preset("toy-clt")
+    ((params_json,),) = db_rows(
+        "SELECT params_json FROM scores_wide WHERE flow_run_id = ?", str(run_id)
+    )
+    recorded_params = json.loads(params_json)
+
+    transcoders = load_converted(
+        convert(resolve_source("toy-clt").path, home / "direct"), device="cpu"
+    )
+    model = load_replacement_model(preset.model, transcoders, device="cpu")
+    graph = attribute(
+        prompt,
+        model,
+        max_n_logits=preset.max_n_logits,
+        desired_logit_prob=preset.desired_logit_prob,
+        max_feature_nodes=preset.max_feature_nodes,
+        batch_size=recorded_params["batch_size"],
+    )
+    expected = compute_graph_scores(graph)
+    stored = db_rows(
+        "SELECT replacement_score, completeness_score FROM scores_wide WHERE flow_run_id = ?",
+        str(run_id),
+    )
+    assert stored == [expected]
+
+
+def test_second_run_executes_no_stage_and_rewrites_no_file(home):
+    first, _ = run_flow(["toy-clt"], PROMPTS)
+    assert first.is_completed(), first.message
+    files_before = artifact_files(home)
+
+    second, run_id = run_flow(["toy-clt"], PROMPTS)
+
+    assert second.is_completed(), second.message
+    states = task_states(run_id)
+    for stage in ("download", "convert", "attribute", "score", "export"):
+        assert states[stage] and set(states[stage]) == {"Cached"}, (stage, states[stage])
+    assert artifact_files(home) == files_before
+
+
+def test_changing_one_prompt_recomputes_only_that_prompt(home):
+    run_flow(["toy-clt"], PROMPTS)
+    state, run_id = run_flow(
+        ["toy-clt"], [PROMPTS[0], "Alice and Bob went to the park, Bob gave a book to"]
+    )
+    assert state.is_completed(), state.message
+    states = task_states(run_id)
+    for stage in ("attribute", "score", "export"):
+        assert sorted(states[stage]) == ["Cached", "Completed"], (stage, states[stage])
+    assert set(states["convert"]) == {"Cached"}
+
+
+def test_deleting_a_stage_folder_recomputes_that_stage(home):
+    run_flow(["toy-clt"], PROMPTS[:1])
+    (score_folder,) = (home / "artifacts" / "score").iterdir()
+    shutil.rmtree(score_folder)
+    state, run_id = run_flow(["toy-clt"], PROMPTS[:1])
+    assert state.is_completed(), state.message
+    states = task_states(run_id)
+    assert states["score"] == ["Completed"]
+    assert set(states["attribute"]) == {"Cached"}
+    assert (score_folder / "scores.json").is_file()
+
+
+def test_a_failing_prompt_keeps_the_other_rows(home):
+    too_long = " ".join(["Mary and John went to the store."] * 200)
+    state, run_id = run_flow(["toy-clt"], [PROMPTS[0], too_long])
+    assert state.is_failed()
+    assert "1 of 2 items failed" in state.message
+    rows = db_rows(
+        "SELECT status, error, replacement_score FROM scores_wide WHERE flow_run_id = ? "
+        "ORDER BY status DESC",
+        str(run_id),
+    )
+    assert rows[0][0] == "ok" and rows[0][2] is not None
+    assert rows[1][0] == "failed" and "tokens" in rows[1][1] and rows[1][2] is None
+
+
+def test_recording_the_same_run_twice_adds_no_row(home):
+    """A retried record task (same flow run id) adds nothing and replaces nothing."""
+    from tests.storage.builders import run_info, score
+    from tracerflow.storage.database import record_run
+
+    state, run_id = run_flow(["toy-plt"], PROMPTS[:1])
+    assert state.is_completed(), state.message
+    before = db_rows("SELECT * FROM scores ORDER BY score_id")
+    again = record_run(get_settings().database_path, run_info(str(run_id)), [score()])
+    assert again == 0
+    assert db_rows("SELECT * FROM scores ORDER BY score_id") == before
+
+
+@pytest.mark.parametrize("bad", [{"max_n_logits": 0}, {"desired_logit_prob": 1.5}])
+def test_bad_parameters_fail_with_a_clear_message(home, bad):
+    state, _ = run_flow(["toy-clt"], PROMPTS[:1], **bad)
+    assert state.is_failed()
+    assert next(iter(bad)) in state.message

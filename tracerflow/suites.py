@@ -1,0 +1,140 @@
+"""Prompt suites: a YAML file that names transcoders, prompts, the model and the parameters.
+
+    name: toy-nightly
+    transcoders: [toy-clt, toy-plt]          # presets, local folders or owner/repo[@rev]
+    prompts: ["Mary and John went ...", ...]  # and/or
+    prompts_file: ioi-prompts.txt             # one per line, relative to the suite file
+    model: toy-gpt2                           # optional: else each preset's model
+    parameters: {max_feature_nodes: 512, node_threshold: 0.8}
+    regression_margin: 0.02                   # a drop larger than this is a regression
+    task_runner: {kind: dask, workers: 2}     # optional fan-out
+
+Validation errors name the file, the line and the field. Suites shipped with tracerflow live in
+``tracerflow/suites/`` and can be named without a path (``toy-nightly``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tracerflow.errors import ConfigError
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_n_logits: int | None = Field(default=None, ge=1)
+    desired_logit_prob: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_feature_nodes: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    offload: Literal["cpu", "disk"] | None = None
+    node_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    edge_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class TaskRunnerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sequential", "dask"] = "sequential"
+    workers: int = Field(default=2, ge=1)
+    address: str | None = None  # an existing Dask scheduler, e.g. tcp://10.0.0.5:8786
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    transcoders: list[str] = Field(min_length=1)
+    prompts: list[str] = Field(default_factory=list)
+    prompts_file: str | None = None
+    model: str | None = None
+    parameters: Parameters = Field(default_factory=Parameters)
+    regression_margin: float = Field(default=0.02, ge=0.0)
+    task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
+
+    @model_validator(mode="after")
+    def _needs_prompts(self) -> Suite:
+        if not self.prompts and not self.prompts_file:
+            raise ValueError("a suite needs 'prompts' or 'prompts_file'")
+        return self
+
+
+class LoadedSuite(BaseModel):
+    """A validated suite with its prompts read in and where it came from."""
+
+    suite: Suite
+    path: str
+    prompts: list[str]
+
+
+def builtin_suites_dir() -> Path:
+    return Path(str(resources.files("tracerflow") / "suites"))
+
+
+def find_suite_file(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    builtin = builtin_suites_dir() / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and builtin.is_file():
+        return builtin
+    known = ", ".join(sorted(p.stem for p in builtin_suites_dir().glob("*.yaml")))
+    raise ConfigError(f"suite '{name_or_path}' is not a file nor a built-in suite ({known})")
+
+
+def load_suite(name_or_path: str | Path) -> LoadedSuite:
+    path = find_suite_file(str(name_or_path))
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite file must be a mapping (name, transcoders, prompts)")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        line = _line_of(text, first["loc"])
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: field '{location}': {first['msg']}") from error
+    prompts = list(suite.prompts)
+    if suite.prompts_file:
+        prompts_path = (path.parent / suite.prompts_file).resolve()
+        if not prompts_path.is_file():
+            line = _line_of(text, ("prompts_file",))
+            raise ConfigError(f"{path}:{line}: field 'prompts_file': {prompts_path} does not exist")
+        prompts += [
+            line.rstrip("\n")
+            for line in prompts_path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts)
+
+
+def _line_of(text: str, location: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``location`` (or of its nearest existing parent)."""
+    node = yaml.compose(text)
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in location:
+        if isinstance(node, yaml.MappingNode):
+            match = [value for key, value in node.value if key.value == part]
+            if not match:
+                return line
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
