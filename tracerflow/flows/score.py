@@ -24,8 +24,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
 from tracerflow.errors import AttributionError, ConfigError
+from tracerflow.flows.report import publish
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
+from tracerflow.storage.queries import previous_suite_run_scores
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.tasks.assemble import default_device
 from tracerflow.tasks.attribute import AttributionParams, attribute_task
@@ -92,6 +94,7 @@ def score_flow(
     dtype: str = "float32",
     device: str | None = None,
     suite_name: str | None = None,
+    regression_margin: float = 0.02,
 ) -> list[dict[str, Any]]:
     """Score every transcoder on every prompt and record the run; returns one row per item."""
     if not transcoders:
@@ -197,6 +200,17 @@ def score_flow(
     )
     record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
     rows = [_row_of(record) for record in records]
+    previous = (
+        previous_suite_run_scores(settings.database_path, suite_name, run.flow_run_id)
+        if suite_name
+        else None
+    )
+    for regression in publish(rows, suite_name, previous, regression_margin):
+        logger.warning(
+            "regression: %s mean replacement score dropped by %.4f",
+            regression.transcoder,
+            regression.drop,
+        )
     failed = [r for r in records if r.status != "ok"]
     logger.info(
         "recorded %d scores (%d failed) in %s", len(records), len(failed), settings.database_path
