@@ -11,7 +11,6 @@ import csv
 import functools
 import io
 import json
-import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -299,4 +298,3 @@ if __name__ == "__main__":  # `python -m tracerflow.storage.cli ...` until the m
     standalone = typer.Typer(no_args_is_help=True)
     register(standalone)
     standalone(prog_name="tracerflow")
-    sys.exit(0)

@@ -182,7 +182,9 @@ SELECT
     r.suite_name,
     r.started_at AS run_started_at,
     r.finished_at AS run_finished_at,
-    r.status AS run_status
+    r.status AS run_status,
+    r.device,
+    r.host
 FROM scores s
 JOIN transcoders t USING (transcoder_id)
 JOIN models m USING (model_id)

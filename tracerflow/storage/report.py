@@ -28,21 +28,23 @@ SCORES_PLOTTED = (
 def _per_run_means(
     rows: list[dict[str, Any]], score: str
 ) -> dict[str, list[tuple[datetime, float]]]:
-    """Per transcoder, the mean of ``score`` over each run's successful prompts, in time order."""
+    """Per transcoder and suite, the mean of ``score`` over each run's successful prompts.
+
+    Series are split by suite because a mean over different prompt sets is not comparable.
+    """
     per_run: dict[tuple[str, str], list[tuple[datetime, float]]] = defaultdict(list)
     for row in rows:
         if row["status"] == "ok" and row[score] is not None:
-            per_run[(row["transcoder_source"], row["flow_run_id"])].append(
-                (row["created_at"], row[score])
-            )
+            label = f"{row['transcoder_source']} ({row['suite_name'] or 'no suite'})"
+            per_run[(label, row["flow_run_id"])].append((row["created_at"], row[score]))
     series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
-    for (source, _), points in per_run.items():
-        series[source].append((min(t for t, _ in points), fmean(v for _, v in points)))
-    return {source: sorted(points) for source, points in sorted(series.items())}
+    for (label, _), points in per_run.items():
+        series[label].append((min(t for t, _ in points), fmean(v for _, v in points)))
+    return {label: sorted(points) for label, points in sorted(series.items())}
 
 
 def history_png(rows: list[dict[str, Any]]) -> bytes:
-    """A PNG with one line per transcoder: its mean score per run over time, one panel a score."""
+    """A PNG, one panel a score, one line per transcoder and suite: its mean per run over time."""
     if not any(row["status"] == "ok" for row in rows):
         raise StorageError("no successful scores to plot; widen --transcoder / --since")
     # The object API, not pyplot: no global backend, no display, safe inside a flow worker.
@@ -53,9 +55,9 @@ def history_png(rows: list[dict[str, Any]]) -> bytes:
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(SCORES_PLOTTED), 1, sharex=True)
     for ax, (score, label) in zip(axes, SCORES_PLOTTED, strict=True):
-        for source, points in _per_run_means(rows, score).items():
+        for label, points in _per_run_means(rows, score).items():
             times, values = zip(*points, strict=True)
-            ax.plot(times, values, marker="o", label=source)
+            ax.plot(times, values, marker="o", label=label)
         ax.set_ylabel(f"mean {label}")
         ax.grid(alpha=0.3)
     axes[0].set_title("Score history: mean over each run's prompts")

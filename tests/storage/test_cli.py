@@ -1,0 +1,153 @@
+"""The storage commands, driven through typer's CliRunner on a Typer app they register onto."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tracerflow.storage.cli import register
+
+from .builders import IOI_PROMPTS, NEW_CLT, OLD_CLT, PLT
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def invoke(app: typer.Typer, *args: str, **kwargs: object):
+    return CliRunner().invoke(app, [str(arg) for arg in args], **kwargs)  # type: ignore[arg-type]
+
+
+def test_history_prints_a_table_newest_first(app: typer.Typer, populated_db: Path) -> None:
+    result = invoke(app, "history", "--db", populated_db, "--transcoder", PLT)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["created_at", "transcoder_source", "prompt"]
+    assert "nightly-4" in lines[2] and "nightly-0" in lines[-1]
+
+
+def test_history_as_json_carries_every_column(app: typer.Typer, populated_db: Path) -> None:
+    result = invoke(
+        app, "history", "--db", populated_db, "--prompt", IOI_PROMPTS[0], "--format", "json"
+    )
+
+    rows = json.loads(result.stdout)
+    assert {row["prompt"] for row in rows} == {IOI_PROMPTS[0]}
+    assert {"replacement_change", "params_hash", "error"} <= rows[0].keys()
+
+
+def test_history_as_csv_parses_back(app: typer.Typer, populated_db: Path) -> None:
+    result = invoke(
+        app, "history", "--db", populated_db, "--since", "2025-06-05", "--format", "csv"
+    )
+
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows and all(row["created_at"] >= "2025-06-05" for row in rows)
+
+
+def test_history_reads_the_database_under_tracerflow_home_by_default(
+    app: typer.Typer, populated_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert populated_db.name == "scores.duckdb"  # the default file name under the home
+    monkeypatch.setenv("TRACERFLOW_HOME", str(populated_db.parent))
+
+    result = invoke(app, "history", "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) > 0
+
+
+def test_compare_prints_rows_and_the_interval(app: typer.Typer, populated_db: Path) -> None:
+    result = invoke(app, "compare", OLD_CLT, NEW_CLT, "--db", populated_db)
+
+    assert result.exit_code == 0, result.output
+    assert "replacement score (B − A): mean +" in result.stdout
+    assert "95% CI [" in result.stdout
+
+
+def test_compare_reads_its_prompts_from_a_file(
+    app: typer.Typer, populated_db: Path, tmp_path: Path
+) -> None:
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text(f"{IOI_PROMPTS[1]}\n\n{IOI_PROMPTS[2]}\n")
+
+    result = invoke(
+        app, "compare", OLD_CLT, NEW_CLT, "--db", populated_db,
+        "--prompts-file", prompts_file, "--format", "json",
+    )  # fmt: skip
+
+    summary = json.loads(result.stdout)
+    assert sorted(row["prompt"] for row in summary["rows"]) == sorted(IOI_PROMPTS[1:3])
+    assert summary["replacement_difference"]["n"] == 2
+
+
+def test_sql_prints_query_results(app: typer.Typer, populated_db: Path) -> None:
+    result = invoke(
+        app, "sql", "SELECT count(*) AS n FROM runs", "--db", populated_db, "--format", "csv"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["n", "6"]
+
+
+def test_sql_writes_parquet_to_a_file(app: typer.Typer, populated_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "latest.parquet"
+
+    result = invoke(
+        app, "sql", "SELECT transcoder_source, replacement_score FROM latest_scores",
+        "--db", populated_db, "--format", "parquet", "--out", out,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.column_names == ["transcoder_source", "replacement_score"]
+    assert table.num_rows == 3 * len(IOI_PROMPTS) + 1
+
+
+def test_a_refused_statement_is_one_line_on_stderr_and_a_failing_exit(
+    app: typer.Typer, populated_db: Path
+) -> None:
+    result = invoke(app, "sql", "DELETE FROM scores", "--db", populated_db)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: `tracerflow sql` only reads: DELETE")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_database_is_an_error_not_a_traceback(app: typer.Typer, tmp_path: Path) -> None:
+    result = invoke(app, "history", "--db", tmp_path / "none.duckdb")
+
+    assert result.exit_code == 1
+    assert "no score database at" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_plot_history_writes_a_png(app: typer.Typer, populated_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "history.png"
+
+    result = invoke(app, "plot", "history", "--db", populated_db, "--out", out)
+
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert out.stat().st_size > 10_000
+
+
+def test_plot_history_refuses_an_unknown_file_type(
+    app: typer.Typer, populated_db: Path, tmp_path: Path
+) -> None:
+    result = invoke(app, "plot", "history", "--db", populated_db, "--out", tmp_path / "h.pdf")
+
+    assert result.exit_code == 1
+    assert "must end in .png" in result.stderr
