@@ -75,6 +75,26 @@ def run_and_report(flow_kwargs: dict[str, Any]) -> None:
         raise TracerflowError(state.message or "the flow run failed")
 
 
+def run_suite_and_report(suite: str, dask_workers: int | None) -> None:
+    from tracerflow.flows.suite import suite_flow
+    from tracerflow.settings import get_settings
+    from tracerflow.suites import load_suite
+
+    load_suite(suite)  # validate before starting Prefect: errors name the file and line
+    settings = get_settings()
+    state = suite_flow(suite, dask_workers=dask_workers, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, list) and rows:
+        typer.echo("")
+        typer.echo(format_table(rows, SCORE_COLUMNS))
+    typer.echo("")
+    typer.echo(f"scores database   {settings.database_path}")
+    typer.echo(f"graph files       {settings.graph_files_dir}")
+    typer.echo("view the graphs   tracerflow view")
+    if state.is_failed():
+        raise TracerflowError(state.message or "the suite run failed")
+
+
 def rows_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
     """The rows a (partly) failed run recorded, read back from the database."""
     from tracerflow.storage.queries import run_sql
@@ -105,6 +125,12 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[
             str | None, typer.Option(help="a preset: its transcoder, model and defaults")
         ] = None,
+        suite: Annotated[
+            str | None, typer.Option(help="a suite file (or built-in suite name) to run once")
+        ] = None,
+        dask_workers: Annotated[
+            int | None, typer.Option(help="fan out over a local Dask cluster of this size")
+        ] = None,
         model: Annotated[str | None, typer.Option(help="TransformerLens model name")] = None,
         max_n_logits: int | None = None,
         desired_logit_prob: float | None = None,
@@ -119,6 +145,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Score transcoders on prompts; record every score; export the graphs."""
+        if suite is not None:
+            run_suite_and_report(suite, dask_workers)
+            return
         transcoders = list(transcoder or []) + ([preset] if preset else [])
         if not transcoders:
             raise ConfigError("give at least one --transcoder or a --preset")

@@ -1,0 +1,73 @@
+"""Commands to operate tracerflow with Prefect: ``server up|down|status`` and ``deploy``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tracerflow.settings import get_settings
+
+server_app = typer.Typer(
+    help="A local Prefect server (UI and API) on 127.0.0.1.", no_args_is_help=True
+)
+
+
+@server_app.command()
+def up(
+    port: int = 4200,
+    host: Annotated[str, typer.Option(help="bind address; 127.0.0.1 unless told otherwise")] = (
+        "127.0.0.1"
+    ),
+) -> None:
+    """Start the server (returns once it is healthy) and print how to point flows at it."""
+    from tracerflow import server
+
+    started = server.up(get_settings(), host=host, port=port)
+    typer.echo(f"Prefect server running (pid {started.pid}) at {started.url}")
+    typer.echo(f"UI                 {started.url}")
+    typer.echo(f"point flows at it  export PREFECT_API_URL={started.api_url}")
+    typer.echo(f"log                {started.log_path}")
+
+
+@server_app.command()
+def down() -> None:
+    """Stop the server started by `tracerflow server up`."""
+    from tracerflow import server
+
+    typer.echo("stopped" if server.down(get_settings()) else "no server was running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the server runs and answers."""
+    from tracerflow import server
+
+    current = server.status(get_settings())
+    if not current.running:
+        typer.echo("not running")
+        raise typer.Exit(1)
+    typer.echo(
+        f"{'healthy' if current.healthy else 'not answering'}: pid {current.pid}, {current.url}"
+    )
+    if not current.healthy:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(server_app, name="server")
+
+    @app.command()
+    def deploy(
+        prefect_file: Annotated[
+            Path | None, typer.Option(help="default: deployments/prefect.yaml")
+        ] = None,
+        api_url: Annotated[str | None, typer.Option(help="default: $PREFECT_API_URL")] = None,
+    ) -> None:
+        """Register the scheduled deployments (idempotent) with the configured Prefect server."""
+        from tracerflow.deploy import WORK_POOL, register
+
+        output = register(prefect_file, api_url)
+        typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
+        typer.echo(f"start a worker: prefect worker start --pool {WORK_POOL}")
