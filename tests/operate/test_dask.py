@@ -1,0 +1,38 @@
+"""Fan-out: the toy suite on a 2-worker Dask LocalCluster gives the sequential run's scores."""
+
+from __future__ import annotations
+
+import pytest
+from prefect_dask import DaskTaskRunner
+from tracerflow.presets import builtin_prompts
+
+from tracerflow.flows.score import score_flow
+
+
+@pytest.mark.slow
+def test_dask_fan_out_gives_the_same_scores(home, tmp_path, monkeypatch):
+    prompts = builtin_prompts()[:3]
+    transcoders = ["toy-clt", "toy-plt"]
+    sequential = score_flow(transcoders, prompts)
+
+    monkeypatch.setenv("TRACERFLOW_HOME", str(tmp_path / "dask-home"))  # nothing cached
+    runner = DaskTaskRunner(
+        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True}
+    )
+    fanned_out = score_flow.with_options(task_runner=runner)(transcoders, prompts)
+
+    def scores(rows):
+        return sorted(
+            (
+                r["transcoder"],
+                r["prompt"],
+                r["replacement"],
+                r["completeness"],
+                r["pruned_replacement"],
+                r["pruned_completeness"],
+            )
+            for r in rows
+        )
+
+    assert len(fanned_out) == len(transcoders) * len(prompts)
+    assert scores(fanned_out) == scores(sequential)

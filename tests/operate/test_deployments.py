@@ -1,0 +1,200 @@
+"""Deployments on a real Prefect server: register twice, trigger, and read what the UI shows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.operate.conftest import home_of
+from tracerflow.deploy import WORK_POOL, register
+from tracerflow.flows.report import REGRESSION_EVENT
+from tracerflow.storage.database import record_run
+from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
+from tracerflow.suites import load_suite
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS_DIR = REPO / "test-artifacts"
+
+
+def read_deployments(api_url: str) -> dict[str, dict]:
+    response = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=30)
+    response.raise_for_status()
+    return {d["name"]: d for d in response.json()}
+
+
+def schedules_of(deployment: dict) -> list[tuple[str, str]]:
+    return sorted(
+        (s["schedule"]["cron"], s["schedule"].get("timezone") or "")
+        for s in deployment["schedules"]
+    )
+
+
+def test_registering_twice_yields_the_same_deployments(prefect_server, api_url, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
+    register(REPO / "deployments" / "prefect.yaml", api_url)
+    first = read_deployments(api_url)
+    register(REPO / "deployments" / "prefect.yaml", api_url)
+    second = read_deployments(api_url)
+
+    assert set(first) == {"toy-nightly", "gpt2-16k-nightly"}
+    for name, deployment in first.items():
+        again = second[name]
+        assert again["id"] == deployment["id"]
+        assert (
+            schedules_of(again)
+            == schedules_of(deployment)
+            == [("0 2 * * *" if name == "toy-nightly" else "0 3 * * *", "UTC")]
+        )
+        assert again["parameters"] == deployment["parameters"] == {"suite": name}
+        assert again["work_pool_name"] == WORK_POOL
+        assert again["path"] is None  # no checkout path baked in
+        assert again["entrypoint"] == "tracerflow/flows/suite.py:suite_flow"
+
+
+def inject_previous_run(home: Path) -> None:
+    """A previous run of the toy suite whose scores were far better: the next run regresses."""
+    suite = load_suite("toy-nightly")
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    run = RunInfo(
+        flow_run_id="injected-previous-run",
+        flow_name="score-transcoders",
+        deployment_name="toy-nightly",
+        suite_name=suite.suite.name,
+        started_at=yesterday,
+        finished_at=yesterday,
+        status="completed",
+        tracerflow_version="0",
+        circuit_tracer_version="0",
+        torch_version="0",
+        device="cpu",
+        host="test",
+    )
+    records = [
+        ScoreRecord(
+            transcoder=TranscoderInfo(
+                source=source,
+                revision=None,
+                commit_sha=None,
+                content_hash="old",
+                kind="clt",
+                n_layers=2,
+                d_model=64,
+                d_features=256,
+                activation="topk",
+            ),
+            model=ModelInfo(name="toy-gpt2", n_layers=2, d_model=64, d_vocab=512, n_ctx=64),
+            prompt=prompt,
+            n_tokens=10,
+            params={},
+            status="ok",
+            error=None,
+            replacement_score=0.999,
+            completeness_score=0.999,
+            pruned_replacement_score=0.999,
+            pruned_completeness_score=0.999,
+            n_active_features=1,
+            n_selected_features=1,
+            n_logits=1,
+            logit_cumulative_prob=0.9,
+            n_pos=10,
+            phase_seconds=None,
+            attribution_seconds=1.0,
+            peak_memory_bytes=None,
+            graph_path=None,
+            graph_files_path=None,
+            slug=None,
+            created_at=yesterday,
+        )
+        for source in suite.suite.transcoders
+        for prompt in suite.prompts
+    ]
+    record_run(home / "scores.duckdb", run, records)
+
+
+@pytest.mark.slow
+def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
+    prefect_server, api_url, monkeypatch
+):
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
+    register(REPO / "deployments" / "prefect.yaml", api_url)
+    inject_previous_run(home_of(prefect_server))
+    deployment = read_deployments(api_url)["toy-nightly"]
+    created = httpx.post(
+        f"{api_url}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=30
+    )
+    created.raise_for_status()
+    suite_run_id = created.json()["id"]
+
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--run-once"],
+        env=prefect_server,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json={}, timeout=30).json()
+    by_id = {run["id"]: run for run in runs}
+    assert by_id[suite_run_id]["state_type"] == "COMPLETED", by_id[suite_run_id]["state"]
+    (scores_run,) = [
+        r for r in runs if r.get("parent_task_run_id") and r["name"] == "toy-nightly-scores"
+    ]
+    assert scores_run["state_type"] == "COMPLETED"
+
+    artifacts = httpx.post(
+        f"{api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [scores_run["id"]]}}},
+        timeout=30,
+    ).json()
+    kinds = {artifact["type"] for artifact in artifacts}
+    assert {"table", "markdown", "link", "progress"} <= kinds, kinds
+    summary = next(a for a in artifacts if a["type"] == "markdown")["data"]
+    assert "**Regression:** `toy-clt`" in summary
+
+    events = httpx.post(
+        f"{api_url}/events/filter",
+        json={"filter": {"event": {"name": [REGRESSION_EVENT]}}},
+        timeout=30,
+    ).json()["events"]
+    regressed = {event["payload"]["transcoder"] for event in events}
+    assert regressed == set(load_suite("toy-nightly").suite.transcoders)
+
+    screenshot_scores_table(api_url, scores_run["id"], artifacts)
+
+
+def screenshot_scores_table(api_url: str, flow_run_id: str, artifacts: list[dict]) -> None:
+    """The Prefect UI page of the run's scores table, in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    ui = api_url.removesuffix("/api")
+    table = next(a for a in artifacts if a["type"] == "table")
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{ui}/artifacts/artifact/{table['id']}", wait_until="networkidle")
+            page.get_by_text("replacement").first.wait_for(timeout=60_000)
+            page.get_by_text("toy-clt").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS_DIR / "prefect-ui-scores-table.png"), full_page=True)
+            page.goto(f"{ui}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
+            page.get_by_text("toy-nightly-scores").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS_DIR / "prefect-ui-flow-run.png"), full_page=True)
+        finally:
+            browser.close()
