@@ -13,8 +13,6 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
     chartRowHeight: 82,
   }
 
-  var indexFileExistsCache = new Map()
-
   // set up dom and render fns
   var sel = containerSel.html('').append('div.feature-examples')
   if (visState.showLogits) sel.append('div.feature-example-logits')
@@ -42,54 +40,16 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
     return feature
   }
 
-  function hfUrl(scan, path) {
-    const [repoId, rest] = scan.split('//')
-    const [filePath, revision] = rest ? rest.split('@') : [null, scan.split('@')[1]]
-    const prefix = filePath ? `${filePath}/` : ''
-    return `https://huggingface.co/${repoId.split('@')[0]}/resolve/${revision || 'main'}/${prefix}features/${path}`
-  }
-
-  function indexFileExists(scan) {
-    if (indexFileExistsCache.has(scan)) return indexFileExistsCache.get(scan)
-    
-    const promise = fetch(hfUrl(scan, 'index.json.gz'), { method: 'HEAD' })
-      .then(response => response.ok)
-      .catch(error => {
-        if (error.status === 404) {
-          return false
-        } else {
-          throw error
-        }
-      })
-    
-    indexFileExistsCache.set(scan, promise)
-    return promise
-  }
-
-  async function loadFeatureFromBinary(scan, featureIndex) {
-    const [layerIdx, featIdx] = util.cantorUnpair(featureIndex)
-    const indexData = await util.getFile(hfUrl(scan, 'index.json.gz'))
-    const offsets = indexData[layerIdx]['offsets']
-    const binFilename = indexData[layerIdx]['filename']
-    const startByte = offsets[featIdx]
-    const endByte = offsets[featIdx + 1]
-    
-    if (!binFilename || !offsets) {
-      throw new Error(`Feature ${featureIndex} not found in index`)
-    }
-
-    return await util.getFile(hfUrl(scan, binFilename), true, 'bin', `bytes=${startByte}-${endByte}`)
-  }
-
-
+  // tracerflow: circuit-tracer fetches feature examples from huggingface.co (or a CloudFront
+  // rewrite of ./features/). The offline viewer has none, so every feature gets an empty record
+  // instead of a failed request, and the list says so. A scan served by this server ('./...')
+  // is still tried, quietly.
   async function loadFeature(scan, featureIndex){
-    if (scan.startsWith('./')) {
-      var feature = await  util.getFile(`${scan}/${featureIndex}.json`)
-    } else if (await indexFileExists(scan)){
-      var feature = await loadFeatureFromBinary(scan, featureIndex)
-    } else {
-      var feature = await  util.getFile(`./features/${scan}/${featureIndex}.json`)
+    var feature = null
+    if (scan && scan.startsWith('./')) {
+      feature = await util.getFile(`${scan}/${featureIndex}.json`).catch(() => null)
     }
+    if (!feature) feature = {noExamples: true, examples_quantiles: [], top_logits: [], bottom_logits: []}
 
     if (feature.act_min === undefined) {
       feature.act_min = 0
