@@ -116,11 +116,14 @@ def run_viewer(
     *extra_args: str,
     db_path: Path | None = None,
     fake_storage: bool = False,
+    pass_graph_dir: bool = True,
 ) -> Iterator[RunningViewer]:
     """Run ``view`` (the real CLI command) in a subprocess on a free port; stop it after.
 
-    With ``fake_storage``, ``tracerflow.storage.queries.graph_index`` is the stand-in in
-    ``fake_storage.py`` (until the storage package lands).
+    Without ``pass_graph_dir`` the command finds the folder through ``$TRACERFLOW_HOME``
+    (``graph_files_dir`` must then be ``<home>/graph-files``). With ``fake_storage``,
+    ``tracerflow.storage.queries.graph_index`` is the stand-in in ``fake_storage.py`` (until
+    the storage package lands).
     """
     launcher = ["-m", "tests.viewer.fake_storage"] if fake_storage else ["-m", "tracerflow.viewer"]
     db_args = ["--db", str(db_path)] if db_path else ["--db", str(graph_files_dir / "none.duckdb")]
@@ -130,8 +133,7 @@ def run_viewer(
         "view",
         "--port",
         "0",
-        "--graph-dir",
-        str(graph_files_dir),
+        *(["--graph-dir", str(graph_files_dir)] if pass_graph_dir else []),
         *db_args,
         *extra_args,
     ]
