@@ -9,6 +9,7 @@ console errors. Screenshots go to ``test-artifacts/``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,5 +170,20 @@ def test_every_graph_renders(scored_viewer: RunningViewer, page: Page) -> None:
         page.page.goto(f"{scored_viewer.url}graph.html?slug={slug}")
         page.page.wait_for_selector(".link-graph text.node", timeout=30_000)
         assert page.page.locator(".link-graph text.node").count() > 0, slug
+    assert page.outside_requests == []
+    assert page.console_errors == []
+
+
+def test_save_button_stores_the_view_state(
+    scored_viewer: RunningViewer, page: Page, graph_files_dir: Path
+) -> None:
+    graph_path = graph_files_dir / f"{SCORED_SLUG}.json"
+    page.page.goto(f"{scored_viewer.url}graph.html?slug={SCORED_SLUG}")
+    page.page.wait_for_selector(".link-graph text.node", timeout=30_000)
+    page.page.locator(".link-graph text.node", has_text=FEATURE_GLYPH).first.click(force=True)
+    page.page.locator("button.save-button").click()
+    page.page.wait_for_selector("button.save-button:has-text('Saved!')", timeout=10_000)
+    saved = json.loads(graph_path.read_text())["qParams"]
+    assert saved["clickedId"]
     assert page.outside_requests == []
     assert page.console_errors == []

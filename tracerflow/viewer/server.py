@@ -24,6 +24,7 @@ import gzip
 import ipaddress
 import json
 import logging
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,6 +105,8 @@ class ViewerServer(ThreadingHTTPServer):
         self.read_only = read_only
         self.routes = static_routes()
         self.save_lock = threading.Lock()
+        if ":" in host:  # an IPv6 literal such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerRequestHandler)
         self.allowed_hosts = _allowed_hosts(host, self.server_address[1])
 
@@ -341,7 +344,7 @@ def _request_path(raw: str) -> str:
 
 
 def _parse_save_body(body: bytes) -> dict[str, Any]:
-    """The ``qParams`` of a Save request: known keys, string or list values."""
+    """The ``qParams`` of a Save request: known keys; string, number, list or null values."""
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -353,6 +356,9 @@ def _parse_save_body(body: bytes) -> dict[str, Any]:
     if unknown:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"unknown qParams keys: {sorted(unknown)}")
     for key, value in q_params.items():
-        if not isinstance(value, str | list | int | float) or isinstance(value, bool):
+        # The viewer sends null for every key not in its URL (and skips nulls when it loads).
+        if value is not None and (
+            not isinstance(value, str | list | int | float) or isinstance(value, bool)
+        ):
             raise BadRequest(HTTPStatus.BAD_REQUEST, f"bad value for qParams.{key}")
     return q_params
