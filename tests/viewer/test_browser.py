@@ -154,6 +154,9 @@ def test_graph_page_draws_the_graph_offline(
     assert page.page.locator(".link-graph canvas").count() > 0
     assert page.page.locator(".link-graph .x text").count() > 0  # prompt tokens on the axis
 
+    # Hovering loads each node's feature examples: offline that must stay quiet.
+    for index in range(min(nodes.count(), 20)):
+        nodes.nth(index).hover(force=True)
     # Click a feature node (drawn as a circle glyph): its links draw, the panel fills in.
     feature = page.page.locator(".link-graph text.node", has_text=FEATURE_GLYPH).first
     feature.click(force=True)
@@ -185,5 +188,19 @@ def test_save_button_stores_the_view_state(
     page.page.wait_for_selector("button.save-button:has-text('Saved!')", timeout=10_000)
     saved = json.loads(graph_path.read_text())["qParams"]
     assert saved["clickedId"]
+    assert page.outside_requests == []
+    assert page.console_errors == []
+
+
+def test_pinned_nodes_draw_a_subgraph(
+    scored_viewer: RunningViewer, page: Page, graph_files_dir: Path
+) -> None:
+    # The subgraph panel is where dagre and jetpack-lite's div layers and .parent() are used.
+    graph = json.loads((graph_files_dir / f"{SCORED_SLUG}.json").read_text())
+    pinned = [n["node_id"] for n in graph["nodes"] if n["feature_type"] != "embedding"][:4]
+    page.page.goto(f"{scored_viewer.url}graph.html?slug={SCORED_SLUG}&pinnedIds={','.join(pinned)}")
+    page.page.wait_for_selector(".subgraph .supernode-container", timeout=30_000)
+    assert page.page.locator(".subgraph .supernode-container").count() == len(pinned)
+    assert page.page.locator(".subgraph .checkbox-container input").count() == 2
     assert page.outside_requests == []
     assert page.console_errors == []

@@ -54,7 +54,7 @@ def request(
 ) -> tuple[int, bytes]:
     """Send ``path`` exactly as given (no client-side normalisation)."""
     address = urlsplit(viewer.url)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection = http.client.HTTPConnection(str(address.hostname), address.port, timeout=10)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()

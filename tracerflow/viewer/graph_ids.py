@@ -47,9 +47,12 @@ def find_node_id_collisions(graph_json: Path | Mapping[str, Any]) -> dict[str, i
     Returns:
         ``{node_id: count}`` for every id used by more than one node; empty when all are unique.
     """
-    if isinstance(graph_json, Path):
-        graph_json = json.loads(graph_json.read_text(encoding="utf-8"))
-    counts = Counter(node["node_id"] for node in graph_json["nodes"])
+    content = (
+        json.loads(graph_json.read_text(encoding="utf-8"))
+        if isinstance(graph_json, Path)
+        else graph_json
+    )
+    counts = Counter(node["node_id"] for node in content["nodes"])
     return {node_id: count for node_id, count in counts.items() if count > 1}
 
 

@@ -112,8 +112,8 @@ class ViewerServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
         if shown in ("0.0.0.0", "[::]"):
             shown = "127.0.0.1"
         return f"http://{shown}:{port}/"
