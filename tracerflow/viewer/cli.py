@@ -51,18 +51,21 @@ def view(
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from exc
 
-    if server.allowed_hosts is None:
-        typer.echo(
-            f"warning: listening on {host}: anyone who can reach this machine can read your graphs",
-            err=True,
-        )
-    if not graph_dir.is_dir():
-        typer.echo(f"note: {graph_dir} does not exist yet; the index is empty until it does")
-    typer.echo(f"Serving graphs from {server.graph_files_dir}")
-    typer.echo(f"Viewer: {server.url}  (Ctrl-C to stop)", color=False)
-    if open_browser:
-        webbrowser.open(server.url)
+    # Ctrl-C stops cleanly from the moment the port is bound, not only once serving: a
+    # script that reads the printed URL may interrupt at any point after it.
     try:
+        if server.allowed_hosts is None:
+            typer.echo(
+                f"warning: listening on {host}: anyone who can reach this machine can read"
+                " your graphs",
+                err=True,
+            )
+        if not graph_dir.is_dir():
+            typer.echo(f"note: {graph_dir} does not exist yet; the index is empty until it does")
+        typer.echo(f"Serving graphs from {server.graph_files_dir}")
+        typer.echo(f"Viewer: {server.url}  (Ctrl-C to stop)", color=False)
+        if open_browser:
+            webbrowser.open(server.url)
         server.serve_forever()
     except KeyboardInterrupt:
         typer.echo("\nStopped.")
