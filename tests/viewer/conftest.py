@@ -1,0 +1,188 @@
+"""Fixtures for the viewer tests: real graph files from a tiny model, and a running viewer.
+
+The graphs are built once per session (``toy_graphs.py``); the viewer runs as the real CLI
+command in a subprocess on a free port. Swap ``_build_graphs`` for the package's toy preset
+when it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.viewer import toy_graphs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
+
+# slug -> (transcoder kind, prompt, layer-0 boost). The boosted graph has colliding node ids
+# when exported by circuit-tracer's create_graph_files.
+GRAPH_SPECS: dict[str, tuple[str, str, float]] = {
+    "toy-clt-ioi": ("clt", "Mary and John went to the store, John gave a drink to", 0.0),
+    "toy-plt-cat": ("plt", "The cat sat on the mat. The dog sat on the", 0.0),
+    "toy-clt-collide": ("clt", "Mary and John went to the store, John gave a drink to", 1.0),
+}
+TOY_MODEL_NAME = "toy-2l-d64"
+
+
+@dataclass(frozen=True)
+class ToyGraphs:
+    """Attribution graphs (``circuit_tracer.Graph``) by slug, and the tokenizer they use."""
+
+    graphs: dict[str, Any]
+    tokenizer_dir: Path
+
+
+@pytest.fixture(scope="session")
+def toy_graphs_built(tmp_path_factory: pytest.TempPathFactory) -> ToyGraphs:
+    return _build_graphs(tmp_path_factory.mktemp("toy-tokenizer"))
+
+
+def _build_graphs(tokenizer_dir: Path) -> ToyGraphs:
+    toy_graphs.build_tokenizer(tokenizer_dir)
+    graphs = {}
+    for slug, (kind, prompt, boost) in GRAPH_SPECS.items():
+        model = toy_graphs.build_replacement_model(tokenizer_dir, kind, layer0_boost=boost)  # type: ignore[arg-type]
+        graphs[slug] = toy_graphs.attribute(model, prompt)
+    return ToyGraphs(graphs=graphs, tokenizer_dir=tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def session_graph_files_dir(
+    toy_graphs_built: ToyGraphs, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A graph-files folder with every toy graph, exported with ``write_graph_files``.
+
+    Shared by the session: tests that change files use ``graph_files_dir`` (a copy).
+    """
+    from tracerflow.viewer.graph_ids import write_graph_files
+
+    graph_files_dir = tmp_path_factory.mktemp("home") / "graph-files"
+    for slug, graph in toy_graphs_built.graphs.items():
+        write_graph_files(
+            graph,
+            slug,
+            graph_files_dir,
+            scan=graph.scan or "toy",
+            extra_metadata={"model": TOY_MODEL_NAME},
+        )
+    return graph_files_dir
+
+
+@pytest.fixture
+def graph_files_dir(session_graph_files_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's graph-files folder (under ``tmp_path/home``)."""
+    copy = tmp_path / "home" / "graph-files"
+    shutil.copytree(session_graph_files_dir, copy)
+    return copy
+
+
+def snapshot_files(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path: to prove nothing was touched."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@dataclass
+class RunningViewer:
+    url: str
+    process: subprocess.Popen[str]
+    output: list[str]
+
+
+VIEWER_URL = re.compile(r"Viewer: (http://\S+)")
+
+
+@contextlib.contextmanager
+def run_viewer(
+    graph_files_dir: Path,
+    *extra_args: str,
+    db_path: Path | None = None,
+    fake_storage: bool = False,
+    pass_graph_dir: bool = True,
+) -> Iterator[RunningViewer]:
+    """Run ``view`` (the real CLI command) in a subprocess on a free port; stop it after.
+
+    Without ``pass_graph_dir`` the command finds the folder through ``$TRACERFLOW_HOME``
+    (``graph_files_dir`` must then be ``<home>/graph-files``). With ``fake_storage``,
+    ``tracerflow.storage.queries.graph_index`` is the stand-in in ``fake_storage.py`` (until
+    the storage package lands).
+    """
+    launcher = ["-m", "tests.viewer.fake_storage"] if fake_storage else ["-m", "tracerflow.viewer"]
+    db_args = ["--db", str(db_path)] if db_path else ["--db", str(graph_files_dir / "none.duckdb")]
+    command = [
+        sys.executable,
+        *launcher,
+        "view",
+        "--port",
+        "0",
+        *(["--graph-dir", str(graph_files_dir)] if pass_graph_dir else []),
+        *db_args,
+        *extra_args,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "TRACERFLOW_HOME": str(graph_files_dir.parent),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        url = None
+        while url is None:
+            line = lines.get(timeout=60)
+            if line is None:
+                raise RuntimeError("viewer exited before serving:\n" + "".join(output))
+            match = VIEWER_URL.search(line)
+            if match:
+                url = match.group(1)
+        yield RunningViewer(url=url, process=process, output=output)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    return ARTIFACTS_DIR

@@ -1,0 +1,73 @@
+"""``tracerflow view``: serve the attribution-graph viewer for every graph in the graph-files
+folder. ``register(app)`` adds the command to the main Typer app (``tracerflow/cli.py``)."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tracerflow.viewer.server import DEFAULT_HOST, DEFAULT_PORT, make_server
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``view`` command to ``app``."""
+    app.command("view")(view)
+
+
+def view(
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (0: any free port).", min=0, max=65535)
+    ] = DEFAULT_PORT,
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Anything but loopback exposes your graphs.")
+    ] = DEFAULT_HOST,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the index in a web browser.")
+    ] = False,
+    graph_dir: Annotated[
+        Path | None,
+        typer.Option(help="Graph-files folder. Default: $TRACERFLOW_HOME/graph-files."),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(help="Score database for the index. Default: $TRACERFLOW_HOME/scores.duckdb."),
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Refuse the viewer's Save (POST /save_graph).")
+    ] = False,
+) -> None:
+    """Serve the graph viewer, with an index of every exported graph. Ctrl-C stops it."""
+    from tracerflow.settings import get_settings
+
+    settings = get_settings()
+    graph_dir = (graph_dir or settings.graph_files_dir).expanduser()
+    db_path = (db or settings.database_path).expanduser()
+    try:
+        server = make_server(graph_dir, host=host, port=port, db_path=db_path, read_only=read_only)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from exc
+
+    # Ctrl-C stops cleanly from the moment the port is bound, not only once serving: a
+    # script that reads the printed URL may interrupt at any point after it.
+    try:
+        if server.allowed_hosts is None:
+            typer.echo(
+                f"warning: listening on {host}: anyone who can reach this machine can read"
+                " your graphs",
+                err=True,
+            )
+        if not graph_dir.is_dir():
+            typer.echo(f"note: {graph_dir} does not exist yet; the index is empty until it does")
+        typer.echo(f"Serving graphs from {server.graph_files_dir}")
+        typer.echo(f"Viewer: {server.url}  (Ctrl-C to stop)", color=False)
+        if open_browser:
+            webbrowser.open(server.url)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("\nStopped.")
+    finally:
+        server.server_close()

@@ -1,0 +1,244 @@
+"""The list of graphs the viewer offers, and the index page that shows it.
+
+Graphs come from the graph-files folder (``graph-metadata.json`` names them, ``<slug>.json``
+holds each); scores, model and run date come from the score database when there is one.
+``load_db_scores`` is the one place that talks to storage; without a database, or with one
+that cannot be read right now (locked by a writer, older schema), the index still lists every
+graph, with blank scores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
+from tracerflow.viewer.slugs import is_valid_slug
+
+logger = logging.getLogger(__name__)
+
+SCORE_KEYS = (
+    "replacement_score",
+    "completeness_score",
+    "pruned_replacement_score",
+    "pruned_completeness_score",
+)
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One row of the index: a graph file and, when the database has them, its scores."""
+
+    slug: str
+    prompt: str
+    transcoder: str | None = None
+    model: str | None = None
+    replacement_score: float | None = None
+    completeness_score: float | None = None
+    pruned_replacement_score: float | None = None
+    pruned_completeness_score: float | None = None
+    recorded_at: dt.datetime | None = None
+
+
+def read_graph_metadata(graph_files_dir: Path) -> list[dict[str, Any]]:
+    """The ``graph-metadata.json`` entries the viewer may show, in file order.
+
+    An entry is kept only if its slug is valid and its ``<slug>.json`` exists, so the viewer
+    page never asks for a file the server would refuse. A missing or unreadable metadata file
+    means no graphs.
+    """
+    metadata_path = graph_files_dir / GRAPH_METADATA_FILE
+    try:
+        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s: %s", metadata_path, exc)
+        return []
+    graphs = metadata.get("graphs") if isinstance(metadata, dict) else None
+    if not isinstance(graphs, list):
+        return []
+    return [
+        entry
+        for entry in graphs
+        if isinstance(entry, dict)
+        and is_valid_slug(entry.get("slug"))
+        and (graph_files_dir / f"{entry['slug']}.json").is_file()
+    ]
+
+
+def load_db_scores(db_path: Path | None) -> dict[str, dict[str, Any]]:
+    """Scores per slug from ``tracerflow.storage.queries.graph_index``; ``{}`` if unavailable.
+
+    The adapter between the viewer and the score database: nothing else in the viewer imports
+    storage. When a slug has several rows, the most recent ``recorded_at`` wins.
+    """
+    if db_path is None or not db_path.is_file():
+        return {}
+    try:
+        from tracerflow.storage.queries import graph_index  # type: ignore[import-not-found]
+    except ImportError:
+        logger.info("tracerflow.storage is not available; the index shows no scores")
+        return {}
+    try:
+        rows = graph_index(db_path)
+    except Exception as exc:  # a locked or older database must not take the viewer down
+        logger.warning("cannot read scores from %s: %s", db_path, exc)
+        return {}
+    scores: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        slug = row.get("slug")
+        if not is_valid_slug(slug):
+            continue
+        previous = scores.get(slug)
+        if previous is None or _sort_time(row.get("recorded_at")) >= _sort_time(
+            previous.get("recorded_at")
+        ):
+            scores[slug] = dict(row)
+    return scores
+
+
+def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> list[GraphEntry]:
+    """Every viewable graph, newest first, with database scores merged in by slug.
+
+    Without a database row, the transcoder is the graph's ``scan``, the model and run date come
+    from the metadata entry's optional ``model`` / ``recorded_at`` keys, and the run date falls
+    back to the graph file's modification time.
+    """
+    scores = load_db_scores(db_path)
+    entries = []
+    for meta in read_graph_metadata(graph_files_dir):
+        slug = meta["slug"]
+        row = scores.get(slug, {})
+        recorded_at = _as_datetime(row.get("recorded_at")) or _as_datetime(meta.get("recorded_at"))
+        if recorded_at is None:
+            mtime = (graph_files_dir / f"{slug}.json").stat().st_mtime
+            recorded_at = dt.datetime.fromtimestamp(mtime, tz=dt.UTC)
+        entries.append(
+            GraphEntry(
+                slug=slug,
+                prompt=str(row.get("prompt") or meta.get("prompt") or ""),
+                transcoder=_as_text(
+                    row.get("transcoder") or meta.get("transcoder") or meta.get("scan")
+                ),
+                model=_as_text(row.get("model") or meta.get("model")),
+                recorded_at=recorded_at,
+                **{key: _as_float(row.get(key)) for key in SCORE_KEYS},
+            )
+        )
+    entries.sort(key=lambda e: _sort_time(e.recorded_at), reverse=True)
+    return entries
+
+
+def viewer_metadata(graph_files_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """What the viewer page reads as ``data/graph-metadata.json``: only the viewable graphs."""
+    return {"graphs": read_graph_metadata(graph_files_dir)}
+
+
+def render_index_html(entries: Iterable[GraphEntry], graph_files_dir: Path) -> str:
+    """The index page: a sortable table of graphs, each row linking to the viewer."""
+    entries = list(entries)
+    rows = "\n".join(_render_row(entry) for entry in entries)
+    empty = (
+        ""
+        if entries
+        else f"<p class='empty'>No graphs yet in <code>{html.escape(str(graph_files_dir))}</code>."
+        " Export some (e.g. <code>tracerflow demo</code>) and reload.</p>"
+    )
+    headers = "".join(
+        f"<th data-type='{kind}' tabindex='0'>{html.escape(label)}</th>" for label, kind in _COLUMNS
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>tracerflow graphs</title>
+<link rel="stylesheet" href="/tracerflow-index.css">
+</head>
+<body>
+<h1>Attribution graphs</h1>
+<p class="where">{len(entries)} graph(s) in <code>{html.escape(str(graph_files_dir))}</code>.
+Click a column header to sort.</p>
+{empty}
+<table id="graphs">
+<thead><tr>{headers}</tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+<script src="/tracerflow-index.js"></script>
+</body>
+</html>
+"""
+
+
+_COLUMNS = (
+    ("Prompt", "text"),
+    ("Transcoder", "text"),
+    ("Model", "text"),
+    ("Replacement", "number"),
+    ("Completeness", "number"),
+    ("Replacement (pruned)", "number"),
+    ("Completeness (pruned)", "number"),
+    ("Run date", "text"),
+)
+
+
+def _render_row(entry: GraphEntry) -> str:
+    link = f"/graph.html?slug={entry.slug}"  # the slug is validated: no escaping needed in URLs
+    recorded = entry.recorded_at.strftime("%Y-%m-%d %H:%M") if entry.recorded_at else ""
+    sort_time = entry.recorded_at.isoformat() if entry.recorded_at else ""
+    cells = [
+        f"<td data-sort='{html.escape(entry.prompt)}'><a href='{link}'>"
+        f"{html.escape(entry.prompt) or html.escape(entry.slug)}</a>"
+        f"<div class='slug'>{entry.slug}</div></td>",
+        _text_cell(entry.transcoder),
+        _text_cell(entry.model),
+        *(_score_cell(getattr(entry, key)) for key in SCORE_KEYS),
+        f"<td data-sort='{sort_time}'>{recorded}</td>",
+    ]
+    return f"<tr data-slug='{entry.slug}'>{''.join(cells)}</tr>"
+
+
+def _text_cell(value: str | None) -> str:
+    text = html.escape(value or "")
+    return f"<td data-sort='{text}'>{text}</td>"
+
+
+def _score_cell(value: float | None) -> str:
+    if value is None:
+        return "<td class='score' data-sort=''>&ndash;</td>"
+    return f"<td class='score' data-sort='{value!r}'>{value:.4f}</td>"
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, str):
+        try:
+            return _as_datetime(dt.datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _sort_time(value: Any) -> float:
+    parsed = _as_datetime(value)
+    return parsed.timestamp() if parsed else float("-inf")

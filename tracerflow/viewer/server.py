@@ -1,0 +1,364 @@
+"""A small HTTP server for the viewer: the index, the viewer's static files, the graph files.
+
+Stdlib only (``ThreadingHTTPServer``). What it serves is decided by lookup, never by joining a
+request path to a folder:
+
+- ``/`` and ``/index.html``: the index page (built per request, so new graphs show on reload);
+- the viewer's static files: a table made once at start from ``static/`` and ``third_party/``
+  (``.html``, ``.js``, ``.css`` only), so a path not in the table is a 404 whatever it contains;
+- ``/data/graph-metadata.json``: the viewable entries of the folder's metadata file;
+- ``/graph_data/<slug>.json``: a graph file, after ``validate_slug``;
+- ``POST /save_graph/<slug>``: the viewer's Save button (pinned nodes, supernodes, ...), which
+  rewrites only the ``qParams`` of an existing graph file, validated and bounded in size; off
+  with ``read_only``.
+
+Requests with ``..``, ``.``, backslashes, NUL or bad percent-encodings are refused with 400
+before routing. When bound to a loopback address, requests naming another ``Host`` are refused
+(a DNS-rebinding page cannot reach it), and a cross-origin Save is refused. Every answer carries
+a Content-Security-Policy that lets the page load and fetch only from this server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE, write_text_atomically
+from tracerflow.viewer.index import build_graph_index, render_index_html, viewer_metadata
+from tracerflow.viewer.slugs import InvalidSlugError, slug_from_graph_file_name, validate_slug
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = PACKAGE_DIR / "static"
+THIRD_PARTY_DIR = PACKAGE_DIR / "third_party"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8041
+# A Save body holds URL-sized view state (pinned ids, supernodes, labels): 1 MiB is generous.
+MAX_SAVE_BYTES = 1024 * 1024
+# Graph files are JSON of up to hundreds of MB; above this, gzip when the client accepts it.
+GZIP_THRESHOLD_BYTES = 1024 * 1024
+
+# The viewer's Save button sends these keys (index.html upstream); nothing else is written.
+SAVE_KEYS = frozenset(
+    {"pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos", "pruningThreshold", "clerps"}
+)
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+# style-src needs 'unsafe-inline' for the style attributes d3 and the viewer set; scripts do not.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def static_routes() -> dict[str, Path]:
+    """URL path -> file for every static file the viewer may load, fixed at start."""
+    routes: dict[str, Path] = {}
+    for root, prefix in ((STATIC_DIR, "/"), (THIRD_PARTY_DIR, "/third_party/")):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix in CONTENT_TYPES:
+                routes[prefix + path.relative_to(root).as_posix()] = path
+    return routes
+
+
+class BadRequest(Exception):
+    """A request refused with a 4xx status before it touches anything."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ViewerServer(ThreadingHTTPServer):
+    """The viewer's HTTP server over one graph-files folder."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        graph_files_dir: Path,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        db_path: Path | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.graph_files_dir = graph_files_dir.expanduser().resolve()
+        self.db_path = db_path
+        self.read_only = read_only
+        self.routes = static_routes()
+        self.save_lock = threading.Lock()
+        if ":" in host:  # an IPv6 literal such as ::1
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), ViewerRequestHandler)
+        self.allowed_hosts = _allowed_hosts(host, self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        if shown in ("0.0.0.0", "[::]"):
+            shown = "127.0.0.1"
+        return f"http://{shown}:{port}/"
+
+
+def make_server(
+    graph_files_dir: Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    db_path: Path | None = None,
+    read_only: bool = False,
+) -> ViewerServer:
+    """Bind the viewer server (``port=0``: any free port; see ``ViewerServer.url``)."""
+    return ViewerServer(graph_files_dir, host=host, port=port, db_path=db_path, read_only=read_only)
+
+
+def _allowed_hosts(host: str, port: int) -> frozenset[str] | None:
+    """Host headers accepted when bound to loopback; ``None`` (any) otherwise."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    names = ("127.0.0.1", "localhost", "[::1]")
+    return frozenset(name for base in names for name in (base, f"{base}:{port}"))
+
+
+class ViewerRequestHandler(BaseHTTPRequestHandler):
+    """Routes GET/HEAD to the index, static files and graph files; POST to Save."""
+
+    server: ViewerServer
+    server_version = "tracerflow-viewer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def end_headers(self) -> None:
+        self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        super().end_headers()
+
+    # --- GET / HEAD -----------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._handle(self._get)
+
+    def do_HEAD(self) -> None:
+        self._handle(self._get, head=True)
+
+    def do_POST(self) -> None:
+        self._handle(self._post)
+
+    def do_PUT(self) -> None:
+        self._method_not_allowed()
+
+    def do_DELETE(self) -> None:
+        self._method_not_allowed()
+
+    def do_PATCH(self) -> None:
+        self._method_not_allowed()
+
+    def do_OPTIONS(self) -> None:
+        # No CORS: answering a preflight would let other origins call Save.
+        self._method_not_allowed()
+
+    def _method_not_allowed(self) -> None:
+        self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
+
+    def _handle(self, route: Any, **kwargs: Any) -> None:
+        try:
+            self._check_host()
+            route(_request_path(self.path), **kwargs)
+        except BadRequest as exc:
+            self._send_error(exc.status, exc.message, head=kwargs.get("head", False))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away (a reload mid-download); nothing to answer
+        except Exception:
+            logger.exception("error answering %s %s", self.command, self.path)
+            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _check_host(self) -> None:
+        allowed = self.server.allowed_hosts
+        if allowed is not None and self.headers.get("Host", "").lower() not in allowed:
+            raise BadRequest(HTTPStatus.FORBIDDEN, "unexpected Host header")
+
+    def _get(self, path: str, head: bool = False) -> None:
+        if path in ("/", "/index.html"):
+            entries = build_graph_index(self.server.graph_files_dir, self.server.db_path)
+            page = render_index_html(entries, self.server.graph_files_dir)
+            self._send_bytes(page.encode("utf-8"), CONTENT_TYPES[".html"], head=head)
+        elif path == "/favicon.ico":
+            self._send_bytes(b"", None, status=HTTPStatus.NO_CONTENT, head=head)
+        elif path in self.server.routes:
+            file_path = self.server.routes[path]
+            self._send_bytes(file_path.read_bytes(), CONTENT_TYPES[file_path.suffix], head=head)
+        elif path == f"/data/{GRAPH_METADATA_FILE}":
+            body = json.dumps(viewer_metadata(self.server.graph_files_dir)).encode("utf-8")
+            self._send_bytes(body, "application/json", head=head)
+        elif path.startswith("/graph_data/"):
+            graph_path = self._graph_path(path.removeprefix("/graph_data/"))
+            self._send_bytes(graph_path.read_bytes(), "application/json", head=head)
+        else:
+            raise BadRequest(HTTPStatus.NOT_FOUND, "not found")
+
+    def _graph_path(self, file_name: str) -> Path:
+        """The graph file for ``<slug>.json``: validated, inside the folder, existing."""
+        try:
+            slug = slug_from_graph_file_name(file_name)
+        except InvalidSlugError as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "invalid graph name") from exc
+        return self._existing_graph(slug)
+
+    def _existing_graph(self, slug: str) -> Path:
+        folder = self.server.graph_files_dir
+        graph_path = folder / f"{slug}.json"
+        # A symlink planted in the folder must not lead outside it.
+        if not graph_path.is_file() or graph_path.resolve().parent != folder:
+            raise BadRequest(HTTPStatus.NOT_FOUND, "no such graph")
+        return graph_path
+
+    # --- POST /save_graph/<slug> ----------------------------------------------------------
+
+    def _post(self, path: str) -> None:
+        if not path.startswith("/save_graph/"):
+            raise BadRequest(HTTPStatus.NOT_FOUND, "not found")
+        if self.server.read_only:
+            raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, "this viewer is read-only")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{self.headers.get('Host', '')}":
+            raise BadRequest(HTTPStatus.FORBIDDEN, "cross-origin save refused")
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            # Also what makes a cross-site form or no-cors fetch unable to reach this.
+            raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+        length = self._content_length()
+        try:
+            slug = validate_slug(path.removeprefix("/save_graph/"))
+        except InvalidSlugError as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "invalid graph name") from exc
+        graph_path = self._existing_graph(slug)
+        q_params = _parse_save_body(self.rfile.read(length))
+
+        with self.server.save_lock:
+            graph = json.loads(graph_path.read_text(encoding="utf-8"))
+            graph["qParams"] = q_params
+            write_text_atomically(graph_path, json.dumps(graph, indent=2))
+        self._send_bytes(b'{"saved": true}', "application/json")
+
+    def _content_length(self) -> int:
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+        try:
+            length = int(raw)
+        except ValueError as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length") from exc
+        if length < 0:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+        if length > MAX_SAVE_BYTES:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+        return length
+
+    # --- responses ------------------------------------------------------------------------
+
+    def _send_bytes(
+        self,
+        body: bytes,
+        content_type: str | None,
+        *,
+        status: HTTPStatus = HTTPStatus.OK,
+        head: bool = False,
+    ) -> None:
+        accepts_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
+        gzipped = len(body) > GZIP_THRESHOLD_BYTES and accepts_gzip
+        if gzipped:
+            body = gzip.compress(body, compresslevel=3)
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _send_error(self, status: HTTPStatus, message: str, *, head: bool = False) -> None:
+        body = json.dumps({"error": message}).encode("utf-8")
+        # The body of a refused request may be unread: do not reuse the connection.
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, HEAD" if self.server.read_only else "GET, HEAD, POST")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+
+def _request_path(raw: str) -> str:
+    """The decoded path of a request target, or ``BadRequest`` if it may not be routed.
+
+    Refuses what a file path could be tricked with, before any routing: ``..`` or ``.``
+    segments (also percent-encoded), backslashes, NUL, and undecodable percent-encodings.
+    """
+    target = urlsplit(raw)
+    path = target.path
+    if not path.startswith("/"):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad request target")
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad percent-encoding") from exc
+    if "\\" in decoded or "\x00" in decoded or "%" in decoded:
+        # "%" left after decoding means double encoding (%252e): refuse rather than guess.
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "bad characters in path")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "relative path segments")
+    return decoded
+
+
+def _parse_save_body(body: bytes) -> dict[str, Any]:
+    """The ``qParams`` of a Save request: known keys; string, number, list or null values."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "body is not JSON") from exc
+    q_params = data.get("qParams") if isinstance(data, dict) else None
+    if not isinstance(q_params, dict):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "body needs a qParams object")
+    unknown = set(q_params) - SAVE_KEYS
+    if unknown:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"unknown qParams keys: {sorted(unknown)}")
+    for key, value in q_params.items():
+        # The viewer sends null for every key not in its URL (and skips nulls when it loads).
+        if value is not None and (
+            not isinstance(value, str | list | int | float) or isinstance(value, bool)
+        ):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"bad value for qParams.{key}")
+    return q_params
