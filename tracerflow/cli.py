@@ -17,6 +17,7 @@ from tracerflow import operate_cli
 from tracerflow.errors import TracerflowError
 from tracerflow.flows import cli as flows_cli
 from tracerflow.storage import cli as storage_cli
+from tracerflow.viewer import cli as viewer_cli
 
 
 class _Group(TyperGroup):
@@ -42,6 +43,7 @@ app = typer.Typer(
 flows_cli.register(app)
 storage_cli.register(app)
 operate_cli.register(app)
+viewer_cli.register(app)
 
 
 @app.command()
