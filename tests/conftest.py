@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 # Nothing in the test suite may reach the Hub; fail fast instead of retrying for 25 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Nothing may write to the user's ~/.tracerflow either: every test run gets its own home.
+os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
 
 TINY_CORPUS = [
     "Mary and John went to the store, John gave a drink to Mary.",

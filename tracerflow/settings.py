@@ -66,3 +66,5 @@ def configure_prefect_defaults(settings: Settings | None = None) -> None:
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    if os.environ["PREFECT_HOME"] == str(settings.prefect_home):
+        settings.prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect creates one level only
