@@ -22,6 +22,7 @@ from tracerflow.viewer.index import (
     load_db_scores,
     read_graph_metadata,
     render_index_html,
+    strip_bos,
 )
 
 FIRST_RUN = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
@@ -132,6 +133,31 @@ def test_a_database_held_by_a_writer_means_graphs_without_scores(graph_files_dir
         entries = build_graph_index(graph_files_dir, db_path)
     assert len(entries) == len(GRAPH_SPECS)
     assert all(e.replacement_score is None for e in entries)
+
+
+def test_metadata_prompts_are_shown_without_the_bos_token(graph_files_dir: Path) -> None:
+    metadata = json.loads((graph_files_dir / "graph-metadata.json").read_text())
+    # circuit-tracer writes the decoded tokens, its prepended BOS included, as the prompt.
+    assert all(g["prompt"].startswith("<|endoftext|>") for g in metadata["graphs"])
+    entries = build_graph_index(graph_files_dir)
+    assert {e.slug: e.prompt for e in entries} == {
+        slug: prompt for slug, (_, prompt, _) in GRAPH_SPECS.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("prompt", "shown"),
+    [
+        ("<|endoftext|>The cat sat", "The cat sat"),
+        ("<bos>The cat sat", "The cat sat"),
+        ("The cat sat", "The cat sat"),
+        ("<|endoftext|><|endoftext|>x", "<|endoftext|>x"),
+        ("x<|endoftext|>", "x<|endoftext|>"),
+        ("", ""),
+    ],
+)
+def test_strip_bos_removes_one_leading_bos_token_only(prompt: str, shown: str) -> None:
+    assert strip_bos(prompt) == shown
 
 
 def test_index_page_escapes_prompts_and_links_each_graph(graph_files_dir: Path) -> None:

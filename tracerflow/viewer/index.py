@@ -40,6 +40,13 @@ DB_COLUMNS = {
     **{key: key for key in SCORE_KEYS},
 }
 
+# circuit-tracer prepends a special token to every prompt it attributes and writes the decoded
+# tokens, that one included, as the metadata ``prompt`` ("<|endoftext|>The cat sat"). The index
+# has no tokenizer to ask which token it was, so it strips the BOS strings of the tokenizer
+# families circuit-tracer supports; a prompt that really starts with one loses it on the index
+# only (the graph file keeps it).
+KNOWN_BOS_TOKENS = ("<|endoftext|>", "<|begin_of_text|>", "<bos>", "<s>")
+
 
 @dataclass(frozen=True)
 class GraphEntry:
@@ -104,12 +111,21 @@ def load_db_scores(db_path: Path | None) -> dict[str, dict[str, Any]]:
     }
 
 
+def strip_bos(prompt: str) -> str:
+    """``prompt`` without a leading BOS token string (``KNOWN_BOS_TOKENS``), if it has one."""
+    for bos in KNOWN_BOS_TOKENS:
+        if prompt.startswith(bos):
+            return prompt[len(bos) :]
+    return prompt
+
+
 def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> list[GraphEntry]:
     """Every viewable graph, newest first, with database scores merged in by slug.
 
-    Without a database row, the transcoder is the graph's ``scan``, the model and run date come
-    from the metadata entry's optional ``model`` / ``recorded_at`` keys, and the run date falls
-    back to the graph file's modification time.
+    Without a database row, the prompt is the metadata's without its BOS token, the transcoder
+    is the graph's ``scan``, the model and run date come from the metadata entry's optional
+    ``model`` / ``recorded_at`` keys, and the run date falls back to the graph file's
+    modification time.
     """
     scores = load_db_scores(db_path)
     entries = []
@@ -123,7 +139,7 @@ def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> lis
         entries.append(
             GraphEntry(
                 slug=slug,
-                prompt=str(row.get("prompt") or meta.get("prompt") or ""),
+                prompt=str(row.get("prompt") or strip_bos(str(meta.get("prompt") or ""))),
                 transcoder=_as_text(
                     row.get("transcoder") or meta.get("transcoder") or meta.get("scan")
                 ),
