@@ -81,11 +81,12 @@ def score(
     status: str = "ok",
     slug: str | None = None,
     params: dict[str, Any] | None = None,
+    model: ModelInfo = GPT2,
 ) -> ScoreRecord:
     failed = status == "failed"
     return ScoreRecord(
         transcoder=scored,
-        model=GPT2,
+        model=model,
         prompt=prompt,
         n_tokens=len(prompt.split()) + 1,
         params=dict(NOTEBOOK_PARAMS if params is None else params),

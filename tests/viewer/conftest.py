@@ -1,13 +1,15 @@
-"""Fixtures for the viewer tests: real graph files from a tiny model, and a running viewer.
+"""Fixtures for the viewer tests: real graph files from a tiny model, scores recorded by the
+real storage writer, and a running viewer.
 
-The graphs are built once per session (``toy_graphs.py``); the viewer runs as the real CLI
-command in a subprocess on a free port. Swap ``_build_graphs`` for the package's toy preset
-when it exists.
+The graphs are built once per session (``toy_graphs.py``); the viewer runs as the real
+``tracerflow view`` command in a subprocess on a free port. Swap ``_build_graphs`` for the
+package's toy preset when it exists.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import os
 import queue
@@ -24,7 +26,9 @@ from typing import Any
 
 import pytest
 
+from tests.storage import builders
 from tests.viewer import toy_graphs
+from tracerflow.storage import ModelInfo, ScoreRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
@@ -37,6 +41,17 @@ GRAPH_SPECS: dict[str, tuple[str, str, float]] = {
     "toy-clt-collide": ("clt", "Mary and John went to the store, John gave a drink to", 1.0),
 }
 TOY_MODEL_NAME = "toy-2l-d64"
+TOY_MODEL = ModelInfo(
+    name=TOY_MODEL_NAME,
+    n_layers=toy_graphs.N_LAYERS,
+    d_model=toy_graphs.D_MODEL,
+    d_vocab=300,
+    n_ctx=64,
+)
+# The transcoder sources the score database names (the graph files name the scan, "toy-clt").
+TOY_TRANSCODER_SOURCES = {"clt": "./checkpoints/toy-clt", "plt": "./checkpoints/toy-plt"}
+# `python -m tracerflow.cli`: what the `tracerflow` script runs.
+TRACERFLOW_COMMAND = [sys.executable, "-m", "tracerflow.cli"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,22 @@ def graph_files_dir(session_graph_files_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def toy_score(
+    slug: str, replacement: float, completeness: float, created_at: dt.datetime
+) -> ScoreRecord:
+    """The score of graph ``slug`` (a ``GRAPH_SPECS`` key), as a flow would record it."""
+    kind, prompt, _ = GRAPH_SPECS[slug]
+    return builders.score(
+        builders.transcoder(TOY_TRANSCODER_SOURCES[kind], kind),
+        prompt,
+        replacement,
+        completeness,
+        created_at=created_at,
+        slug=slug,
+        model=TOY_MODEL,
+    )
+
+
 def snapshot_files(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root``, by relative path: to prove nothing was touched."""
     return {
@@ -115,21 +146,17 @@ def run_viewer(
     graph_files_dir: Path,
     *extra_args: str,
     db_path: Path | None = None,
-    fake_storage: bool = False,
     pass_graph_dir: bool = True,
 ) -> Iterator[RunningViewer]:
-    """Run ``view`` (the real CLI command) in a subprocess on a free port; stop it after.
+    """Run ``tracerflow view`` in a subprocess on a free port; stop it after.
 
     Without ``pass_graph_dir`` the command finds the folder through ``$TRACERFLOW_HOME``
-    (``graph_files_dir`` must then be ``<home>/graph-files``). With ``fake_storage``,
-    ``tracerflow.storage.queries.graph_index`` is the stand-in in ``fake_storage.py`` (until
-    the storage package lands).
+    (``graph_files_dir`` must then be ``<home>/graph-files``). Without ``db_path`` the score
+    database is a file that does not exist.
     """
-    launcher = ["-m", "tests.viewer.fake_storage"] if fake_storage else ["-m", "tracerflow.viewer"]
     db_args = ["--db", str(db_path)] if db_path else ["--db", str(graph_files_dir / "none.duckdb")]
     command = [
-        sys.executable,
-        *launcher,
+        *TRACERFLOW_COMMAND,
         "view",
         "--port",
         "0",

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.viewer.conftest import GRAPH_SPECS, RunningViewer, run_viewer
-from tests.viewer.fake_storage import write_scores_db
+from tests.storage.builders import run_info
+from tests.viewer.conftest import GRAPH_SPECS, RunningViewer, run_viewer, toy_score
+from tracerflow.storage import record_run
 
 pytestmark = pytest.mark.browser
 
@@ -80,31 +81,19 @@ class Page:
         self.context.close()
 
 
-def _score_row(slug: str, replacement: float, completeness: float) -> dict[str, Any]:
-    return {
-        "slug": slug,
-        "transcoder": "toy-clt" if "clt" in slug else "toy-plt",
-        "model": "toy-2l-d64",
-        "prompt": GRAPH_SPECS[slug][1],
-        "replacement_score": replacement,
-        "completeness_score": completeness,
-        "pruned_replacement_score": replacement - 0.1,
-        "pruned_completeness_score": completeness - 0.05,
-        "recorded_at": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
-    }
-
-
 @pytest.fixture
 def scored_viewer(graph_files_dir: Path) -> Iterator[RunningViewer]:
     db_path = graph_files_dir.parent / "scores.duckdb"
-    write_scores_db(
+    recorded_at = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
+    record_run(
         db_path,
+        run_info("nightly-1", recorded_at),
         [
-            _score_row(SCORED_SLUG, REPLACEMENT_SCORE, 0.9124),
-            _score_row("toy-plt-cat", 0.7082, 0.9168),
+            toy_score(SCORED_SLUG, REPLACEMENT_SCORE, 0.9124, recorded_at),
+            toy_score("toy-plt-cat", 0.7082, 0.9168, recorded_at),
         ],
     )
-    with run_viewer(graph_files_dir, db_path=db_path, fake_storage=True) as viewer:
+    with run_viewer(graph_files_dir, db_path=db_path) as viewer:
         yield viewer
 
 

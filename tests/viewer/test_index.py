@@ -1,46 +1,31 @@
-"""The graph index: graph files plus scores from the database, and the page that shows them."""
+"""The graph index: graph files plus scores from the database, and the page that shows them.
+
+Scores are written by storage's own ``record_run`` and read back through its ``graph_index``;
+the values checked are the ones recorded, written out by hand.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
-import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+import duckdb
 import pytest
 
-from tests.viewer.conftest import GRAPH_SPECS, TOY_MODEL_NAME
-from tests.viewer.fake_storage import write_scores_db
+from tests.storage.builders import run_info
+from tests.viewer.conftest import GRAPH_SPECS, TOY_MODEL_NAME, toy_score
+from tracerflow.storage import record_run
 from tracerflow.viewer.index import (
     build_graph_index,
     load_db_scores,
     read_graph_metadata,
     render_index_html,
+    strip_bos,
 )
 
-
-def _use_graph_index(monkeypatch: pytest.MonkeyPatch, graph_index: Any) -> None:
-    """Stand in for ``tracerflow.storage.queries`` until the storage package lands."""
-    queries = types.ModuleType("tracerflow.storage.queries")
-    queries.graph_index = graph_index  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tracerflow.storage", types.ModuleType("tracerflow.storage"))
-    monkeypatch.setitem(sys.modules, "tracerflow.storage.queries", queries)
-
-
-def _score_row(slug: str, replacement: float, recorded_at: dt.datetime) -> dict[str, Any]:
-    return {
-        "slug": slug,
-        "transcoder": "db-transcoder",
-        "model": "db-model",
-        "prompt": "db prompt",
-        "replacement_score": replacement,
-        "completeness_score": 0.9,
-        "pruned_replacement_score": 0.6,
-        "pruned_completeness_score": 0.8,
-        "recorded_at": recorded_at,
-    }
+FIRST_RUN = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
 
 
 def test_lists_every_graph_from_the_metadata_file(graph_files_dir: Path) -> None:
@@ -74,47 +59,105 @@ def test_without_a_database_graphs_show_without_scores(graph_files_dir: Path) ->
         assert entry.prompt
 
 
-def test_scores_from_the_database_are_merged_by_slug(
-    graph_files_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.viewer.fake_storage import graph_index
-
+def test_scores_recorded_by_a_run_are_shown_for_their_slugs(graph_files_dir: Path) -> None:
     db_path = graph_files_dir.parent / "scores.duckdb"
-    when = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
-    write_scores_db(db_path, [_score_row("toy-clt-ioi", 0.7059, when)])
-    _use_graph_index(monkeypatch, graph_index)
+    record_run(
+        db_path,
+        run_info("nightly-1", FIRST_RUN),
+        [
+            toy_score("toy-clt-ioi", 0.7059, 0.9124, FIRST_RUN),
+            toy_score("toy-plt-cat", 0.7082, 0.9168, FIRST_RUN + dt.timedelta(minutes=1)),
+        ],
+    )
 
     entries = {e.slug: e for e in build_graph_index(graph_files_dir, db_path)}
-    scored = entries["toy-clt-ioi"]
-    assert scored.replacement_score == pytest.approx(0.7059)
-    assert scored.completeness_score == pytest.approx(0.9)
-    assert scored.pruned_replacement_score == pytest.approx(0.6)
-    assert scored.transcoder == "db-transcoder" and scored.model == "db-model"
-    assert scored.recorded_at == when
-    assert entries["toy-plt-cat"].replacement_score is None
+    ioi, cat = entries["toy-clt-ioi"], entries["toy-plt-cat"]
+    assert (ioi.replacement_score, ioi.completeness_score) == (0.7059, 0.9124)
+    # builders.score records the pruned scores 0.05 and 0.03 below the unpruned ones.
+    assert ioi.pruned_replacement_score == pytest.approx(0.6559)
+    assert ioi.pruned_completeness_score == pytest.approx(0.8824)
+    assert (cat.replacement_score, cat.completeness_score) == (0.7082, 0.9168)
+    assert cat.pruned_replacement_score == pytest.approx(0.6582)
+    assert ioi.transcoder == "./checkpoints/toy-clt" and cat.transcoder == "./checkpoints/toy-plt"
+    assert ioi.model == cat.model == TOY_MODEL_NAME
+    assert ioi.prompt == GRAPH_SPECS["toy-clt-ioi"][1]
+    assert ioi.recorded_at == FIRST_RUN
+    assert cat.recorded_at == FIRST_RUN + dt.timedelta(minutes=1)
+    unscored = entries["toy-clt-collide"]
+    assert unscored.replacement_score is None and unscored.transcoder == "toy-clt"
+
+    page = render_index_html(entries.values(), graph_files_dir)
+    ioi_row = page.split("data-slug='toy-clt-ioi'")[1].split("</tr>")[0]
+    assert ">0.7059<" in ioi_row and ">0.9124<" in ioi_row and ">0.6559<" in ioi_row
+    assert "0.7082" not in ioi_row
 
 
-def test_the_latest_row_of_a_slug_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = _score_row("g", 0.1, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    new = _score_row("g", 0.2, dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
-    _use_graph_index(monkeypatch, lambda db_path: [new, old])
-    db_path = tmp_path / "scores.duckdb"
-    db_path.touch()
-    assert load_db_scores(db_path)["g"]["replacement_score"] == 0.2
-
-
-def test_an_unreadable_database_means_no_scores(
-    graph_files_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def locked(db_path: Path) -> list[dict[str, Any]]:
-        raise OSError("Could not set lock on file")
-
-    _use_graph_index(monkeypatch, locked)
+def test_the_newest_score_of_a_slug_wins(graph_files_dir: Path) -> None:
     db_path = graph_files_dir.parent / "scores.duckdb"
-    db_path.touch()
+    later = FIRST_RUN + dt.timedelta(days=1)
+    # Recorded out of order: the run written last is the older one.
+    record_run(db_path, run_info("night-2", later), [toy_score("toy-clt-ioi", 0.72, 0.93, later)])
+    record_run(
+        db_path, run_info("night-1", FIRST_RUN), [toy_score("toy-clt-ioi", 0.70, 0.91, FIRST_RUN)]
+    )
+    scores = load_db_scores(db_path)
+    assert scores["toy-clt-ioi"]["replacement_score"] == 0.72
+    assert scores["toy-clt-ioi"]["recorded_at"] == later
+
+
+def _not_a_database(db_path: Path) -> None:
+    db_path.write_bytes(b"not a duckdb file" * 100)
+
+
+def _from_a_newer_tracerflow(db_path: Path) -> None:
+    record_run(db_path, run_info("n"), [toy_score("toy-clt-ioi", 0.7, 0.9, FIRST_RUN)])
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("INSERT INTO schema_version VALUES (99, 'from the future', now())")
+
+
+@pytest.mark.parametrize("spoil", [_not_a_database, _from_a_newer_tracerflow])
+def test_an_unreadable_database_means_graphs_without_scores(
+    graph_files_dir: Path, spoil: Callable[[Path], None]
+) -> None:
+    db_path = graph_files_dir.parent / "scores.duckdb"
+    spoil(db_path)
     entries = build_graph_index(graph_files_dir, db_path)
+    assert {e.slug for e in entries} == set(GRAPH_SPECS)
+    assert all(e.replacement_score is None for e in entries)
+
+
+def test_a_database_held_by_a_writer_means_graphs_without_scores(graph_files_dir: Path) -> None:
+    db_path = graph_files_dir.parent / "scores.duckdb"
+    record_run(db_path, run_info("n"), [toy_score("toy-clt-ioi", 0.7, 0.9, FIRST_RUN)])
+    with duckdb.connect(str(db_path)):  # a writer in this process: readers are refused at once
+        entries = build_graph_index(graph_files_dir, db_path)
     assert len(entries) == len(GRAPH_SPECS)
     assert all(e.replacement_score is None for e in entries)
+
+
+def test_metadata_prompts_are_shown_without_the_bos_token(graph_files_dir: Path) -> None:
+    metadata = json.loads((graph_files_dir / "graph-metadata.json").read_text())
+    # circuit-tracer writes the decoded tokens, its prepended BOS included, as the prompt.
+    assert all(g["prompt"].startswith("<|endoftext|>") for g in metadata["graphs"])
+    entries = build_graph_index(graph_files_dir)
+    assert {e.slug: e.prompt for e in entries} == {
+        slug: prompt for slug, (_, prompt, _) in GRAPH_SPECS.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("prompt", "shown"),
+    [
+        ("<|endoftext|>The cat sat", "The cat sat"),
+        ("<bos>The cat sat", "The cat sat"),
+        ("The cat sat", "The cat sat"),
+        ("<|endoftext|><|endoftext|>x", "<|endoftext|>x"),
+        ("x<|endoftext|>", "x<|endoftext|>"),
+        ("", ""),
+    ],
+)
+def test_strip_bos_removes_one_leading_bos_token_only(prompt: str, shown: str) -> None:
+    assert strip_bos(prompt) == shown
 
 
 def test_index_page_escapes_prompts_and_links_each_graph(graph_files_dir: Path) -> None:

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ import pytest
 from tests.viewer.conftest import (
     GRAPH_SPECS,
     REPO_ROOT,
+    TRACERFLOW_COMMAND,
     RunningViewer,
     run_viewer,
     snapshot_files,
@@ -108,19 +108,11 @@ def test_finds_the_graph_folder_through_tracerflow_home(graph_files_dir: Path) -
     assert str(graph_files_dir) in "".join(viewer.output)
 
 
-def test_register_adds_the_view_command() -> None:
-    import typer
+def test_the_main_cli_has_the_view_command() -> None:
     from typer.testing import CliRunner
 
-    from tracerflow.viewer.cli import register
+    from tracerflow.cli import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """A stand-in for the main tracerflow app."""
-
-    register(app)
     result = CliRunner().invoke(app, ["view", "--help"])
     assert result.exit_code == 0
     for option in ("--port", "--host", "--open", "--graph-dir", "--read-only"):
@@ -312,9 +304,7 @@ def test_a_port_in_use_is_one_line_and_exit_1(graph_files_dir: Path) -> None:
         port = taken.getsockname()[1]
         result = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "tracerflow.viewer",
+                *TRACERFLOW_COMMAND,
                 "view",
                 "--port",
                 str(port),

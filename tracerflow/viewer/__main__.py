@@ -1,5 +1,5 @@
-"""``python -m tracerflow.viewer [view options]``: the viewer without the main CLI (tests, and
-until ``tracerflow/cli.py`` mounts ``register``)."""
+"""``python -m tracerflow.viewer [view options]``: the viewer alone, without the rest of the
+CLI; the same ``view`` command the main CLI mounts as ``tracerflow view``."""
 
 from __future__ import annotations
 

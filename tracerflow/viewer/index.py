@@ -3,8 +3,8 @@
 Graphs come from the graph-files folder (``graph-metadata.json`` names them, ``<slug>.json``
 holds each); scores, model and run date come from the score database when there is one.
 ``load_db_scores`` is the one place that talks to storage; without a database, or with one
-that cannot be read right now (locked by a writer, older schema), the index still lists every
-graph, with blank scores.
+that cannot be read right now (held by a writer for longer than storage waits, newer schema,
+not a database), the index still lists every graph, with blank scores.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracerflow.storage.queries import graph_index
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
 from tracerflow.viewer.slugs import is_valid_slug
 
@@ -29,6 +30,22 @@ SCORE_KEYS = (
     "pruned_replacement_score",
     "pruned_completeness_score",
 )
+
+# The index's name for each column of ``graph_index``'s rows (scores keep their names).
+DB_COLUMNS = {
+    "transcoder": "transcoder_source",
+    "model": "model_name",
+    "prompt": "prompt",
+    "recorded_at": "recorded_at",
+    **{key: key for key in SCORE_KEYS},
+}
+
+# circuit-tracer prepends a special token to every prompt it attributes and writes the decoded
+# tokens, that one included, as the metadata ``prompt`` ("<|endoftext|>The cat sat"). The index
+# has no tokenizer to ask which token it was, so it strips the BOS strings of the tokenizer
+# families circuit-tracer supports; a prompt that really starts with one loses it on the index
+# only (the graph file keeps it).
+KNOWN_BOS_TOKENS = ("<|endoftext|>", "<|begin_of_text|>", "<bos>", "<s>")
 
 
 @dataclass(frozen=True)
@@ -74,42 +91,41 @@ def read_graph_metadata(graph_files_dir: Path) -> list[dict[str, Any]]:
 
 
 def load_db_scores(db_path: Path | None) -> dict[str, dict[str, Any]]:
-    """Scores per slug from ``tracerflow.storage.queries.graph_index``; ``{}`` if unavailable.
+    """Per slug, the index's fields (``DB_COLUMNS``) from storage's ``graph_index``.
 
     The adapter between the viewer and the score database: nothing else in the viewer imports
-    storage. When a slug has several rows, the most recent ``recorded_at`` wins.
+    storage. ``graph_index`` gives one row per slug, its newest score. ``{}`` when there is no
+    database or it cannot be read.
     """
     if db_path is None or not db_path.is_file():
         return {}
     try:
-        from tracerflow.storage.queries import graph_index  # type: ignore[import-not-found]
-    except ImportError:
-        logger.info("tracerflow.storage is not available; the index shows no scores")
-        return {}
-    try:
         rows = graph_index(db_path)
-    except Exception as exc:  # a locked or older database must not take the viewer down
+    except Exception as exc:  # a locked or unreadable database must not take the viewer down
         logger.warning("cannot read scores from %s: %s", db_path, exc)
         return {}
-    scores: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        slug = row.get("slug")
-        if not is_valid_slug(slug):
-            continue
-        previous = scores.get(slug)
-        if previous is None or _sort_time(row.get("recorded_at")) >= _sort_time(
-            previous.get("recorded_at")
-        ):
-            scores[slug] = dict(row)
-    return scores
+    return {
+        row["slug"]: {key: row.get(column) for key, column in DB_COLUMNS.items()}
+        for row in rows
+        if is_valid_slug(row.get("slug"))
+    }
+
+
+def strip_bos(prompt: str) -> str:
+    """``prompt`` without a leading BOS token string (``KNOWN_BOS_TOKENS``), if it has one."""
+    for bos in KNOWN_BOS_TOKENS:
+        if prompt.startswith(bos):
+            return prompt[len(bos) :]
+    return prompt
 
 
 def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> list[GraphEntry]:
     """Every viewable graph, newest first, with database scores merged in by slug.
 
-    Without a database row, the transcoder is the graph's ``scan``, the model and run date come
-    from the metadata entry's optional ``model`` / ``recorded_at`` keys, and the run date falls
-    back to the graph file's modification time.
+    Without a database row, the prompt is the metadata's without its BOS token, the transcoder
+    is the graph's ``scan``, the model and run date come from the metadata entry's optional
+    ``model`` / ``recorded_at`` keys, and the run date falls back to the graph file's
+    modification time.
     """
     scores = load_db_scores(db_path)
     entries = []
@@ -123,7 +139,7 @@ def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> lis
         entries.append(
             GraphEntry(
                 slug=slug,
-                prompt=str(row.get("prompt") or meta.get("prompt") or ""),
+                prompt=str(row.get("prompt") or strip_bos(str(meta.get("prompt") or ""))),
                 transcoder=_as_text(
                     row.get("transcoder") or meta.get("transcoder") or meta.get("scan")
                 ),
