@@ -501,7 +501,11 @@ def write_model(model: Any, tokenizer: Any, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tracerflow.toy.train", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tracerflow.toy.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="data folder to (re)write")
     args = parser.parse_args(argv)
     torch.set_num_threads(TORCH_THREADS)
