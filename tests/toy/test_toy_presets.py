@@ -1,0 +1,129 @@
+"""Presets are data: five named presets with the notebook's attribution defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import tracerflow
+from tracerflow.errors import ConfigError
+from tracerflow.presets import (
+    BUILTIN_PROMPTS,
+    builtin_prompts,
+    get_preset,
+    list_presets,
+    resolve_package_path,
+)
+from tracerflow.presets_cli import register
+from tracerflow.toy.grammar import NOTEBOOK_PROMPT, builtin_sentences
+
+EXPECTED = {
+    "toy-clt": ("toy-gpt2", "clt"),
+    "toy-plt": ("toy-gpt2", "plt"),
+    "toy-jumprelu-clt": ("toy-gpt2", "clt"),
+    "gpt2-clt-16k": ("gpt2", "clt"),
+    "gpt2-plt-16k": ("gpt2", "plt"),
+}
+
+
+def test_the_registry_lists_the_toy_and_the_real_presets() -> None:
+    presets = {preset.name: (preset.model, preset.kind) for preset in list_presets()}
+    assert presets == EXPECTED
+
+
+def test_real_presets_name_the_notebooks_hub_transcoders() -> None:
+    assert get_preset("gpt2-clt-16k").transcoder == "georglange/crosslayer-transcoder-topk-16k"
+    assert get_preset("gpt2-plt-16k").transcoder == "georglange/crosslayer-transcoder-topk-plt-16k"
+    assert not get_preset("gpt2-clt-16k").is_builtin
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_preset_carries_the_notebooks_attribution_defaults(name: str) -> None:
+    preset = get_preset(name)
+    assert (preset.max_n_logits, preset.desired_logit_prob, preset.max_feature_nodes) == (
+        10,
+        0.95,
+        8192,
+    )
+    assert (preset.node_threshold, preset.edge_threshold) == (0.8, 0.98)
+    assert preset.attribution_params()["batch_size"] == preset.batch_size
+
+
+def test_toy_presets_use_a_cpu_sized_batch() -> None:
+    assert all(get_preset(name).batch_size <= 64 for name in EXPECTED if name.startswith("toy"))
+
+
+def test_a_typo_raises_config_error_naming_the_known_presets() -> None:
+    with pytest.raises(ConfigError) as error:
+        get_preset("toy-cl")
+    assert "toy-cl" in str(error.value)
+    for name in EXPECTED:
+        assert name in str(error.value)
+
+
+def test_builtin_transcoders_resolve_to_package_data_not_to_a_checkout_path() -> None:
+    package_dir = Path(tracerflow.__file__).parent
+    for name in ("toy-clt", "toy-plt", "toy-jumprelu-clt"):
+        preset = get_preset(name)
+        assert preset.transcoder.startswith("package:")
+        assert not Path(preset.transcoder.removeprefix("package:")).is_absolute()
+        path = preset.transcoder_path()
+        assert path.is_relative_to(package_dir)
+        assert (path / "config.yaml").is_file()
+
+
+def test_a_hub_preset_has_no_local_transcoder_path() -> None:
+    with pytest.raises(ConfigError, match="Hub repo"):
+        get_preset("gpt2-clt-16k").transcoder_path()
+
+
+def test_a_bad_package_reference_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        resolve_package_path("package:tracerflow.toy/data/no-such-folder")
+
+
+def test_builtin_prompts_start_with_the_notebook_prompt() -> None:
+    prompts = builtin_prompts()
+    assert prompts[0] == NOTEBOOK_PROMPT == "Mary and John went to the store, John gave a drink to"
+    assert 5 <= len(prompts) <= 8
+    assert tuple(prompts) == BUILTIN_PROMPTS
+
+
+def test_builtin_prompts_are_sentences_of_the_grammar_with_the_unrepeated_name_as_answer() -> None:
+    for sentence in builtin_sentences():
+        assert sentence.prompt.count(sentence.subject) == 2
+        assert sentence.prompt.count(sentence.io) == 1
+    assert builtin_sentences()[0].answer == " Mary"
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def main() -> None:  # a group, as in tracerflow's own app
+        """tracerflow"""
+
+    return app
+
+
+def test_presets_command_prints_a_table_of_every_preset() -> None:
+    result = CliRunner().invoke(_app(), ["presets"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["name", "model", "transcoder", "kind"]
+    for name, (model, kind) in EXPECTED.items():
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert model in row and f" {kind} " in row
+
+
+def test_presets_command_prints_json_for_scripts() -> None:
+    result = CliRunner().invoke(_app(), ["presets", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [row["name"] for row in rows] == list(EXPECTED)
+    assert rows[0]["max_feature_nodes"] == 8192 and rows[0]["kind"] == "clt"

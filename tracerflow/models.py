@@ -1,0 +1,212 @@
+"""Build circuit-tracer replacement models: the built-in toy model and real TransformerLens ones,
+through one function.
+
+``toy-gpt2`` is assembled from package data with no network: its ``HookedTransformerConfig``
+(``tracerflow/toy/data/model/config.json``, with ``tokenizer_name`` pointing at the shipped
+tokenizer folder, which ``create_graph_files`` later reloads by that same name) goes through
+``ReplacementModel.from_config``, then the trained weights are loaded with circuit-tracer's
+wrapper names (``blocks.l.mlp.old_mlp.*``, ``unembed.old_unembed.*``).
+A real name (``gpt2``, ...) goes through ``from_pretrained_and_transcoders``, which downloads from
+the Hugging Face Hub. Without network that would retry for ~25 s and end in a traceback, so we
+check first and fail at once with a ``SourceError`` that says what could not be downloaded and how
+to run offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+    TransformerLensReplacementModel,
+)
+from safetensors.torch import load_file
+
+from tracerflow import toy
+from tracerflow.errors import ConfigError, SourceError
+from tracerflow.transcoders import Transcoder
+
+ReplacementModel = TransformerLensReplacementModel
+"""What ``load_replacement_model`` returns (circuit-tracer's TransformerLens backend)."""
+
+HUB_PROBE_TIMEOUT_S = 3.0
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_replacement_model(
+    model_name: str,
+    transcoders: Transcoder,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> ReplacementModel:
+    """A ``ReplacementModel`` of ``model_name`` with ``transcoders`` installed on its MLPs.
+
+    ``model_name`` is ``toy-gpt2`` (the built-in model, offline) or a TransformerLens model name
+    such as ``gpt2`` (from the Hub, or its local cache with ``HF_HUB_OFFLINE=1``).
+    ``transcoders`` come from ``tracerflow.transcoders.load_converted``.
+    Raises ``SourceError`` when a real model cannot be downloaded, ``ConfigError`` for a name
+    TransformerLens does not know.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if model_name == toy.TOY_MODEL_NAME:
+        return _load_toy(transcoders, device, dtype)
+    return _load_pretrained(model_name, transcoders, device, dtype)
+
+
+def model_info(model: ReplacementModel) -> dict[str, Any]:
+    """The model facts a score is recorded with."""
+    cfg = model.cfg
+    return {
+        "name": cfg.model_name,
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "d_vocab": cfg.d_vocab,
+        "n_ctx": cfg.n_ctx,
+    }
+
+
+# --- the toy model ---------------------------------------------------------------------------
+
+
+def toy_model_config(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """The toy model's ``HookedTransformerConfig``, its tokenizer being the shipped folder."""
+    from transformer_lens import HookedTransformerConfig
+
+    fields = json.loads((toy.model_dir() / "config.json").read_text())
+    return HookedTransformerConfig(
+        **fields,
+        tokenizer_name=str(toy.tokenizer_dir()),
+        device=str(device),
+        dtype=dtype,
+        init_weights=False,  # every weight is loaded below; leave the global RNG alone
+    )
+
+
+def _replacement_key(name: str) -> str:
+    """HookedTransformer parameter name -> its name once circuit-tracer wrapped the modules."""
+    name = re.sub(r"^(blocks\.\d+\.mlp)\.", r"\1.old_mlp.", name)
+    return re.sub(r"^unembed\.", "unembed.old_unembed.", name)
+
+
+def _load_toy(
+    transcoders: Transcoder, device: torch.device, dtype: torch.dtype
+) -> ReplacementModel:
+    model = TransformerLensReplacementModel.from_config(
+        toy_model_config(device, dtype), transcoders
+    )
+    weights = load_file(str(toy.model_dir() / "model.safetensors"))
+    state = {_replacement_key(name): tensor.to(dtype) for name, tensor in weights.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    parameters = {name for name, _ in model.named_parameters()}
+    missing_parameters = [
+        name for name in missing if name in parameters and not name.startswith("transcoders.")
+    ]
+    if unexpected or missing_parameters:
+        raise ConfigError(
+            f"{toy.model_dir()}: weights do not match the model config "
+            f"(unexpected {sorted(unexpected)[:3]}, missing {missing_parameters[:3]}); "
+            "regenerate them with `python -m tracerflow.toy.train`"
+        )
+    model.eval()
+    return model
+
+
+# --- real models -----------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """True when the user asked for offline mode (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+    from huggingface_hub import constants
+
+    env = any(
+        os.environ.get(name, "").strip().lower() in _TRUE
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def official_model_name(model_name: str) -> str:
+    """The Hub repo TransformerLens downloads ``model_name`` from; ``ConfigError`` if unknown."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return get_official_model_name(model_name)
+    except ValueError as error:
+        raise ConfigError(
+            f"unknown model '{model_name}': neither '{toy.TOY_MODEL_NAME}' nor a TransformerLens "
+            "model name (e.g. 'gpt2')"
+        ) from error
+
+
+def _hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+
+
+def check_model_source(model_name: str) -> str:
+    """Fail fast, before any download starts, when ``model_name`` cannot be fetched.
+
+    Offline mode: the model's ``config.json`` must be in the local Hugging Face cache. Online:
+    the Hub endpoint must accept a TCP connection within ``HUB_PROBE_TIMEOUT_S``.
+    Returns the Hub repo id.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    repo_id = official_model_name(model_name)
+    how_offline = (
+        "To run offline, download it once where the Hub is reachable "
+        f"(`huggingface-cli download {repo_id}`), copy that Hugging Face cache here (or set "
+        "HF_HOME to a folder holding the snapshot) and set HF_HUB_OFFLINE=1; give transcoders as a "
+        "local snapshot folder. Or use a built-in toy preset (`tracerflow presets`), which needs "
+        "no network."
+    )
+    if hub_offline():
+        cache_dir = _hub_cache_dir()
+        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
+        if not isinstance(cached, str):
+            raise SourceError(
+                f"cannot load model '{model_name}': the Hugging Face repo '{repo_id}' is not in "
+                f"the local cache ({cache_dir}) and HF_HUB_OFFLINE=1 forbids downloading it. "
+                + how_offline
+            )
+        return repo_id
+    endpoint = urlparse(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise SourceError(
+            f"cannot download model '{model_name}' (Hugging Face repo '{repo_id}'): "
+            f"{host}:{port} is unreachable ({type(error).__name__}: {error}). " + how_offline
+        ) from error
+    return repo_id
+
+
+def _load_pretrained(
+    model_name: str, transcoders: Transcoder, device: torch.device, dtype: torch.dtype
+) -> ReplacementModel:
+    repo_id = check_model_source(model_name)
+    try:
+        model = TransformerLensReplacementModel.from_pretrained_and_transcoders(
+            model_name, transcoders, device=device, dtype=dtype
+        )
+    except OSError as error:  # huggingface_hub/requests errors are OSErrors
+        raise SourceError(
+            f"cannot load model '{model_name}' (Hugging Face repo '{repo_id}'): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    model.eval()
+    return model

@@ -1,0 +1,126 @@
+"""Presets: named (model, transcoder, attribution defaults) triples, kept as data.
+
+The registry is ``presets.yaml`` next to this module; adding a preset is adding an entry there.
+A preset's ``transcoder`` is either a Hugging Face repo id (``owner/name``) or a package-data
+reference ``package:<module>/<path>`` (the built-in toy transcoders), resolved at run time with
+``importlib.resources`` so that no path of a particular checkout is ever stored.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tracerflow.errors import ConfigError
+from tracerflow.toy.grammar import BUILTIN_PROMPTS as _BUILTIN_PROMPTS
+
+PACKAGE_PREFIX = "package:"
+PRESETS_FILE = "presets.yaml"
+
+BUILTIN_PROMPTS: tuple[str, ...] = _BUILTIN_PROMPTS
+"""Prompts of the toy grammar (the notebook's prompt first): the built-in suite."""
+
+
+def builtin_prompts() -> list[str]:
+    """The built-in suite's prompts, the notebook's "Mary and John ..." first."""
+    return list(BUILTIN_PROMPTS)
+
+
+class Preset(BaseModel):
+    """One named configuration: which model, which transcoder, which attribution parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    model: str  # "toy-gpt2" or a TransformerLens model name such as "gpt2"
+    transcoder: str  # HF repo id, or "package:<module>/<path>"
+    revision: str | None = None  # Hub revision of the transcoder (None: the default branch)
+    kind: Literal["clt", "plt"]
+    max_n_logits: int = Field(10, ge=1)
+    desired_logit_prob: float = Field(0.95, gt=0, le=1)
+    max_feature_nodes: int | None = Field(8192, ge=1)
+    batch_size: int = Field(256, ge=1)
+    node_threshold: float = Field(0.8, gt=0, le=1)
+    edge_threshold: float = Field(0.98, gt=0, le=1)
+
+    @property
+    def is_builtin(self) -> bool:
+        """True when the transcoder ships inside the package (no download needed)."""
+        return self.transcoder.startswith(PACKAGE_PREFIX)
+
+    def transcoder_path(self) -> Path:
+        """The local checkpoint folder of a built-in preset.
+
+        Raises ``ConfigError`` for a Hub preset (download it instead) or when the package is
+        installed in a form without real files (e.g. a zip).
+        """
+        if not self.is_builtin:
+            raise ConfigError(
+                f"preset '{self.name}': transcoder '{self.transcoder}' is a Hub repo, not package "
+                "data; download it first"
+            )
+        return resolve_package_path(self.transcoder)
+
+    def attribution_params(self) -> dict[str, int | float | None]:
+        """The keyword arguments of circuit-tracer's ``attribute`` this preset fixes."""
+        return {
+            "max_n_logits": self.max_n_logits,
+            "desired_logit_prob": self.desired_logit_prob,
+            "max_feature_nodes": self.max_feature_nodes,
+            "batch_size": self.batch_size,
+        }
+
+
+def resolve_package_path(reference: str) -> Path:
+    """``package:tracerflow.toy/data/clt`` -> the folder inside the installed package."""
+    if not reference.startswith(PACKAGE_PREFIX):
+        raise ConfigError(f"'{reference}' is not a '{PACKAGE_PREFIX}<module>/<path>' reference")
+    module, _, relative = reference[len(PACKAGE_PREFIX) :].partition("/")
+    try:
+        resource = files(module).joinpath(*relative.split("/"))
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"'{reference}': no package '{module}'") from error
+    if not isinstance(resource, Path):
+        raise ConfigError(
+            f"'{reference}' does not resolve to a folder on disk ({resource}); install tracerflow "
+            "as regular files (pip install -e . or a wheel), not as a zip"
+        )
+    if not resource.exists():
+        raise ConfigError(f"'{reference}': {resource} does not exist")
+    return resource
+
+
+@cache
+def _load_presets() -> tuple[Preset, ...]:
+    text = files("tracerflow").joinpath(PRESETS_FILE).read_text()
+    entries = yaml.safe_load(text)
+    if not isinstance(entries, list):
+        raise ConfigError(f"tracerflow/{PRESETS_FILE}: expected a list of presets")
+    try:
+        presets = tuple(Preset.model_validate(entry) for entry in entries)
+    except ValidationError as error:
+        raise ConfigError(f"tracerflow/{PRESETS_FILE}: invalid preset ({error})") from error
+    names = [preset.name for preset in presets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tracerflow/{PRESETS_FILE}: duplicate preset names in {names}")
+    return presets
+
+
+def list_presets() -> list[Preset]:
+    """Every known preset, in the registry's order (built-in toy presets first)."""
+    return list(_load_presets())
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; ``ConfigError`` listing the known names otherwise."""
+    for preset in _load_presets():
+        if preset.name == name:
+            return preset
+    known = ", ".join(preset.name for preset in _load_presets())
+    raise ConfigError(f"unknown preset '{name}'; known presets: {known}")

@@ -1,0 +1,117 @@
+"""The toy corpus: a seeded synthetic grammar of indirect-object (IOI) sentences.
+
+Every sentence names two people, then has one of them give something to the other::
+
+    Mary and John went to the store, John gave a drink to Mary.
+
+The last name (the indirect object, "IO") is the name that is *not* repeated, so predicting it
+needs the same circuit as GPT-2's IOI task: find the two names, notice which one occurs twice,
+copy the other. Prompts end right before the IO (``... gave a drink to``) and the answer is
+``" " + IO``. The notebook's own prompt is a sentence of this grammar.
+
+Held-out sentences are those whose (first name, second name) pair never occurs in training, so
+accuracy on them measures the copying rule, not memorised pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+NAMES = (
+    "Mary", "John", "Alice", "Bob", "Tom", "Sarah", "James", "Anna",
+    "David", "Emma", "Paul", "Lucy", "Mark", "Kate", "Peter", "Laura",
+)  # fmt: skip
+PLACES = (
+    "store", "park", "school", "beach", "market", "office", "station", "garden",
+)  # fmt: skip
+OBJECTS = ("drink", "book", "ball", "gift", "letter", "cake", "key", "ring")
+# {a} and {b} are the two names in order of mention; {s} is the subject (the repeated name).
+TEMPLATES = (
+    "{a} and {b} went to the {place}, {s} gave a {obj} to",
+    "When {a} and {b} went to the {place}, {s} gave a {obj} to",
+    "{a} and {b} were at the {place}. {s} handed the {obj} to",
+    "Then {a} and {b} had a long day at the {place}, and {s} gave a {obj} to",
+    "After {a} and {b} met at the {place}, {s} passed the {obj} to",
+)
+NOTEBOOK_PROMPT = "Mary and John went to the store, John gave a drink to"
+BUILTIN_PROMPTS = (
+    NOTEBOOK_PROMPT,
+    "When Alice and Bob went to the park, Bob gave a ball to",
+    "Sarah and Tom were at the school. Sarah handed the book to",
+    "Then Emma and David had a long day at the beach, and David gave a cake to",
+    "After Lucy and Paul met at the market, Lucy passed the letter to",
+    "Kate and Mark went to the office, Mark gave a key to",
+)
+HELD_OUT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One IOI sentence: ``prompt`` ends before the answer ``" " + io``."""
+
+    prompt: str
+    io: str
+    subject: str
+
+    @property
+    def answer(self) -> str:
+        return " " + self.io
+
+    @property
+    def text(self) -> str:
+        return f"{self.prompt}{self.answer}."
+
+
+def name_pairs() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(training, held-out) ordered pairs of distinct names, split once with a fixed seed.
+
+    The built-in prompts' pairs are always in the held-out set, so the demo's prompts are
+    sentences the model never saw.
+    """
+    pairs = [(a, b) for a in NAMES for b in NAMES if a != b]
+    random.Random(1234).shuffle(pairs)
+    n_held_out = int(len(pairs) * HELD_OUT_FRACTION)
+    builtin = {_pair_of(prompt) for prompt in BUILTIN_PROMPTS}
+    held_out = [p for p in pairs if p in builtin]
+    held_out += [p for p in pairs if p not in builtin][: n_held_out - len(held_out)]
+    held_out_set = set(held_out)
+    train = [p for p in pairs if p not in held_out_set]
+    return train, held_out
+
+
+def _pair_of(prompt: str) -> tuple[str, str]:
+    words = prompt.replace(",", " ").replace(".", " ").split()
+    first = words.index("and") - 1
+    return words[first], words[first + 2]
+
+
+def sample_sentences(n: int, *, held_out: bool, seed: int) -> list[Sentence]:
+    """``n`` sentences drawn with ``random.Random(seed)`` from the training or held-out pairs.
+
+    Half the sentences repeat the first name (so the IO is the second), half the second.
+    """
+    train_pairs, held_out_pairs = name_pairs()
+    pairs = held_out_pairs if held_out else train_pairs
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        a, b = rng.choice(pairs)
+        subject, io = (a, b) if rng.random() < 0.5 else (b, a)
+        template = rng.choice(TEMPLATES)
+        prompt = template.format(
+            a=a, b=b, s=subject, place=rng.choice(PLACES), obj=rng.choice(OBJECTS)
+        )
+        sentences.append(Sentence(prompt=prompt, io=io, subject=subject))
+    return sentences
+
+
+def builtin_sentences() -> list[Sentence]:
+    """The built-in prompts with their answers."""
+    sentences = []
+    for prompt in BUILTIN_PROMPTS:
+        a, b = _pair_of(prompt)
+        subject = prompt.split()[-5]  # "<subject> gave a drink to"
+        io = b if subject == a else a
+        sentences.append(Sentence(prompt=prompt, io=io, subject=subject))
+    return sentences
