@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tracerflow import operate_cli
+from tracerflow import operate_cli, presets_cli
 from tracerflow.errors import TracerflowError
 from tracerflow.flows import cli as flows_cli
 from tracerflow.storage import cli as storage_cli
@@ -43,6 +43,7 @@ app = typer.Typer(
 flows_cli.register(app)
 storage_cli.register(app)
 operate_cli.register(app)
+presets_cli.register(app)
 viewer_cli.register(app)
 
 

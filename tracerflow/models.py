@@ -64,6 +64,19 @@ def load_replacement_model(
     return _load_pretrained(model_name, transcoders, device, dtype)
 
 
+def model_identity(model_name: str) -> str:
+    """What identifies a model's weights in cache keys, without loading it: the sha256 of the
+    shipped weights for the toy model; the name and TransformerLens version for Hub models
+    (TransformerLens pins which weights a name means)."""
+    if model_name == toy.TOY_MODEL_NAME:
+        from tracerflow.fsutil import sha256_file
+
+        return f"{model_name}:{sha256_file(toy.model_dir() / 'model.safetensors')}"
+    from importlib.metadata import version
+
+    return f"{model_name}:transformer-lens-{version('transformer-lens')}"
+
+
 def model_info(model: ReplacementModel) -> dict[str, Any]:
     """The model facts a score is recorded with."""
     cfg = model.cfg

@@ -45,7 +45,8 @@ class Preset(BaseModel):
     max_n_logits: int = Field(10, ge=1)
     desired_logit_prob: float = Field(0.95, gt=0, le=1)
     max_feature_nodes: int | None = Field(8192, ge=1)
-    batch_size: int = Field(256, ge=1)
+    # None: chosen for the device at run time (64 on CPU, 256 on CUDA; see tasks/attribute.py).
+    batch_size: int | None = Field(None, ge=1)
     node_threshold: float = Field(0.8, gt=0, le=1)
     edge_threshold: float = Field(0.98, gt=0, le=1)
 
@@ -66,6 +67,12 @@ class Preset(BaseModel):
                 "data; download it first"
             )
         return resolve_package_path(self.transcoder)
+
+    def transcoder_source(self) -> str:
+        """What the download stage resolves: a local folder, or ``owner/repo[@revision]``."""
+        if self.is_builtin:
+            return str(self.transcoder_path())
+        return f"{self.transcoder}@{self.revision}" if self.revision else self.transcoder
 
     def attribution_params(self) -> dict[str, int | float | None]:
         """The keyword arguments of circuit-tracer's ``attribute`` this preset fixes."""
@@ -115,6 +122,11 @@ def _load_presets() -> tuple[Preset, ...]:
 def list_presets() -> list[Preset]:
     """Every known preset, in the registry's order (built-in toy presets first)."""
     return list(_load_presets())
+
+
+def find_preset(name: str) -> Preset | None:
+    """The preset called ``name``, or None when ``name`` is not a preset (a path, a repo id)."""
+    return next((preset for preset in _load_presets() if preset.name == name), None)
 
 
 def get_preset(name: str) -> Preset:

@@ -25,11 +25,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import tracerflow
 from tracerflow.errors import AttributionError, ConfigError
 from tracerflow.flows.report import publish
+from tracerflow.models import default_device, model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.storage.queries import previous_suite_run_scores
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
-from tracerflow.tasks.assemble import default_device
 from tracerflow.tasks.attribute import AttributionParams, attribute_task
 from tracerflow.tasks.convert import convert_task
 from tracerflow.tasks.download import download_task
@@ -104,7 +104,7 @@ def score_flow(
     logger = get_run_logger()
     settings = get_settings()
     store = ArtifactStore(settings.artifacts_dir)
-    device = device or default_device()
+    device = device or str(default_device())
     started_at = datetime.now(UTC)
     overrides = {
         "max_n_logits": max_n_logits,
@@ -221,12 +221,6 @@ def score_flow(
             f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
         )
     return rows
-
-
-def model_identity(model_name: str) -> str:
-    from tracerflow.models import model_identity as identity
-
-    return identity(model_name)
 
 
 def _prompt_hash(prompt: str) -> str:

@@ -12,18 +12,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import torch
-
 from tracerflow.transcoders import load_converted
 from tracerflow.transcoders.conversion import parse_dtype
 
 _MODELS: dict[tuple[str, str, str, str], Any] = {}
 _LOCK = threading.Lock()
-
-
-def default_device() -> str:
-    """CUDA when present, else CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def assembled_model(model_name: str, converted_path: str, dtype: str, device: str) -> Any:
