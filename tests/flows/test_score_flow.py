@@ -11,9 +11,9 @@ from circuit_tracer import attribute
 from circuit_tracer.graph import compute_graph_scores
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from tracerflow.presets import builtin_prompts, get_preset
 
 from tracerflow.flows.score import score_flow
+from tracerflow.presets import builtin_prompts, get_preset
 from tracerflow.settings import get_settings
 from tracerflow.tasks.download import resolve_source
 
@@ -28,7 +28,7 @@ def task_states(flow_run_id) -> dict[str, list[str]]:
         )
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run.task_key.split("-")[0], []).append(run.state.name)
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
     return states
 
 
@@ -66,7 +66,6 @@ def test_demo_runs_offline_and_records_every_score(home):
 
 def test_stored_scores_equal_circuit_tracer_called_directly(home):
     from tracerflow.models import load_replacement_model
-
     from tracerflow.transcoders import convert, load_converted
 
     prompt = PROMPTS[0]
@@ -152,13 +151,14 @@ def test_a_failing_prompt_keeps_the_other_rows(home):
 
 def test_recording_the_same_run_twice_adds_no_row(home):
     """A retried record task (same flow run id) adds nothing and replaces nothing."""
-    from tests.storage.builders import run_info, score
+    from tests.storage.builders import run_info, score, transcoder
     from tracerflow.storage.database import record_run
 
     state, run_id = run_flow(["toy-plt"], PROMPTS[:1])
     assert state.is_completed(), state.message
     before = db_rows("SELECT * FROM scores ORDER BY score_id")
-    again = record_run(get_settings().database_path, run_info(str(run_id)), [score()])
+    retried = [score(transcoder("toy-plt"), PROMPTS[0], 0.5, 0.5)]
+    again = record_run(get_settings().database_path, run_info(str(run_id)), retried)
     assert again == 0
     assert db_rows("SELECT * FROM scores ORDER BY score_id") == before
 

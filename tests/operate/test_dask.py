@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from prefect_dask import DaskTaskRunner
-from tracerflow.presets import builtin_prompts
 
 from tracerflow.flows.score import score_flow
+from tracerflow.presets import builtin_prompts
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import json
 import platform
 import resource
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -129,7 +130,7 @@ def check_prompt(prompt: str, replacement_model: Any, model_name: str) -> None:
     """Fail before attribution with a message naming the prompt, not deep inside a dependency."""
     if not prompt.strip():
         raise AttributionError("the prompt is empty")
-    n_tokens = len(replacement_model.to_tokens(prompt, prepend_bos=True)[0])
+    n_tokens = len(replacement_model.to_tokens(prompt, prepend_bos=True, truncate=False)[0])
     n_ctx = replacement_model.cfg.n_ctx
     if n_tokens > n_ctx:
         raise AttributionError(
@@ -147,15 +148,18 @@ def run_attribution(
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        graph = attribute(
-            prompt,
-            replacement_model,
-            max_n_logits=params.max_n_logits,
-            desired_logit_prob=params.desired_logit_prob,
-            max_feature_nodes=params.max_feature_nodes,
-            batch_size=batch_size,
-            offload=params.offload,
-        )
+        with warnings.catch_warnings():
+            # circuit-tracer's backward hooks fire on outputs only, by design: the warning is noise.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            graph = attribute(
+                prompt,
+                replacement_model,
+                max_n_logits=params.max_n_logits,
+                desired_logit_prob=params.desired_logit_prob,
+                max_feature_nodes=params.max_feature_nodes,
+                batch_size=batch_size,
+                offload=params.offload,
+            )
     except RuntimeError as error:
         if "expected a non-empty list of Tensors" in str(error):
             raise AttributionError(
