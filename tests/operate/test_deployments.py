@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -152,18 +154,34 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
         json={"artifacts": {"flow_run_id": {"any_": [scores_run["id"]]}}},
         timeout=30,
     ).json()
-    kinds = {artifact["type"] for artifact in artifacts}
-    assert {"table", "markdown", "link", "progress"} <= kinds, kinds
-    summary = next(a for a in artifacts if a["type"] == "markdown")["data"]
+    by_key = {artifact["key"]: artifact for artifact in artifacts if artifact["key"]}
+    assert by_key["scores"]["type"] == "table"
+    table = json.loads(by_key["scores"]["data"])
+    suite = load_suite("toy-nightly")
+    assert len(table) == len(suite.suite.transcoders) * len(suite.prompts)
+    assert {row["status"] for row in table} == {"ok"}
+    progress = [a for a in artifacts if a["type"] == "progress"]
+    assert len(progress) == len(table) and all(a["data"] == 100.0 for a in progress)
+    # Prefect stores a link artifact as markdown "[text](url)": one per graph, to the viewer.
+    links = [a["data"] for a in artifacts if a["type"] == "markdown" and not a["key"]]
+    assert len(links) == len(table)
+    assert all("](http://127.0.0.1:8041/graph.html?slug=" in link for link in links)
+    summary = by_key["summary"]["data"]
     assert "**Regression:** `toy-clt`" in summary
 
-    events = httpx.post(
-        f"{api_url}/events/filter",
-        json={"filter": {"event": {"name": [REGRESSION_EVENT]}}},
-        timeout=30,
-    ).json()["events"]
-    regressed = {event["payload"]["transcoder"] for event in events}
-    assert regressed == set(load_suite("toy-nightly").suite.transcoders)
+    # The server persists events asynchronously: poll briefly for them.
+    expected = set(load_suite("toy-nightly").suite.transcoders)
+    regressed: set[str] = set()
+    deadline = time.monotonic() + 60
+    while regressed != expected and time.monotonic() < deadline:
+        events = httpx.post(
+            f"{api_url}/events/filter",
+            json={"filter": {"event": {"name": [REGRESSION_EVENT]}}},
+            timeout=30,
+        ).json()["events"]
+        regressed = {event["payload"]["transcoder"] for event in events}
+        time.sleep(0.5)
+    assert regressed == expected
 
     screenshot_scores_table(api_url, scores_run["id"], artifacts)
 
