@@ -44,6 +44,11 @@ def mean_replacement_by_transcoder(rows: list[dict[str, Any]]) -> dict[str, floa
     return {source: mean(values) for source, values in by_transcoder.items()}
 
 
+def _rounded(value: Any) -> Any:
+    """Four decimals are what a person compares; the database keeps full precision."""
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def summarise(
     rows: list[dict[str, Any]],
     suite_name: str | None,
@@ -100,7 +105,7 @@ def publish(
 
     table = [
         {
-            key: row[key]
+            key: _rounded(row[key])
             for key in (
                 "transcoder",
                 "prompt",
