@@ -1,0 +1,141 @@
+"""What the pipeline costs on top of the work: the flow versus circuit-tracer in a plain loop.
+
+    python benchmarks/pipeline.py             # toy CLT, N = 8 prompts
+    python benchmarks/pipeline.py --prompts 16 --transcoder toy-plt
+
+Measured side by side in one process, on the toy preset (everything offline):
+  (a) the flow on N new prompts (warm: model assembled, Prefect server up) versus the same work
+      done by calling circuit-tracer directly in a loop: attribute, save the graph, score it
+      (unpruned and pruned), write the viewer files. Target: ratio <= 1.10.
+  (b) a fully cached re-run of (a)'s flow versus its first run. Target: >= 10x faster.
+  (c) the flow's marginal time per prompt as N grows (the model is assembled once).
+Each timing is the median of --repeats runs; the flow and the loop alternate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRACERFLOW_HOME", tempfile.mkdtemp(prefix="tracerflow-bench-"))
+from tracerflow.settings import configure_prefect_defaults
+
+configure_prefect_defaults()
+
+import torch  # noqa: E402
+from circuit_tracer import attribute  # noqa: E402
+from circuit_tracer.graph import Graph  # noqa: E402
+
+from tracerflow.flows.score import score_flow  # noqa: E402
+from tracerflow.models import load_replacement_model  # noqa: E402
+from tracerflow.presets import get_preset  # noqa: E402
+from tracerflow.tasks.download import resolve_source  # noqa: E402
+from tracerflow.tasks.score import score_graph  # noqa: E402
+from tracerflow.toy.grammar import sample_sentences  # noqa: E402
+from tracerflow.transcoders import convert, load_converted  # noqa: E402
+from tracerflow.viewer.graph_ids import write_graph_files  # noqa: E402
+
+
+def fresh_prompts(n: int, seed: int) -> list[str]:
+    """N distinct prompts of the toy grammar, never attributed before in this process."""
+    prompts: list[str] = []
+    for sentence in sample_sentences(4 * n, held_out=True, seed=seed):
+        if sentence.prompt not in prompts:
+            prompts.append(sentence.prompt)
+    return prompts[:n]
+
+
+def timed(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def direct_loop(model: object, prompts: list[str], preset_name: str, out_dir: Path) -> None:
+    """The flow's work without the flow: circuit-tracer called directly, prompt by prompt."""
+    preset = get_preset(preset_name)
+    for index, prompt in enumerate(prompts):
+        graph = attribute(
+            prompt,
+            model,
+            max_n_logits=preset.max_n_logits,
+            desired_logit_prob=preset.desired_logit_prob,
+            max_feature_nodes=preset.max_feature_nodes,
+            batch_size=64,
+        )
+        graph_path = out_dir / f"graph-{index}.pt"
+        graph.to_pt(str(graph_path))
+        graph = Graph.from_pt(str(graph_path))
+        score_graph(graph, preset.node_threshold, preset.edge_threshold)
+        write_graph_files(
+            graph,
+            f"direct-{index}",
+            out_dir / "graph-files",
+            scan="direct",
+            node_threshold=preset.node_threshold,
+            edge_threshold=preset.edge_threshold,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transcoder", default="toy-clt")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180), tempfile.TemporaryDirectory() as tmp:
+        preset = get_preset(args.transcoder)
+        transcoders = load_converted(
+            convert(resolve_source(args.transcoder).path, Path(tmp) / "direct-converted"),
+            device="cpu",
+        )
+        model = load_replacement_model(preset.model, transcoders, device="cpu")
+
+        # Warm both paths: the flow assembles its model and starts Prefect's clients once.
+        score_flow([args.transcoder], fresh_prompts(1, seed=999))
+        direct_loop(model, fresh_prompts(1, seed=999), args.transcoder, Path(tmp))
+
+        flow_times, loop_times, cached_times = [], [], []
+        for repeat in range(args.repeats):
+            prompts = fresh_prompts(args.prompts, seed=repeat)
+            flow_times.append(timed(lambda p=prompts: score_flow([args.transcoder], p)))
+            cached_times.append(timed(lambda p=prompts: score_flow([args.transcoder], p)))
+            out = Path(tmp) / f"loop-{repeat}"
+            out.mkdir()
+            loop_times.append(
+                timed(lambda p=prompts, o=out: direct_loop(model, p, args.transcoder, o))
+            )
+
+        marginal = {}
+        for n in (1, 2, 4, 8):
+            marginal[n] = timed(
+                lambda n=n: score_flow([args.transcoder], fresh_prompts(n, seed=100 + n))
+            )
+
+    flow, loop, cached = (statistics.median(t) for t in (flow_times, loop_times, cached_times))
+    print(f"toy preset {args.transcoder}, N = {args.prompts} prompts, median of {args.repeats}")
+    print(f"(a) flow, new prompts        {flow:7.2f} s")
+    print(f"    circuit-tracer loop      {loop:7.2f} s")
+    print(f"    ratio flow / loop        {flow / loop:7.2f}   (target <= 1.10)")
+    print(f"(b) fully cached re-run      {cached:7.2f} s")
+    print(f"    speed-up vs first run    {flow / cached:7.1f}x  (target >= 10x)")
+    print("(c) flow time by number of prompts (model assembled once per process)")
+    for n, seconds in marginal.items():
+        per_prompt = (seconds - marginal[1]) / (n - 1) if n > 1 else float("nan")
+        print(f"    N = {n}: {seconds:6.2f} s   marginal {per_prompt:5.2f} s/prompt")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
