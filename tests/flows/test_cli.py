@@ -1,0 +1,53 @@
+"""`tracerflow run` and `tracerflow demo` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from tracerflow.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["run", "--prompt", "x"], "give at least one --transcoder or a --preset"),
+        (["run", "--transcoder", "toy-clt"], "give at least one --prompt or a --prompts-file"),
+        (
+            ["run", "--transcoder", "toy-clt", "--prompts-file", "/nonexistent.txt"],
+            "/nonexistent.txt: prompts file does not exist",
+        ),
+        (["run", "--suite", "no-such-suite"], "suite 'no-such-suite' is not a file"),
+    ],
+)
+def test_bad_run_arguments_fail_in_one_line(arguments, message):
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_demo_prints_the_scores_table_and_where_things_are(tmp_path):
+    env = {**os.environ, "TRACERFLOW_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)  # the demo starts Prefect's temporary server itself
+    result = subprocess.run(
+        [sys.executable, "-m", "tracerflow.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    table = [line for line in lines if line.startswith(("toy-clt ", "toy-plt "))]
+    assert len(table) == 12 and all(line.rstrip().endswith("ok") for line in table)
+    assert f"scores database   {tmp_path / 'home' / 'scores.duckdb'}" in lines
+    assert "view the graphs   tracerflow view" in lines
+    assert (tmp_path / "home" / "scores.duckdb").is_file()
