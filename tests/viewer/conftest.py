@@ -1,9 +1,10 @@
 """Fixtures for the viewer tests: real graph files from a tiny model, scores recorded by the
-real storage writer, and a running viewer.
+real storage writer, a running viewer and an offline browser.
 
 The graphs are built once per session (``toy_graphs.py``); the viewer runs as the real
-``tracerflow view`` command in a subprocess on a free port. Swap ``_build_graphs`` for the
-package's toy preset when it exists.
+``tracerflow view`` command in a subprocess on a free port; ``page`` is headless Chromium with
+every request beyond 127.0.0.1 aborted and recorded. Swap ``_build_graphs`` for the package's
+toy preset when it exists.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -213,3 +215,66 @@ def run_viewer(
 def artifacts_dir() -> Path:
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
+
+
+# Headless Chromium, offline: the browser tests' page records what it would have fetched.
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
+    with sync_api.sync_playwright() as playwright:
+        # Never `playwright install`: use the system chromium. Playwright gives each launch a
+        # fresh temporary profile (it refuses --user-data-dir here).
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+class Page:
+    """A page whose requests off 127.0.0.1 are aborted and recorded, as are console errors."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.outside_requests: list[str] = []
+        self.console_errors: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.console_errors.append(str(error)))
+
+    def _route(self, route: Any) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.outside_requests.append(route.request.url)
+            route.abort()
+
+    def _console(self, message: Any) -> None:
+        if message.type in ("error", "warning"):
+            self.console_errors.append(f"{message.type}: {message.text}")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    opened = Page(browser)
+    yield opened
+    opened.close()
