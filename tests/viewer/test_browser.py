@@ -80,7 +80,7 @@ def test_graph_page_draws_the_graph_offline(
     nodes = page.page.locator(".link-graph text.node")
     assert nodes.count() > 0
     assert page.page.locator(".link-graph canvas").count() > 0
-    assert page.page.locator(".link-graph .x text").count() > 0  # prompt tokens on the axis
+    assert page.page.locator(".link-graph g.prompt-token text").count() > 0  # prompt tokens
 
     # Hovering loads each node's feature examples: offline that must stay quiet.
     for index in range(min(nodes.count(), 20)):
