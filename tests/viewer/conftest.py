@@ -1,10 +1,10 @@
 """Fixtures for the viewer tests: real graph files from a tiny model, scores recorded by the
-real storage writer, a running viewer and an offline browser.
+real storage writer, a home after ``tracerflow demo``, a running viewer and an offline browser.
 
-The graphs are built once per session (``toy_graphs.py``); the viewer runs as the real
-``tracerflow view`` command in a subprocess on a free port; ``page`` is headless Chromium with
-every request beyond 127.0.0.1 aborted and recorded. Swap ``_build_graphs`` for the package's
-toy preset when it exists.
+The tiny-model graphs are built once per session (``toy_graphs.py``); ``demo_home`` runs the
+real ``tracerflow demo`` once per session on the package's toy preset. The viewer runs as the
+real ``tracerflow view`` command in a subprocess on a free port; ``page`` is headless Chromium
+with every request beyond 127.0.0.1 aborted and recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import duckdb
 import pytest
 
 from tests.storage import builders
@@ -209,6 +210,57 @@ def run_viewer(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_home(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``$TRACERFLOW_HOME`` after ``tracerflow demo``: ``scores.duckdb`` with the toy CLT's
+    and PLT's scores on the built-in prompts, ``graph-files/`` with their graphs.
+
+    The real command in a subprocess (~40 s, once per session), as a user runs it, reporting
+    to the session's Prefect harness.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path_factory.mktemp("demo") / "home"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "TRACERFLOW_HOME": str(home),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    result = subprocess.run(
+        [*TRACERFLOW_COMMAND, "demo"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return home
+
+
+@dataclass(frozen=True)
+class DemoScore:
+    """One demo graph as the score database records it."""
+
+    slug: str
+    transcoder: str
+    prompt: str
+    replacement_score: float
+    completeness_score: float
+
+
+@pytest.fixture(scope="session")
+def demo_scores(demo_home: Path) -> dict[str, DemoScore]:
+    """The demo's successful scores by slug, read straight from ``scores_wide``."""
+    with duckdb.connect(str(demo_home / "scores.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT slug, transcoder_source, prompt, replacement_score, completeness_score "
+            "FROM scores_wide WHERE status = 'ok' ORDER BY slug"
+        ).fetchall()
+    return {row[0]: DemoScore(*row) for row in rows}
 
 
 @pytest.fixture(scope="session")
