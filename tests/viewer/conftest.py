@@ -1,9 +1,10 @@
 """Fixtures for the viewer tests: real graph files from a tiny model, scores recorded by the
-real storage writer, and a running viewer.
+real storage writer, a home after ``tracerflow demo``, a running viewer and an offline browser.
 
-The graphs are built once per session (``toy_graphs.py``); the viewer runs as the real
-``tracerflow view`` command in a subprocess on a free port. Swap ``_build_graphs`` for the
-package's toy preset when it exists.
+The tiny-model graphs are built once per session (``toy_graphs.py``); ``demo_home`` runs the
+real ``tracerflow demo`` once per session on the package's toy preset. The viewer runs as the
+real ``tracerflow view`` command in a subprocess on a free port; ``page`` is headless Chromium
+with every request beyond 127.0.0.1 aborted and recorded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import duckdb
 import pytest
 
 from tests.storage import builders
@@ -210,6 +213,120 @@ def run_viewer(
 
 
 @pytest.fixture(scope="session")
+def demo_home(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``$TRACERFLOW_HOME`` after ``tracerflow demo``: ``scores.duckdb`` with the toy CLT's
+    and PLT's scores on the built-in prompts, ``graph-files/`` with their graphs.
+
+    The real command in a subprocess (~40 s, once per session), as a user runs it, reporting
+    to the session's Prefect harness.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path_factory.mktemp("demo") / "home"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "TRACERFLOW_HOME": str(home),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    result = subprocess.run(
+        [*TRACERFLOW_COMMAND, "demo"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return home
+
+
+@dataclass(frozen=True)
+class DemoScore:
+    """One demo graph as the score database records it."""
+
+    slug: str
+    transcoder: str
+    prompt: str
+    replacement_score: float
+    completeness_score: float
+
+
+@pytest.fixture(scope="session")
+def demo_scores(demo_home: Path) -> dict[str, DemoScore]:
+    """The demo's successful scores by slug, read straight from ``scores_wide``."""
+    with duckdb.connect(str(demo_home / "scores.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT slug, transcoder_source, prompt, replacement_score, completeness_score "
+            "FROM scores_wide WHERE status = 'ok' ORDER BY slug"
+        ).fetchall()
+    return {row[0]: DemoScore(*row) for row in rows}
+
+
+@pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
+
+
+# Headless Chromium, offline: the browser tests' page records what it would have fetched.
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
+    with sync_api.sync_playwright() as playwright:
+        # Never `playwright install`: use the system chromium. Playwright gives each launch a
+        # fresh temporary profile (it refuses --user-data-dir here).
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+class Page:
+    """A page whose requests off 127.0.0.1 are aborted and recorded, as are console errors."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.outside_requests: list[str] = []
+        self.console_errors: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.console_errors.append(str(error)))
+
+    def _route(self, route: Any) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.outside_requests.append(route.request.url)
+            route.abort()
+
+    def _console(self, message: Any) -> None:
+        if message.type in ("error", "warning"):
+            self.console_errors.append(f"{message.type}: {message.text}")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    opened = Page(browser)
+    yield opened
+    opened.close()

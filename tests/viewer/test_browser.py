@@ -10,75 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.storage.builders import run_info
-from tests.viewer.conftest import GRAPH_SPECS, RunningViewer, run_viewer, toy_score
+from tests.viewer.conftest import GRAPH_SPECS, Page, RunningViewer, run_viewer, toy_score
 from tracerflow.storage import record_run
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCORED_SLUG = "toy-clt-ioi"
 REPLACEMENT_SCORE = 0.7059
 FEATURE_GLYPH = "●"  # utilCg.featureTypeToText of a transcoder feature
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
-    with sync_api.sync_playwright() as playwright:
-        # Never `playwright install`: use the system chromium. Playwright gives each launch a
-        # fresh temporary profile (it refuses --user-data-dir here).
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-class Page:
-    """A page whose requests off 127.0.0.1 are aborted and recorded, as are console errors."""
-
-    def __init__(self, browser: Any) -> None:
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        self.outside_requests: list[str] = []
-        self.console_errors: list[str] = []
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda error: self.console_errors.append(str(error)))
-
-    def _route(self, route: Any) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            route.continue_()
-        else:
-            self.outside_requests.append(route.request.url)
-            route.abort()
-
-    def _console(self, message: Any) -> None:
-        if message.type in ("error", "warning"):
-            self.console_errors.append(f"{message.type}: {message.text}")
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
@@ -95,13 +41,6 @@ def scored_viewer(graph_files_dir: Path) -> Iterator[RunningViewer]:
     )
     with run_viewer(graph_files_dir, db_path=db_path) as viewer:
         yield viewer
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    opened = Page(browser)
-    yield opened
-    opened.close()
 
 
 def test_index_lists_graphs_with_scores_and_sorts(
@@ -141,7 +80,7 @@ def test_graph_page_draws_the_graph_offline(
     nodes = page.page.locator(".link-graph text.node")
     assert nodes.count() > 0
     assert page.page.locator(".link-graph canvas").count() > 0
-    assert page.page.locator(".link-graph .x text").count() > 0  # prompt tokens on the axis
+    assert page.page.locator(".link-graph g.prompt-token text").count() > 0  # prompt tokens
 
     # Hovering loads each node's feature examples: offline that must stay quiet.
     for index in range(min(nodes.count(), 20)):

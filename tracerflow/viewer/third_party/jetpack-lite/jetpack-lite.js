@@ -213,10 +213,13 @@
       throw new Error('d3.conventions: unknown layer type ' + type)
     })
 
-    c.drawAxis = function () {
-      var xAxisSel = c.svg.append('g').attr('class', 'x axis')
+    // Into `svg` when given (the link graph draws its axes on its bottom layer, then removes
+    // the x axis and the y tick lines there), else into c.svg: as d3-jetpack does.
+    c.drawAxis = function (svg) {
+      svg = svg || c.svg
+      var xAxisSel = svg.append('g').attr('class', 'x axis')
         .attr('transform', 'translate(0,' + c.height + ')').call(c.xAxis)
-      var yAxisSel = c.svg.append('g').attr('class', 'y axis').call(c.yAxis)
+      var yAxisSel = svg.append('g').attr('class', 'y axis').call(c.yAxis)
       return {xAxisSel: xAxisSel, yAxisSel: yAxisSel}
     }
     return c
