@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,38 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None) -> 
     home = tmp_path / "home"
     monkeypatch.setenv("TRACERFLOW_HOME", str(home))
     return home
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    home: Path  # scores.duckdb and graph-files/ of the demo
+    stdout: str  # what `tracerflow demo` printed
+
+
+@pytest.fixture(scope="session")
+def demo_run(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """`tracerflow demo`, the real command in a subprocess, once per session (~40 s), reporting
+    to the session's Prefect harness: the toy CLT and PLT on the built-in prompts."""
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path_factory.mktemp("demo") / "home"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "TRACERFLOW_HOME": str(home),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "tracerflow.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return DemoRun(home=home, stdout=result.stdout)
+
+
+@pytest.fixture(scope="session")
+def demo_home(demo_run: DemoRun) -> Path:
+    return demo_run.home

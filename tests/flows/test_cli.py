@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from typer.testing import CliRunner
 
@@ -33,21 +29,10 @@ def test_bad_run_arguments_fail_in_one_line(arguments, message):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.slow
-def test_demo_prints_the_scores_table_and_where_things_are(tmp_path):
-    env = {**os.environ, "TRACERFLOW_HOME": str(tmp_path / "home")}
-    env.pop("PREFECT_API_URL", None)  # the demo starts Prefect's temporary server itself
-    result = subprocess.run(
-        [sys.executable, "-m", "tracerflow.cli", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+def test_demo_prints_the_scores_table_and_where_things_are(demo_run):
+    lines = demo_run.stdout.splitlines()
     table = [line for line in lines if line.startswith(("toy-clt ", "toy-plt "))]
     assert len(table) == 12 and all(line.rstrip().endswith("ok") for line in table)
-    assert f"scores database   {tmp_path / 'home' / 'scores.duckdb'}" in lines
+    assert f"scores database   {demo_run.home / 'scores.duckdb'}" in lines
     assert "view the graphs   tracerflow view" in lines
-    assert (tmp_path / "home" / "scores.duckdb").is_file()
+    assert (demo_run.home / "scores.duckdb").is_file()

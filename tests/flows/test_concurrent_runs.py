@@ -17,10 +17,13 @@ PROMPTS = [
 
 
 @pytest.mark.slow
-def test_three_concurrent_flow_runs_all_land_their_rows(tmp_path):
+def test_three_concurrent_flow_runs_all_land_their_rows(tmp_path, prefect_api):
+    """They share the session's Prefect server, so the database writes queue on its global
+    concurrency limit as well as on the file lock."""
+    from prefect.settings import PREFECT_API_URL
+
     home = tmp_path / "home"
-    env = {**os.environ, "TRACERFLOW_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)  # each process starts Prefect's temporary server
+    env = {**os.environ, "TRACERFLOW_HOME": str(home), "PREFECT_API_URL": PREFECT_API_URL.value()}
     processes = [
         subprocess.Popen(
             [

@@ -212,35 +212,6 @@ def run_viewer(
                 process.wait()
 
 
-@pytest.fixture(scope="session")
-def demo_home(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ``$TRACERFLOW_HOME`` after ``tracerflow demo``: ``scores.duckdb`` with the toy CLT's
-    and PLT's scores on the built-in prompts, ``graph-files/`` with their graphs.
-
-    The real command in a subprocess (~40 s, once per session), as a user runs it, reporting
-    to the session's Prefect harness.
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    home = tmp_path_factory.mktemp("demo") / "home"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "TRACERFLOW_HOME": str(home),
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-    }
-    result = subprocess.run(
-        [*TRACERFLOW_COMMAND, "demo"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return home
-
-
 @dataclass(frozen=True)
 class DemoScore:
     """One demo graph as the score database records it."""
