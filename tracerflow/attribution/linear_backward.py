@@ -97,21 +97,12 @@ def forward_cache_hooks(n_layers: int) -> tuple[dict[str, torch.Tensor], list[tu
     return cache, [(name, keep) for name in names]
 
 
-class _Norm:
-    """The transpose of a norm whose scale is frozen: g -> center?(g * w / scale)."""
+def _norm_weight(module: torch.nn.Module) -> torch.Tensor | None:
+    return module.w.detach() if isinstance(module, LayerNorm | RMSNorm) else None
 
-    def __init__(self, module: torch.nn.Module, scale: torch.Tensor) -> None:
-        # scale: [1, n_pos, 1] from the precomputation pass (identical for every batch row).
-        weight = getattr(module, "w", None) if isinstance(module, LayerNorm | RMSNorm) else None
-        self.factor = (1.0 / scale[0]) if weight is None else (weight.detach() / scale[0])
-        self.center = isinstance(module, LayerNorm | LayerNormPre)
 
-    def transpose(self, grad: torch.Tensor) -> torch.Tensor:
-        """grad [batch, pos, d_model] -> [batch, pos, d_model] (only the first pos rows used)."""
-        out = grad * self.factor[: grad.shape[1]]
-        if self.center:
-            out = out - out.mean(-1, keepdim=True)
-        return out
+def _centers(module: torch.nn.Module) -> bool:
+    return isinstance(module, LayerNorm | LayerNormPre)
 
 
 class LinearBackward:
@@ -120,6 +111,11 @@ class LinearBackward:
     Built once per prompt from circuit-tracer's ``AttributionContext`` (the active features, their
     encoder/decoder vectors, the error and token vectors) and the patterns and norm scales of the
     precomputation pass. ``rows`` is the drop-in equivalent of ``AttributionContext.compute_batch``.
+
+    Gradients are kept position-major, ``[pos, batch, d_model]``: every product is then one large
+    GEMM or one batched GEMM over heads or positions, with no per-row or per-position kernels.
+    Small kernels matter on CPUs shared with other work, where each parallel region waits for
+    its slowest thread.
     """
 
     def __init__(
@@ -129,44 +125,41 @@ class LinearBackward:
         forward_cache: dict[str, torch.Tensor],
     ) -> None:
         n_layers, n_pos, _ = ctx.activation_matrix.shape
-        self.n_layers = n_layers
-        self.n_pos = n_pos
+        self.n_layers, self.n_pos = n_layers, n_pos
         self.n_features = ctx.activation_matrix._nnz()
         self.row_size = self.n_features + (n_layers + 1) * n_pos
-        self.error_vectors = ctx.error_vectors  # [n_layers, n_pos, d_model]
         self.token_vectors = ctx.token_vectors  # [n_pos, d_model]
-        d_model = ctx.token_vectors.shape[-1]
-        self.d_model = d_model
-
+        self.d_model = d_model = ctx.token_vectors.shape[-1]
         cfg = model.cfg  # type: ignore[attr-defined]
-        blocks = model.blocks  # type: ignore[attr-defined]
-        self.final_norm = _Norm(model.ln_final, forward_cache["ln_final.hook_scale"])  # type: ignore[arg-type]
-        self.norms = [
-            _Norm(block.ln1, forward_cache[f"blocks.{layer}.ln1.hook_scale"])
-            for layer, block in enumerate(blocks)
-        ]
-        # pattern^T per layer: [n_heads, key_pos, query_pos], so that g_v = pattern^T @ g_z.
-        self.patterns_t = [
-            forward_cache[f"blocks.{layer}.attn.hook_pattern"][0].transpose(-1, -2).contiguous()
-            for layer in range(n_layers)
-        ]
-        n_heads, d_head = cfg.n_heads, cfg.d_head
-        # z_flat @ W_O_flat = attention output, x @ W_V_flat = v_flat (head-major columns).
-        self.w_o_t = [
-            block.attn.W_O.detach().reshape(n_heads * d_head, d_model).T.contiguous()
-            for block in blocks
-        ]  # [d_model, n_heads * d_head]
-        self.w_v_t = [
-            block.attn.W_V.detach()
-            .permute(1, 0, 2)
-            .reshape(d_model, n_heads * d_head)
-            .T.contiguous()
-            for block in blocks
-        ]  # [n_heads * d_head, d_model]
-        self.n_heads, self.d_head = n_heads, d_head
-        self.skip_t = self._skip_transposes(model, n_layers, d_model)
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
 
-        self._group_decoder_vectors(ctx)
+        # Final norm (logit sources only): g -> center?(g * w / scale), factor [n_pos, d_model].
+        scale = forward_cache["ln_final.hook_scale"][0]  # [n_pos, 1]
+        weight = _norm_weight(model.ln_final)  # type: ignore[arg-type]
+        self.final_factor = 1.0 / scale if weight is None else weight / scale
+        self.final_centers = _centers(model.ln_final)  # type: ignore[arg-type]
+
+        self.w_o_heads: list[torch.Tensor] = []  # [H, d_model, d_head]: g_z[h] = g @ W_O[h]^T
+        self.patterns_t: list[torch.Tensor] = []  # [H, key, query] / ln1 scale[key]
+        self.w_v_eff: list[torch.Tensor] = []  # [H * d_head, d_model], norm weight & centering in
+        for layer, block in enumerate(model.blocks):  # type: ignore[attr-defined]
+            attn = block.attn
+            self.w_o_heads.append(attn.W_O.detach().transpose(1, 2).contiguous())
+            # The frozen ln1 is x -> center?(x) / scale[pos] * w: its transpose is
+            # g -> center?(g * w) / scale[pos]. The 1/scale is per key position, so it folds
+            # into the transposed pattern's rows; w and the centering projection fold into W_V.
+            ln1_scale = forward_cache[f"blocks.{layer}.ln1.hook_scale"][0]  # [n_pos, 1]
+            pattern = forward_cache[f"blocks.{layer}.attn.hook_pattern"][0]  # [H, query, key]
+            self.patterns_t.append((pattern.transpose(1, 2) / ln1_scale).contiguous())
+            w_v_t = attn.W_V.detach().permute(0, 2, 1).reshape(self.n_heads * self.d_head, d_model)
+            ln1_weight = _norm_weight(block.ln1)
+            if ln1_weight is not None:
+                w_v_t = w_v_t * ln1_weight
+            if _centers(block.ln1):
+                w_v_t = w_v_t - w_v_t.mean(dim=1, keepdim=True)
+            self.w_v_eff.append(w_v_t.contiguous())
+        self.skip_t = self._skip_transposes(model, n_layers, d_model)
+        self._pack_output_vectors(ctx)
 
     @staticmethod
     def _skip_transposes(
@@ -183,55 +176,88 @@ class LinearBackward:
                 transcoders.compute_skip(layer, eye).T.contiguous() for layer in range(n_layers)
             ]
 
-    def _group_decoder_vectors(self, ctx: AttributionContext) -> None:
-        """Sort each output layer's decoder vectors by position, once per prompt.
+    def _pack_output_vectors(self, ctx: AttributionContext) -> None:
+        """Lay out, per output layer, every vector whose node writes there, by position.
 
-        Then the vectors a block of sources can see (positions < its extent) are a prefix, and
-        each position's contraction is one GEMM with no gathered copy of the gradient.
+        ``slots[L]`` is ``[n_pos, n_slots, d_model]``: at each position the layer's error vector in
+        slot 0, then the decoder vectors (feature activation times decoder row) of the features
+        writing to that layer at that position, zero-padded. One batched GEMM against the
+        gradient ``[pos, d_model, batch]`` then gives every entry that layer contributes;
+        ``gather[L]`` picks them out in row order: the layer's feature rows (``columns[L]``) and
+        then its error rows.
         """
         nnz_layers, nnz_positions = ctx.decoder_locations
-        self.dec_vectors: list[torch.Tensor] = []  # per layer [n_dec_L, d_model], by position
-        self.dec_columns: list[torch.Tensor] = []  # per layer [n_dec_L]: feature row index
-        self.dec_bounds: list[list[int]] = []  # per layer: start of each position, n_pos + 1
+        n_pos, d_model = self.n_pos, self.d_model
+        self.slots: list[torch.Tensor] = []
+        self.gather: list[torch.Tensor] = []
+        self.feature_rows: list[tuple[int, int] | torch.Tensor] = []
         for layer in range(self.n_layers):
             mask = nnz_layers == layer
             positions = nnz_positions[mask]
+            columns = ctx.encoder_to_decoder_map[mask]
+            vectors = ctx.decoder_vecs[mask]
+            counts = torch.bincount(positions, minlength=n_pos)
+            n_slots = int(counts.max()) + 1 if len(positions) else 1
+            # Slot of each decoder vector within its position: its rank among that position's.
             order = torch.argsort(positions, stable=True)
-            self.dec_vectors.append(ctx.decoder_vecs[mask][order].contiguous())
-            self.dec_columns.append(ctx.encoder_to_decoder_map[mask][order].contiguous())
-            counts = torch.bincount(positions, minlength=self.n_pos).cpu()
-            bounds = [0, *torch.cumsum(counts, 0).tolist()]
-            self.dec_bounds.append(bounds)
-
-    def _attention_transpose(self, layer: int, grad: torch.Tensor) -> torch.Tensor:
-        """grad at resid_mid [B, P, d] -> its share at resid_pre through frozen attention."""
-        batch, n_pos, _ = grad.shape
-        g_z = (grad @ self.w_o_t[layer]).view(batch, n_pos, self.n_heads, self.d_head)
-        pattern_t = self.patterns_t[layer][:, :n_pos, :n_pos]  # [H, key, query]
-        g_v = torch.matmul(pattern_t, g_z.transpose(1, 2))  # [B, H, key, d_head]
-        g_v = g_v.transpose(1, 2).reshape(batch, n_pos, self.n_heads * self.d_head)
-        return self.norms[layer].transpose(g_v @ self.w_v_t[layer])
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.empty_like(positions)
+            rank[order] = (
+                torch.arange(len(positions), device=positions.device) - starts[positions[order]]
+            )
+            slots = torch.zeros(n_pos, n_slots, d_model, dtype=vectors.dtype, device=vectors.device)
+            slots[:, 0] = ctx.error_vectors[layer]
+            slots[positions, rank + 1] = vectors
+            flat_slot = positions * n_slots + rank + 1
+            by_column = torch.argsort(columns)
+            sorted_columns = columns[by_column]
+            error_slots = torch.arange(n_pos, device=positions.device) * n_slots
+            self.slots.append(slots)
+            self.gather.append(torch.cat([flat_slot[by_column], error_slots]))
+            first = int(sorted_columns[0]) if len(columns) else 0
+            contiguous = len(columns) == 0 or int(sorted_columns[-1]) - first + 1 == len(columns)
+            # CLT: layer L's writers are all features of layers <= L, PLT: those of layer L; both
+            # a contiguous range of rows, which makes the write a plain slice add.
+            self.feature_rows.append(
+                (first, first + len(columns)) if contiguous else sorted_columns
+            )
 
     def _contract_output(self, layer: int, grad: torch.Tensor, buffer: torch.Tensor) -> None:
-        """Add the rows' entries for nodes that write to blocks.{layer}.hook_mlp_out.
+        """Add the entries of every node writing to ``blocks.{layer}.hook_mlp_out``.
 
-        grad [B, P', d] is the gradient there; buffer [row_size, B] as circuit-tracer's.
+        grad ``[P', B, d]`` is the gradient there (positions >= P' are zero); buffer
+        ``[row_size, B]``.
         """
-        n_pos = grad.shape[1]
-        bounds = self.dec_bounds[layer]
-        n_dec = bounds[n_pos]
-        if n_dec:
-            vectors = self.dec_vectors[layer]
-            partial = torch.empty(n_dec, grad.shape[0], dtype=buffer.dtype, device=buffer.device)
-            for pos in range(n_pos):
-                start, end = bounds[pos], bounds[pos + 1]
-                if end > start:
-                    torch.matmul(vectors[start:end], grad[:, pos].T, out=partial[start:end])
-            buffer.index_add_(0, self.dec_columns[layer][:n_dec], partial)
-        offset = self.n_features + layer * self.n_pos
-        buffer[offset : offset + n_pos] += torch.einsum(
-            "bpd,pd->pb", grad, self.error_vectors[layer, :n_pos]
+        extent, batch, _ = grad.shape
+        slots = self.slots[layer]
+        n_slots = slots.shape[1]
+        products = torch.empty(self.n_pos * n_slots, batch, dtype=grad.dtype, device=grad.device)
+        torch.bmm(
+            slots[:extent],
+            grad.transpose(1, 2),
+            out=products[: extent * n_slots].view(extent, n_slots, batch),
         )
+        products[extent * n_slots :] = 0
+        entries = products.index_select(0, self.gather[layer])
+        rows = self.feature_rows[layer]
+        n_feature_rows = len(entries) - self.n_pos
+        if isinstance(rows, tuple):
+            buffer[rows[0] : rows[1]] += entries[:n_feature_rows]
+        else:
+            buffer.index_add_(0, rows, entries[:n_feature_rows])
+        error_row = self.n_features + layer * self.n_pos
+        buffer[error_row : error_row + self.n_pos] += entries[n_feature_rows:]
+
+    def _attention_transpose_add(self, layer: int, grad: torch.Tensor) -> None:
+        """grad at resid_mid ``[P', B, d]`` += its path back through frozen attention and ln1,
+        giving the gradient at resid_pre (in place)."""
+        extent, batch, d_model = grad.shape
+        flat = grad.view(extent * batch, d_model)
+        g_z = torch.matmul(flat, self.w_o_heads[layer])  # [H, P' * B, d_head]
+        pattern_t = self.patterns_t[layer][:, :extent, :extent]  # causal: keys < P' suffice
+        g_v = torch.bmm(pattern_t, g_z.view(self.n_heads, extent, batch * self.d_head))
+        g_v = g_v.view(self.n_heads, extent * batch, self.d_head).transpose(0, 1)
+        flat.addmm_(g_v.reshape(extent * batch, self.n_heads * self.d_head), self.w_v_eff[layer])
 
     def rows(
         self, layers: torch.Tensor, positions: torch.Tensor, inject_values: torch.Tensor
@@ -248,37 +274,38 @@ class LinearBackward:
         """
         batch = len(layers)
         device, dtype = inject_values.device, inject_values.dtype
+        layers, positions = layers.to(device), positions.to(device)
         top = int(layers.max())
-        extent = int(positions.max()) + 1  # no source sees a later position
+        extent = int(positions.max()) + 1  # causal: no source sees a later position
         buffer = torch.zeros(self.row_size, batch, dtype=dtype, device=device)
-        grad = torch.zeros(batch, extent, self.d_model, dtype=dtype, device=device)
+        grad = torch.zeros(extent, batch, self.d_model, dtype=dtype, device=device)
         rows = torch.arange(batch, device=device)
-        layers = layers.to(device)
-        positions = positions.to(device)
 
         if top == self.n_layers:  # logit sources sit after the final norm
             mask = layers == top
-            grad[rows[mask], positions[mask]] = inject_values[mask]
-            grad = self.final_norm.transpose(grad)
+            grad[positions[mask], rows[mask]] = inject_values[mask]
+            grad = grad * self.final_factor[:extent, None, :]
+            if self.final_centers:
+                grad -= grad.mean(-1, keepdim=True)
             top -= 1
             self._contract_output(top, grad, buffer)
-            grad = self._after_output(top, grad)
+            grad = self._residual_to_mid(top, grad)
         for layer in range(top, -1, -1):
-            if layer < top:  # at the top layer the gradient is still zero
+            if layer < top:  # at a block's top layer the gradient is still zero
                 self._contract_output(layer, grad, buffer)
-                grad = self._after_output(layer, grad)
+                grad = self._residual_to_mid(layer, grad)
             mask = layers == layer
             if bool(mask.any()):
                 # circuit-tracer replaces the gradient there; it is zero for these rows anyway.
-                grad[rows[mask], positions[mask]] = inject_values[mask]
-            grad = grad + self._attention_transpose(layer, grad)
-        token_offset = self.n_features + self.n_layers * self.n_pos
-        buffer[token_offset : token_offset + extent] += torch.einsum(
-            "bpd,pd->pb", grad, self.token_vectors[:extent]
-        )
+                grad[positions[mask], rows[mask]] = inject_values[mask]
+            self._attention_transpose_add(layer, grad)
+        # grad is now at hook_embed: token rows.
+        token_row = self.n_features + self.n_layers * self.n_pos
+        tokens = torch.bmm(self.token_vectors[:extent, None, :], grad.transpose(1, 2))
+        buffer[token_row : token_row + extent] += tokens.view(extent, batch)
         return buffer.T
 
-    def _after_output(self, layer: int, grad: torch.Tensor) -> torch.Tensor:
+    def _residual_to_mid(self, layer: int, grad: torch.Tensor) -> torch.Tensor:
         """Gradient at resid_mid from the gradient at resid_post: the residual (+ skip)."""
         skip_t = self.skip_t[layer]
         return grad if skip_t is None else grad + grad @ skip_t
