@@ -50,7 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="512,64",
         help="circuit-tracer batch sizes to run: its default (512) and its best on this CPU",
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="tracerflow's (default: auto)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="tracerflow's batch_size (default: 512)"
+    )
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="tracerflow's rows per backward (default: auto)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; medians")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -104,18 +112,20 @@ def run_worker(args: argparse.Namespace) -> None:
     rss_before = current_rss_bytes()
     options = {"max_feature_nodes": args.max_feature_nodes, "batch_size": spec["batch_size"]}
     error = None
+    threads: dict[int, int] = {}
     try:
         if spec["path"] == "stock":
             reset_peak_rss()
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             graph, usage = run_stock(NOTEBOOK_PROMPT, model, **options)
-            batch_size = spec["batch_size"]
+            batch_size = str(spec["batch_size"])
             peak = peak_rss_bytes()
         else:
-            result = attribute(NOTEBOOK_PROMPT, model, **options)
-            graph, usage, batch_size = result.graph, result.phase_usage, result.batch_size
-            peak = result.peak_rss_bytes
+            result = attribute(NOTEBOOK_PROMPT, model, block_size=args.block_size, **options)
+            graph, usage, peak = result.graph, result.phase_usage, result.peak_rss_bytes
+            batch_size = f"{result.batch_size}/{result.block_size}"
+            threads = result.thread_choices
     except (RuntimeError, MemoryError) as exc:  # the API default can exhaust memory
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     out: dict[str, Any] = {**spec, "rss_before": rss_before, "error": error}
@@ -139,6 +149,7 @@ def run_worker(args: argparse.Namespace) -> None:
             n_active=len(graph.active_features),
             n_selected=len(graph.selected_features),
             scores=[replacement, completeness],
+            threads=threads,
             usage={name: vars(phase) for name, phase in usage.items()},
         )
     print("RESULT " + json.dumps(out), flush=True)
@@ -202,7 +213,7 @@ def gb(n_bytes: float | None) -> str:
 
 def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     header = (
-        f"| {'run':<24} | batch | "
+        f"| {'run':<24} | {'batch':>7} | "
         + " | ".join(f"{p:>10}" for p in PHASES)
         + " | total s | user s | sys s | minflt | peak RSS GB |"
     )
@@ -211,13 +222,13 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
     for result in results:
         label = result["label"]
         if result.get("error"):
-            print(f"| {label:<24} | {result['batch_size']!s:>5} | failed: {result['error']}")
+            print(f"| {label:<24} | {result['batch_size']!s:>7} | failed: {result['error']}")
             continue
         usage = result["usage"]
         cells = [f"{usage[p]['wall_s']:>10.2f}" if p in usage else f"{'-':>10}" for p in PHASES]
         total = usage["total"]
         print(
-            f"| {label:<24} | {result['batch_size']:>5} | "
+            f"| {label:<24} | {result['batch_size']!s:>7} | "
             + " | ".join(cells)
             + f" | {total['wall_s']:>7.2f} | {total['user_s']:>6.1f} | {total['system_s']:>5.1f}"
             + f" | {total['minor_faults']:>6} | {gb(result['peak_rss']):>11} |"
@@ -238,6 +249,10 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
             f"{result['label']} / tracerflow: wall x{wall:.1f} (phase 4 x{feats:.1f}), "
             f"peak RSS x{rss:.2f}; graph: {result['graph_check']}"
         )
+    print(
+        f"tracerflow: batch_size/block_size {ours['batch_size']}; phase-4 blocks per thread "
+        f"count {ours.get('threads')}"
+    )
     print(
         f"{kind}: {ours['n_active']} active features, {ours['n_selected']} selected; scores "
         f"(replacement, completeness) = ({ours['scores'][0]:.6f}, {ours['scores'][1]:.6f})"

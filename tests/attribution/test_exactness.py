@@ -105,26 +105,46 @@ def test_graph_matches_with_skip_connections(workdir):
     compare(skip_model, batch_size=16)
 
 
+def test_block_size_does_not_change_the_graph(workdir):
+    model = make_model(workdir, "clt")
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16, max_feature_nodes=50)
+    for block_size in (1, 7, 512):
+        result = attribute(
+            NOTEBOOK_PROMPT, model, batch_size=16, max_feature_nodes=50, block_size=block_size
+        )
+        assert result.block_size == block_size
+        assert_same_graph(expected, result.graph)
+
+
 def test_progress_reports_every_block_up_to_the_total(workdir):
     calls: list[tuple[int, int]] = []
     result = attribute(
         NOTEBOOK_PROMPT,
         make_model(workdir, "clt"),
         batch_size=16,
+        block_size=16,
         max_feature_nodes=40,
         progress=lambda done, total: calls.append((done, total)),
     )
-    assert calls[-1] == (40, 40)
-    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
-    assert len(calls) == 3  # blocks of 16, 16, 8
+    assert calls == [(16, 40), (32, 40), (40, 40)]
     assert result.batch_size == 16
 
 
-def test_default_batch_size_is_small_on_cpu_and_reported(workdir):
-    result = attribute(NOTEBOOK_PROMPT, make_model(workdir, "plt"))
-    assert result.batch_size == attribution_module.DEFAULT_BATCH_SIZE["cpu"]
+def test_defaults_match_circuit_tracers_defaults_and_report_costs(workdir):
+    model = make_model(workdir, "plt")
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, max_feature_nodes=60)
+    result = attribute(NOTEBOOK_PROMPT, model, max_feature_nodes=60)
+    assert result.batch_size == attribution_module.CIRCUIT_TRACER_BATCH_SIZE
+    assert result.block_size == attribution_module.DEFAULT_BLOCK_SIZE["cpu"]
+    assert_same_graph(expected, result.graph)
     assert set(result.phase_seconds) >= {"precompute", "logits", "features", "package", "total"}
     assert result.peak_rss_bytes is None or result.peak_rss_bytes > 0
+
+
+def test_thread_setting_is_restored(workdir):
+    before = torch.get_num_threads()
+    attribute(NOTEBOOK_PROMPT, make_model(workdir, "plt"), batch_size=16)
+    assert torch.get_num_threads() == before
 
 
 def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypatch):

@@ -9,7 +9,7 @@ from tracerflow.attribution.run import (
     VALIDATED_CIRCUIT_TRACER,
     AttributionResult,
     attribute,
-    default_batch_size,
+    default_block_size,
     fast_path_unavailable,
 )
 
@@ -18,6 +18,6 @@ __all__ = [
     "AttributionResult",
     "Usage",
     "attribute",
-    "default_batch_size",
+    "default_block_size",
     "fast_path_unavailable",
 ]

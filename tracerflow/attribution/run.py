@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -24,13 +25,22 @@ from circuit_tracer.graph import Graph
 
 from tracerflow.attribution.resources import Snapshot, Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
+from tracerflow.attribution.threads import ThreadTuner
 
 # The circuit-tracer releases whose attribute.py this module was checked against line by line.
 VALIDATED_CIRCUIT_TRACER = ("0.5.0",)
-# Rows per block of sources. On CPU the explicit backward is GEMM-bound and a block touches only
-# the positions up to its last source: 64 balances GEMM efficiency against that (measured:
-# docs/performance.md). On GPU circuit-tracer's default is fine.
-DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
+# ``batch_size`` keeps circuit-tracer's meaning. Besides rows per backward pass it sets how often
+# features are re-ranked when ``max_feature_nodes`` binds (every 4 batches), so it is part of what
+# defines the graph. The fast path defaults to circuit-tracer's own default, so that its default
+# graph is circuit-tracer's default graph; it computes rows in blocks of its own size, which
+# leaves the graph unchanged. circuit-tracer itself (the fallback) gets a size its CPU path can
+# afford: at 512 it pads every backward to 512 rows and needs GBs per pass.
+CIRCUIT_TRACER_BATCH_SIZE = 512
+FALLBACK_BATCH_SIZE = {"cpu": 64, "cuda": CIRCUIT_TRACER_BATCH_SIZE}
+# Rows per explicit backward block. On CPU it is GEMM-bound and a block only touches positions up
+# to its last source (sources are sorted by layer, then position; ~16 per position at k=16):
+# 32 measured best of 16/32/64/128 at the notebook's shape (docs/performance.md).
+DEFAULT_BLOCK_SIZE = {"cpu": 32, "cuda": 512}
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -42,10 +52,12 @@ class AttributionResult:
 
     ``batch_size`` is the one used: the graph equals ``circuit_tracer.attribute(...,
     batch_size=batch_size)`` (it matters only when ``max_feature_nodes`` binds: it sets how often
-    circuit-tracer re-ranks features). ``phase_usage`` has wall/user/system time and page faults
-    per phase (``precompute``, ``forward``, ``inputs``, ``logits``, ``features``, ``package``,
-    ``total``); ``peak_rss_bytes`` the process's peak RSS during the call (Linux), and
-    ``peak_device_bytes`` the peak CUDA memory allocated, on CUDA.
+    circuit-tracer re-ranks features). ``block_size`` is how many rows each explicit backward
+    pass computed (the fast path's own unit of work; it does not change the graph).
+    ``phase_usage`` has wall/user/system time and page faults per phase (``precompute``,
+    ``forward``, ``inputs``, ``logits``, ``features``, ``package``, ``total``).
+    ``peak_rss_bytes`` is the process's peak RSS during the call (Linux), ``peak_device_bytes``
+    the peak CUDA memory allocated (on CUDA).
     """
 
     graph: Graph
@@ -54,7 +66,10 @@ class AttributionResult:
     peak_rss_bytes: int | None
     phase_usage: dict[str, Usage] = field(default_factory=dict)
     fast_path: bool = True
+    block_size: int | None = None
     peak_device_bytes: int | None = None
+    # Blocks of phase 4 run at each intra-op thread count (CPU, ``tune_threads``): {threads: n}.
+    thread_choices: dict[int, int] = field(default_factory=dict)
 
 
 def fast_path_unavailable(model: Any) -> str | None:
@@ -67,8 +82,8 @@ def fast_path_unavailable(model: Any) -> str | None:
     return unsupported_reason(model)
 
 
-def default_batch_size(device: torch.device | str) -> int:
-    return DEFAULT_BATCH_SIZE.get(torch.device(device).type, DEFAULT_BATCH_SIZE["cuda"])
+def default_block_size(device: torch.device | str) -> int:
+    return DEFAULT_BLOCK_SIZE.get(torch.device(device).type, DEFAULT_BLOCK_SIZE["cuda"])
 
 
 def attribute(
@@ -82,28 +97,46 @@ def attribute(
     offload: Literal["cpu", "disk"] | None = None,
     verbose: bool = False,
     progress: Progress | None = None,
+    block_size: int | None = None,
+    tune_threads: bool = True,
 ) -> AttributionResult:
     """Attribution graph of ``prompt`` under ``model`` (a circuit-tracer ``ReplacementModel``).
 
-    Arguments mean what they mean for ``circuit_tracer.attribute``; ``batch_size=None`` picks one
-    for the model's device. ``progress(done, total)`` is called as feature rows are computed.
+    Arguments mean what they mean for ``circuit_tracer.attribute``; the graph equals its graph
+    at the same ``batch_size`` (None: circuit-tracer's default, 512; on the fallback path, a size
+    the device can afford). ``progress(done, total)`` is called as feature rows are computed.
+    ``block_size`` (None: per device) is the fast path's rows per backward pass.
+    ``tune_threads`` lets phase 4 on CPU pick torch's thread count by measurement (see
+    ``threads.py``); the process's setting is restored afterwards.
     """
     device = torch.device(model.cfg.device)
-    batch_size = batch_size or default_batch_size(device)
     reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    options = {
+    options: dict[str, Any] = {
         "max_n_logits": max_n_logits,
         "desired_logit_prob": desired_logit_prob,
         "max_feature_nodes": max_feature_nodes,
-        "batch_size": batch_size,
         "offload": offload,
     }
 
     reason = fast_path_unavailable(model)
+    thread_choices: dict[int, int] = {}
     if reason is None:
-        graph, usage = _attribute_fast(prompt, model, verbose=verbose, progress=progress, **options)
+        batch_size = batch_size or CIRCUIT_TRACER_BATCH_SIZE
+        block_size = block_size or default_block_size(device)
+        with ThreadTuner(enabled=tune_threads and device.type == "cpu") as tuner:
+            graph, usage = _attribute_fast(
+                prompt,
+                model,
+                verbose=verbose,
+                progress=progress,
+                tuner=tuner,
+                batch_size=batch_size,
+                block_size=block_size,
+                **options,
+            )
+        thread_choices = dict(sorted(Counter(tuner.choices).items()))
     else:
         warnings.warn(
             f"tracerflow's fast attribution does not cover this model ({reason}); "
@@ -111,7 +144,9 @@ def attribute(
             RuntimeWarning,
             stacklevel=2,
         )
-        graph, usage = run_stock(prompt, model, echo=verbose, **options)
+        batch_size = batch_size or FALLBACK_BATCH_SIZE.get(device.type, CIRCUIT_TRACER_BATCH_SIZE)
+        block_size = batch_size
+        graph, usage = run_stock(prompt, model, echo=verbose, batch_size=batch_size, **options)
         if progress is not None:
             progress(len(graph.selected_features), len(graph.selected_features))
 
@@ -122,9 +157,11 @@ def attribute(
         peak_rss_bytes=peak_rss_bytes(),
         phase_usage=usage,
         fast_path=reason is None,
+        block_size=block_size,
         peak_device_bytes=(
             torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         ),
+        thread_choices=thread_choices,
     )
 
 
@@ -165,9 +202,11 @@ def _attribute_fast(
     desired_logit_prob: float,
     max_feature_nodes: int | None,
     batch_size: int,
+    block_size: int,
     offload: Literal["cpu", "disk"] | None,
     verbose: bool,
     progress: Progress | None,
+    tuner: ThreadTuner,
 ) -> tuple[Graph, dict[str, Usage]]:
     from circuit_tracer.utils.disk_offload import offload_modules
 
@@ -180,6 +219,7 @@ def _attribute_fast(
             desired_logit_prob=desired_logit_prob,
             max_feature_nodes=max_feature_nodes,
             batch_size=batch_size,
+            block_size=block_size,
             offload=(
                 (lambda modules: offload_handles.extend(offload_modules(modules, offload)))
                 if offload
@@ -187,6 +227,7 @@ def _attribute_fast(
             ),
             verbose=verbose,
             progress=progress,
+            tuner=tuner,
         )
     finally:
         for reload_handle in offload_handles:
@@ -201,9 +242,11 @@ def _run_phases(
     desired_logit_prob: float,
     max_feature_nodes: int | None,
     batch_size: int,
+    block_size: int,
     offload: Callable[[list], None] | None,
     verbose: bool,
     progress: Progress | None,
+    tuner: ThreadTuner,
 ) -> tuple[Graph, dict[str, Usage]]:
     """circuit-tracer 0.5.0's ``_run_attribution``, phase for phase, with explicit row blocks."""
     from circuit_tracer.attribution.targets import AttributionTargets
@@ -229,6 +272,7 @@ def _run_phases(
     # the explicit backward needs only the weights it reads.
     phases.start("forward")
     backward = LinearBackward(model, ctx, forward_cache)
+    ctx.decoder_vecs = None  # type: ignore[assignment]  # packed into backward: free a copy
     if offload:
         offload(model.get_offload_targets_phase1())
 
@@ -254,8 +298,8 @@ def _run_phases(
     row_to_node_index = torch.zeros(max_feature_nodes + n_logits, dtype=torch.int32)
 
     phases.start("logits")
-    for i in range(0, n_logits, batch_size):
-        batch = targets.logit_vectors[i : i + batch_size]
+    for i in range(0, n_logits, block_size):
+        batch = targets.logit_vectors[i : i + block_size]
         rows = backward.rows(
             layers=torch.full((batch.shape[0],), n_layers),
             positions=torch.full((batch.shape[0],), n_pos - 1),
@@ -286,15 +330,17 @@ def _run_phases(
             pending = feature_rank[~visited[feature_rank]][:queue_size]
 
         order = torch.argsort(source_order_key[pending], stable=True)
-        for start in range(0, len(pending), batch_size):
-            slots = order[start : start + batch_size]
+        for start in range(0, len(pending), block_size):
+            slots = order[start : start + block_size]
             idx_batch = pending[slots]
-            rows = backward.rows(
-                layers=feat_layers[idx_batch],
-                positions=feat_pos[idx_batch],
-                inject_values=ctx.encoder_vecs[idx_batch],
-            )
+            started = tuner.begin()
+            layers, positions = feat_layers[idx_batch], feat_pos[idx_batch]
+            rows = backward.rows(layers, positions, ctx.encoder_vecs[idx_batch])
             edge_matrix[st + slots, :logit_offset] = rows.cpu()
+            if tuner.enabled:  # work ~ rows x positions x layers the block runs through
+                tuner.end(
+                    started, len(slots) * (int(positions.max()) + 1) * (int(layers.max()) + 1)
+                )
             n_visited += len(idx_batch)
             if progress is not None:
                 progress(n_visited, max_feature_nodes)
