@@ -160,6 +160,38 @@ class LinearBackward:
             self.w_v_eff.append(w_v_t.contiguous())
         self.skip_t = self._skip_transposes(model, n_layers, d_model)
         self._pack_output_vectors(ctx)
+        self.token_kernel = self._token_kernel(model, forward_cache)
+
+    def _token_kernel(
+        self, model: torch.nn.Module, forward_cache: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Token rows straight from the gradient at resid_mid 0: ``K [pos', pos, d_model]``.
+
+        Below layer 0's attention only the token nodes read the gradient, and each reads one
+        number: ``t[p'] . g_embed[p']`` with ``g_embed = g + A^T g`` (A: layer 0's frozen
+        attention branch). That is ``<t[p'] e_p' + A (t[p'] e_p'), g>``, so one small GEMM with
+        the precomputed ``K[p'] = t[p'] e_p' + A (t[p'] e_p')`` replaces layer 0's attention
+        backward for every row (1/(l+1) of the work of a layer-l source). Skipped for prompts
+        so long that K (pos^2 x d_model) would be large.
+        """
+        n_pos, d_model = self.n_pos, self.d_model
+        tokens = self.token_vectors
+        if n_pos * n_pos * d_model * tokens.element_size() > 64 * 2**20:
+            return None
+        block = model.blocks[0]  # type: ignore[attr-defined]
+        attn = block.attn
+        # The frozen ln1 forward at each token's own position: center?(x) / scale[p] * w.
+        normed = tokens - tokens.mean(-1, keepdim=True) if _centers(block.ln1) else tokens
+        normed = normed / forward_cache["blocks.0.ln1.hook_scale"][0]
+        ln1_weight = _norm_weight(block.ln1)
+        if ln1_weight is not None:
+            normed = normed * ln1_weight
+        values = torch.einsum("pd,hde->phe", normed, attn.W_V.detach())
+        outputs = torch.einsum("phe,hed->phd", values, attn.W_O.detach())  # [pos', H, d]
+        pattern = forward_cache["blocks.0.attn.hook_pattern"][0]  # [H, query, key]
+        kernel = torch.einsum("hqp,phd->pqd", pattern, outputs)
+        kernel[torch.arange(n_pos), torch.arange(n_pos)] += tokens
+        return kernel.contiguous()
 
     @staticmethod
     def _skip_transposes(
@@ -248,12 +280,23 @@ class LinearBackward:
         error_row = self.n_features + layer * self.n_pos
         buffer[error_row : error_row + self.n_pos] += entries[n_feature_rows:]
 
-    def _attention_transpose_add(self, layer: int, grad: torch.Tensor) -> None:
+    def _attention_transpose_add(
+        self, layer: int, grad: torch.Tensor, nonzero: torch.Tensor | None = None
+    ) -> None:
         """grad at resid_mid ``[P', B, d]`` += its path back through frozen attention and ln1,
-        giving the gradient at resid_pre (in place)."""
+        giving the gradient at resid_pre (in place).
+
+        ``nonzero``: indices into the flattened ``[P' * B]`` of the only non-zero gradient rows,
+        when known (a block's top layer: just the injected sources), so that the W_O product
+        runs on those rows alone.
+        """
         extent, batch, d_model = grad.shape
         flat = grad.view(extent * batch, d_model)
-        g_z = torch.matmul(flat, self.w_o_heads[layer])  # [H, P' * B, d_head]
+        if nonzero is None:
+            g_z = torch.matmul(flat, self.w_o_heads[layer])  # [H, P' * B, d_head]
+        else:
+            g_z = flat.new_zeros(self.n_heads, extent * batch, self.d_head)
+            g_z[:, nonzero] = torch.matmul(flat[nonzero], self.w_o_heads[layer])
         pattern_t = self.patterns_t[layer][:, :extent, :extent]  # causal: keys < P' suffice
         g_v = torch.bmm(pattern_t, g_z.view(self.n_heads, extent, batch * self.d_head))
         g_v = g_v.view(self.n_heads, extent * batch, self.d_head).transpose(0, 1)
@@ -290,6 +333,11 @@ class LinearBackward:
             top -= 1
             self._contract_output(top, grad, buffer)
             grad = self._residual_to_mid(top, grad)
+            # Non-zero only at the last position, where the logits read.
+            nonzero = (extent - 1) * batch + rows
+        else:
+            mask = layers == top
+            nonzero = positions[mask] * batch + rows[mask]
         for layer in range(top, -1, -1):
             if layer < top:  # at a block's top layer the gradient is still zero
                 self._contract_output(layer, grad, buffer)
@@ -298,11 +346,17 @@ class LinearBackward:
             if bool(mask.any()):
                 # circuit-tracer replaces the gradient there; it is zero for these rows anyway.
                 grad[positions[mask], rows[mask]] = inject_values[mask]
-            self._attention_transpose_add(layer, grad)
-        # grad is now at hook_embed: token rows.
+            if layer == 0 and self.token_kernel is not None:
+                break  # the token kernel stands in for layer 0's attention
+            self._attention_transpose_add(layer, grad, nonzero if layer == top else None)
         token_row = self.n_features + self.n_layers * self.n_pos
-        tokens = torch.bmm(self.token_vectors[:extent, None, :], grad.transpose(1, 2))
-        buffer[token_row : token_row + extent] += tokens.view(extent, batch)
+        if self.token_kernel is not None:  # grad is at resid_mid 0
+            kernel = self.token_kernel[:extent, :extent].reshape(extent, extent * self.d_model)
+            columns = grad.permute(0, 2, 1).reshape(extent * self.d_model, batch)
+            buffer[token_row : token_row + extent] += kernel @ columns
+        else:  # grad is at hook_embed
+            tokens = torch.bmm(self.token_vectors[:extent, None, :], grad.transpose(1, 2))
+            buffer[token_row : token_row + extent] += tokens.view(extent, batch)
         return buffer.T
 
     def _residual_to_mid(self, layer: int, grad: torch.Tensor) -> torch.Tensor:
