@@ -233,6 +233,22 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
             + f" | {total['wall_s']:>7.2f} | {total['user_s']:>6.1f} | {total['system_s']:>5.1f}"
             + f" | {total['minor_faults']:>6} | {gb(result['peak_rss']):>11} |"
         )
+    print()
+    print(
+        f"| {'run: user s / sys s / minflt':<30} | " + " | ".join(f"{p:>19}" for p in PHASES) + " |"
+    )
+    print("|" + "-" * 32 + ("|" + "-" * 21) * len(PHASES) + "|")
+    for result in results:
+        if result.get("error"):
+            continue
+        usage = result["usage"]
+        cells = [
+            f"{usage[p]['user_s']:>5.1f}/{usage[p]['system_s']:>5.1f}/{usage[p]['minor_faults']:>7}"
+            if p in usage
+            else f"{'-':>19}"
+            for p in PHASES
+        ]
+        print(f"| {result['label']:<30} | " + " | ".join(cells) + " |")
     ours = next((r for r in results if r["path"] == "fast" and not r.get("error")), None)
     if ours is None:
         return
