@@ -12,7 +12,7 @@ cover, it warns and runs circuit-tracer's own ``attribute``.
 
 from __future__ import annotations
 
-import logging
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -42,7 +42,6 @@ FALLBACK_BATCH_SIZE = {"cpu": 64, "cuda": CIRCUIT_TRACER_BATCH_SIZE}
 # 32 measured best of 16/32/64/128 at the notebook's shape (docs/performance.md).
 DEFAULT_BLOCK_SIZE = {"cpu": 32, "cuda": 512}
 
-logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
@@ -185,7 +184,8 @@ class _Phases:
         if self._name is not None:
             self.usage[self._name] = self._last.until(now)
             if self.verbose:
-                logger.info("%s: %.2fs", self._name, self.usage[self._name].wall_s)
+                # Like circuit-tracer's verbose mode: phase timings on stderr.
+                print(f"{self._name}: {self.usage[self._name].wall_s:.2f}s", file=sys.stderr)
         self._name, self._last = name, now
 
     def finish(self) -> dict[str, Usage]:
