@@ -1,0 +1,169 @@
+"""tracerflow's attribution yields circuit-tracer's graph: same nodes, same edges, same scores.
+
+Each case runs ``circuit_tracer.attribute`` and ``tracerflow.attribution.attribute`` on the same
+model, prompt and batch size and compares: identical active features, selected features and logit
+targets; adjacency equal within 1e-5 of its largest entry; replacement and completeness scores
+within 1e-6.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from circuit_tracer import attribute as stock_attribute
+from circuit_tracer.graph import Graph, compute_graph_scores
+
+import tracerflow.attribution.run as attribution_module
+from tracerflow.attribution import attribute
+from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT, random_replacement_model
+
+ADJACENCY_RTOL = 1e-5
+SCORE_ATOL = 1e-6
+
+
+def assert_same_graph(expected: Graph, actual: Graph) -> None:
+    assert torch.equal(expected.input_tokens, actual.input_tokens)
+    assert torch.equal(expected.active_features, actual.active_features)
+    assert torch.equal(expected.activation_values, actual.activation_values)
+    assert torch.equal(expected.selected_features, actual.selected_features)
+    assert list(expected.logit_targets) == list(actual.logit_targets)
+    assert torch.equal(expected.logit_probabilities, actual.logit_probabilities)
+    assert expected.adjacency_matrix.shape == actual.adjacency_matrix.shape
+    scale = expected.adjacency_matrix.abs().max()
+    error = (expected.adjacency_matrix - actual.adjacency_matrix).abs().max()
+    assert error <= ADJACENCY_RTOL * scale, f"adjacency differs by {error / scale:.2e} of max"
+    for want, got in zip(compute_graph_scores(expected), compute_graph_scores(actual), strict=True):
+        assert abs(want - got) <= SCORE_ATOL
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("attribution-models")
+
+
+def make_model(workdir: Path, kind: str, **shape: Any) -> Any:
+    settings: dict[str, Any] = {"n_layers": 3, "d_model": 48, "n_heads": 4, "d_features": 96}
+    settings.update(shape)
+    return random_replacement_model(workdir, kind=kind, k=6, seed=7, **settings)
+
+
+def compare(model: Any, **options: Any) -> None:
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, **options)
+    result = attribute(NOTEBOOK_PROMPT, model, **options)
+    assert result.fast_path
+    assert_same_graph(expected, result.graph)
+
+
+@pytest.mark.parametrize("kind", ["clt", "plt"])
+@pytest.mark.parametrize(
+    ("max_feature_nodes", "batch_size"),
+    [(None, 16), (None, 256), (40, 16), (70, 8)],
+    ids=["all-features", "one-block", "binding", "binding-uneven-queue"],
+)
+def test_graph_matches_circuit_tracer(workdir, kind, max_feature_nodes, batch_size):
+    model = make_model(workdir, kind)
+    compare(model, batch_size=batch_size, max_feature_nodes=max_feature_nodes)
+
+
+@pytest.mark.parametrize("kind", ["clt", "plt"])
+def test_graph_matches_on_two_and_four_layer_models(workdir, kind):
+    compare(make_model(workdir, kind, n_layers=2, d_model=32, n_heads=2), batch_size=32)
+    compare(make_model(workdir, kind, n_layers=4, d_model=64, d_features=128), batch_size=24)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"normalization_type": "LNPre"},
+        {"normalization_type": "RMS"},
+        {"positional_embedding_type": "rotary", "rotary_dim": 12},
+    ],
+    ids=["lnpre", "rms", "rotary"],
+)
+def test_graph_matches_on_other_supported_architectures(workdir, config):
+    model = make_model(workdir, "clt", **config)
+    compare(model, batch_size=16, max_feature_nodes=50)
+
+
+def test_graph_matches_with_skip_connections(workdir):
+    from circuit_tracer import ReplacementModel
+
+    model = make_model(workdir, "clt")
+    transcoders = model.transcoders
+    generator = torch.Generator().manual_seed(3)
+    d_model = transcoders.d_model
+    transcoders.W_skip = torch.nn.Parameter(
+        torch.randn(transcoders.n_layers, d_model, d_model, generator=generator) * 0.05,
+        requires_grad=False,
+    )
+    transcoders.skip_connection = True
+    skip_model = ReplacementModel.from_config(model.cfg, transcoders)
+    compare(skip_model, batch_size=16)
+
+
+def test_block_size_does_not_change_the_graph(workdir):
+    model = make_model(workdir, "clt")
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16, max_feature_nodes=50)
+    for block_size in (1, 7, 512):
+        result = attribute(
+            NOTEBOOK_PROMPT, model, batch_size=16, max_feature_nodes=50, block_size=block_size
+        )
+        assert result.block_size == block_size
+        assert_same_graph(expected, result.graph)
+
+
+def test_progress_reports_every_block_up_to_the_total(workdir):
+    calls: list[tuple[int, int]] = []
+    result = attribute(
+        NOTEBOOK_PROMPT,
+        make_model(workdir, "clt"),
+        batch_size=16,
+        block_size=16,
+        max_feature_nodes=40,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(16, 40), (32, 40), (40, 40)]
+    assert result.batch_size == 16
+
+
+def test_defaults_match_circuit_tracers_defaults_and_report_costs(workdir):
+    model = make_model(workdir, "plt")
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, max_feature_nodes=60)
+    result = attribute(NOTEBOOK_PROMPT, model, max_feature_nodes=60)
+    assert result.batch_size == attribution_module.CIRCUIT_TRACER_BATCH_SIZE
+    assert result.block_size == attribution_module.DEFAULT_BLOCK_SIZE["cpu"]
+    assert_same_graph(expected, result.graph)
+    assert set(result.phase_seconds) >= {"precompute", "logits", "features", "package", "total"}
+    assert result.peak_rss_bytes is None or result.peak_rss_bytes > 0
+
+
+def test_thread_setting_is_restored(workdir):
+    before = torch.get_num_threads()
+    attribute(NOTEBOOK_PROMPT, make_model(workdir, "plt"), batch_size=16)
+    assert torch.get_num_threads() == before
+
+
+def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypatch):
+    monkeypatch.setattr(attribution_module, "VALIDATED_CIRCUIT_TRACER", ("0.0.0",))
+    model = make_model(workdir, "clt")
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
+    with pytest.warns(RuntimeWarning, match="circuit-tracer"):
+        result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)
+    assert not result.fast_path
+    assert "features" in result.phase_seconds
+    assert_same_graph(expected, result.graph)
+
+
+def test_unsupported_architecture_falls_back_with_a_warning(workdir):
+    model = make_model(workdir, "plt", n_key_value_heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
+    with pytest.warns(RuntimeWarning, match="grouped-query attention"):
+        result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)
+    assert not result.fast_path
+    assert_same_graph(expected, result.graph)
