@@ -45,7 +45,7 @@ class Preset(BaseModel):
     max_n_logits: int = Field(10, ge=1)
     desired_logit_prob: float = Field(0.95, gt=0, le=1)
     max_feature_nodes: int | None = Field(8192, ge=1)
-    # None: chosen for the device at run time (64 on CPU, 256 on CUDA; see tasks/attribute.py).
+    # circuit-tracer's batch size (part of the graph's identity); None: circuit-tracer's default.
     batch_size: int | None = Field(None, ge=1)
     node_threshold: float = Field(0.8, gt=0, le=1)
     edge_threshold: float = Field(0.98, gt=0, le=1)

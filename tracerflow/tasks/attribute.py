@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -22,17 +21,14 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
+from tracerflow.attribution import attribute
 from tracerflow.errors import AttributionError, ConfigError
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.assemble import assembled_model
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 GRAPH_FILE = "graph.pt"
 STATS_FILE = "attribution.json"
-# The 512 default of circuit-tracer pads a handful of logit rows to a 512-row backward pass and
-# needs tens of GB for a 16k CLT on CPU; 64 was measured best on these CPUs (DESIGN.md).
-CPU_BATCH_SIZE = 64
-CUDA_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,10 @@ class AttributionParams:
     max_n_logits: int = 10
     desired_logit_prob: float = 0.95
     max_feature_nodes: int | None = 8192
-    batch_size: int | None = None  # None: chosen for the device
+    # circuit-tracer's meaning: it sets how often features are re-ranked when max_feature_nodes
+    # binds, so it is part of the graph's identity. None: circuit-tracer's default. The speed
+    # and memory of tracerflow's attribution do not depend on it (see tracerflow.attribution).
+    batch_size: int | None = None
     offload: str | None = None  # None, "cpu" or "disk"
 
     def __post_init__(self) -> None:
@@ -56,11 +55,6 @@ class AttributionParams:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.offload not in (None, "cpu", "disk"):
             raise ConfigError(f"offload must be cpu, disk or empty, got {self.offload!r}")
-
-    def batch_size_for(self, device: str) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return CUDA_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
 
 def code_versions() -> dict[str, str]:
@@ -85,7 +79,6 @@ def attribute_key(
         transcoder=converted["key"],
         prompt=prompt,
         params=asdict(params),
-        batch_size=params.batch_size_for(model["device"]),
         dtype=model["dtype"],
         device=model["device"],
         versions=code_versions(),
@@ -98,7 +91,7 @@ def attribute_prompt(
     converted: dict[str, Any],
     params: AttributionParams,
     store: ArtifactStore,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Attribute one prompt unless the store has its graph; return the graph's folder and stats."""
     key = attribute_key(model, converted, prompt, params)
@@ -108,9 +101,8 @@ def attribute_prompt(
             model["name"], converted["path"], model["dtype"], model["device"]
         )
         check_prompt(prompt, replacement_model, model["name"])
-        batch_size = params.batch_size_for(model["device"])
         with store.write("attribute", key) as tmp_dir:
-            stats = run_attribution(prompt, replacement_model, params, batch_size, tmp_dir)
+            stats = run_attribution(prompt, replacement_model, params, tmp_dir, progress)
             cfg = replacement_model.cfg
             stats.update(
                 device=model["device"],
@@ -139,48 +131,40 @@ def check_prompt(prompt: str, replacement_model: Any, model_name: str) -> None:
 
 
 def run_attribution(
-    prompt: str, replacement_model: Any, params: AttributionParams, batch_size: int, out_dir: Path
+    prompt: str,
+    replacement_model: Any,
+    params: AttributionParams,
+    out_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run circuit-tracer's attribution and save ``graph.pt`` into ``out_dir``."""
-    from circuit_tracer import attribute
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    """Attribute with tracerflow's fast path (circuit-tracer's own when unsupported) and save
+    ``graph.pt`` into ``out_dir``; ``progress(done, total)`` follows the feature phase."""
     try:
-        with warnings.catch_warnings():
-            # circuit-tracer's backward hooks fire on outputs only, by design: the warning is noise.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            graph = attribute(
-                prompt,
-                replacement_model,
-                max_n_logits=params.max_n_logits,
-                desired_logit_prob=params.desired_logit_prob,
-                max_feature_nodes=params.max_feature_nodes,
-                batch_size=batch_size,
-                offload=params.offload,
-            )
+        result = attribute(
+            prompt,
+            replacement_model,
+            max_n_logits=params.max_n_logits,
+            desired_logit_prob=params.desired_logit_prob,
+            max_feature_nodes=params.max_feature_nodes,
+            batch_size=params.batch_size,
+            offload=params.offload,  # type: ignore[arg-type]
+            progress=progress,
+        )
     except RuntimeError as error:
         if "expected a non-empty list of Tensors" in str(error):
             raise AttributionError(
                 f"no transcoder feature is active on prompt {prompt[:40]!r}: nothing to attribute"
             ) from error
         raise
-    seconds = time.perf_counter() - start
-    graph.to_pt(str(out_dir / GRAPH_FILE))
+    result.graph.to_pt(str(out_dir / GRAPH_FILE))
     return {
-        "batch_size": batch_size,
-        "attribution_seconds": seconds,
-        "phase_seconds": {"total": seconds},
-        "peak_memory_bytes": _peak_memory_bytes(),
-        "n_tokens": len(graph.input_tokens),
+        "batch_size": result.batch_size,
+        "fast_path": result.fast_path,
+        "attribution_seconds": result.phase_seconds.get("total"),
+        "phase_seconds": result.phase_seconds,
+        "peak_memory_bytes": result.peak_device_bytes or result.peak_rss_bytes,
+        "n_tokens": len(result.graph.input_tokens),
     }
-
-
-def _peak_memory_bytes() -> int:
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -204,9 +188,22 @@ def attribute_task(
     progress_id = create_progress_artifact(
         progress=0.0, description=f"attribution of {prompt[:60]!r}"
     )
-    result = attribute_prompt(prompt, model, converted, params, store)
+    last_report = [0.0]
+
+    def report(done: int, total: int) -> None:
+        # At most every 2 s: an API call per block would slow small graphs down.
+        now = time.monotonic()
+        if now - last_report[0] >= 2.0 and total:
+            last_report[0] = now
+            update_progress_artifact(progress_id, progress=100.0 * done / total)
+            logger.info("features attributed: %d of %d", done, total)
+
+    result = attribute_prompt(prompt, model, converted, params, store, progress=report)
     update_progress_artifact(progress_id, progress=100.0)
     logger.info(
-        "attributed in %.1f s (batch size %d)", result["attribution_seconds"], result["batch_size"]
+        "attributed in %.1f s (batch size %d, %s path)",
+        result["attribution_seconds"],
+        result["batch_size"],
+        "fast" if result["fast_path"] else "circuit-tracer's",
     )
     return result
