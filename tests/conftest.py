@@ -18,34 +18,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Nothing may write to the user's ~/.tracerflow either: every test run gets its own home.
 os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
 
-TINY_CORPUS = [
-    "Mary and John went to the store, John gave a drink to Mary.",
-    "Alice and Bob went to the park, Bob gave a book to Alice.",
-    "When Tom and Sue went to the office, Sue handed a letter to Tom.",
-    "The cat sat on the mat and the dog sat on the log.",
-] * 20
-
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPT-2-style byte-level BPE tokenizer folder, trained offline in well under a second."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2TokenizerFast
+    from tracerflow.attribution.synthetic import build_tokenizer
 
-    folder = tmp_path_factory.mktemp("tokenizer")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TINY_CORPUS, vocab_size=300, min_frequency=1, special_tokens=[])
-    bpe.add_special_tokens(["<|endoftext|>"])  # last id, non-zero: circuit-tracer drops id 0
-    bpe.save_model(str(folder))
-    tokenizer = GPT2TokenizerFast(
-        vocab_file=str(folder / "vocab.json"),
-        merges_file=str(folder / "merges.txt"),
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="session")

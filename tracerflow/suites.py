@@ -74,6 +74,20 @@ class LoadedSuite(BaseModel):
     prompts: list[str]
 
 
+def read_prompts_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: prompts file does not exist")
+    prompts = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not prompts:
+        raise ConfigError(f"{path}: no prompts in the file")
+    return prompts
+
+
 def builtin_suites_dir() -> Path:
     return Path(str(resources.files("tracerflow") / "suites"))
 
@@ -112,11 +126,7 @@ def load_suite(name_or_path: str | Path) -> LoadedSuite:
         if not prompts_path.is_file():
             line = _line_of(text, ("prompts_file",))
             raise ConfigError(f"{path}:{line}: field 'prompts_file': {prompts_path} does not exist")
-        prompts += [
-            line.rstrip("\n")
-            for line in prompts_path.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+        prompts += read_prompts_file(prompts_path)
     return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts)
 
 

@@ -8,20 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tracerflow.errors import ConfigError, TracerflowError
-
-
-def read_prompts_file(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: prompts file does not exist")
-    prompts = [
-        line.rstrip("\n")
-        for line in path.read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not prompts:
-        raise ConfigError(f"{path}: no prompts in the file")
-    return prompts
+from tracerflow.suites import read_prompts_file
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -57,12 +44,18 @@ SCORE_COLUMNS = [
 def run_and_report(flow_kwargs: dict[str, Any]) -> None:
     """Run the scoring flow, print the scores table and where everything is; exit 1 on failure."""
     from tracerflow.flows.score import score_flow
+
+    report(score_flow(**flow_kwargs, return_state=True))
+
+
+def report(state: Any) -> None:
+    """Print a finished run's scores (read back from the database if the run failed part-way)
+    and where its database and graphs are; raise when the run failed."""
     from tracerflow.settings import get_settings
 
     settings = get_settings()
-    state = score_flow(**flow_kwargs, return_state=True)
     rows = state.result(raise_on_failure=False)
-    if isinstance(rows, BaseException):
+    if not isinstance(rows, list):
         rows = rows_of_run(settings.database_path, str(state.state_details.flow_run_id))
     if rows:
         typer.echo("")
@@ -77,22 +70,10 @@ def run_and_report(flow_kwargs: dict[str, Any]) -> None:
 
 def run_suite_and_report(suite: str, dask_workers: int | None) -> None:
     from tracerflow.flows.suite import suite_flow
-    from tracerflow.settings import get_settings
     from tracerflow.suites import load_suite
 
     load_suite(suite)  # validate before starting Prefect: errors name the file and line
-    settings = get_settings()
-    state = suite_flow(suite, dask_workers=dask_workers, return_state=True)
-    rows = state.result(raise_on_failure=False)
-    if isinstance(rows, list) and rows:
-        typer.echo("")
-        typer.echo(format_table(rows, SCORE_COLUMNS))
-    typer.echo("")
-    typer.echo(f"scores database   {settings.database_path}")
-    typer.echo(f"graph files       {settings.graph_files_dir}")
-    typer.echo("view the graphs   tracerflow view")
-    if state.is_failed():
-        raise TracerflowError(state.message or "the suite run failed")
+    report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
 
 
 def rows_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
