@@ -167,3 +167,20 @@ def test_unsupported_architecture_falls_back_with_a_warning(workdir):
         result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)
     assert not result.fast_path
     assert_same_graph(expected, result.graph)
+
+
+def test_stock_phases_are_timed_even_if_its_logger_already_has_a_handler(workdir):
+    """circuit-tracer only logs its phases when its "attribution" logger has no handler."""
+    import logging
+
+    from tracerflow.attribution.stock import run_stock
+
+    logger = logging.getLogger("attribution")
+    stray = logging.NullHandler()
+    logger.addHandler(stray)
+    try:
+        _, usage = run_stock(NOTEBOOK_PROMPT, make_model(workdir, "clt"), batch_size=16)
+    finally:
+        logger.removeHandler(stray)
+    assert {"precompute", "features", "total"} <= set(usage)
+    assert logger.handlers == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import sys
 from typing import Any
@@ -70,9 +71,19 @@ def run_stock(
     from circuit_tracer import attribute as stock_attribute
 
     clock = _PhaseClock(echo=echo)
+    # circuit-tracer logs its phases only when its "attribution" logger has no handler yet (it
+    # then adds a stderr handler, which lands on the clock): set any existing ones aside.
+    logger = logging.getLogger("attribution")
+    existing = list(logger.handlers)
+    for handler in existing:
+        logger.removeHandler(handler)
     start = Snapshot.now()
-    with contextlib.redirect_stderr(clock):  # type: ignore[type-var]
-        graph = stock_attribute(prompt, model, verbose=True, **kwargs)
+    try:
+        with contextlib.redirect_stderr(clock):  # type: ignore[type-var]
+            graph = stock_attribute(prompt, model, verbose=True, **kwargs)
+    finally:
+        for handler in existing:
+            logger.addHandler(handler)
     usage = clock.usage()
     usage["total"] = start.until(Snapshot.now())
     return graph, usage
