@@ -178,9 +178,10 @@ def test_stock_phases_are_timed_even_if_its_logger_already_has_a_handler(workdir
     logger = logging.getLogger("attribution")
     stray = logging.NullHandler()
     logger.addHandler(stray)
+    before = list(logger.handlers)
     try:
         _, usage = run_stock(NOTEBOOK_PROMPT, make_model(workdir, "clt"), batch_size=16)
+        assert logger.handlers == before, "the handlers set aside are put back"
     finally:
         logger.removeHandler(stray)
     assert {"precompute", "features", "total"} <= set(usage)
-    assert logger.handlers == []
