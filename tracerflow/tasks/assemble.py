@@ -33,8 +33,3 @@ def assembled_model(model_name: str, converted_path: str, dtype: str, device: st
                 model_name, transcoders, device=device, dtype=parse_dtype(dtype)
             )
         return _MODELS[cache_key]
-
-
-def clear_models() -> None:
-    with _LOCK:
-        _MODELS.clear()
