@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tracerflow.errors import ConfigError, TracerflowError
+from tracerflow.flows.report import SCORE_COLUMNS
 from tracerflow.suites import read_prompts_file
 
 
@@ -26,19 +27,6 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
-
-
-SCORE_COLUMNS = [
-    "transcoder",
-    "prompt",
-    "replacement",
-    "completeness",
-    "pruned_replacement",
-    "pruned_completeness",
-    "features",
-    "seconds",
-    "status",
-]
 
 
 def run_and_report(flow_kwargs: dict[str, Any]) -> None:

@@ -16,6 +16,18 @@ from typing import Any
 from tracerflow.storage.queries import SuiteRunScores
 
 REGRESSION_EVENT = "tracerflow.score.regressed"
+# The columns of a run's scores table, in the UI and on the command line.
+SCORE_COLUMNS = [
+    "transcoder",
+    "prompt",
+    "replacement",
+    "completeness",
+    "pruned_replacement",
+    "pruned_completeness",
+    "features",
+    "seconds",
+    "status",
+]
 
 
 @dataclass(frozen=True)
@@ -103,23 +115,7 @@ def publish(
     )
     from prefect.events import emit_event
 
-    table = [
-        {
-            key: _rounded(row[key])
-            for key in (
-                "transcoder",
-                "prompt",
-                "replacement",
-                "completeness",
-                "pruned_replacement",
-                "pruned_completeness",
-                "features",
-                "seconds",
-                "status",
-            )
-        }
-        for row in rows
-    ]
+    table = [{key: _rounded(row[key]) for key in SCORE_COLUMNS} for row in rows]
     create_table_artifact(table=table, key="scores", description="Scores of this run")
     markdown, regressions = summarise(rows, suite_name, previous, margin)
     create_markdown_artifact(markdown=markdown, key="summary", description="Run summary")
