@@ -7,6 +7,7 @@ module only wires them and turns tracerflow's own errors into one line and a non
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,7 +82,7 @@ def describe_folder(path: Path) -> dict[str, Any]:
     from tracerflow.transcoders.manifest import MANIFEST_FILE
 
     path = Path(path)
-    files = [p for p in path.glob("*.safetensors")] if path.is_dir() else []
+    files = list(path.glob("*.safetensors")) if path.is_dir() else []
     size = sum(p.stat().st_size for p in files)
     largest = max((p.stat().st_size for p in files), default=0)
     if (path / MANIFEST_FILE).is_file():
@@ -104,7 +105,7 @@ def describe_folder(path: Path) -> dict[str, Any]:
             "content_hash": manifest.content_hash,
         }
     checkpoint = read_checkpoint(path)
-    largest_tensor = max(checkpoint.tensor_shapes.items(), key=lambda item: _numel(item[1]))
+    largest_tensor = max(checkpoint.tensor_shapes.items(), key=lambda item: math.prod(item[1]))
     return {
         "path": str(path),
         "format": "crosslayer-transcoder checkpoint",
@@ -122,13 +123,6 @@ def describe_folder(path: Path) -> dict[str, Any]:
         "size_bytes": checkpoint.size_bytes(),
         "largest_tensor": f"{largest_tensor[0]} {list(largest_tensor[1])}",
     }
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
 
 
 def _print_fields(fields: dict[str, Any]) -> None:

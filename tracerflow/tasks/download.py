@@ -55,14 +55,19 @@ def parse_hub_source(source: str) -> tuple[str, str | None] | None:
     return repo_id, revision or None
 
 
-def resolve_source(source: str) -> Snapshot:
-    """Resolve a source to a checkpoint folder on this machine (downloading if needed)."""
+def unpreset(source: str) -> str:
+    """A preset's transcoder source (a folder or a repo id); any other source unchanged."""
     from tracerflow.presets import find_preset
 
     preset = find_preset(source)
-    if preset is not None:
-        resolved = resolve_source(preset.transcoder_source())
-        return Snapshot(**{**resolved.to_dict(), "source": source})
+    return preset.transcoder_source() if preset is not None else source
+
+
+def resolve_source(source: str) -> Snapshot:
+    """Resolve a source to a checkpoint folder on this machine (downloading if needed)."""
+    target = unpreset(source)
+    if target != source:
+        return Snapshot(**{**resolve_source(target).to_dict(), "source": source})
 
     folder = Path(source).expanduser()
     if folder.is_dir():
@@ -152,12 +157,7 @@ def _cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 
 
 def _local_fingerprint(source: str) -> str | None:
-    from tracerflow.presets import find_preset
-
-    preset = find_preset(source)
-    if preset is not None:
-        source = preset.transcoder_source()
-    folder = Path(source).expanduser()
+    folder = Path(unpreset(source)).expanduser()
     if not folder.is_dir():
         return None
     stats = [
