@@ -8,7 +8,8 @@ Writes into ``tracerflow/toy/data/`` by default (the committed package data):
   clt/              PerLayerTopK CLT, **unfolded** (Dimensionwise standardizers kept separate)
   plt/              PerLayerTopK PLT, folded
   jumprelu-clt/     JumpReLU CLT, folded
-  training.json     steps, final losses, held-out accuracy, per-layer FVU and L0
+  training.json     steps, final losses, held-out accuracy, per-layer FVU and L0, and the
+                    machine signature (see ``machine_signature``)
 
 Stages: (1) a byte-level BPE over the grammar's sentences; (2) a 3-layer GPT-2-style model
 trained on next-token prediction over IOI sentences (``tracerflow.toy.grammar``); (3) the model's
@@ -21,7 +22,11 @@ that the penalty's controller aims at).
 
 Reproducibility: every random draw comes from a fixed seed, the thread count is pinned
 (``TORCH_THREADS``: CPU reductions may split differently with another count) and nothing records
-time or paths, so a rerun on the same CPU and torch build writes byte-identical files.
+time or paths, so a rerun on a machine with the same ``machine_signature()`` (recorded in
+``training.json``) writes byte-identical files. Elsewhere the floats round differently and
+training amplifies that: the model comes out within about 1e-5 of the shipped weights, the
+transcoders with weights 20-60 % apart but the same held-out FVU within 2 % (TopK) or 10 %
+(JumpReLU) and L0 within 0.5; ``tests/toy/test_toy_data.py`` checks that, with margins.
 Costs about two and a half minutes on one (shared) CPU core.
 """
 
@@ -30,11 +35,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -500,6 +509,60 @@ def write_model(model: Any, tokenizer: Any, out: Path) -> None:
     save_file(weights, str(model_dir / "model.safetensors"))
 
 
+# --- the machine ---------------------------------------------------------------------------
+
+# The SIMD extensions MKL, oneDNN and torch's own kernels choose their code paths by (x86, Arm).
+SIMD_FLAG_PREFIXES = ("sse", "ssse3", "avx", "fma", "f16c", "amx", "asimd", "sve")
+# Environment variables that override that choice (or, MKL_CBWR, MKL's reproducibility mode).
+DISPATCH_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+)
+MATH_LIBRARY_LINE = re.compile(r"Math Kernel Library|MKL-DNN|oneDNN|OpenBLAS")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's ``/proc/cpuinfo`` fields (empty where there is no such file)."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return {}
+    fields: dict[str, str] = {}
+    for line in path.read_text().split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def machine_signature() -> dict[str, Any]:
+    """What decides how this script's floats round, besides its code and ``TORCH_THREADS``: the
+    torch build, the math libraries linked into it (their versions, from ``torch.__config__``),
+    transformer-lens (the model's arithmetic), the C library (``math.cos``/``exp`` of the
+    schedules), the kernels torch dispatches to (``get_cpu_capability``), the CPU model and its
+    SIMD extensions (MKL and oneDNN dispatch on them) and any variables that override dispatch.
+    A rerun is byte-identical where this matches the signature recorded in ``training.json``."""
+    cpuinfo = _cpuinfo()
+    flags = (cpuinfo.get("flags") or cpuinfo.get("Features") or "").split()
+    return {
+        "torch": torch.__version__,
+        "math_libraries": [
+            line.strip(" -")
+            for line in torch.__config__.show().splitlines()
+            if MATH_LIBRARY_LINE.search(line)
+        ],
+        "transformer_lens": version("transformer-lens"),
+        "libc": " ".join(platform.libc_ver()).strip(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpuinfo.get("model name") or platform.processor() or platform.machine(),
+        "cpu_simd_flags": sorted(flag for flag in flags if flag.startswith(SIMD_FLAG_PREFIXES)),
+        "dispatch_overrides": {
+            name: os.environ[name] for name in DISPATCH_VARIABLES if name in os.environ
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tracerflow.toy.train",
@@ -526,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "seed": SEED,
         "torch_threads": TORCH_THREADS,
-        "torch_version": torch.__version__,
+        "machine": machine_signature(),
         "tokenizer": {"vocab_size": len(tokenizer)},
         "model": {**model_stats, "batch_size": MODEL_BATCH, "shape": MODEL_SHAPE},
         "transcoders": transcoder_stats,
