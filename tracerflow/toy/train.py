@@ -27,7 +27,7 @@ time or paths, so a rerun on a machine with the same ``machine_signature()`` (re
 training amplifies that: the model comes out within about 1e-5 of the shipped weights, the
 transcoders with weights 20-60 % apart but the same held-out FVU within 2 % (TopK) or 10 %
 (JumpReLU) and L0 within 0.5; ``tests/toy/test_toy_data.py`` checks that, with margins.
-Costs about two and a half minutes on one (shared) CPU core.
+Costs about three minutes on one (shared) CPU core.
 """
 
 from __future__ import annotations
