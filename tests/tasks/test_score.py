@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from circuit_tracer.graph import Graph, compute_graph_scores
 from transformer_lens import HookedTransformerConfig
@@ -82,3 +83,65 @@ def test_pruning_everything_explains_nothing_through_features():
     # With every feature turned into error, tokens reach logits only directly.
     assert replacement <= compute_graph_scores(graph)[0] + 1e-6
     assert 0.0 <= completeness <= 1.0
+
+
+def hand_graph() -> Graph:
+    """The smallest graph where pruning matters, small enough to score by hand.
+
+    One layer, one position: features f0 and f1 (both at layer 0, position 0), the error node e,
+    the token t and one logit with probability 1. Edges (target <- source: weight):
+      f0 <- t: 1, f0 <- e: 1;  f1 <- t: 2;  logit <- f0: 2, logit <- f1: 1, logit <- e: 1.
+    """
+    f0, f1, e, t, logit = range(5)
+    adjacency = torch.zeros(5, 5)
+    adjacency[f0, t], adjacency[f0, e], adjacency[f1, t] = 1.0, 1.0, 2.0
+    adjacency[logit, f0], adjacency[logit, f1], adjacency[logit, e] = 2.0, 1.0, 1.0
+    cfg = HookedTransformerConfig(
+        n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=20, act_fn="relu"
+    )
+    return Graph(
+        input_string="t",
+        input_tokens=torch.tensor([3]),
+        active_features=torch.tensor([[0, 0, 11], [0, 0, 12]]),
+        adjacency_matrix=adjacency,
+        cfg=cfg,
+        selected_features=torch.arange(2),
+        activation_values=torch.ones(2),
+        logit_targets=[None],
+        logit_probabilities=torch.tensor([1.0]),
+        vocab_size=20,
+    )
+
+
+def test_pruned_scores_match_the_definition_worked_by_hand():
+    """docs/database.md "Pruned scores", worked out on hand_graph.
+
+    Row-normalised |A|: f0 <- t 1/2, e 1/2; f1 <- t 1; logit <- f0 1/2, f1 1/4, e 1/4.
+    Unpruned influence on the logit: f0 1/2, f1 1/4, e 1/4 + 1/4, t 1/4 + 1/4.
+      replacement = t / (t + e) = (1/2) / (1/2 + 1/2) = 1/2
+      completeness = sum(non-error fraction x (influence + logit weight)) / sum(influence + w)
+                   = (1/2*1/2 + 1*1/4 + 1*1/2 + 1*1/2 + 3/4*1) / (1/2 + 1/4 + 1/2 + 1/2 + 1) = 9/11
+    Node pruning at 0.8 keeps f0 (2/3 of the feature influence) and prunes f1, whose edge to the
+    logit moves to e: logit <- f0 1/2, e 1/2. Influence: f0 1/2, e 1/2 + 1/4, t 1/4.
+      pruned replacement = (1/4) / (1/4 + 3/4) = 1/4
+      pruned completeness = (1/2*1/2 + 1*3/4 + 1*1/4 + 1/2*1) / (1/2 + 3/4 + 1/4 + 1) = 7/10
+    Deleting f1 instead (its edges zeroed, not merged) would give 1/3 and 3/4: higher, because
+    what f1 carried would no longer count against the graph.
+    """
+    scores = score_graph(hand_graph(), node_threshold=0.8, edge_threshold=1.0)
+    assert scores.n_kept_features == 1
+    assert scores.replacement_score == pytest.approx(1 / 2, abs=1e-6)
+    assert scores.completeness_score == pytest.approx(9 / 11, abs=1e-6)
+    assert scores.pruned_replacement_score == pytest.approx(1 / 4, abs=1e-6)
+    assert scores.pruned_completeness_score == pytest.approx(7 / 10, abs=1e-6)
+
+
+def test_deleting_pruned_features_instead_would_score_higher_by_hand():
+    """The other reading of "pruned score" (drop the pruned nodes), worked out in the docstring
+    above: 1/3 and 3/4. tracerflow does not report it; this pins the difference down."""
+    graph = hand_graph()
+    graph.adjacency_matrix[:, 1] = 0  # f1's outgoing edge deleted, not merged into e
+    graph.adjacency_matrix[1, :] = 0
+    replacement, completeness = compute_graph_scores(graph)
+    assert replacement == pytest.approx(1 / 3, abs=1e-6)
+    assert completeness == pytest.approx(3 / 4, abs=1e-6)

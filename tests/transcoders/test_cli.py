@@ -43,3 +43,18 @@ def test_bad_input_is_one_line_and_exit_1_without_traceback(tmp_path):
         f"error: {tmp_path / 'no'}: checkpoint folder does not exist"
     ]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_binary_config_is_one_line_too(tmp_path):
+    checkpoint = random_checkpoint(tmp_path / "ckpt")
+    (checkpoint / "config.yaml").write_bytes(bytes(range(256)))
+    result = subprocess.run(
+        [sys.executable, "-m", "tracerflow.cli", "convert", str(checkpoint), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config.yaml: not UTF-8 text" in lines[0], lines
+    assert "Traceback" not in result.stdout + result.stderr

@@ -56,6 +56,25 @@ def test_no_model_key(checkpoint, tmp_path):
     assert_conversion_fails(checkpoint, tmp_path / "out", "config.yaml", "model:")
 
 
+def test_non_utf8_config(checkpoint, tmp_path):
+    (checkpoint / "config.yaml").write_bytes(b"model:\n  class_path: caf\xe9\n")
+    assert_conversion_fails(checkpoint, tmp_path / "out", "config.yaml", "not UTF-8", "0xe9")
+
+
+def test_binary_config(checkpoint, tmp_path):
+    """A weights file saved under the config's name: valid UTF-8 bytes, but NULs."""
+    (checkpoint / "config.yaml").write_bytes((checkpoint / "checkpoint.safetensors").read_bytes())
+    with pytest.raises(CheckpointError) as raised:
+        convert(checkpoint, tmp_path / "out")
+    message = str(raised.value)
+    assert "config.yaml" in message and "\n" not in message
+
+
+def test_is_folded_must_be_a_boolean(checkpoint, tmp_path):
+    edit_config(checkpoint, lambda config: config["model"].update(is_folded="false"))
+    assert_conversion_fails(checkpoint, tmp_path / "out", "'model.is_folded' must be true or false")
+
+
 def test_unknown_class_is_never_imported(checkpoint, tmp_path):
     def evil(config):
         config["model"]["init_args"]["nonlinearity"]["class_path"] = "os.system"

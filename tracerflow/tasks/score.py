@@ -2,9 +2,10 @@
 
 The unpruned scores are circuit-tracer's ``compute_graph_scores``. The pruned scores are the same
 computation on the graph pruned at the export thresholds, with pruned feature nodes counted as
-error, as in the circuit-tracing methods paper: a pruned feature's outgoing edges are added to the
-error node of its (layer, position), and its incoming edges are dropped (error nodes have no
-inputs). Edge pruning does not change these scores; only which nodes are explained does.
+error, as in the circuit-tracing methods paper and Neuronpedia's subgraph score: a pruned feature's
+outgoing edges are added to the error node of its (layer, position), and its incoming edges are
+dropped (error nodes have no inputs). Edge pruning does not change these scores; only which nodes
+are explained does. docs/database.md ("The scores, defined") states it exactly.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Read crosslayer-transcoder checkpoints as data, never as code.
 
 A checkpoint is a folder with ``config.yaml`` (a ``model:`` tree of ``class_path``/``init_args``
-nodes, plus ``is_folded``) and ``checkpoint.safetensors``. The library that wrote it rebuilds the
+nodes, plus ``is_folded``) and ``checkpoint.safetensors``. Published checkpoints are folded: the
+library's ``save_pretrained`` folds by default and writes ``input_standardizer: null`` and
+``output_standardizer: null`` (``../shared/fixtures/upstream-checkpoints/`` has real ones). The library that wrote it rebuilds the
 model by importing whatever ``class_path`` names; we instead match each ``class_path`` against a
 fixed table of known classes and read the tensors we expect, and nothing else.
 
@@ -64,6 +66,7 @@ _NONLINEARITY_CLASSES = {
     f"{_PKG}.topk.PerLayerBatchTopK": "PerLayerBatchTopK",
     f"{_PKG}.PerLayerBatchTopK": "PerLayerBatchTopK",
     f"{_PKG}.jumprelu.JumpReLU": "JumpReLU",
+    f"{_PKG}.jumprelu.ReLU": "ReLU",
     "torch.nn.ReLU": "ReLU",
     "torch.nn.modules.activation.ReLU": "ReLU",
 }
@@ -321,9 +324,18 @@ def _load_config(path: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing (a checkpoint folder needs {CONFIG_FILE})")
     try:
-        config = yaml.safe_load(config_path.read_text())
+        text = config_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise CheckpointError(
+            f"{config_path}: not UTF-8 text (byte {byte:#04x} at offset {error.start}); "
+            "a checkpoint's config.yaml is YAML"
+        ) from None
+    try:
+        config = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise CheckpointError(f"{config_path}: not valid YAML ({error})") from error
+        problem = " ".join(str(error).split())  # PyYAML's message spans several lines
+        raise CheckpointError(f"{config_path}: not valid YAML ({problem})") from None
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"{config_path}: no 'model:' key at the top level")
     return config
@@ -391,7 +403,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         where = "model.init_args.model"
     _known(_MODEL_CLASSES, class_path, where, config_path)
     model_tree = config["model"]
-    is_folded = bool(config.get("is_folded", model_tree.get("is_folded", False)))
+    # The library writes `is_folded` under `model:`; checkpoints older than folding lack it.
+    is_folded = model_tree.get("is_folded", config.get("is_folded", False))
+    if not isinstance(is_folded, bool):
+        raise CheckpointError(f"{config_path}: 'model.is_folded' must be true or false")
 
     def part(name: str) -> tuple[str, dict[str, Any], str]:
         if name not in model_args:
@@ -407,7 +422,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     source = _known(_NONLINEARITY_CLASSES, nonlinearity_path, nonlinearity_where, config_path)
     standardizers = []
     for name in ("input_standardizer", "output_standardizer"):
-        if name in model_args:
+        # Absent or null means none: the library's save_pretrained folds by default and then
+        # writes `input_standardizer: null` (every published checkpoint looks like that).
+        if model_args.get(name) is not None:
             std_path, _, std_where = part(name)
             standardizers.append(
                 Standardizer(_known(_STANDARDIZER_CLASSES, std_path, std_where, config_path))

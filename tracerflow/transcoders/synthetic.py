@@ -24,14 +24,35 @@ NONLINEARITY_CLASS_PATHS = {
     "BatchTopK": f"{_PKG}.topk.BatchTopK",
     "PerLayerBatchTopK": f"{_PKG}.topk.PerLayerBatchTopK",
     "JumpReLU": f"{_PKG}.jumprelu.JumpReLU",
-    "ReLU": "torch.nn.ReLU",
+    "ReLU": f"{_PKG}.jumprelu.ReLU",
 }
 StandardizerKind = Literal["dimensionwise", "layerwise"] | None
 
 
-def _standardizer_node(kind: StandardizerKind, side: str, n_layers: int, d_model: int) -> dict:
-    if kind is None:
-        return {"class_path": f"{_PKG}.standardize.Standardizer", "init_args": {}}
+def _nonlinearity_init_args(
+    nonlinearity: str, n_layers: int, d_features: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The init_args the library's ``to_config`` writes for each nonlinearity: every TopK class
+    writes ``k``, ``e`` and ``n_layers`` (null unless given), JumpReLU its initial scalar
+    ``theta``, ``bandwidth``, ``n_layers`` and ``d_features``, ReLU nothing."""
+    if nonlinearity in ("PerLayerTopK", "BatchTopK", "PerLayerBatchTopK"):
+        defaults: dict[str, Any] = {"e": None, "k": None, "n_layers": None}
+    elif nonlinearity == "JumpReLU":
+        defaults = {"theta": 0.0, "bandwidth": 1.0, "n_layers": n_layers, "d_features": d_features}
+    else:
+        defaults = {}
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise ValueError(f"{nonlinearity} takes no init_args {sorted(unknown)}")
+    return {**defaults, **overrides}
+
+
+def _standardizer_node(
+    kind: StandardizerKind, side: str, n_layers: int, d_model: int
+) -> dict[str, Any]:
+    """An unfolded standardizer as the library's ``from_pretrained`` builds it: the class and
+    its constructor arguments (``DimensionwiseInputStandardizer(n_layers, activation_dim)``,
+    ``LayerwiseInputStandardizer(n_layers)``)."""
     name = {"dimensionwise": "Dimensionwise", "layerwise": "Layerwise"}[kind]
     args: dict[str, Any] = {"n_layers": n_layers}
     if kind == "dimensionwise":
@@ -50,27 +71,46 @@ def checkpoint_config(
     standardizer: StandardizerKind = None,
     is_folded: bool = True,
 ) -> dict[str, Any]:
-    """The ``config.yaml`` tree of a crosslayer-transcoder checkpoint."""
+    """The ``config.yaml`` tree of a crosslayer-transcoder checkpoint, key for key what the
+    library's ``save_pretrained`` writes: ``{"model": to_config() + {"is_folded": ...}}``.
+
+    Without ``standardizer`` the standardizers are null, as in every folded (published)
+    checkpoint. With one the checkpoint is unfolded and its standardizers are
+    ``class_path``/``init_args`` nodes: the library's own standardizers have no ``to_config``,
+    so its ``save_pretrained`` cannot write them, but its ``from_pretrained`` builds exactly these.
+    """
+    if standardizer is not None and is_folded:
+        raise ValueError("a folded checkpoint has no standardizers")
     dims = {"d_acts": d_model, "d_features": d_features, "n_layers": n_layers}
     decoder = "CrosslayerDecoder" if kind == "clt" else "Decoder"
+    nonlinearity_node = {
+        "class_path": NONLINEARITY_CLASS_PATHS[nonlinearity],
+        "init_args": _nonlinearity_init_args(
+            nonlinearity, n_layers, d_features, nonlinearity_args or {}
+        ),
+    }
     return {
         "model": {
             "class_path": f"{_PKG}.clt.CrossLayerTranscoder",
             "init_args": {
-                "encoder": {"class_path": f"{_PKG}.clt.Encoder", "init_args": dict(dims)},
                 "decoder": {"class_path": f"{_PKG}.clt.{decoder}", "init_args": dict(dims)},
-                "nonlinearity": {
-                    "class_path": NONLINEARITY_CLASS_PATHS[nonlinearity],
-                    "init_args": dict(nonlinearity_args or {}),
-                },
-                "input_standardizer": _standardizer_node(standardizer, "Input", n_layers, d_model),
-                "output_standardizer": _standardizer_node(
-                    standardizer, "Output", n_layers, d_model
-                ),
+                "encoder": {"class_path": f"{_PKG}.clt.Encoder", "init_args": dict(dims)},
+                "input_standardizer": None
+                if standardizer is None
+                else _standardizer_node(standardizer, "Input", n_layers, d_model),
+                "nonlinearity": nonlinearity_node,
+                "output_standardizer": None
+                if standardizer is None
+                else _standardizer_node(standardizer, "Output", n_layers, d_model),
             },
             "is_folded": is_folded,
         },
     }
+
+
+def config_yaml(config: dict[str, Any]) -> str:
+    """YAML text as the library writes it (``yaml.dump``: block style, keys sorted)."""
+    return yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
 
 
 def write_checkpoint(
@@ -79,7 +119,7 @@ def write_checkpoint(
     """Write ``config.yaml`` and ``checkpoint.safetensors`` into ``folder`` (atomically)."""
     folder = Path(folder)
     with atomic_directory(folder, overwrite=True) as tmp_dir:
-        (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp_dir / CONFIG_FILE).write_text(config_yaml(config))
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_dir / WEIGHTS_FILE)
     return folder
 
@@ -149,7 +189,7 @@ def random_checkpoint(
     nonlinearity_args: dict[str, Any] = {}
     if nonlinearity in ("PerLayerTopK", "BatchTopK", "PerLayerBatchTopK"):
         nonlinearity_args["k"] = k
-    if nonlinearity in ("JumpReLU", "PerLayerBatchTopK"):
+    if nonlinearity == "PerLayerBatchTopK":  # its threshold buffer has one entry per layer
         nonlinearity_args["n_layers"] = n_layers
     config = checkpoint_config(
         kind=kind,
