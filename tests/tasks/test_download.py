@@ -6,7 +6,6 @@ in a fresh interpreter with the environment a user would set.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import requests
 from huggingface_hub.errors import HfHubHTTPError
 
 from tests.fake_hub import DROPPED_REPO, EXISTING_REPO, GATED_REPO, OUTAGE_REPO, fake_hub
+from tests.hub_cache import CachedRepo, write_hub_repo
 from tracerflow.errors import SourceError
 from tracerflow.tasks.download import _is_retryable, hub_error, parse_hub_source, resolve_source
 from tracerflow.transcoders.synthetic import random_checkpoint
@@ -26,21 +26,13 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "someone/tiny-clt"
 
 
-def hub_cache_with(checkpoint: Path, hf_home: Path, repo: str = REPO, ref: str = "main") -> Path:
-    """Lay out ``checkpoint`` as the HF cache does: blobs named by sha256, snapshot symlinks."""
-    repo_dir = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-    snapshot = repo_dir / "snapshots" / COMMIT
-    (repo_dir / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / ref).write_text(COMMIT)
-    for file in checkpoint.iterdir():
-        if file.name.startswith("_"):
-            continue
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        (repo_dir / "blobs" / digest).write_bytes(file.read_bytes())
-        (snapshot / file.name).symlink_to(Path("../../blobs") / digest)
-    return snapshot
+def hub_cache_with(
+    checkpoint: Path, hf_home: Path, repo: str = REPO, ref: str = "main"
+) -> CachedRepo:
+    """``checkpoint`` as one commit of ``repo`` in the HF cache under ``hf_home``, laid out as
+    huggingface_hub does (LFS blobs named by sha256, others by git sha1; snapshot symlinks)."""
+    files = {f.name: f.read_bytes() for f in checkpoint.iterdir() if not f.name.startswith("_")}
+    return write_hub_repo(hf_home / "hub", repo, files, ref=ref)
 
 
 def resolve_in_subprocess(source: str, hf_home: Path, offline: bool = True):
@@ -61,16 +53,16 @@ def resolve_in_subprocess(source: str, hf_home: Path, offline: bool = True):
 
 def test_hub_source_resolves_from_the_offline_cache_with_its_commit(tmp_path):
     checkpoint = random_checkpoint(tmp_path / "ckpt")
-    snapshot = hub_cache_with(checkpoint, tmp_path / "hf")
+    cached = hub_cache_with(checkpoint, tmp_path / "hf")
 
     result = resolve_in_subprocess(REPO, tmp_path / "hf")
 
     assert result.returncode == 0, result.stderr
     resolved = json.loads(result.stdout)
-    assert resolved["commit_sha"] == COMMIT
+    assert resolved["commit_sha"] == cached.commit_sha
     assert resolved["revision"] == "main"
     assert resolved["location"] == REPO
-    assert Path(resolved["path"]) == snapshot
+    assert Path(resolved["path"]) == cached.snapshot
     # The identity is the content: the same files in a plain folder hash the same.
     assert resolved["content_hash"] == resolve_source(str(checkpoint)).content_hash
 
