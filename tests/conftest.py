@@ -9,8 +9,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.hub_cache import HubCache
 
 # Nothing in the test suite may reach the Hub; fail fast instead of retrying for 25 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,6 +29,15 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tracerflow.attribution.synthetic import build_tokenizer
 
     return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> HubCache:
+    """An ``HF_HOME`` whose Hub cache holds the real presets' repos (``gpt2`` and both georglange
+    transcoders) at their real depth and width, fewer features, random weights (~5 s, 370 MB)."""
+    from tests.hub_cache import build_hub_cache
+
+    return build_hub_cache(tmp_path_factory.mktemp("hf-home"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ the result (and so of every later cache key and database row).
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,7 +92,6 @@ def download_from_hub(source: str, repo_id: str, revision: str | None) -> Snapsh
     """``snapshot_download`` the checkpoint files of a Hub repo; the commit sha comes from the
     snapshot folder (``.../snapshots/<sha>``), which is how the HF cache pins a revision."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         folder = Path(
@@ -101,23 +99,8 @@ def download_from_hub(source: str, repo_id: str, revision: str | None) -> Snapsh
                 repo_id, revision=revision, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
             )
         )
-    except LocalEntryNotFoundError as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True")
-        hint = (
-            "HF_HUB_OFFLINE is set and the repo is not in the Hugging Face cache"
-            if offline
-            else "the Hub could not be reached"
-        )
-        raise SourceError(
-            f"could not download {repo_id}@{revision or 'main'}: {hint}. To run offline, put the "
-            "repo in the HF cache (HF_HOME) and set HF_HUB_OFFLINE=1, or pass a local checkpoint "
-            "folder as the source",
-            retryable=not offline,
-        ) from error
-    except (HfHubHTTPError, OSError) as error:
-        raise SourceError(
-            f"could not download {repo_id}@{revision or 'main'}: {error}", retryable=True
-        ) from error
+    except OSError as error:  # huggingface_hub's and requests' errors are all OSErrors
+        raise hub_error(error, repo_id, revision) from error
     commit_sha = folder.name if _COMMIT_SHA.match(folder.name) else None
     return Snapshot(
         source=source,
@@ -126,6 +109,62 @@ def download_from_hub(source: str, repo_id: str, revision: str | None) -> Snapsh
         commit_sha=commit_sha,
         path=str(folder),
         content_hash=content_hash(_file_hashes(folder)),
+    )
+
+
+def hub_error(error: OSError, repo_id: str, revision: str | None) -> SourceError:
+    """The one-line ``SourceError`` for a failed Hub download. A repo or revision that does not
+    exist, or that this machine may not read, fails at once; network trouble, a Hub outage or a
+    rate limit may pass, so those are retryable."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        DisabledRepoError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision or 'main'}"
+    page = f"{constants.ENDPOINT}/{repo_id}"
+    if isinstance(error, GatedRepoError):  # a RepositoryNotFoundError: test it first
+        return SourceError(
+            f"Hugging Face repo '{repo_id}' is gated: accept its conditions at {page} and log in "
+            "on this machine (`huggingface-cli login` or HF_TOKEN)"
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return SourceError(
+            f"Hugging Face repo '{repo_id}' does not exist, or is private and this machine is "
+            "not logged in with access to it (`huggingface-cli login` or HF_TOKEN)"
+        )
+    if isinstance(error, RevisionNotFoundError):
+        return SourceError(
+            f"Hugging Face repo '{repo_id}' has no revision '{revision}' (a branch, tag or "
+            f"commit sha; see {page}/tree/main)"
+        )
+    if isinstance(error, DisabledRepoError):
+        return SourceError(f"Hugging Face repo '{repo_id}' has been disabled by its owners")
+    if isinstance(error, LocalEntryNotFoundError):  # not cached, and the Hub not reachable
+        offline = constants.HF_HUB_OFFLINE
+        hint = (
+            "HF_HUB_OFFLINE is set and the repo is not in the Hugging Face cache"
+            if offline
+            else "the Hub could not be reached"
+        )
+        return SourceError(
+            f"could not download {where}: {hint}. To run offline, put the repo in the HF cache "
+            "(HF_HOME) and set HF_HUB_OFFLINE=1, or pass a local checkpoint folder as the source",
+            retryable=not offline,
+        )
+    response = error.response if isinstance(error, HfHubHTTPError) else None
+    status = response.status_code if response is not None else None
+    # Other 4xx answers (bad request, forbidden) will not change on a retry; 408/429 may.
+    permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
+    first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+    return SourceError(
+        f"could not download {where}: {type(error).__name__}: {first_line}",
+        retryable=not permanent,
     )
 
 

@@ -473,9 +473,7 @@ def train_transcoders(
         evaluation = evaluate_transcoder(transcoder, stats, eval_x, eval_y)
         log(f"{folder}: FVU {evaluation['fvu']}, L0 {evaluation['l0']}")
         nonlinearity_args: dict[str, Any] = (
-            {"k": TOPK_K}
-            if nonlinearity == "PerLayerTopK"
-            else {"bandwidth": JUMPRELU_BANDWIDTH}
+            {"k": TOPK_K} if nonlinearity == "PerLayerTopK" else {"bandwidth": JUMPRELU_BANDWIDTH}
         )
         config = checkpoint_config(
             kind=kind,

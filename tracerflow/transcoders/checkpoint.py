@@ -3,9 +3,9 @@
 A checkpoint is a folder with ``config.yaml`` (a ``model:`` tree of ``class_path``/``init_args``
 nodes, plus ``is_folded``) and ``checkpoint.safetensors``. Published checkpoints are folded: the
 library's ``save_pretrained`` folds by default and writes ``input_standardizer: null`` and
-``output_standardizer: null`` (``../shared/fixtures/upstream-checkpoints/`` has real ones). The library that wrote it rebuilds the
-model by importing whatever ``class_path`` names; we instead match each ``class_path`` against a
-fixed table of known classes and read the tensors we expect, and nothing else.
+``output_standardizer: null``. The library that wrote a checkpoint rebuilds the model by
+importing whatever ``class_path`` names; we instead match each ``class_path`` against a fixed
+table of known classes and read the tensors we expect, and nothing else.
 
 Tensor layout (L layers, d model dimension, F features per layer):
   encoder.W [L, d, F], encoder.b [L, F]
