@@ -521,6 +521,7 @@ DISPATCH_VARIABLES = (
     "ONEDNN_MAX_CPU_ISA",
     "DNNL_MAX_CPU_ISA",
 )
+CPU_ID_FIELDS = ("vendor_id", "cpu family", "model", "stepping")
 MATH_LIBRARY_LINE = re.compile(r"Math Kernel Library|MKL-DNN|oneDNN|OpenBLAS")
 
 
@@ -540,8 +541,9 @@ def machine_signature() -> dict[str, Any]:
     """What decides how this script's floats round, besides its code and ``TORCH_THREADS``: the
     torch build, the math libraries linked into it (their versions, from ``torch.__config__``),
     transformer-lens (the model's arithmetic), the C library (``math.cos``/``exp`` of the
-    schedules), the kernels torch dispatches to (``get_cpu_capability``), the CPU model and its
-    SIMD extensions (MKL and oneDNN dispatch on them) and any variables that override dispatch.
+    schedules), the kernels torch dispatches to (``get_cpu_capability``), the CPU (model, vendor,
+    family) and its SIMD extensions (MKL and oneDNN dispatch on them) and any variables that
+    override dispatch.
     A rerun is byte-identical where this matches the signature recorded in ``training.json``."""
     cpuinfo = _cpuinfo()
     flags = (cpuinfo.get("flags") or cpuinfo.get("Features") or "").split()
@@ -556,6 +558,8 @@ def machine_signature() -> dict[str, Any]:
         "libc": " ".join(platform.libc_ver()).strip(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_model": cpuinfo.get("model name") or platform.processor() or platform.machine(),
+        # A virtual machine's model name is often generic; MKL also tunes by vendor and family.
+        "cpu_id": {key: cpuinfo.get(key) for key in CPU_ID_FIELDS},
         "cpu_simd_flags": sorted(flag for flag in flags if flag.startswith(SIMD_FLAG_PREFIXES)),
         "dispatch_overrides": {
             name: os.environ[name] for name in DISPATCH_VARIABLES if name in os.environ
