@@ -18,6 +18,7 @@ from circuit_tracer import attribute as stock_attribute
 from circuit_tracer.graph import Graph, compute_graph_scores
 
 import tracerflow.attribution.run as attribution_module
+import tracerflow.compat as compat
 from tracerflow.attribution import attribute
 from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT, random_replacement_model
 
@@ -148,8 +149,8 @@ def test_thread_setting_is_restored(workdir):
 
 
 def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypatch):
-    monkeypatch.setattr(attribution_module, "VALIDATED_CIRCUIT_TRACER", ("0.0.0",))
-    model = make_model(workdir, "clt")
+    model = make_model(workdir, "clt")  # loading refuses another release: load first
+    monkeypatch.setattr(compat, "VALIDATED_CIRCUIT_TRACER", "0.0.0")
     expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
     with pytest.warns(RuntimeWarning, match="circuit-tracer"):
         result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)

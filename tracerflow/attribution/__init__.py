@@ -6,7 +6,6 @@ relative to ``circuit_tracer.attribute`` and ``linear_backward.py`` for how.
 
 from tracerflow.attribution.resources import Usage
 from tracerflow.attribution.run import (
-    VALIDATED_CIRCUIT_TRACER,
     AttributionResult,
     attribute,
     default_block_size,
@@ -14,7 +13,6 @@ from tracerflow.attribution.run import (
 )
 
 __all__ = [
-    "VALIDATED_CIRCUIT_TRACER",
     "AttributionResult",
     "Usage",
     "attribute",

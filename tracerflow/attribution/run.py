@@ -17,7 +17,6 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from typing import Any, Literal
 
 import torch
@@ -26,9 +25,8 @@ from circuit_tracer.graph import Graph
 from tracerflow.attribution.resources import Snapshot, Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
 from tracerflow.attribution.threads import ThreadTuner
+from tracerflow.compat import circuit_tracer_mismatch
 
-# The circuit-tracer releases whose attribute.py this module was checked against line by line.
-VALIDATED_CIRCUIT_TRACER = ("0.5.0",)
 # ``batch_size`` keeps circuit-tracer's meaning. Besides rows per backward pass it sets how often
 # features are re-ranked when ``max_feature_nodes`` binds (every 4 batches), so it is part of what
 # defines the graph. The fast path defaults to circuit-tracer's own default, so that its default
@@ -73,9 +71,9 @@ class AttributionResult:
 
 def fast_path_unavailable(model: Any) -> str | None:
     """Why ``attribute`` would fall back to circuit-tracer's own path, or None."""
-    installed = version("circuit-tracer")
-    if installed not in VALIDATED_CIRCUIT_TRACER:
-        return f"circuit-tracer {installed} is not one of {', '.join(VALIDATED_CIRCUIT_TRACER)}"
+    mismatch = circuit_tracer_mismatch()
+    if mismatch is not None:
+        return mismatch
     from tracerflow.attribution.linear_backward import unsupported_reason
 
     return unsupported_reason(model)
