@@ -107,6 +107,7 @@ def inject_previous_run(home: Path) -> None:
             phase_seconds=None,
             attribution_seconds=1.0,
             peak_memory_bytes=None,
+            attribution_threads=1,
             graph_path=None,
             graph_files_path=None,
             slug=None,

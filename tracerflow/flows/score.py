@@ -290,6 +290,7 @@ def _record_of(item: dict[str, Any]) -> ScoreRecord:
         phase_seconds=stats.get("phase_seconds"),
         attribution_seconds=stats.get("attribution_seconds"),
         peak_memory_bytes=stats.get("peak_memory_bytes"),
+        attribution_threads=stats.get("threads"),
         graph_path=stats.get("graph_path"),
         graph_files_path=export["graph_files_path"] if ok else None,
         slug=export["slug"] if ok else None,
