@@ -3,8 +3,14 @@ and keeps every history series going."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -365,3 +371,66 @@ def test_003_rekeys_a_database_the_old_writer_wrote_and_drops_its_placeholders(
     ]
     tuesday = [row for row in history(db_path) if row["flow_run_id"] == "tuesday"]
     assert tuesday[0]["previous_replacement_score"] == 0.70  # one series across the commits
+
+
+@contextlib.contextmanager
+def writer_lock_in_another_process(db_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the writer lock (as `record_run` does while it writes) until
+    it is sent a line; it prints the UTC time it let go."""
+    code = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from filelock import FileLock\n"
+        f"lock = FileLock({str(db_path) + '.lock'!r})\n"
+        "lock.acquire()\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "released_at = datetime.now(UTC).replace(tzinfo=None)\n"
+        "lock.release()\n"
+        "print(released_at.isoformat(), flush=True)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_open_database_does_not_migrate_while_another_writer_holds_the_lock(
+    db_path: Path,
+) -> None:
+    database_at_001(db_path, FLAT_ROWS)
+
+    with (
+        writer_lock_in_another_process(db_path),
+        pytest.raises(StorageError, match="another tracerflow process has been writing"),
+    ):
+        open_database(db_path, timeout_s=0.5)
+
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        assert schema_version(con) == 1
+
+
+def test_open_database_migrates_only_after_the_other_writer_lets_go(db_path: Path) -> None:
+    database_at_001(db_path, FLAT_ROWS)
+
+    with writer_lock_in_another_process(db_path) as holder:
+        opener = threading.Thread(target=lambda: open_database(db_path, timeout_s=60).close())
+        opener.start()
+        time.sleep(0.5)
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        released_at = datetime.fromisoformat(holder.stdout.readline().strip())
+        opener.join(timeout=60)
+
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        applied = con.execute(
+            "SELECT version, applied_at FROM schema_version WHERE version > 1 ORDER BY version"
+        ).fetchall()
+    assert [version for version, _ in applied] == list(range(2, CURRENT_VERSION + 1))
+    assert all(applied_at >= released_at for _, applied_at in applied)

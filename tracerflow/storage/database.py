@@ -81,24 +81,28 @@ def _retry_while_locked(connect: Callable[[], T], path: Path, timeout_s: float, 
             delay = min(delay * 2, 1.0)
 
 
-def open_database(path: Path | str, read_only: bool = False) -> Connection:
+def open_database(
+    path: Path | str, read_only: bool = False, timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+) -> Connection:
     """Open the score database; writable opens create it and apply pending migrations.
 
-    The caller owns the connection and must close it soon: while it is open, no other process
-    can open the file. Flows should use `record_run` rather than holding one.
+    A writable open takes the writer lock (``scores.duckdb.lock``) before it connects and holds
+    it while it migrates, so it never migrates under another writer's feet; it lets go once the
+    database is at the current version (DuckDB's own file lock then keeps other processes out
+    while the connection is open). The caller owns the connection and must close it soon.
+    Flows should use `record_run` rather than holding one.
     """
     path = Path(path)
     if read_only:
         return open_reader(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = _retry_while_locked(
-        lambda: duckdb.connect(str(path)), path, DEFAULT_WRITE_TIMEOUT_S, "write"
-    )
-    try:
-        apply_migrations(con)
-    except BaseException:
-        con.close()
-        raise
+    with _write_lock(path, timeout_s):
+        con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
+        try:
+            apply_migrations(con)
+        except BaseException:
+            con.close()
+            raise
     return con
 
 
@@ -133,8 +137,7 @@ def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> 
             f"the score database {path} is at schema version {version}, newer than this "
             f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to read it"
         )
-    with _write_lock(path, DEFAULT_WRITE_TIMEOUT_S):
-        open_database(path).close()
+    open_database(path).close()  # migrates under the writer lock
     return _retry_while_locked(connect, path, timeout_s, "read")
 
 
