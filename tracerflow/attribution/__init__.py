@@ -9,6 +9,7 @@ from tracerflow.attribution.run import (
     AttributionResult,
     attribute,
     default_block_size,
+    default_threads,
     fast_path_unavailable,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "Usage",
     "attribute",
     "default_block_size",
+    "default_threads",
     "fast_path_unavailable",
 ]

@@ -23,6 +23,7 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
+from tracerflow.attribution import default_threads
 from tracerflow.errors import AttributionError, ConfigError
 from tracerflow.flows.report import publish
 from tracerflow.models import default_device, model_identity
@@ -92,11 +93,17 @@ def score_flow(
     node_threshold: float | None = None,
     edge_threshold: float | None = None,
     dtype: str = "float32",
+    threads: int | None = None,
     device: str | None = None,
     suite_name: str | None = None,
     regression_margin: float = 0.02,
 ) -> list[dict[str, Any]]:
-    """Score every transcoder on every prompt and record the run; returns one row per item."""
+    """Score every transcoder on every prompt and record the run; returns one row per item.
+
+    ``threads`` is torch's intra-op thread count for attribution (None: the ``threads`` setting,
+    else torch's default for this machine); it is resolved once, here, and recorded with every
+    row, so the same inputs and settings on the same machine give the same numbers.
+    """
     if not transcoders:
         raise ConfigError("no transcoder given")
     if not prompts:
@@ -105,6 +112,8 @@ def score_flow(
     settings = get_settings()
     store = ArtifactStore(settings.artifacts_dir)
     device = device or str(default_device())
+    threads = attribution_threads(threads, settings.threads)
+    logger.info("attribution runs at %d torch threads", threads)
     started_at = datetime.now(UTC)
     overrides = {
         "max_n_logits": max_n_logits,
@@ -142,6 +151,7 @@ def score_flow(
             "model_name": model_name,
             "parameters": parameters,
             "params": params,
+            "threads": threads,
         }
         try:
             snapshot = stage["download"](source, store)
@@ -158,7 +168,9 @@ def score_flow(
         }
         scan = f"tracerflow-{converted['content_hash'][:12]}"
         for prompt in prompts:
-            attribution = stage["attribute"].submit(prompt, model_spec, converted, params, store)
+            attribution = stage["attribute"].submit(
+                prompt, model_spec, converted, params, threads, store
+            )
             scores = stage["score"].submit(
                 attribution, parameters["node_threshold"], parameters["edge_threshold"], store
             )
@@ -221,6 +233,17 @@ def score_flow(
             f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
         )
     return rows
+
+
+def attribution_threads(requested: int | None, configured: int | None) -> int:
+    """The run's thread count: the flow's parameter, else the setting, else torch's default."""
+    if requested is not None:
+        threads = requested
+    else:
+        threads = configured if configured is not None else default_threads()
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    return threads
 
 
 def _prompt_hash(prompt: str) -> str:
@@ -290,7 +313,7 @@ def _record_of(item: dict[str, Any]) -> ScoreRecord:
         phase_seconds=stats.get("phase_seconds"),
         attribution_seconds=stats.get("attribution_seconds"),
         peak_memory_bytes=stats.get("peak_memory_bytes"),
-        attribution_threads=stats.get("threads"),
+        attribution_threads=stats.get("threads", item["threads"]),
         graph_path=stats.get("graph_path"),
         graph_files_path=export["graph_files_path"] if ok else None,
         slug=export["slug"] if ok else None,
