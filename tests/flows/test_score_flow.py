@@ -246,3 +246,47 @@ def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):
     assert db_rows("SELECT attribution_threads FROM scores WHERE flow_run_id = ?", str(run_id)) == [
         (1,)
     ]
+
+
+def series_of(run_id) -> list[tuple]:
+    return db_rows(
+        "SELECT status, transcoder_id, model_id, params_hash, params_json FROM scores "
+        "WHERE flow_run_id = ? ORDER BY status DESC",
+        str(run_id),
+    )
+
+
+def test_a_failed_prompt_is_recorded_in_the_series_of_its_transcoder(home, tmp_path):
+    """A local folder (no preset defaults, so the batch size is the default one) with one prompt
+    that fails at attribution: its row has the ok row's transcoder, model and parameters."""
+    folder = shutil.copytree(resolve_source("toy-clt").path, tmp_path / "my-clt")
+    too_long = " ".join(["Mary and John went to the store."] * 200)
+
+    state, run_id = run_flow([str(folder)], [PROMPTS[0], too_long], model="toy-gpt2")
+
+    assert state.is_failed()
+    ok, failed = series_of(run_id)
+    assert (ok[0], failed[0]) == ("ok", "failed")
+    assert ok[1:] == failed[1:]  # transcoder_id, model_id, params_hash, params_json
+    assert json.loads(failed[4])["batch_size"] == 512  # the batch size the ok row ran at
+
+
+def test_a_failed_download_is_recorded_in_the_series_of_the_transcoders_earlier_runs(
+    home, tmp_path
+):
+    folder = shutil.copytree(resolve_source("toy-clt").path, tmp_path / "my-clt")
+    first, first_id = run_flow([str(folder)], PROMPTS[:1], model="toy-gpt2")
+    assert first.is_completed(), first.message
+    (folder / "checkpoint.safetensors").unlink()  # tonight the checkout is broken
+
+    second, second_id = run_flow([str(folder)], PROMPTS[:1], model="toy-gpt2")
+
+    assert second.is_failed()
+    ((status, *series),) = series_of(second_id)
+    assert status == "failed"
+    assert [tuple(series)] == [row[1:] for row in series_of(first_id)]
+    ((previous, error),) = db_rows(
+        "SELECT previous_replacement_score, error FROM score_history WHERE flow_run_id = ?",
+        str(second_id),
+    )
+    assert previous is not None and "checkpoint.safetensors" in error

@@ -10,6 +10,7 @@ import pytest
 
 from tracerflow.errors import StorageError
 from tracerflow.storage import compare, graph_index, history, previous_suite_run_scores
+from tracerflow.storage.queries import latest_transcoder
 from tracerflow.storage.stats import t975
 
 from .builders import (
@@ -144,3 +145,15 @@ def test_history_times_are_utc_whatever_zone_the_flow_used(db_path: Path) -> Non
     )
 
     assert history(db_path)[0]["created_at"] == datetime(2025, 6, 1, 4, 0, tzinfo=UTC)
+
+
+def test_the_latest_transcoder_of_a_source_is_the_one_of_its_newest_score(db_path: Path) -> None:
+    monday, tuesday = transcoder(OLD_CLT, content_hash="w1"), transcoder(OLD_CLT, content_hash="w2")
+    record_run(db_path, run_info("mon"), [score(monday, IOI_PROMPTS[0], 0.7, 0.9)])
+    later = FIRST_NIGHT + timedelta(days=1)
+    record_run(db_path, run_info("tue", later),
+               [score(tuesday, IOI_PROMPTS[0], 0.7, 0.9, created_at=later)])  # fmt: skip
+
+    assert latest_transcoder(db_path, OLD_CLT) == tuesday
+    assert latest_transcoder(db_path, PLT) is None
+    assert latest_transcoder(db_path.with_name("absent.duckdb"), OLD_CLT) is None

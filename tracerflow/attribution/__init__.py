@@ -6,6 +6,7 @@ relative to ``circuit_tracer.attribute`` and ``linear_backward.py`` for how.
 
 from tracerflow.attribution.resources import Usage
 from tracerflow.attribution.run import (
+    CIRCUIT_TRACER_BATCH_SIZE,
     AttributionResult,
     attribute,
     default_block_size,
@@ -14,6 +15,7 @@ from tracerflow.attribution.run import (
 )
 
 __all__ = [
+    "CIRCUIT_TRACER_BATCH_SIZE",
     "AttributionResult",
     "Usage",
     "attribute",

@@ -7,6 +7,7 @@ return dicts give timezone-aware datetimes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import duckdb
 
 from tracerflow.errors import StorageError
 from tracerflow.storage.database import reading
-from tracerflow.storage.records import to_utc_naive
+from tracerflow.storage.records import TranscoderInfo, to_utc_naive
 from tracerflow.storage.stats import MeanInterval, mean_interval
 
 # What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
@@ -326,3 +327,29 @@ def previous_suite_run_scores(
         mean_completeness_score={source: completeness for source, _, completeness, _ in means},
         n_prompts={source: n for source, _, _, n in means},
     )
+
+
+def latest_transcoder(db_path: Path | str, source: str) -> TranscoderInfo | None:
+    """The transcoder most recently scored under ``source`` (by its newest score row), or None.
+
+    A run that fails before it knows the transcoder's weights (a download or a conversion that
+    fails) records its rows under this one, so they stay in the series of its earlier runs.
+    """
+    if not Path(db_path).exists():
+        return None
+    with reading(db_path) as con:
+        row = con.execute(
+            """
+            SELECT t.source, t.revision, t.commit_sha, t.content_hash, t.kind, t.n_layers,
+                   t.d_model, t.d_features, t.activation, t.activation_params_json
+            FROM transcoders t JOIN scores s USING (transcoder_id)
+            WHERE t.source = ?
+            ORDER BY s.created_at DESC, s.flow_run_id DESC
+            LIMIT 1
+            """,
+            [source],
+        ).fetchone()
+    if row is None:
+        return None
+    *fields, activation_params_json = row
+    return TranscoderInfo(*fields, activation_params=json.loads(activation_params_json or "{}"))
