@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -113,9 +114,10 @@ def test_previous_suite_run_is_the_one_started_before_the_given_run(populated_db
     previous = previous_suite_run_scores(populated_db, "ioi", before_flow_run_id="nightly-4")
 
     assert previous is not None and previous.flow_run_id == "nightly-3"
-    expected = statistics.fmean(nightly_replacement(OLD_CLT, 3, i) for i in range(4))
-    assert previous.mean_replacement_score[OLD_CLT] == pytest.approx(expected)
-    assert previous.n_prompts == {OLD_CLT: 4, PLT: 4, NEW_CLT: 4}
+    old_clt = {s.prompt: s.replacement_score for s in previous.scores if s.transcoder == OLD_CLT}
+    assert old_clt == {p: nightly_replacement(OLD_CLT, 3, i) for i, p in enumerate(IOI_PROMPTS)}
+    assert Counter(s.transcoder for s in previous.scores) == {OLD_CLT: 4, PLT: 4, NEW_CLT: 4}
+    assert {(s.model, s.status) for s in previous.scores} == {("gpt2", "ok")}
 
 
 def test_previous_suite_run_of_a_run_not_yet_recorded_is_the_newest_one(

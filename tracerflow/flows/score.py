@@ -144,13 +144,7 @@ def score_flow(
         parameters = run_parameters(source, overrides)
         model_name = model_for(source, model)
         logger.info("transcoder %s on model %s", source, model_name)
-        params = AttributionParams(
-            max_n_logits=parameters["max_n_logits"],
-            desired_logit_prob=parameters["desired_logit_prob"],
-            max_feature_nodes=parameters["max_feature_nodes"],
-            batch_size=parameters["batch_size"],
-            offload=offload,
-        )
+        params = attribution_params(parameters, offload)
         base = {
             "source": source,
             "model_name": model_name,
@@ -230,8 +224,10 @@ def score_flow(
     )
     for regression in publish(rows, suite_name, previous, regression_margin):
         logger.warning(
-            "regression: %s mean replacement score dropped by %.4f",
+            "regression: %s mean replacement score over %d prompts scored in both runs "
+            "dropped by %.4f",
             regression.transcoder,
+            regression.n_matched,
             regression.drop,
         )
     failed = [r for r in records if r.status != "ok"]
@@ -339,6 +335,17 @@ def transcoder_of(item: dict[str, Any]) -> TranscoderInfo:
     )
 
 
+def attribution_params(parameters: dict[str, Any], offload: str | None) -> AttributionParams:
+    """The attribute stage's parameters out of ``run_parameters``' resolved set."""
+    return AttributionParams(
+        max_n_logits=parameters["max_n_logits"],
+        desired_logit_prob=parameters["desired_logit_prob"],
+        max_feature_nodes=parameters["max_feature_nodes"],
+        batch_size=parameters["batch_size"],
+        offload=offload,
+    )
+
+
 def recorded_params(params: AttributionParams, parameters: dict[str, Any]) -> dict[str, Any]:
     """The parameter set a row records (and hashes): the same for an item that failed as for
     one that succeeded, because it is fixed before anything runs."""
@@ -354,6 +361,8 @@ def _error_text(error: BaseException | None) -> str:
 def _row_of(record: ScoreRecord) -> dict[str, Any]:
     return {
         "transcoder": record.transcoder.source,
+        "model": record.model.name,
+        "params_hash": record.params_hash,
         "prompt": record.prompt,
         "status": record.status,
         "replacement": record.replacement_score,

@@ -274,20 +274,31 @@ def graph_index(db_path: Path | str) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class PromptScore:
+    """One row of a suite run, as the regression check pairs it: by transcoder (source), model,
+    prompt and parameter set."""
+
+    transcoder: str  # the source, as the suite names it
+    model: str
+    prompt: str
+    params_hash: str
+    status: str  # "ok" | "failed"
+    replacement_score: float | None
+
+
+@dataclass(frozen=True)
 class SuiteRunScores:
-    """Per transcoder source, the mean scores over the successful prompts of one suite run."""
+    """Every row (successful or failed) of one run of a suite."""
 
     flow_run_id: str
     started_at: datetime | None
-    mean_replacement_score: dict[str, float]
-    mean_completeness_score: dict[str, float]
-    n_prompts: dict[str, int]
+    scores: list[PromptScore]
 
 
 def previous_suite_run_scores(
     db_path: Path | str, suite_name: str, before_flow_run_id: str
 ) -> SuiteRunScores | None:
-    """The scores of the run of ``suite_name`` before ``before_flow_run_id``, or None.
+    """The rows of the run of ``suite_name`` before ``before_flow_run_id``, or None.
 
     "Before" is by start time when ``before_flow_run_id`` is recorded already; otherwise it is
     the newest recorded run of the suite. Runs without any successful score are skipped.
@@ -311,21 +322,19 @@ def previous_suite_run_scores(
         ).fetchone()
         if previous is None:
             return None
-        means = con.execute(
+        rows = con.execute(
             """
-            SELECT transcoder_source, avg(replacement_score), avg(completeness_score), count(*)
+            SELECT transcoder_source, model_name, prompt, params_hash, status, replacement_score
             FROM scores_wide
-            WHERE flow_run_id = ? AND status = 'ok'
-            GROUP BY transcoder_source
+            WHERE flow_run_id = ?
+            ORDER BY transcoder_source, prompt
             """,
             [previous[0]],
         ).fetchall()
     return SuiteRunScores(
         flow_run_id=previous[0],
         started_at=_aware(previous[1]),
-        mean_replacement_score={source: replacement for source, replacement, _, _ in means},
-        mean_completeness_score={source: completeness for source, _, completeness, _ in means},
-        n_prompts={source: n for source, _, _, n in means},
+        scores=[PromptScore(*row) for row in rows],
     )
 
 
