@@ -434,3 +434,16 @@ def test_open_database_migrates_only_after_the_other_writer_lets_go(db_path: Pat
         ).fetchall()
     assert [version for version, _ in applied] == list(range(2, CURRENT_VERSION + 1))
     assert all(applied_at >= released_at for _, applied_at in applied)
+
+
+def test_003_refuses_to_drop_a_score_whose_parent_row_is_missing(db_path: Path) -> None:
+    database_at_002_by_the_old_writer(db_path)
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("DELETE FROM prompts")  # every score now points at no prompt
+
+    with pytest.raises(StorageError, match=r"migration 003 .* no transcoder, model or prompt row"):
+        open_database(db_path)
+
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        assert schema_version(con) == 2
+        assert con.execute("SELECT count(*) FROM scores").fetchone() == (3,)

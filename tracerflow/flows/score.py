@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
 from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE, default_threads
-from tracerflow.errors import AttributionError, ConfigError
+from tracerflow.errors import AttributionError, ConfigError, StorageError
 from tracerflow.flows.report import publish
 from tracerflow.models import default_device, model_identity
 from tracerflow.settings import get_settings
@@ -159,7 +159,11 @@ def score_flow(
             logger.error("transcoder %s failed: %s", source, error)
             # Its weights are unknown now: record under the last transcoder scored under this
             # source, so the failure stays in that series.
-            known = latest_transcoder(settings.database_path, source)
+            try:
+                known = latest_transcoder(settings.database_path, source)
+            except StorageError as lookup_error:  # the rows are still recorded, under less
+                logger.warning("could not look up %s's last transcoder: %s", source, lookup_error)
+                known = None
             items += [
                 {**base, "prompt": prompt, "error": error, "known_transcoder": known}
                 for prompt in prompts
