@@ -2,8 +2,9 @@
 
 Everything tracerflow writes lives under ``home`` (``$TRACERFLOW_HOME``, default ``~/.tracerflow``):
 the artifact store, the viewer's graph files, the score database and Prefect's own home.
-``threads`` (``$TRACERFLOW_THREADS``) is torch's intra-op thread count for attribution when a run
-does not pass its own (``--threads``); unset, torch's default for the machine.
+``threads`` (``$TRACERFLOW_THREADS``) is torch's intra-op thread count for attribution (and the
+scoring and export of its graph) when a run does not pass its own (``--threads``); unset, torch's
+default for the machine.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from tracerflow.attribution.run import (
     default_block_size,
     default_threads,
     fast_path_unavailable,
+    torch_threads,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "default_block_size",
     "default_threads",
     "fast_path_unavailable",
+    "torch_threads",
 ]
