@@ -14,6 +14,11 @@ checks that every run produced the same graph.
     python benchmarks/attribution.py --short               # 4 layers, d 256, 4096 features
     python benchmarks/attribution.py --kinds clt --stock-batch-sizes 64 --repeats 3
     python benchmarks/attribution.py --device cuda
+    python benchmarks/attribution.py --short --threads 1      # then --threads 2: which is faster
+
+Every run uses one torch thread count (``--threads``, default torch's for this machine): which
+count is fastest depends on the machine and its load, so it is measured here, side by side, and
+then set (``TRACERFLOW_THREADS`` / ``--threads``); a scoring run never picks it by timing.
 
 Transcoder files are cached under ``--workdir`` (a 16k-feature CLT is 4.4 GB on disk).
 """
@@ -58,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="tracerflow's rows per backward (default: auto)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's default)"
     )
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; medians")
     parser.add_argument("--device", default="cpu")
@@ -108,11 +116,12 @@ def run_worker(args: argparse.Namespace) -> None:
     from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT
 
     spec = json.loads(args.worker)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # for circuit-tracer and tracerflow alike
     model = build_model(args, spec["kind"])
     rss_before = current_rss_bytes()
     options = {"max_feature_nodes": args.max_feature_nodes, "batch_size": spec["batch_size"]}
     error = None
-    threads: dict[int, int] = {}
     try:
         if spec["path"] == "stock":
             reset_peak_rss()
@@ -125,7 +134,6 @@ def run_worker(args: argparse.Namespace) -> None:
             result = attribute(NOTEBOOK_PROMPT, model, block_size=args.block_size, **options)
             graph, usage, peak = result.graph, result.phase_usage, result.peak_rss_bytes
             batch_size = f"{result.batch_size}/{result.block_size}"
-            threads = result.thread_choices
     except (RuntimeError, MemoryError) as exc:  # the API default can exhaust memory
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     out: dict[str, Any] = {**spec, "rss_before": rss_before, "error": error}
@@ -149,7 +157,7 @@ def run_worker(args: argparse.Namespace) -> None:
             n_active=len(graph.active_features),
             n_selected=len(graph.selected_features),
             scores=[replacement, completeness],
-            threads=threads,
+            threads=torch.get_num_threads(),
             usage={name: vars(phase) for name, phase in usage.items()},
         )
     print("RESULT " + json.dumps(out), flush=True)
@@ -266,8 +274,8 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
             f"peak RSS x{rss:.2f}; graph: {result['graph_check']}"
         )
     print(
-        f"tracerflow: batch_size/block_size {ours['batch_size']}; phase-4 blocks per thread "
-        f"count {ours.get('threads')}"
+        f"tracerflow: batch_size/block_size {ours['batch_size']}; "
+        f"{ours.get('threads')} torch threads"
     )
     print(
         f"{kind}: {ours['n_active']} active features, {ours['n_selected']} selected; scores "
@@ -288,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         f"# model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab "
         f"{args.vocab}; transcoders: {args.features} features/layer, PerLayerTopK k={args.k}; "
         f"max_feature_nodes={args.max_feature_nodes}; device {args.device}, "
-        f"{torch.get_num_threads()} threads; torch {torch.__version__}"
+        f"{args.threads or torch.get_num_threads()} threads; torch {torch.__version__}"
     )
     stock_sizes = [int(b) for b in args.stock_batch_sizes.split(",") if b]
     all_results: dict[str, list[dict[str, Any]]] = {}

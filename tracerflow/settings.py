@@ -2,6 +2,9 @@
 
 Everything tracerflow writes lives under ``home`` (``$TRACERFLOW_HOME``, default ``~/.tracerflow``):
 the artifact store, the viewer's graph files, the score database and Prefect's own home.
+``threads`` (``$TRACERFLOW_THREADS``) is torch's intra-op thread count for attribution (and the
+scoring and export of its graph) when a run does not pass its own (``--threads``); unset, torch's
+default for the machine.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACERFLOW_", extra="ignore")
 
     home: Path = Field(default_factory=lambda: Path("~/.tracerflow").expanduser())
+    # A setting, never chosen by timing: results at one count are reproducible bit for bit.
+    threads: int | None = Field(default=None, ge=1)
 
     @property
     def artifacts_dir(self) -> Path:

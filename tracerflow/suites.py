@@ -36,6 +36,7 @@ class Parameters(BaseModel):
     node_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     edge_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    threads: int | None = Field(default=None, ge=1)  # torch's intra-op threads for attribution
 
 
 class TaskRunnerSpec(BaseModel):

@@ -18,6 +18,7 @@ from circuit_tracer import attribute as stock_attribute
 from circuit_tracer.graph import Graph, compute_graph_scores
 
 import tracerflow.attribution.run as attribution_module
+import tracerflow.compat as compat
 from tracerflow.attribution import attribute
 from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT, random_replacement_model
 
@@ -141,15 +142,44 @@ def test_defaults_match_circuit_tracers_defaults_and_report_costs(workdir):
     assert result.peak_rss_bytes is None or result.peak_rss_bytes > 0
 
 
-def test_thread_setting_is_restored(workdir):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_block_runs_at_the_thread_count_set_and_the_process_setting_returns(workdir, threads):
     before = torch.get_num_threads()
-    attribute(NOTEBOOK_PROMPT, make_model(workdir, "plt"), batch_size=16)
+    seen: set[int] = set()
+    result = attribute(
+        NOTEBOOK_PROMPT,
+        make_model(workdir, "clt"),
+        batch_size=8,
+        block_size=4,
+        max_feature_nodes=40,
+        threads=threads,
+        progress=lambda done, total: seen.add(torch.get_num_threads()),
+    )
+    assert seen == {threads}  # never switched during the run, whatever the timings
+    assert result.threads == threads
     assert torch.get_num_threads() == before
 
 
-def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypatch):
-    monkeypatch.setattr(attribution_module, "VALIDATED_CIRCUIT_TRACER", ("0.0.0",))
+def test_without_a_thread_count_it_runs_at_the_process_setting(workdir):
+    result = attribute(NOTEBOOK_PROMPT, make_model(workdir, "plt"), batch_size=16)
+    assert result.threads == torch.get_num_threads()
+
+
+def test_the_same_inputs_at_the_same_thread_count_give_the_same_graph_bit_for_bit(workdir):
+    """max_feature_nodes binds and features are re-ranked every 4 batches: a near-tie decided
+    differently would select other features; at one thread count nothing may differ."""
     model = make_model(workdir, "clt")
+    options = {"batch_size": 4, "block_size": 3, "max_feature_nodes": 30, "threads": 2}
+    first, second = (attribute(NOTEBOOK_PROMPT, model, **options).graph for _ in range(2))
+    for name in ("adjacency_matrix", "selected_features", "active_features", "activation_values",
+                 "logit_probabilities", "input_tokens"):  # fmt: skip
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert compute_graph_scores(first) == compute_graph_scores(second)
+
+
+def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypatch):
+    model = make_model(workdir, "clt")  # loading refuses another release: load first
+    monkeypatch.setattr(compat, "VALIDATED_CIRCUIT_TRACER", "0.0.0")
     expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
     with pytest.warns(RuntimeWarning, match="circuit-tracer"):
         result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)

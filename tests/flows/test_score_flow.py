@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import duckdb
 import pytest
+import torch
 from circuit_tracer import attribute
 from circuit_tracer.graph import compute_graph_scores
 from prefect.client.orchestration import get_client
@@ -74,7 +77,8 @@ def test_stored_scores_equal_the_work_done_by_hand(home):
     from tracerflow.transcoders import convert, load_converted
 
     prompt = PROMPTS[0]
-    state, run_id = run_flow(["toy-clt"], [prompt])
+    threads = 2  # the same count by hand: the number must not depend on luck
+    state, run_id = run_flow(["toy-clt"], [prompt], threads=threads)
     assert state.is_completed(), state.message
     preset = get_preset("toy-clt")
     ((params_json, *stored),) = db_rows(
@@ -95,7 +99,7 @@ def test_stored_scores_equal_the_work_done_by_hand(home):
         "max_feature_nodes": preset.max_feature_nodes,
         "batch_size": preset.batch_size,
     }
-    ours = attribution.attribute(prompt, model, **arguments).graph
+    ours = attribution.attribute(prompt, model, threads=threads, **arguments).graph
     by_hand = score_graph(ours, preset.node_threshold, preset.edge_threshold)
     assert stored == [
         by_hand.replacement_score,
@@ -106,6 +110,49 @@ def test_stored_scores_equal_the_work_done_by_hand(home):
 
     stock = compute_graph_scores(attribute(prompt, model, **arguments))
     assert abs(stored[0] - stock[0]) <= 1e-6 and abs(stored[1] - stock[1]) <= 1e-6
+
+
+def test_two_runs_that_share_no_cache_give_bit_identical_graphs_and_scores(
+    tmp_path, monkeypatch, prefect_api
+):
+    """The same inputs and settings on this machine, in two homes (nothing of the first run is
+    reused by the second), with max_feature_nodes binding (features re-ranked every 4 batches,
+    where a near-tie decided differently would select another feature)."""
+    outcomes = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("TRACERFLOW_HOME", str(tmp_path / name))
+        state, run_id = run_flow(
+            ["toy-clt"], PROMPTS[:1], max_feature_nodes=40, batch_size=8, threads=2
+        )
+        assert state.is_completed(), state.message
+        assert task_states(run_id)["attribute"] == ["Completed"]  # computed, not cached
+        (row,) = db_rows(
+            "SELECT graph_path, graph_files_path, n_active_features, n_selected_features, "
+            "replacement_score, completeness_score, pruned_replacement_score, "
+            "pruned_completeness_score, attribution_threads, params_hash FROM scores "
+            "WHERE flow_run_id = ?",
+            str(run_id),
+        )
+        outcomes.append(row)
+    (first_graph, first_files, *first), (second_graph, second_files, *second) = outcomes
+
+    assert first_graph.startswith(str(tmp_path / "first"))  # two artifact stores
+    assert second_graph.startswith(str(tmp_path / "second"))
+    n_active, n_selected = first[:2]
+    assert n_selected == 40 < n_active
+    assert first == second  # the counts, the four scores (==), 2 threads, the parameters
+    assert first[-2] == 2
+    graphs = [torch.load(path, weights_only=False) for path in (first_graph, second_graph)]
+    assert graphs[0].keys() == graphs[1].keys()
+    for name, value in graphs[0].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, graphs[1][name]), name
+    assert sha256_of(first_graph) == sha256_of(second_graph)
+    assert sha256_of(first_files) == sha256_of(second_files)
+
+
+def sha256_of(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def test_second_run_executes_no_stage_and_rewrites_no_file(home):
@@ -179,3 +226,67 @@ def test_bad_parameters_fail_with_a_clear_message(home, bad):
     state, _ = run_flow(["toy-clt"], PROMPTS[:1], **bad)
     assert state.is_failed()
     assert next(iter(bad)) in state.message
+
+
+def test_the_thread_count_is_the_runs_else_the_setting_else_torchs_default():
+    from tracerflow.errors import ConfigError
+    from tracerflow.flows.score import attribution_threads
+
+    assert attribution_threads(3, 1) == 3
+    assert attribution_threads(None, 1) == 1
+    assert attribution_threads(None, None) == torch.get_num_threads()
+    with pytest.raises(ConfigError, match="threads must be >= 1"):
+        attribution_threads(0, None)
+
+
+def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):
+    monkeypatch.setenv("TRACERFLOW_THREADS", "1")
+    state, run_id = run_flow(["toy-plt"], PROMPTS[:1])
+    assert state.is_completed(), state.message
+    assert db_rows("SELECT attribution_threads FROM scores WHERE flow_run_id = ?", str(run_id)) == [
+        (1,)
+    ]
+
+
+def series_of(run_id) -> list[tuple]:
+    return db_rows(
+        "SELECT status, transcoder_id, model_id, params_hash, params_json FROM scores "
+        "WHERE flow_run_id = ? ORDER BY status DESC",
+        str(run_id),
+    )
+
+
+def test_a_failed_prompt_is_recorded_in_the_series_of_its_transcoder(home, tmp_path):
+    """A local folder (no preset defaults, so the batch size is the default one) with one prompt
+    that fails at attribution: its row has the ok row's transcoder, model and parameters."""
+    folder = shutil.copytree(resolve_source("toy-clt").path, tmp_path / "my-clt")
+    too_long = " ".join(["Mary and John went to the store."] * 200)
+
+    state, run_id = run_flow([str(folder)], [PROMPTS[0], too_long], model="toy-gpt2")
+
+    assert state.is_failed()
+    ok, failed = series_of(run_id)
+    assert (ok[0], failed[0]) == ("ok", "failed")
+    assert ok[1:] == failed[1:]  # transcoder_id, model_id, params_hash, params_json
+    assert json.loads(failed[4])["batch_size"] == 512  # the batch size the ok row ran at
+
+
+def test_a_failed_download_is_recorded_in_the_series_of_the_transcoders_earlier_runs(
+    home, tmp_path
+):
+    folder = shutil.copytree(resolve_source("toy-clt").path, tmp_path / "my-clt")
+    first, first_id = run_flow([str(folder)], PROMPTS[:1], model="toy-gpt2")
+    assert first.is_completed(), first.message
+    (folder / "checkpoint.safetensors").unlink()  # tonight the checkout is broken
+
+    second, second_id = run_flow([str(folder)], PROMPTS[:1], model="toy-gpt2")
+
+    assert second.is_failed()
+    ((status, *series),) = series_of(second_id)
+    assert status == "failed"
+    assert [tuple(series)] == [row[1:] for row in series_of(first_id)]
+    ((previous, error),) = db_rows(
+        "SELECT previous_replacement_score, error FROM score_history WHERE flow_run_id = ?",
+        str(second_id),
+    )
+    assert previous is not None and "checkpoint.safetensors" in error

@@ -15,6 +15,7 @@ import pytest
 from tests.operate.conftest import home_of
 from tracerflow.deploy import WORK_POOL, register
 from tracerflow.flows.report import REGRESSION_EVENT
+from tracerflow.flows.score import attribution_params, recorded_params, run_parameters
 from tracerflow.storage.database import record_run
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.suites import load_suite
@@ -59,8 +60,14 @@ def test_registering_twice_yields_the_same_deployments(prefect_server, api_url, 
 
 
 def inject_previous_run(home: Path) -> None:
-    """A previous run of the toy suite whose scores were far better: the next run regresses."""
+    """A previous run of the toy suite whose scores were far better, on the same prompts with
+    the same model and parameters as tonight's run: the next run regresses."""
     suite = load_suite("toy-nightly")
+
+    def params_of(source: str) -> dict:
+        parameters = run_parameters(source, {})  # the suite sets no parameters
+        return recorded_params(attribution_params(parameters, None), parameters)
+
     yesterday = datetime.now(UTC) - timedelta(days=1)
     run = RunInfo(
         flow_run_id="injected-previous-run",
@@ -92,7 +99,7 @@ def inject_previous_run(home: Path) -> None:
             model=ModelInfo(name="toy-gpt2", n_layers=2, d_model=64, d_vocab=512, n_ctx=64),
             prompt=prompt,
             n_tokens=10,
-            params={},
+            params=params_of(source),
             status="ok",
             error=None,
             replacement_score=0.999,
@@ -107,6 +114,7 @@ def inject_previous_run(home: Path) -> None:
             phase_seconds=None,
             attribution_seconds=1.0,
             peak_memory_bytes=None,
+            attribution_threads=1,
             graph_path=None,
             graph_files_path=None,
             slug=None,

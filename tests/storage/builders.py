@@ -104,6 +104,7 @@ def score(
         phase_seconds=None if failed else {"precompute": 0.5, "attribute": 48.0},
         attribution_seconds=None if failed else 49.0,
         peak_memory_bytes=None if failed else 3_800_000_000,
+        attribution_threads=2,
         graph_path=None if failed else f"/artifacts/attribute/{slug or 'x'}/graph.pt",
         graph_files_path=None if failed else (f"/graph-files/{slug}.json" if slug else None),
         slug=None if failed else slug,

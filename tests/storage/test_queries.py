@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from tracerflow.errors import StorageError
 from tracerflow.storage import compare, graph_index, history, previous_suite_run_scores
+from tracerflow.storage.queries import latest_transcoder
 from tracerflow.storage.stats import t975
 
 from .builders import (
@@ -112,9 +114,10 @@ def test_previous_suite_run_is_the_one_started_before_the_given_run(populated_db
     previous = previous_suite_run_scores(populated_db, "ioi", before_flow_run_id="nightly-4")
 
     assert previous is not None and previous.flow_run_id == "nightly-3"
-    expected = statistics.fmean(nightly_replacement(OLD_CLT, 3, i) for i in range(4))
-    assert previous.mean_replacement_score[OLD_CLT] == pytest.approx(expected)
-    assert previous.n_prompts == {OLD_CLT: 4, PLT: 4, NEW_CLT: 4}
+    old_clt = {s.prompt: s.replacement_score for s in previous.scores if s.transcoder == OLD_CLT}
+    assert old_clt == {p: nightly_replacement(OLD_CLT, 3, i) for i, p in enumerate(IOI_PROMPTS)}
+    assert Counter(s.transcoder for s in previous.scores) == {OLD_CLT: 4, PLT: 4, NEW_CLT: 4}
+    assert {(s.model, s.status) for s in previous.scores} == {("gpt2", "ok")}
 
 
 def test_previous_suite_run_of_a_run_not_yet_recorded_is_the_newest_one(
@@ -144,3 +147,15 @@ def test_history_times_are_utc_whatever_zone_the_flow_used(db_path: Path) -> Non
     )
 
     assert history(db_path)[0]["created_at"] == datetime(2025, 6, 1, 4, 0, tzinfo=UTC)
+
+
+def test_the_latest_transcoder_of_a_source_is_the_one_of_its_newest_score(db_path: Path) -> None:
+    monday, tuesday = transcoder(OLD_CLT, content_hash="w1"), transcoder(OLD_CLT, content_hash="w2")
+    record_run(db_path, run_info("mon"), [score(monday, IOI_PROMPTS[0], 0.7, 0.9)])
+    later = FIRST_NIGHT + timedelta(days=1)
+    record_run(db_path, run_info("tue", later),
+               [score(tuesday, IOI_PROMPTS[0], 0.7, 0.9, created_at=later)])  # fmt: skip
+
+    assert latest_transcoder(db_path, OLD_CLT) == tuesday
+    assert latest_transcoder(db_path, PLT) is None
+    assert latest_transcoder(db_path.with_name("absent.duckdb"), OLD_CLT) is None

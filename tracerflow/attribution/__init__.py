@@ -6,18 +6,22 @@ relative to ``circuit_tracer.attribute`` and ``linear_backward.py`` for how.
 
 from tracerflow.attribution.resources import Usage
 from tracerflow.attribution.run import (
-    VALIDATED_CIRCUIT_TRACER,
+    CIRCUIT_TRACER_BATCH_SIZE,
     AttributionResult,
     attribute,
     default_block_size,
+    default_threads,
     fast_path_unavailable,
+    torch_threads,
 )
 
 __all__ = [
-    "VALIDATED_CIRCUIT_TRACER",
+    "CIRCUIT_TRACER_BATCH_SIZE",
     "AttributionResult",
     "Usage",
     "attribute",
     "default_block_size",
+    "default_threads",
     "fast_path_unavailable",
+    "torch_threads",
 ]

@@ -12,12 +12,11 @@ cover, it warns and runs circuit-tracer's own ``attribute``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from typing import Any, Literal
 
 import torch
@@ -25,10 +24,8 @@ from circuit_tracer.graph import Graph
 
 from tracerflow.attribution.resources import Snapshot, Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
-from tracerflow.attribution.threads import ThreadTuner
+from tracerflow.compat import circuit_tracer_mismatch
 
-# The circuit-tracer releases whose attribute.py this module was checked against line by line.
-VALIDATED_CIRCUIT_TRACER = ("0.5.0",)
 # ``batch_size`` keeps circuit-tracer's meaning. Besides rows per backward pass it sets how often
 # features are re-ranked when ``max_feature_nodes`` binds (every 4 batches), so it is part of what
 # defines the graph. The fast path defaults to circuit-tracer's own default, so that its default
@@ -56,26 +53,26 @@ class AttributionResult:
     ``phase_usage`` has wall/user/system time and page faults per phase (``precompute``,
     ``forward``, ``inputs``, ``logits``, ``features``, ``package``, ``total``).
     ``peak_rss_bytes`` is the process's peak RSS during the call (Linux), ``peak_device_bytes``
-    the peak CUDA memory allocated (on CUDA).
+    the peak CUDA memory allocated (on CUDA). ``threads`` is torch's intra-op thread count the
+    whole call ran with.
     """
 
     graph: Graph
     phase_seconds: dict[str, float]
     batch_size: int
+    threads: int
     peak_rss_bytes: int | None
     phase_usage: dict[str, Usage] = field(default_factory=dict)
     fast_path: bool = True
     block_size: int | None = None
     peak_device_bytes: int | None = None
-    # Blocks of phase 4 run at each intra-op thread count (CPU, ``tune_threads``): {threads: n}.
-    thread_choices: dict[int, int] = field(default_factory=dict)
 
 
 def fast_path_unavailable(model: Any) -> str | None:
     """Why ``attribute`` would fall back to circuit-tracer's own path, or None."""
-    installed = version("circuit-tracer")
-    if installed not in VALIDATED_CIRCUIT_TRACER:
-        return f"circuit-tracer {installed} is not one of {', '.join(VALIDATED_CIRCUIT_TRACER)}"
+    mismatch = circuit_tracer_mismatch()
+    if mismatch is not None:
+        return mismatch
     from tracerflow.attribution.linear_backward import unsupported_reason
 
     return unsupported_reason(model)
@@ -83,6 +80,29 @@ def fast_path_unavailable(model: Any) -> str | None:
 
 def default_block_size(device: torch.device | str) -> int:
     return DEFAULT_BLOCK_SIZE.get(torch.device(device).type, DEFAULT_BLOCK_SIZE["cuda"])
+
+
+def default_threads() -> int:
+    """torch's intra-op thread count in this process now. In a process that has not changed it,
+    torch's own default for the machine: its physical cores, or ``OMP_NUM_THREADS``."""
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block at ``threads`` intra-op threads (None: as the process is set), then put the
+    process's setting back. The count is a setting, never chosen by timing: float sums split
+    over another number of threads round differently, and when ``max_feature_nodes`` binds a
+    near-tie in the ranking could then select another feature."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def attribute(
@@ -97,7 +117,7 @@ def attribute(
     verbose: bool = False,
     progress: Progress | None = None,
     block_size: int | None = None,
-    tune_threads: bool = True,
+    threads: int | None = None,
 ) -> AttributionResult:
     """Attribution graph of ``prompt`` under ``model`` (a circuit-tracer ``ReplacementModel``).
 
@@ -105,63 +125,63 @@ def attribute(
     at the same ``batch_size`` (None: circuit-tracer's default, 512; on the fallback path, a size
     the device can afford). ``progress(done, total)`` is called as feature rows are computed.
     ``block_size`` (None: per device) is the fast path's rows per backward pass.
-    ``tune_threads`` lets phase 4 on CPU pick torch's thread count by measurement (see
-    ``threads.py``); the process's setting is restored afterwards.
+    ``threads`` is torch's intra-op thread count for the call (None: the process's current
+    setting); the process's setting is restored afterwards. The same inputs at the same thread
+    count on the same machine give the same graph, bit for bit.
     """
-    device = torch.device(model.cfg.device)
-    reset_peak_rss()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    options: dict[str, Any] = {
-        "max_n_logits": max_n_logits,
-        "desired_logit_prob": desired_logit_prob,
-        "max_feature_nodes": max_feature_nodes,
-        "offload": offload,
-    }
+    with torch_threads(threads) as used_threads:
+        device = torch.device(model.cfg.device)
+        reset_peak_rss()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        options: dict[str, Any] = {
+            "max_n_logits": max_n_logits,
+            "desired_logit_prob": desired_logit_prob,
+            "max_feature_nodes": max_feature_nodes,
+            "offload": offload,
+        }
 
-    reason = fast_path_unavailable(model)
-    thread_choices: dict[int, int] = {}
-    if reason is None:
-        batch_size = batch_size or CIRCUIT_TRACER_BATCH_SIZE
-        block_size = block_size or default_block_size(device)
-        with ThreadTuner(enabled=tune_threads and device.type == "cpu") as tuner:
+        reason = fast_path_unavailable(model)
+        if reason is None:
+            batch_size = batch_size or CIRCUIT_TRACER_BATCH_SIZE
+            block_size = block_size or default_block_size(device)
             graph, usage = _attribute_fast(
                 prompt,
                 model,
                 verbose=verbose,
                 progress=progress,
-                tuner=tuner,
                 batch_size=batch_size,
                 block_size=block_size,
                 **options,
             )
-        thread_choices = dict(sorted(Counter(tuner.choices).items()))
-    else:
-        warnings.warn(
-            f"tracerflow's fast attribution does not cover this model ({reason}); "
-            "running circuit-tracer's attribute, which is slower on CPU",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        batch_size = batch_size or FALLBACK_BATCH_SIZE.get(device.type, CIRCUIT_TRACER_BATCH_SIZE)
-        block_size = batch_size
-        graph, usage = run_stock(prompt, model, echo=verbose, batch_size=batch_size, **options)
-        if progress is not None:
-            progress(len(graph.selected_features), len(graph.selected_features))
+        else:
+            warnings.warn(
+                f"tracerflow's fast attribution does not cover this model ({reason}); "
+                "running circuit-tracer's attribute, which is slower on CPU",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            batch_size = batch_size or FALLBACK_BATCH_SIZE.get(
+                device.type, CIRCUIT_TRACER_BATCH_SIZE
+            )
+            block_size = batch_size
+            graph, usage = run_stock(prompt, model, echo=verbose, batch_size=batch_size, **options)
+            if progress is not None:
+                progress(len(graph.selected_features), len(graph.selected_features))
 
-    return AttributionResult(
-        graph=graph,
-        phase_seconds={name: phase.wall_s for name, phase in usage.items()},
-        batch_size=batch_size,
-        peak_rss_bytes=peak_rss_bytes(),
-        phase_usage=usage,
-        fast_path=reason is None,
-        block_size=block_size,
-        peak_device_bytes=(
-            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        ),
-        thread_choices=thread_choices,
-    )
+        return AttributionResult(
+            graph=graph,
+            phase_seconds={name: phase.wall_s for name, phase in usage.items()},
+            batch_size=batch_size,
+            threads=used_threads,
+            peak_rss_bytes=peak_rss_bytes(),
+            phase_usage=usage,
+            fast_path=reason is None,
+            block_size=block_size,
+            peak_device_bytes=(
+                torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            ),
+        )
 
 
 class _Phases:
@@ -206,7 +226,6 @@ def _attribute_fast(
     offload: Literal["cpu", "disk"] | None,
     verbose: bool,
     progress: Progress | None,
-    tuner: ThreadTuner,
 ) -> tuple[Graph, dict[str, Usage]]:
     from circuit_tracer.utils.disk_offload import offload_modules
 
@@ -227,7 +246,6 @@ def _attribute_fast(
             ),
             verbose=verbose,
             progress=progress,
-            tuner=tuner,
         )
     finally:
         for reload_handle in offload_handles:
@@ -246,7 +264,6 @@ def _run_phases(
     offload: Callable[[list], None] | None,
     verbose: bool,
     progress: Progress | None,
-    tuner: ThreadTuner,
 ) -> tuple[Graph, dict[str, Usage]]:
     """circuit-tracer 0.5.0's ``_run_attribution``, phase for phase, with explicit row blocks."""
     from circuit_tracer.attribution.targets import AttributionTargets
@@ -333,14 +350,9 @@ def _run_phases(
         for start in range(0, len(pending), block_size):
             slots = order[start : start + block_size]
             idx_batch = pending[slots]
-            started = tuner.begin()
             layers, positions = feat_layers[idx_batch], feat_pos[idx_batch]
             rows = backward.rows(layers, positions, ctx.encoder_vecs[idx_batch])
             edge_matrix[st + slots, :logit_offset] = rows.cpu()
-            if tuner.enabled:  # work ~ rows x positions x layers the block runs through
-                tuner.end(
-                    started, len(slots) * (int(positions.max()) + 1) * (int(layers.max()) + 1)
-                )
             n_visited += len(idx_batch)
             if progress is not None:
                 progress(n_visited, max_feature_nodes)

@@ -109,6 +109,13 @@ def register(app: typer.Typer) -> None:
         node_threshold: float | None = None,
         edge_threshold: float | None = None,
         dtype: str = "float32",
+        threads: Annotated[
+            int | None,
+            typer.Option(
+                help="torch threads for attribution (default: TRACERFLOW_THREADS, else "
+                "torch's default for this machine); recorded with every score"
+            ),
+        ] = None,
         device: Annotated[
             str | None, typer.Option(help="cpu or cuda (default: cuda if any)")
         ] = None,
@@ -142,6 +149,7 @@ def register(app: typer.Typer) -> None:
                 "node_threshold": node_threshold,
                 "edge_threshold": edge_threshold,
                 "dtype": dtype,
+                "threads": threads,
                 "device": device,
             }
         )

@@ -1,19 +1,22 @@
 """What a flow run shows in the Prefect UI: a scores table, a summary with the change versus the
 previous run of the same suite, a link per graph, and a ``tracerflow.score.regressed`` event when
-a transcoder's mean replacement score drops by more than the suite's margin.
+a transcoder's replacement score drops by more than the suite's margin.
 
-``summarise`` is pure (rows and the previous run in, markdown and regressions out); ``publish``
-turns its output into Prefect artifacts and events.
+The change is paired: per transcoder it compares only the prompts both runs scored successfully,
+with the same model and the same parameters (``params_hash``), so a prompt added to or dropped
+from the suite, a prompt that failed, or a changed parameter set neither raises the alarm nor
+hides a real drop. ``summarise`` is pure (rows and the previous run in, markdown and regressions
+out); ``publish`` turns its output into Prefect artifacts and events.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from statistics import mean
+from statistics import fmean
 from typing import Any
 
-from tracerflow.storage.queries import SuiteRunScores
+from tracerflow.storage.queries import PromptScore, SuiteRunScores
 
 REGRESSION_EVENT = "tracerflow.score.regressed"
 # The columns of a run's scores table, in the UI and on the command line.
@@ -31,11 +34,34 @@ SCORE_COLUMNS = [
 
 
 @dataclass(frozen=True)
+class TranscoderChange:
+    """One transcoder of this run against the previous run, over the prompts both scored
+    successfully with the same model and parameters ("matched")."""
+
+    transcoder: str
+    n_ok: int  # prompts scored successfully in this run
+    n_failed: int  # prompts that failed in this run
+    n_matched: int
+    previous_mean: float | None  # mean replacement score over the matched prompts, before
+    current_mean: float | None  # the same prompts, now
+    n_only_now: int  # scored now, not before at these parameters (new, or failed before)
+    n_only_before: int  # scored before, not run now (dropped from the suite)
+    params_changed: bool  # the previous run scored it, but under no parameter set used now
+
+    @property
+    def change(self) -> float | None:
+        if self.previous_mean is None or self.current_mean is None:
+            return None
+        return self.current_mean - self.previous_mean
+
+
+@dataclass(frozen=True)
 class Regression:
     transcoder: str
     previous_mean: float
     current_mean: float
     margin: float
+    n_matched: int  # the prompts both means are over
 
     @property
     def drop(self) -> float:
@@ -48,12 +74,100 @@ def viewer_url(slug: str) -> str:
     return f"{base}/graph.html?slug={slug}"
 
 
-def mean_replacement_by_transcoder(rows: list[dict[str, Any]]) -> dict[str, float]:
-    by_transcoder: dict[str, list[float]] = {}
-    for row in rows:
-        if row["status"] == "ok" and row["replacement"] is not None:
-            by_transcoder.setdefault(row["transcoder"], []).append(row["replacement"])
-    return {source: mean(values) for source, values in by_transcoder.items()}
+def prompt_scores(rows: list[dict[str, Any]]) -> list[PromptScore]:
+    """This run's rows (``score_flow``'s) in the form the previous run is read in."""
+    return [
+        PromptScore(
+            row["transcoder"],
+            row["model"],
+            row["prompt"],
+            row["params_hash"],
+            row["status"],
+            row["replacement"],
+        )
+        for row in rows
+    ]
+
+
+def _ok_scores(scores: list[PromptScore], transcoder: str) -> dict[tuple[str, str, str], float]:
+    return {
+        (score.model, score.prompt, score.params_hash): score.replacement_score
+        for score in scores
+        if score.transcoder == transcoder
+        and score.status == "ok"
+        and score.replacement_score is not None
+    }
+
+
+def paired_changes(
+    current: list[PromptScore], previous: list[PromptScore] | None
+) -> list[TranscoderChange]:
+    """Per transcoder of ``current``, its change since ``previous`` over the matched prompts.
+
+    A failed prompt is not a score of 0: it is left out of the pairing, on both sides, and so is
+    a prompt only one run has. Without ``previous`` nothing is matched.
+    """
+    changes = []
+    for transcoder in sorted({score.transcoder for score in current}):
+        now = _ok_scores(current, transcoder)
+        before = _ok_scores(previous or [], transcoder)
+        matched = sorted(now.keys() & before.keys())
+        failed_now = {
+            (s.model, s.prompt, s.params_hash)
+            for s in current
+            if s.transcoder == transcoder and s.status != "ok"
+        }
+        params_now = {s.params_hash for s in current if s.transcoder == transcoder}
+        params_before = {s.params_hash for s in previous or [] if s.transcoder == transcoder}
+        changes.append(
+            TranscoderChange(
+                transcoder=transcoder,
+                n_ok=len(now),
+                n_failed=len(failed_now),
+                n_matched=len(matched),
+                previous_mean=fmean(before[key] for key in matched) if matched else None,
+                current_mean=fmean(now[key] for key in matched) if matched else None,
+                n_only_now=len(now.keys() - before.keys()),
+                n_only_before=len(before.keys() - now.keys() - failed_now),
+                params_changed=bool(params_before) and params_before.isdisjoint(params_now),
+            )
+        )
+    return changes
+
+
+def regressions_of(changes: list[TranscoderChange], margin: float) -> list[Regression]:
+    """The transcoders whose matched prompts lost more than ``margin`` of replacement score."""
+    return [
+        Regression(change.transcoder, change.previous_mean, change.current_mean, margin,
+                   change.n_matched)
+        for change in changes
+        if change.previous_mean is not None
+        and change.current_mean is not None
+        and change.previous_mean - change.current_mean > margin
+    ]  # fmt: skip
+
+
+def _note(change: TranscoderChange, previous: SuiteRunScores | None) -> str:
+    if previous is None:
+        return ""
+    if change.params_changed:
+        return "parameters changed since the previous run: not compared"
+    parts = []
+    if change.n_matched == 0:
+        parts.append("no prompt scored in both runs: not compared")
+    if change.n_failed:
+        parts.append(f"{change.n_failed} failed now")
+    if change.n_only_now:
+        parts.append(f"{change.n_only_now} not scored before")
+    if change.n_only_before:
+        parts.append(f"{change.n_only_before} no longer run")
+    return "; ".join(parts)
+
+
+def _cell(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def _rounded(value: Any) -> Any:
@@ -67,9 +181,12 @@ def summarise(
     previous: SuiteRunScores | None,
     margin: float,
 ) -> tuple[str, list[Regression]]:
-    """A markdown summary of the run and the transcoders whose mean replacement score dropped
-    by more than ``margin`` since ``previous`` (the same suite's previous run)."""
-    current = mean_replacement_by_transcoder(rows)
+    """A markdown summary of the run and the transcoders whose replacement score, over the
+    prompts this run and ``previous`` (the same suite's previous run) both scored at the same
+    parameters, dropped by more than ``margin``."""
+    current = prompt_scores(rows)
+    changes = paired_changes(current, previous.scores if previous else None)
+    regressions = regressions_of(changes, margin)
     failed = [row for row in rows if row["status"] != "ok"]
     title = f"suite `{suite_name}`" if suite_name else "this run"
     lines = [f"# Scores of {title}", ""]
@@ -77,24 +194,37 @@ def summarise(
         f"{len(rows) - len(failed)} of {len(rows)} items scored"
         + (f", {len(failed)} failed." if failed else ".")
     )
-    lines += ["", "| transcoder | mean replacement | previous run | change |", "|---|---|---|---|"]
-    regressions = []
-    for source, value in sorted(current.items()):
-        before = previous.mean_replacement_score.get(source) if previous else None
-        change = "" if before is None else f"{value - before:+.4f}"
-        lines.append(
-            f"| {source} | {value:.4f} | {'' if before is None else f'{before:.4f}'} | {change} |"
-        )
-        if before is not None and before - value > margin:
-            regressions.append(Regression(source, before, value, margin))
     if previous is None:
         lines += ["", "No previous run of this suite to compare with."]
+    else:
+        lines += [
+            "",
+            f"Compared with the previous run `{previous.flow_run_id}` over the prompts both runs "
+            "scored successfully with the same model and parameters (failed, new and dropped "
+            "prompts are left out of both means).",
+        ]
+    lines += [
+        "",
+        "| transcoder | mean replacement (all ok prompts) | prompts compared "
+        "| previous run | this run | change | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for change in changes:
+        all_ok = [s.replacement_score for s in current
+                  if s.transcoder == change.transcoder and s.status == "ok"
+                  and s.replacement_score is not None]  # fmt: skip
+        lines.append(
+            f"| {change.transcoder} | {_cell(fmean(all_ok) if all_ok else None)} "
+            f"| {change.n_matched} | {_cell(change.previous_mean)} | {_cell(change.current_mean)} "
+            f"| {_cell(change.change, signed=True)} | {_note(change, previous)} |"
+        )
     for regression in regressions:
         lines += [
             "",
-            f"**Regression:** `{regression.transcoder}` mean replacement score dropped by "
-            f"{regression.drop:.4f} (from {regression.previous_mean:.4f} to "
-            f"{regression.current_mean:.4f}; margin {margin:.4f}).",
+            f"**Regression:** `{regression.transcoder}` mean replacement score over the "
+            f"{regression.n_matched} prompts both runs scored dropped by {regression.drop:.4f} "
+            f"(from {regression.previous_mean:.4f} to {regression.current_mean:.4f}; "
+            f"margin {margin:.4f}).",
         ]
     for row in failed:
         lines += ["", f"Failed: `{row['transcoder']}` on {row['prompt'][:60]!r}: {row['error']}"]
@@ -140,6 +270,8 @@ def publish(
                 "mean_replacement_score": regression.current_mean,
                 "drop": regression.drop,
                 "margin": regression.margin,
+                "n_prompts_compared": regression.n_matched,
+                "previous_flow_run_id": previous.flow_run_id if previous else None,
             },
         )
     return regressions

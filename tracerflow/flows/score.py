@@ -23,12 +23,13 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
-from tracerflow.errors import AttributionError, ConfigError
+from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE, default_threads
+from tracerflow.errors import AttributionError, ConfigError, StorageError
 from tracerflow.flows.report import publish
 from tracerflow.models import default_device, model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
-from tracerflow.storage.queries import previous_suite_run_scores
+from tracerflow.storage.queries import latest_transcoder, previous_suite_run_scores
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.tasks.attribute import AttributionParams, attribute_task
 from tracerflow.tasks.convert import convert_task
@@ -38,12 +39,14 @@ from tracerflow.tasks.record import record_task
 from tracerflow.tasks.score import score_task
 
 DEFAULT_MODEL = "gpt2"
-# The reference notebook's settings; presets may set their own.
+# The reference notebook's settings; presets may set their own. The batch size is resolved here
+# (circuit-tracer's default) rather than inside attribution, so a row whose attribution never ran
+# records the batch size an ok row of the same run records.
 NOTEBOOK_DEFAULTS: dict[str, Any] = {
     "max_n_logits": 10,
     "desired_logit_prob": 0.95,
     "max_feature_nodes": 8192,
-    "batch_size": None,
+    "batch_size": CIRCUIT_TRACER_BATCH_SIZE,
     "node_threshold": 0.8,
     "edge_threshold": 0.98,
 }
@@ -58,10 +61,13 @@ def run_parameters(source: str, overrides: dict[str, Any]) -> dict[str, Any]:
     defaults = dict(NOTEBOOK_DEFAULTS)
     if preset is not None:
         defaults.update({name: getattr(preset, name) for name in NOTEBOOK_DEFAULTS})
-    return {
+    resolved = {
         name: overrides.get(name) if overrides.get(name) is not None else value
         for name, value in defaults.items()
     }
+    if resolved["batch_size"] is None:  # a preset without one: circuit-tracer's default
+        resolved["batch_size"] = CIRCUIT_TRACER_BATCH_SIZE
+    return resolved
 
 
 def model_for(source: str, model: str | None) -> str:
@@ -92,11 +98,17 @@ def score_flow(
     node_threshold: float | None = None,
     edge_threshold: float | None = None,
     dtype: str = "float32",
+    threads: int | None = None,
     device: str | None = None,
     suite_name: str | None = None,
     regression_margin: float = 0.02,
 ) -> list[dict[str, Any]]:
-    """Score every transcoder on every prompt and record the run; returns one row per item."""
+    """Score every transcoder on every prompt and record the run; returns one row per item.
+
+    ``threads`` is torch's intra-op thread count for attribution (None: the ``threads`` setting,
+    else torch's default for this machine); it is resolved once, here, and recorded with every
+    row, so the same inputs and settings on the same machine give the same numbers.
+    """
     if not transcoders:
         raise ConfigError("no transcoder given")
     if not prompts:
@@ -105,6 +117,8 @@ def score_flow(
     settings = get_settings()
     store = ArtifactStore(settings.artifacts_dir)
     device = device or str(default_device())
+    threads = attribution_threads(threads, settings.threads)
+    logger.info("attribution runs at %d torch threads", threads)
     started_at = datetime.now(UTC)
     overrides = {
         "max_n_logits": max_n_logits,
@@ -130,25 +144,30 @@ def score_flow(
         parameters = run_parameters(source, overrides)
         model_name = model_for(source, model)
         logger.info("transcoder %s on model %s", source, model_name)
-        params = AttributionParams(
-            max_n_logits=parameters["max_n_logits"],
-            desired_logit_prob=parameters["desired_logit_prob"],
-            max_feature_nodes=parameters["max_feature_nodes"],
-            batch_size=parameters["batch_size"],
-            offload=offload,
-        )
+        params = attribution_params(parameters, offload)
         base = {
             "source": source,
             "model_name": model_name,
             "parameters": parameters,
             "params": params,
+            "threads": threads,
         }
         try:
             snapshot = stage["download"](source, store)
             converted = stage["convert"](snapshot, dtype, store)
         except Exception as error:  # every prompt of this transcoder fails with this error
             logger.error("transcoder %s failed: %s", source, error)
-            items += [{**base, "prompt": prompt, "error": error} for prompt in prompts]
+            # Its weights are unknown now: record under the last transcoder scored under this
+            # source, so the failure stays in that series.
+            try:
+                known = latest_transcoder(settings.database_path, source)
+            except StorageError as lookup_error:  # the rows are still recorded, under less
+                logger.warning("could not look up %s's last transcoder: %s", source, lookup_error)
+                known = None
+            items += [
+                {**base, "prompt": prompt, "error": error, "known_transcoder": known}
+                for prompt in prompts
+            ]
             continue
         model_spec = {
             "name": model_name,
@@ -158,7 +177,9 @@ def score_flow(
         }
         scan = f"tracerflow-{converted['content_hash'][:12]}"
         for prompt in prompts:
-            attribution = stage["attribute"].submit(prompt, model_spec, converted, params, store)
+            attribution = stage["attribute"].submit(
+                prompt, model_spec, converted, params, threads, store
+            )
             scores = stage["score"].submit(
                 attribution, parameters["node_threshold"], parameters["edge_threshold"], store
             )
@@ -207,8 +228,10 @@ def score_flow(
     )
     for regression in publish(rows, suite_name, previous, regression_margin):
         logger.warning(
-            "regression: %s mean replacement score dropped by %.4f",
+            "regression: %s mean replacement score over %d prompts scored in both runs "
+            "dropped by %.4f",
             regression.transcoder,
+            regression.n_matched,
             regression.drop,
         )
     failed = [r for r in records if r.status != "ok"]
@@ -221,6 +244,17 @@ def score_flow(
             f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
         )
     return rows
+
+
+def attribution_threads(requested: int | None, configured: int | None) -> int:
+    """The run's thread count: the flow's parameter, else the setting, else torch's default."""
+    if requested is not None:
+        threads = requested
+    else:
+        threads = configured if configured is not None else default_threads()
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    return threads
 
 
 def _prompt_hash(prompt: str) -> str:
@@ -245,37 +279,21 @@ def _record_of(item: dict[str, Any]) -> ScoreRecord:
             attribution, scores, export = (future.result() for future in item["futures"])
         except Exception as raised:
             error = raised
-    converted = item.get("converted") or {}
-    snapshot = item.get("snapshot") or {}
-    transcoder = TranscoderInfo(
-        source=item["source"],
-        revision=snapshot.get("revision"),
-        commit_sha=snapshot.get("commit_sha"),
-        content_hash=converted.get("content_hash") or snapshot.get("content_hash") or "unknown",
-        kind=converted.get("kind", "clt"),
-        n_layers=converted.get("n_layers", 0),
-        d_model=converted.get("d_model", 0),
-        d_features=converted.get("d_features", 0),
-        activation=converted.get("activation", "unknown"),
-        activation_params=converted.get("activation_params", {}),
-    )
     stats = attribution or {}
     model = ModelInfo(
         name=item["model_name"],
-        n_layers=stats.get("model_n_layers", 0),
-        d_model=stats.get("model_d_model", 0),
-        d_vocab=stats.get("model_d_vocab", 0),
-        n_ctx=stats.get("model_n_ctx", 0),
+        n_layers=stats.get("model_n_layers"),
+        d_model=stats.get("model_d_model"),
+        d_vocab=stats.get("model_d_vocab"),
+        n_ctx=stats.get("model_n_ctx"),
     )
-    params = {**asdict(item["params"]), **item["parameters"]}
-    params["batch_size"] = stats.get("batch_size", params["batch_size"])
     ok = error is None and scores is not None and export is not None
     return ScoreRecord(
-        transcoder=transcoder,
+        transcoder=transcoder_of(item),
         model=model,
         prompt=item["prompt"],
-        n_tokens=stats.get("n_tokens", 0),
-        params=params,
+        n_tokens=stats.get("n_tokens"),
+        params=recorded_params(item["params"], item["parameters"]),
         status="ok" if ok else "failed",
         error=None if ok else _error_text(error),
         replacement_score=scores["replacement_score"] if ok else None,
@@ -290,11 +308,52 @@ def _record_of(item: dict[str, Any]) -> ScoreRecord:
         phase_seconds=stats.get("phase_seconds"),
         attribution_seconds=stats.get("attribution_seconds"),
         peak_memory_bytes=stats.get("peak_memory_bytes"),
+        attribution_threads=stats.get("threads", item["threads"]),
         graph_path=stats.get("graph_path"),
         graph_files_path=export["graph_files_path"] if ok else None,
         slug=export["slug"] if ok else None,
         created_at=datetime.now(UTC),
     )
+
+
+def transcoder_of(item: dict[str, Any]) -> TranscoderInfo:
+    """The transcoder an item's row is recorded under. Converted: what conversion says. Failed
+    before that: the last transcoder recorded under its source (its series), else only what is
+    known, every unknown fact None (never a placeholder that would start a series of its own)."""
+    converted = item.get("converted")
+    snapshot = item.get("snapshot") or {}
+    if converted is None and item.get("known_transcoder") is not None:
+        return item["known_transcoder"]
+    converted = converted or {}
+    return TranscoderInfo(
+        source=item["source"],
+        revision=snapshot.get("revision"),
+        commit_sha=snapshot.get("commit_sha"),
+        content_hash=converted.get("content_hash"),
+        kind=converted.get("kind"),
+        n_layers=converted.get("n_layers"),
+        d_model=converted.get("d_model"),
+        d_features=converted.get("d_features"),
+        activation=converted.get("activation"),
+        activation_params=converted.get("activation_params", {}),
+    )
+
+
+def attribution_params(parameters: dict[str, Any], offload: str | None) -> AttributionParams:
+    """The attribute stage's parameters out of ``run_parameters``' resolved set."""
+    return AttributionParams(
+        max_n_logits=parameters["max_n_logits"],
+        desired_logit_prob=parameters["desired_logit_prob"],
+        max_feature_nodes=parameters["max_feature_nodes"],
+        batch_size=parameters["batch_size"],
+        offload=offload,
+    )
+
+
+def recorded_params(params: AttributionParams, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameter set a row records (and hashes): the same for an item that failed as for
+    one that succeeded, because it is fixed before anything runs."""
+    return {**asdict(params), **parameters}
 
 
 def _error_text(error: BaseException | None) -> str:
@@ -306,6 +365,8 @@ def _error_text(error: BaseException | None) -> str:
 def _row_of(record: ScoreRecord) -> dict[str, Any]:
     return {
         "transcoder": record.transcoder.source,
+        "model": record.model.name,
+        "params_hash": record.params_hash,
         "prompt": record.prompt,
         "status": record.status,
         "replacement": record.replacement_score,

@@ -55,6 +55,7 @@ def suite_flow(suite: str = "toy-nightly", dask_workers: int | None = None) -> l
             node_threshold=parameters.node_threshold,
             edge_threshold=parameters.edge_threshold,
             dtype=parameters.dtype,
+            threads=parameters.threads,
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
         )

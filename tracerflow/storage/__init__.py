@@ -9,6 +9,7 @@ documented in ``docs/database.md``.
 from tracerflow.storage.database import finish_run, open_database, reading, record_run
 from tracerflow.storage.queries import (
     CompareResult,
+    PromptScore,
     SuiteRunScores,
     compare,
     graph_index,
@@ -22,6 +23,7 @@ from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, Transcod
 __all__ = [
     "CompareResult",
     "ModelInfo",
+    "PromptScore",
     "RunInfo",
     "ScoreRecord",
     "SuiteRunScores",

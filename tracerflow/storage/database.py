@@ -81,24 +81,28 @@ def _retry_while_locked(connect: Callable[[], T], path: Path, timeout_s: float, 
             delay = min(delay * 2, 1.0)
 
 
-def open_database(path: Path | str, read_only: bool = False) -> Connection:
+def open_database(
+    path: Path | str, read_only: bool = False, timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+) -> Connection:
     """Open the score database; writable opens create it and apply pending migrations.
 
-    The caller owns the connection and must close it soon: while it is open, no other process
-    can open the file. Flows should use `record_run` rather than holding one.
+    A writable open takes the writer lock (``scores.duckdb.lock``) before it connects and holds
+    it while it migrates, so it never migrates under another writer's feet; it lets go once the
+    database is at the current version (DuckDB's own file lock then keeps other processes out
+    while the connection is open). The caller owns the connection and must close it soon.
+    Flows should use `record_run` rather than holding one.
     """
     path = Path(path)
     if read_only:
         return open_reader(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = _retry_while_locked(
-        lambda: duckdb.connect(str(path)), path, DEFAULT_WRITE_TIMEOUT_S, "write"
-    )
-    try:
-        apply_migrations(con)
-    except BaseException:
-        con.close()
-        raise
+    with _write_lock(path, timeout_s):
+        con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
+        try:
+            apply_migrations(con)
+        except BaseException:
+            con.close()
+            raise
     return con
 
 
@@ -133,8 +137,7 @@ def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> 
             f"the score database {path} is at schema version {version}, newer than this "
             f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to read it"
         )
-    with _write_lock(path, DEFAULT_WRITE_TIMEOUT_S):
-        open_database(path).close()
+    open_database(path).close()  # migrates under the writer lock
     return _retry_while_locked(connect, path, timeout_s, "read")
 
 
@@ -164,41 +167,90 @@ def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
         lock.release()
 
 
-def _transcoder_row(transcoder: TranscoderInfo) -> list[object]:
+def _upsert(table: str, key: str, row: dict[str, object]) -> str:
+    """INSERT of one row of ``table`` that, when its id is recorded already, only fills in the
+    columns still NULL there: the first recorded value of a fact stays, a later run that knows
+    one (a commit sha, a model shape) completes it, a later run that does not erases nothing."""
+    columns = ", ".join(row)
+    fill = ", ".join(
+        f"{column} = coalesce({table}.{column}, excluded.{column})"
+        for column in row
+        if column != key
+    )
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' for _ in row)}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {fill}"
+    )
+
+
+def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
     params = transcoder.activation_params
     k = params.get("k")
     threshold_mean = params.get("threshold_mean")
-    return [
-        transcoder.transcoder_id, transcoder.source, transcoder.revision, transcoder.commit_sha,
-        transcoder.content_hash, transcoder.kind, transcoder.n_layers, transcoder.d_model,
-        transcoder.d_features, transcoder.activation, canonical_json(params),
-        int(k) if k is not None else None,
-        float(threshold_mean) if threshold_mean is not None else None,
-    ]  # fmt: skip
+    return {
+        "transcoder_id": transcoder.transcoder_id,
+        "source": transcoder.source,
+        "revision": transcoder.revision,
+        "commit_sha": transcoder.commit_sha,
+        "content_hash": transcoder.content_hash,
+        "kind": transcoder.kind,
+        "n_layers": transcoder.n_layers,
+        "d_model": transcoder.d_model,
+        "d_features": transcoder.d_features,
+        "activation": transcoder.activation,
+        "activation_params_json": (
+            canonical_json(params) if transcoder.activation is not None else None
+        ),
+        "k": int(k) if k is not None else None,
+        "threshold_mean": float(threshold_mean) if threshold_mean is not None else None,
+    }
 
 
-def _model_row(model: ModelInfo) -> list[object]:
-    return [model.model_id, model.name, model.n_layers, model.d_model, model.d_vocab, model.n_ctx]
+def _model_row(model: ModelInfo) -> dict[str, object]:
+    return {
+        "model_id": model.model_id,
+        "name": model.name,
+        "n_layers": model.n_layers,
+        "d_model": model.d_model,
+        "d_vocab": model.d_vocab,
+        "n_ctx": model.n_ctx,
+    }
 
 
-def _score_row(run: RunInfo, record: ScoreRecord) -> list[object]:
-    key = (
-        run.flow_run_id,
-        record.transcoder.transcoder_id,
-        record.model.model_id,
-        record.prompt_id,
-        record.params_hash,
-    )
-    return [
-        stable_id("score", *key), *key, canonical_json(record.params), record.n_tokens,
-        record.status, record.error, record.replacement_score, record.completeness_score,
-        record.pruned_replacement_score, record.pruned_completeness_score,
-        record.n_active_features, record.n_selected_features, record.n_logits,
-        record.logit_cumulative_prob, record.n_pos,
-        canonical_json(record.phase_seconds) if record.phase_seconds is not None else None,
-        record.attribution_seconds, record.peak_memory_bytes, record.graph_path,
-        record.graph_files_path, record.slug, to_utc_naive(record.created_at),
-    ]  # fmt: skip
+def _score_row(run: RunInfo, record: ScoreRecord) -> dict[str, object]:
+    key = {
+        "flow_run_id": run.flow_run_id,
+        "transcoder_id": record.transcoder.transcoder_id,
+        "model_id": record.model.model_id,
+        "prompt_id": record.prompt_id,
+        "params_hash": record.params_hash,
+    }
+    phase_seconds = record.phase_seconds
+    return {
+        "score_id": stable_id("score", *key.values()),
+        **key,
+        "params_json": canonical_json(record.params),
+        "n_tokens": record.n_tokens,
+        "status": record.status,
+        "error": record.error,
+        "replacement_score": record.replacement_score,
+        "completeness_score": record.completeness_score,
+        "pruned_replacement_score": record.pruned_replacement_score,
+        "pruned_completeness_score": record.pruned_completeness_score,
+        "n_active_features": record.n_active_features,
+        "n_selected_features": record.n_selected_features,
+        "n_logits": record.n_logits,
+        "logit_cumulative_prob": record.logit_cumulative_prob,
+        "n_pos": record.n_pos,
+        "phase_seconds_json": canonical_json(phase_seconds) if phase_seconds is not None else None,
+        "attribution_seconds": record.attribution_seconds,
+        "peak_memory_bytes": record.peak_memory_bytes,
+        "attribution_threads": record.attribution_threads,
+        "graph_path": record.graph_path,
+        "graph_files_path": record.graph_files_path,
+        "slug": record.slug,
+        "created_at": to_utc_naive(record.created_at),
+    }
 
 
 def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> int:
@@ -214,24 +266,22 @@ def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> in
         ],
     )  # fmt: skip
     for record in records:
-        con.execute(
-            "INSERT INTO transcoders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            _transcoder_row(record.transcoder),
-        )
-        con.execute(
-            "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            _model_row(record.model),
-        )
-        con.execute(
-            "INSERT INTO prompts VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            [record.prompt_id, record.prompt, record.n_tokens],
-        )
+        for table, key, row in (
+            ("transcoders", "transcoder_id", _transcoder_row(record.transcoder)),
+            ("models", "model_id", _model_row(record.model)),
+            (
+                "prompts",
+                "prompt_id",
+                {"prompt_id": record.prompt_id, "text": record.prompt, "n_tokens": record.n_tokens},
+            ),
+        ):
+            con.execute(_upsert(table, key, row), list(row.values()))
         # A failure here (a duplicate key, a value DuckDB refuses) rolls back the whole run.
+        score_row = _score_row(run, record)
         con.execute(
-            "INSERT INTO scores VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            _score_row(run, record),
+            f"INSERT INTO scores ({', '.join(score_row)}) "
+            f"VALUES ({', '.join('?' for _ in score_row)})",
+            list(score_row.values()),
         )
     return len(records)
 

@@ -1,27 +1,31 @@
 """Numbered schema migrations of the score database, applied in order when it is opened to write.
 
-Each migration runs in its own transaction together with its row in ``schema_version``, so a
-database is always at exactly one version. A migration, once shipped, never changes: a new schema
-is a new number.
+Each migration is literal SQL text: it reads no Python constant, column list or id function, so
+what it does never changes with the code around it (tests pin the sha256 of each text). It runs
+in one transaction together with its row in ``schema_version``, so a database is always at
+exactly one version. A shipped migration never changes; a new schema is a new number.
 
 - 001: the first record stage (issue 4): one flat ``scores`` table, one row per score.
 - 002: the normalised schema (issue 5): ``transcoders``, ``models``, ``prompts``, ``runs``,
   ``scores`` keyed by content-derived ids, and the views ``scores_wide``, ``latest_scores``,
   ``score_history``, ``transcoder_summary``. Every 001 row is carried over.
+- 003: (issue 11) ids from the fields every version recorded, so a series continues across
+  migrations; placeholders for unknown facts become NULL; ``scores.attribution_threads``.
+
+Ids are ``sha256`` of the entity name and its identifying fields, each written as
+``<byte length>:<text>`` (``NULL`` for a missing field), joined by ``|``:
+``records.stable_id`` in Python, the macro ``tf_id_field`` in 002 and 003. Both are the same
+bytes by construction; ``tests/storage/test_migrations.py`` checks it on awkward text.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
 
 from tracerflow.errors import StorageError
-from tracerflow.storage.records import canonical_json, params_hash, prompt_id, stable_id
-from tracerflow.storage.stats import t975_macro_sql
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -30,52 +34,42 @@ Connection = duckdb.DuckDBPyConnection
 class Migration:
     version: int
     name: str
-    apply: Callable[[Connection], None]
+    sql: str
 
 
-def _001_flat_scores(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE scores (
-            flow_run_id VARCHAR NOT NULL,
-            flow_name VARCHAR,
-            suite_name VARCHAR,
-            transcoder_source VARCHAR NOT NULL,
-            transcoder_revision VARCHAR,
-            transcoder_content_hash VARCHAR NOT NULL,
-            transcoder_kind VARCHAR NOT NULL,
-            model_name VARCHAR NOT NULL,
-            prompt VARCHAR NOT NULL,
-            n_tokens INTEGER,
-            params_json VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,
-            error VARCHAR,
-            replacement_score DOUBLE,
-            completeness_score DOUBLE,
-            pruned_replacement_score DOUBLE,
-            pruned_completeness_score DOUBLE,
-            attribution_seconds DOUBLE,
-            graph_path VARCHAR,
-            slug VARCHAR,
-            created_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (flow_run_id, transcoder_source, transcoder_content_hash, model_name,
-                         prompt, params_json)
-        )
-        """
-    )
+MIGRATION_001 = """
+CREATE TABLE scores (
+    flow_run_id VARCHAR NOT NULL,
+    flow_name VARCHAR,
+    suite_name VARCHAR,
+    transcoder_source VARCHAR NOT NULL,
+    transcoder_revision VARCHAR,
+    transcoder_content_hash VARCHAR NOT NULL,
+    transcoder_kind VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    prompt VARCHAR NOT NULL,
+    n_tokens INTEGER,
+    params_json VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    error VARCHAR,
+    replacement_score DOUBLE,
+    completeness_score DOUBLE,
+    pruned_replacement_score DOUBLE,
+    pruned_completeness_score DOUBLE,
+    attribution_seconds DOUBLE,
+    graph_path VARCHAR,
+    slug VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (flow_run_id, transcoder_source, transcoder_content_hash, model_name,
+                 prompt, params_json)
+);
+"""
 
+MIGRATION_002 = """
+ALTER TABLE scores RENAME TO scores_001;
 
-# The four scores every summary reports, by column name.
-SCORE_COLUMNS = (
-    "replacement_score",
-    "completeness_score",
-    "pruned_replacement_score",
-    "pruned_completeness_score",
-)
-
-_002_TABLES = """
 CREATE TABLE transcoders (
-    transcoder_id VARCHAR PRIMARY KEY, -- sha256("transcoder", source, commit_sha, content_hash)
+    transcoder_id VARCHAR PRIMARY KEY,
     source VARCHAR NOT NULL,
     revision VARCHAR,
     commit_sha VARCHAR,
@@ -90,7 +84,7 @@ CREATE TABLE transcoders (
     threshold_mean DOUBLE                   -- JumpReLU: mean threshold, when the flow reports it
 );
 CREATE TABLE models (
-    model_id VARCHAR PRIMARY KEY, -- sha256("model", name, n_layers, d_model, d_vocab, n_ctx)
+    model_id VARCHAR PRIMARY KEY,
     name VARCHAR NOT NULL,
     n_layers INTEGER,
     d_model INTEGER,
@@ -98,7 +92,7 @@ CREATE TABLE models (
     n_ctx INTEGER
 );
 CREATE TABLE prompts (
-    prompt_id VARCHAR PRIMARY KEY,          -- sha256("prompt", text)
+    prompt_id VARCHAR PRIMARY KEY,
     text VARCHAR NOT NULL,
     n_tokens INTEGER                        -- as first tokenized; per-model counts are in scores
 );
@@ -120,7 +114,7 @@ CREATE TABLE runs (
 -- No FOREIGN KEYs: DuckDB cannot drop or rebuild a referenced table, which later migrations
 -- need; record_run writes parents before children in the same transaction instead.
 CREATE TABLE scores (
-    score_id VARCHAR PRIMARY KEY, -- sha256("score", run, transcoder, model, prompt, params)
+    score_id VARCHAR PRIMARY KEY,
     flow_run_id VARCHAR NOT NULL,
     transcoder_id VARCHAR NOT NULL,
     model_id VARCHAR NOT NULL,
@@ -148,24 +142,17 @@ CREATE TABLE scores (
     created_at TIMESTAMP NOT NULL,
     UNIQUE (flow_run_id, transcoder_id, model_id, prompt_id, params_hash)
 );
-"""
 
+-- t(0.975, df): a table for df 1-30, the Cornish-Fisher expansion above (error < 4e-8).
+CREATE OR REPLACE MACRO t975(df) AS CASE WHEN df IS NULL OR df < 1 THEN NULL WHEN df <= 30 THEN [
+    12.7062047, 4.3026527, 3.1824463, 2.7764451, 2.5705818, 2.4469119, 2.3646243, 2.3060041,
+    2.2621572, 2.2281389, 2.2009852, 2.1788128, 2.1603687, 2.1447867, 2.1314495, 2.1199053,
+    2.1098156, 2.100922, 2.0930241, 2.0859634, 2.0796138, 2.0738731, 2.0686576, 2.0638986,
+    2.0595386, 2.0555294, 2.0518305, 2.0484071, 2.0452296, 2.0422725][df::INTEGER]
+    ELSE 1.959963984540054 + 2.372271230298562 / pow(df::DOUBLE, 1)
+        + 2.8224986157396112 / pow(df::DOUBLE, 2) + 2.555849679507722 / pow(df::DOUBLE, 3)
+        + 1.5895340533938225 / pow(df::DOUBLE, 4) END;
 
-def _summary_columns(score: str) -> str:
-    short = score.removesuffix("_score")
-    return f"""
-        count({score}) AS {short}_n,
-        avg({score}) AS {short}_mean,
-        min({score}) AS {short}_min,
-        max({score}) AS {short}_max,
-        stddev_samp({score}) AS {short}_sd,
-        avg({score}) - t975(count({score}) - 1) * stddev_samp({score}) / sqrt(count({score}))
-            AS {short}_ci_low,
-        avg({score}) + t975(count({score}) - 1) * stddev_samp({score}) / sqrt(count({score}))
-            AS {short}_ci_high"""
-
-
-_002_VIEWS = f"""
 -- One wide row per score, with the names a person searches by.
 CREATE VIEW scores_wide AS
 SELECT
@@ -240,98 +227,266 @@ SELECT
     params_hash,
     count(*) AS n_prompts,
     max(created_at) AS newest_score_at,
-    {",".join(_summary_columns(score) for score in SCORE_COLUMNS)}
+    count(replacement_score) AS replacement_n,
+    avg(replacement_score) AS replacement_mean,
+    min(replacement_score) AS replacement_min,
+    max(replacement_score) AS replacement_max,
+    stddev_samp(replacement_score) AS replacement_sd,
+    avg(replacement_score)
+        - t975(count(replacement_score) - 1) * stddev_samp(replacement_score)
+        / sqrt(count(replacement_score)) AS replacement_ci_low,
+    avg(replacement_score)
+        + t975(count(replacement_score) - 1) * stddev_samp(replacement_score)
+        / sqrt(count(replacement_score)) AS replacement_ci_high,
+    count(completeness_score) AS completeness_n,
+    avg(completeness_score) AS completeness_mean,
+    min(completeness_score) AS completeness_min,
+    max(completeness_score) AS completeness_max,
+    stddev_samp(completeness_score) AS completeness_sd,
+    avg(completeness_score)
+        - t975(count(completeness_score) - 1) * stddev_samp(completeness_score)
+        / sqrt(count(completeness_score)) AS completeness_ci_low,
+    avg(completeness_score)
+        + t975(count(completeness_score) - 1) * stddev_samp(completeness_score)
+        / sqrt(count(completeness_score)) AS completeness_ci_high,
+    count(pruned_replacement_score) AS pruned_replacement_n,
+    avg(pruned_replacement_score) AS pruned_replacement_mean,
+    min(pruned_replacement_score) AS pruned_replacement_min,
+    max(pruned_replacement_score) AS pruned_replacement_max,
+    stddev_samp(pruned_replacement_score) AS pruned_replacement_sd,
+    avg(pruned_replacement_score)
+        - t975(count(pruned_replacement_score) - 1) * stddev_samp(pruned_replacement_score)
+        / sqrt(count(pruned_replacement_score)) AS pruned_replacement_ci_low,
+    avg(pruned_replacement_score)
+        + t975(count(pruned_replacement_score) - 1) * stddev_samp(pruned_replacement_score)
+        / sqrt(count(pruned_replacement_score)) AS pruned_replacement_ci_high,
+    count(pruned_completeness_score) AS pruned_completeness_n,
+    avg(pruned_completeness_score) AS pruned_completeness_mean,
+    min(pruned_completeness_score) AS pruned_completeness_min,
+    max(pruned_completeness_score) AS pruned_completeness_max,
+    stddev_samp(pruned_completeness_score) AS pruned_completeness_sd,
+    avg(pruned_completeness_score)
+        - t975(count(pruned_completeness_score) - 1) * stddev_samp(pruned_completeness_score)
+        / sqrt(count(pruned_completeness_score)) AS pruned_completeness_ci_low,
+    avg(pruned_completeness_score)
+        + t975(count(pruned_completeness_score) - 1) * stddev_samp(pruned_completeness_score)
+        / sqrt(count(pruned_completeness_score)) AS pruned_completeness_ci_high
 FROM latest_scores
 GROUP BY transcoder_id, model_name, params_hash;
+
+-- Carry every 001 row over. 001 knew no commit sha, model shape, versions or statistics:
+-- those are NULL. A run started with its first score and ended with its last.
+CREATE TEMP MACRO tf_id_field(x) AS CASE WHEN x IS NULL THEN 'NULL' ELSE strlen(x) || ':' || x END;
+CREATE TEMP MACRO tf_canonical_params(params_json) AS to_json(map_from_entries(list_sort(
+    map_entries(json_transform(params_json, '"MAP(VARCHAR, JSON)"')))))::VARCHAR;
+CREATE TEMP TABLE flat AS
+SELECT
+    *,
+    sha256('transcoder|' || tf_id_field(transcoder_source) || '|'
+           || tf_id_field(transcoder_content_hash)) AS transcoder_id,
+    sha256('model|' || tf_id_field(model_name)) AS model_id,
+    sha256('prompt|' || tf_id_field(prompt)) AS prompt_id,
+    tf_canonical_params(params_json) AS canonical_params_json,
+    sha256('params|' || tf_id_field(tf_canonical_params(params_json))) AS params_hash
+FROM scores_001;
+
+INSERT INTO runs (flow_run_id, flow_name, suite_name, started_at, finished_at, status,
+                  recorded_at)
+SELECT flow_run_id, arg_min(flow_name, created_at), arg_min(suite_name, created_at),
+       min(created_at), max(created_at), 'unknown', get_current_timestamp() AT TIME ZONE 'UTC'
+FROM flat
+GROUP BY flow_run_id;
+
+INSERT INTO transcoders (transcoder_id, source, revision, content_hash, kind)
+SELECT transcoder_id, any_value(transcoder_source), arg_min(transcoder_revision, created_at),
+       any_value(transcoder_content_hash), arg_min(transcoder_kind, created_at)
+FROM flat
+GROUP BY transcoder_id;
+
+INSERT INTO models (model_id, name)
+SELECT model_id, any_value(model_name) FROM flat GROUP BY model_id;
+
+INSERT INTO prompts (prompt_id, text, n_tokens)
+SELECT prompt_id, any_value(prompt), arg_min(n_tokens, created_at) FROM flat GROUP BY prompt_id;
+
+INSERT INTO scores (score_id, flow_run_id, transcoder_id, model_id, prompt_id, params_hash,
+                    params_json, n_tokens, status, error, replacement_score, completeness_score,
+                    pruned_replacement_score, pruned_completeness_score, attribution_seconds,
+                    graph_path, slug, created_at)
+SELECT sha256('score|' || tf_id_field(flow_run_id) || '|' || tf_id_field(transcoder_id) || '|'
+              || tf_id_field(model_id) || '|' || tf_id_field(prompt_id) || '|'
+              || tf_id_field(params_hash)),
+       flow_run_id, transcoder_id, model_id, prompt_id, params_hash, canonical_params_json,
+       n_tokens, status, error, replacement_score, completeness_score, pruned_replacement_score,
+       pruned_completeness_score, attribution_seconds, graph_path, slug, created_at
+FROM flat;
+
+DROP TABLE flat;
+DROP TABLE scores_001;
+DROP MACRO tf_canonical_params;
+DROP MACRO tf_id_field;
 """
 
+MIGRATION_003 = """
+-- Ids from the fields every version recorded: a transcoder is its source and the hash of its
+-- converted weights (no commit sha: 001 did not know it, and the weights are what matter), a
+-- model its name (no shape: 001 did not know it). The shape, commit and revision stay columns,
+-- as first recorded. Placeholders the flow wrote for facts it did not know (kind 'clt', content
+-- hash 'unknown' or the snapshot's, activation 'unknown', shapes and token counts 0) become NULL.
+CREATE TEMP MACRO tf_id_field(x) AS CASE WHEN x IS NULL THEN 'NULL' ELSE strlen(x) || ':' || x END;
 
-def _002_normalised(con: Connection) -> None:
-    con.execute("ALTER TABLE scores RENAME TO scores_001")
-    con.execute(_002_TABLES)
-    con.execute(t975_macro_sql())
-    con.execute(_002_VIEWS)
+CREATE TEMP TABLE transcoder_ids AS
+SELECT
+    t.transcoder_id AS old_id,
+    sha256('transcoder|' || tf_id_field(t.source) || '|' || tf_id_field(
+        CASE WHEN t.activation IS NOT DISTINCT FROM 'unknown' THEN NULL ELSE t.content_hash END
+    )) AS new_id,
+    coalesce((SELECT min(s.created_at) FROM scores s WHERE s.transcoder_id = t.transcoder_id),
+             'infinity'::TIMESTAMP) AS first_seen,
+    t.activation IS NOT DISTINCT FROM 'unknown' AS placeholder,
+    t.*
+FROM transcoders t;
 
-    flat_rows = con.execute(
-        """
-        SELECT flow_run_id, flow_name, suite_name, transcoder_source, transcoder_revision,
-               transcoder_content_hash, transcoder_kind, model_name, prompt, n_tokens,
-               params_json, status, error, replacement_score, completeness_score,
-               pruned_replacement_score, pruned_completeness_score, attribution_seconds,
-               graph_path, slug, created_at
-        FROM scores_001
-        ORDER BY created_at
-        """
-    ).fetchall()
-    columns = [d[0] for d in con.description]
-    rows = [dict(zip(columns, row, strict=True)) for row in flat_rows]
-    migrated_at = datetime.now(UTC).replace(tzinfo=None)
+CREATE TEMP TABLE model_ids AS
+SELECT
+    m.model_id AS old_id,
+    sha256('model|' || tf_id_field(m.name)) AS new_id,
+    coalesce((SELECT min(s.created_at) FROM scores s WHERE s.model_id = m.model_id),
+             'infinity'::TIMESTAMP) AS first_seen,
+    m.*
+FROM models m;
 
-    # 001 kept no run table: a run started with its first score and ended with its last.
-    runs: dict[str, dict] = {}
-    for row in rows:
-        run = runs.setdefault(
-            row["flow_run_id"],
-            {"flow_name": row["flow_name"], "suite_name": row["suite_name"], "times": []},
-        )
-        run["times"].append(row["created_at"])
-    for run_id, run in runs.items():
-        con.execute(
-            """
-            INSERT INTO runs (flow_run_id, flow_name, suite_name, started_at, finished_at, status,
-                              recorded_at)
-            VALUES (?, ?, ?, ?, ?, 'unknown', ?)
-            """,
-            [run_id, run["flow_name"], run["suite_name"], min(run["times"]), max(run["times"]),
-             migrated_at],
-        )  # fmt: skip
+CREATE TEMP TABLE prompt_ids AS
+SELECT p.prompt_id AS old_id, sha256('prompt|' || tf_id_field(p.text)) AS new_id, p.*
+FROM prompts p;
 
-    for row in rows:
-        # 001 knew no commit sha and no model shape: those fields are NULL and in the ids.
-        transcoder_id = stable_id(
-            "transcoder", row["transcoder_source"], None, row["transcoder_content_hash"]
-        )
-        model_id = stable_id("model", row["model_name"], None, None, None, None)
-        params = json.loads(row["params_json"])
-        con.execute(
-            """
-            INSERT INTO transcoders (transcoder_id, source, revision, content_hash, kind)
-            VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-            """,
-            [transcoder_id, row["transcoder_source"], row["transcoder_revision"],
-             row["transcoder_content_hash"], row["transcoder_kind"]],
-        )  # fmt: skip
-        con.execute(
-            "INSERT INTO models (model_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            [model_id, row["model_name"]],
-        )
-        con.execute(
-            "INSERT INTO prompts (prompt_id, text, n_tokens) VALUES (?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            [prompt_id(row["prompt"]), row["prompt"], row["n_tokens"]],
-        )
-        key = (row["flow_run_id"], transcoder_id, model_id, prompt_id(row["prompt"]))
-        con.execute(
-            """
-            INSERT INTO scores (score_id, flow_run_id, transcoder_id, model_id, prompt_id,
-                                params_hash, params_json, n_tokens, status, error,
-                                replacement_score, completeness_score, pruned_replacement_score,
-                                pruned_completeness_score, attribution_seconds, graph_path, slug,
-                                created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [stable_id("score", *key, params_hash(params)), *key, params_hash(params),
-             canonical_json(params), row["n_tokens"], row["status"], row["error"],
-             row["replacement_score"], row["completeness_score"],
-             row["pruned_replacement_score"], row["pruned_completeness_score"],
-             row["attribution_seconds"], row["graph_path"], row["slug"], row["created_at"]],
-        )  # fmt: skip
-    con.execute("DROP TABLE scores_001")
+CREATE TABLE transcoders_003 (
+    transcoder_id VARCHAR PRIMARY KEY,      -- id('transcoder', source, content_hash)
+    source VARCHAR NOT NULL,
+    revision VARCHAR,                       -- as first recorded
+    commit_sha VARCHAR,                     -- as first recorded
+    content_hash VARCHAR,                   -- NULL: it failed before it was ever converted
+    kind VARCHAR CHECK (kind IN ('clt', 'plt')),
+    n_layers INTEGER,
+    d_model INTEGER,
+    d_features INTEGER,
+    activation VARCHAR,
+    activation_params_json VARCHAR,
+    k INTEGER,                              -- TopK: features kept per layer and position
+    threshold_mean DOUBLE                   -- JumpReLU: mean threshold, when the flow reports it
+);
+INSERT INTO transcoders_003
+SELECT
+    new_id,
+    any_value(source),
+    arg_min(revision, first_seen),
+    arg_min(commit_sha, first_seen),
+    any_value(CASE WHEN placeholder THEN NULL ELSE content_hash END),
+    arg_min(kind, first_seen) FILTER (WHERE NOT placeholder),
+    arg_min(nullif(n_layers, 0), first_seen),
+    arg_min(nullif(d_model, 0), first_seen),
+    arg_min(nullif(d_features, 0), first_seen),
+    arg_min(activation, first_seen) FILTER (WHERE NOT placeholder),
+    arg_min(activation_params_json, first_seen) FILTER (WHERE NOT placeholder),
+    arg_min(k, first_seen),
+    arg_min(threshold_mean, first_seen)
+FROM transcoder_ids
+GROUP BY new_id;
 
+CREATE TABLE models_003 (
+    model_id VARCHAR PRIMARY KEY,           -- id('model', name)
+    name VARCHAR NOT NULL,
+    n_layers INTEGER,                       -- the shape, as first recorded
+    d_model INTEGER,
+    d_vocab INTEGER,
+    n_ctx INTEGER
+);
+INSERT INTO models_003
+SELECT new_id, any_value(name), arg_min(nullif(n_layers, 0), first_seen),
+       arg_min(nullif(d_model, 0), first_seen), arg_min(nullif(d_vocab, 0), first_seen),
+       arg_min(nullif(n_ctx, 0), first_seen)
+FROM model_ids
+GROUP BY new_id;
+
+CREATE TABLE prompts_003 (
+    prompt_id VARCHAR PRIMARY KEY,          -- id('prompt', text)
+    text VARCHAR NOT NULL,
+    n_tokens INTEGER                        -- as first tokenized; per-model counts are in scores
+);
+INSERT INTO prompts_003 SELECT new_id, text, nullif(n_tokens, 0) FROM prompt_ids;
+
+CREATE TABLE scores_003 (
+    score_id VARCHAR PRIMARY KEY,           -- id('score', run, transcoder, model, prompt, params)
+    flow_run_id VARCHAR NOT NULL,
+    transcoder_id VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,
+    prompt_id VARCHAR NOT NULL,
+    params_hash VARCHAR NOT NULL,           -- id('params', params_json)
+    params_json VARCHAR NOT NULL,
+    n_tokens INTEGER,
+    status VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+    error VARCHAR,
+    replacement_score DOUBLE,
+    completeness_score DOUBLE,
+    pruned_replacement_score DOUBLE,
+    pruned_completeness_score DOUBLE,
+    n_active_features INTEGER,
+    n_selected_features INTEGER,
+    n_logits INTEGER,
+    logit_cumulative_prob DOUBLE,
+    n_pos INTEGER,
+    phase_seconds_json VARCHAR,
+    attribution_seconds DOUBLE,
+    peak_memory_bytes BIGINT,
+    attribution_threads INTEGER,            -- torch's intra-op threads; NULL before 003
+    graph_path VARCHAR,
+    graph_files_path VARCHAR,
+    slug VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    UNIQUE (flow_run_id, transcoder_id, model_id, prompt_id, params_hash)
+);
+INSERT INTO scores_003
+SELECT
+    sha256('score|' || tf_id_field(s.flow_run_id) || '|' || tf_id_field(t.new_id) || '|'
+           || tf_id_field(m.new_id) || '|' || tf_id_field(p.new_id) || '|'
+           || tf_id_field(sha256('params|' || tf_id_field(s.params_json)))),
+    s.flow_run_id, t.new_id, m.new_id, p.new_id,
+    sha256('params|' || tf_id_field(s.params_json)),
+    s.params_json, nullif(s.n_tokens, 0), s.status, s.error, s.replacement_score,
+    s.completeness_score, s.pruned_replacement_score, s.pruned_completeness_score,
+    s.n_active_features, s.n_selected_features, s.n_logits, s.logit_cumulative_prob, s.n_pos,
+    s.phase_seconds_json, s.attribution_seconds, s.peak_memory_bytes, NULL, s.graph_path,
+    s.graph_files_path, s.slug, s.created_at
+FROM scores s
+JOIN transcoder_ids t ON t.old_id = s.transcoder_id
+JOIN model_ids m ON m.old_id = s.model_id
+JOIN prompt_ids p ON p.old_id = s.prompt_id;
+
+-- Every score has its parents (the writer inserts them first): refuse to lose one if not.
+SELECT CASE WHEN (SELECT count(*) FROM scores) <> (SELECT count(*) FROM scores_003)
+       THEN error('a score row has no transcoder, model or prompt row; nothing was migrated')
+       END;
+
+DROP TABLE scores;
+DROP TABLE prompts;
+DROP TABLE models;
+DROP TABLE transcoders;
+ALTER TABLE transcoders_003 RENAME TO transcoders;
+ALTER TABLE models_003 RENAME TO models;
+ALTER TABLE prompts_003 RENAME TO prompts;
+ALTER TABLE scores_003 RENAME TO scores;
+DROP TABLE transcoder_ids;
+DROP TABLE model_ids;
+DROP TABLE prompt_ids;
+DROP MACRO tf_id_field;
+"""
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "flat scores table (issue 4)", _001_flat_scores),
-    Migration(2, "normalised schema with ids and views (issue 5)", _002_normalised),
+    Migration(1, "flat scores table (issue 4)", MIGRATION_001),
+    Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
+    Migration(
+        3, "ids that continue across migrations, attribution_threads (issue 11)", MIGRATION_003
+    ),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
@@ -352,7 +507,8 @@ def apply_migrations(con: Connection, up_to: int | None = None) -> list[int]:
     """Apply every migration above the database's version (up to ``up_to``); return those applied.
 
     Each migration commits on its own; one that fails rolls back whole and raises StorageError,
-    leaving the database at the previous version.
+    leaving the database at the previous version. Callers that write hold the writer lock
+    (``database._write_lock``) around this.
     """
     target = CURRENT_VERSION if up_to is None else up_to
     current = schema_version(con)
@@ -371,7 +527,7 @@ def apply_migrations(con: Connection, up_to: int | None = None) -> list[int]:
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
-            migration.apply(con)
+            con.execute(migration.sql)
             con.execute(
                 "INSERT INTO schema_version VALUES (?, ?, ?)",
                 [migration.version, migration.name, datetime.now(UTC).replace(tzinfo=None)],

@@ -7,6 +7,7 @@ return dicts give timezone-aware datetimes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import duckdb
 
 from tracerflow.errors import StorageError
 from tracerflow.storage.database import reading
-from tracerflow.storage.records import to_utc_naive
+from tracerflow.storage.records import TranscoderInfo, to_utc_naive
 from tracerflow.storage.stats import MeanInterval, mean_interval
 
 # What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
@@ -273,20 +274,31 @@ def graph_index(db_path: Path | str) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class PromptScore:
+    """One row of a suite run, as the regression check pairs it: by transcoder (source), model,
+    prompt and parameter set."""
+
+    transcoder: str  # the source, as the suite names it
+    model: str
+    prompt: str
+    params_hash: str
+    status: str  # "ok" | "failed"
+    replacement_score: float | None
+
+
+@dataclass(frozen=True)
 class SuiteRunScores:
-    """Per transcoder source, the mean scores over the successful prompts of one suite run."""
+    """Every row (successful or failed) of one run of a suite."""
 
     flow_run_id: str
     started_at: datetime | None
-    mean_replacement_score: dict[str, float]
-    mean_completeness_score: dict[str, float]
-    n_prompts: dict[str, int]
+    scores: list[PromptScore]
 
 
 def previous_suite_run_scores(
     db_path: Path | str, suite_name: str, before_flow_run_id: str
 ) -> SuiteRunScores | None:
-    """The scores of the run of ``suite_name`` before ``before_flow_run_id``, or None.
+    """The rows of the run of ``suite_name`` before ``before_flow_run_id``, or None.
 
     "Before" is by start time when ``before_flow_run_id`` is recorded already; otherwise it is
     the newest recorded run of the suite. Runs without any successful score are skipped.
@@ -310,19 +322,43 @@ def previous_suite_run_scores(
         ).fetchone()
         if previous is None:
             return None
-        means = con.execute(
+        rows = con.execute(
             """
-            SELECT transcoder_source, avg(replacement_score), avg(completeness_score), count(*)
+            SELECT transcoder_source, model_name, prompt, params_hash, status, replacement_score
             FROM scores_wide
-            WHERE flow_run_id = ? AND status = 'ok'
-            GROUP BY transcoder_source
+            WHERE flow_run_id = ?
+            ORDER BY transcoder_source, prompt
             """,
             [previous[0]],
         ).fetchall()
     return SuiteRunScores(
         flow_run_id=previous[0],
         started_at=_aware(previous[1]),
-        mean_replacement_score={source: replacement for source, replacement, _, _ in means},
-        mean_completeness_score={source: completeness for source, _, completeness, _ in means},
-        n_prompts={source: n for source, _, _, n in means},
+        scores=[PromptScore(*row) for row in rows],
     )
+
+
+def latest_transcoder(db_path: Path | str, source: str) -> TranscoderInfo | None:
+    """The transcoder most recently scored under ``source`` (by its newest score row), or None.
+
+    A run that fails before it knows the transcoder's weights (a download or a conversion that
+    fails) records its rows under this one, so they stay in the series of its earlier runs.
+    """
+    if not Path(db_path).exists():
+        return None
+    with reading(db_path) as con:
+        row = con.execute(
+            """
+            SELECT t.source, t.revision, t.commit_sha, t.content_hash, t.kind, t.n_layers,
+                   t.d_model, t.d_features, t.activation, t.activation_params_json
+            FROM transcoders t JOIN scores s USING (transcoder_id)
+            WHERE t.source = ?
+            ORDER BY s.created_at DESC, s.flow_run_id DESC
+            LIMIT 1
+            """,
+            [source],
+        ).fetchone()
+    if row is None:
+        return None
+    *fields, activation_params_json = row
+    return TranscoderInfo(*fields, activation_params=json.loads(activation_params_json or "{}"))

@@ -5,7 +5,9 @@ calls `record_run`. Records carry values, never live objects (no tensors, no mod
 pickle across Prefect tasks and serialise to JSON for artifacts.
 
 Identity: every normalised row gets a stable id, the sha256 of its identifying fields
-(`stable_id`), so the same transcoder, model or prompt recorded by two runs maps to one row.
+(`stable_id`), so the same transcoder, model or prompt recorded by two runs maps to one row. The
+fields are those every schema version recorded (a transcoder: source and weights; a model: its
+name), so a series continues across migrations; the migrations compute the same bytes in SQL.
 """
 
 from __future__ import annotations
@@ -32,14 +34,22 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stable_id(entity: str, *identifying_fields: Any) -> str:
-    """sha256 (hex) of an entity name and its identifying fields; the same inputs, the same id."""
-    return hashlib.sha256(canonical_json([entity, *identifying_fields]).encode()).hexdigest()
+def stable_id(entity: str, *identifying_fields: str | None) -> str:
+    """sha256 (hex) of an entity name and its identifying fields; the same inputs, the same id.
+
+    Each field is written as ``<UTF-8 byte length>:<text>`` (``NULL`` when missing) and the parts
+    are joined by ``|``: unambiguous, and the same bytes DuckDB's ``strlen`` and ``sha256`` give,
+    so the migrations compute these ids in literal SQL (their macro ``tf_id_field``).
+    """
+    parts = [entity]
+    for value in identifying_fields:
+        parts.append("NULL" if value is None else f"{len(value.encode())}:{value}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def params_hash(params: dict[str, Any]) -> str:
     """The id of an attribution parameter set (``max_n_logits``, ``batch_size``, ...)."""
-    return stable_id("params", params)
+    return stable_id("params", canonical_json(params))
 
 
 def to_utc_naive(moment: datetime) -> datetime:
@@ -73,21 +83,25 @@ class _Record:
 
 @dataclass(frozen=True)
 class TranscoderInfo(_Record):
-    """A converted transcoder, identified by where it came from and a hash of its weights."""
+    """A converted transcoder, identified by where it came from and a hash of its weights.
+
+    Facts not known (a transcoder that failed before it was ever converted) are None, never a
+    placeholder.
+    """
 
     source: str  # Hub repo id or local folder, as the user named it
     revision: str | None  # the ref the user asked for ("main", a tag), if any
     commit_sha: str | None  # the Hub commit it resolved to; None for local folders
-    content_hash: str  # sha256 of the converted circuit-tracer files
-    kind: str  # "clt" | "plt"
-    n_layers: int
-    d_model: int
-    d_features: int
-    activation: str  # "topk" | "jump_relu" | "relu"
+    content_hash: str | None  # sha256 of the converted circuit-tracer files
+    kind: str | None  # "clt" | "plt"
+    n_layers: int | None
+    d_model: int | None
+    d_features: int | None
+    activation: str | None  # "topk" | "jump_relu" | "relu"
     activation_params: dict[str, Any] = field(default_factory=dict)  # {"k": 16}, ...
 
     def __post_init__(self) -> None:
-        if self.kind not in TRANSCODER_KINDS:
+        if self.kind is not None and self.kind not in TRANSCODER_KINDS:
             raise StorageError(
                 f"transcoder {self.source!r}: kind must be one of {TRANSCODER_KINDS}, "
                 f"got {self.kind!r}"
@@ -95,8 +109,9 @@ class TranscoderInfo(_Record):
 
     @property
     def transcoder_id(self) -> str:
-        # The revision is a movable name; the commit and the weights are what identify it.
-        return stable_id("transcoder", self.source, self.commit_sha, self.content_hash)
+        # The weights (and the name they are scored under) identify it; the revision is a movable
+        # name and the same weights at another commit score the same. 001 recorded these two.
+        return stable_id("transcoder", self.source, self.content_hash)
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> TranscoderInfo:
@@ -105,17 +120,19 @@ class TranscoderInfo(_Record):
 
 @dataclass(frozen=True)
 class ModelInfo(_Record):
-    """The base model the transcoders replace the MLPs of."""
+    """The base model the transcoders replace the MLPs of; its shape is None when not known
+    (an item that failed before the model was assembled)."""
 
     name: str
-    n_layers: int
-    d_model: int
-    d_vocab: int
-    n_ctx: int
+    n_layers: int | None
+    d_model: int | None
+    d_vocab: int | None
+    n_ctx: int | None
 
     @property
     def model_id(self) -> str:
-        return stable_id("model", self.name, self.n_layers, self.d_model, self.d_vocab, self.n_ctx)
+        # A TransformerLens name pins the weights; the shape follows from it (001 had no shape).
+        return stable_id("model", self.name)
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> ModelInfo:
@@ -159,7 +176,7 @@ class ScoreRecord(_Record):
     transcoder: TranscoderInfo
     model: ModelInfo
     prompt: str
-    n_tokens: int
+    n_tokens: int | None  # None when it failed before tokenizing
     # max_n_logits, desired_logit_prob, max_feature_nodes, batch_size,
     # node_threshold, edge_threshold, offload, dtype
     params: dict[str, Any]
@@ -177,6 +194,7 @@ class ScoreRecord(_Record):
     phase_seconds: dict[str, float] | None
     attribution_seconds: float | None
     peak_memory_bytes: int | None
+    attribution_threads: int | None  # torch's intra-op threads the attribution ran with
     graph_path: str | None
     graph_files_path: str | None
     slug: str | None

@@ -2,7 +2,8 @@
 
 The views and `compare` report ``mean ± t(0.975, n-1) · s / √n``. The quantile comes from a table
 for 1–30 degrees of freedom and from the Cornish–Fisher expansion above that (error < 4e-8 from
-31 on), so Python and SQL give the same numbers.
+31 on); the SQL macro ``t975`` (created by migration 002, as literal text) holds the same table
+and coefficients, so Python and SQL give the same numbers.
 """
 
 from __future__ import annotations
@@ -38,24 +39,6 @@ def t975(df: int) -> float:
     if df <= len(T975_TABLE):
         return T975_TABLE[df - 1]
     return Z975 + sum(c / df**power for power, c in enumerate(CORNISH_FISHER_COEFFICIENTS, 1))
-
-
-def t975_macro_sql() -> str:
-    """``CREATE MACRO t975(df)``: the same quantile inside DuckDB, for the summary views."""
-    table = ", ".join(repr(value) for value in T975_TABLE)
-    expansion = " + ".join(
-        [repr(Z975)]
-        + [
-            f"{c!r} / pow(df::DOUBLE, {power})"
-            for power, c in enumerate(CORNISH_FISHER_COEFFICIENTS, 1)
-        ]
-    )
-    return (
-        "CREATE OR REPLACE MACRO t975(df) AS CASE "
-        "WHEN df IS NULL OR df < 1 THEN NULL "
-        f"WHEN df <= {len(T975_TABLE)} THEN [{table}][df::INTEGER] "
-        f"ELSE {expansion} END"
-    )
 
 
 @dataclass(frozen=True)

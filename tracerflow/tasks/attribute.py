@@ -1,8 +1,10 @@
 """Stage 4, attribute: the attribution graph of one prompt, stored as ``graph.pt``.
 
 Keyed by (model identity, converted transcoder, prompt, attribution parameters, dtype, device,
-and the versions of the code that computes it). Next to ``graph.pt`` goes ``attribution.json``:
-the batch size actually used, seconds per phase and peak memory.
+torch's thread count, and the versions of the code that computes it). Next to ``graph.pt`` goes
+``attribution.json``: the batch size and thread count used, seconds per phase and peak memory.
+The thread count is a setting of the run, never chosen by timing: at the same count the same
+inputs give the same graph, bit for bit, so it is part of the key and of every score row.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tracerflow.errors import AttributionError, ConfigError
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.assemble import assembled_model
 
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 GRAPH_FILE = "graph.pt"
 STATS_FILE = "attribution.json"
 
@@ -70,7 +72,11 @@ def code_versions() -> dict[str, str]:
 
 
 def attribute_key(
-    model: dict[str, Any], converted: dict[str, Any], prompt: str, params: AttributionParams
+    model: dict[str, Any],
+    converted: dict[str, Any],
+    prompt: str,
+    params: AttributionParams,
+    threads: int,
 ) -> str:
     return stage_key(
         "attribute",
@@ -81,6 +87,7 @@ def attribute_key(
         params=asdict(params),
         dtype=model["dtype"],
         device=model["device"],
+        threads=threads,
         versions=code_versions(),
     )
 
@@ -90,11 +97,13 @@ def attribute_prompt(
     model: dict[str, Any],
     converted: dict[str, Any],
     params: AttributionParams,
+    threads: int,
     store: ArtifactStore,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Attribute one prompt unless the store has its graph; return the graph's folder and stats."""
-    key = attribute_key(model, converted, prompt, params)
+    """Attribute one prompt at ``threads`` intra-op threads unless the store has its graph;
+    return the graph's folder and stats."""
+    key = attribute_key(model, converted, prompt, params, threads)
     folder = store.find("attribute", key)
     if folder is None:
         replacement_model = assembled_model(
@@ -102,7 +111,7 @@ def attribute_prompt(
         )
         check_prompt(prompt, replacement_model, model["name"])
         with store.write("attribute", key) as tmp_dir:
-            stats = run_attribution(prompt, replacement_model, params, tmp_dir, progress)
+            stats = run_attribution(prompt, replacement_model, params, threads, tmp_dir, progress)
             cfg = replacement_model.cfg
             stats.update(
                 device=model["device"],
@@ -134,6 +143,7 @@ def run_attribution(
     prompt: str,
     replacement_model: Any,
     params: AttributionParams,
+    threads: int,
     out_dir: Path,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -149,6 +159,7 @@ def run_attribution(
             batch_size=params.batch_size,
             offload=params.offload,  # type: ignore[arg-type]
             progress=progress,
+            threads=threads,
         )
     except RuntimeError as error:
         if "expected a non-empty list of Tensors" in str(error):
@@ -159,6 +170,7 @@ def run_attribution(
     result.graph.to_pt(str(out_dir / GRAPH_FILE))
     return {
         "batch_size": result.batch_size,
+        "threads": result.threads,
         "fast_path": result.fast_path,
         "attribution_seconds": result.phase_seconds.get("total"),
         "phase_seconds": result.phase_seconds,
@@ -170,7 +182,11 @@ def run_attribution(
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
     store: ArtifactStore = parameters["store"]
     key = attribute_key(
-        parameters["model"], parameters["converted"], parameters["prompt"], parameters["params"]
+        parameters["model"],
+        parameters["converted"],
+        parameters["prompt"],
+        parameters["params"],
+        parameters["threads"],
     )
     return store.prefect_result_key("attribute", key)
 
@@ -181,6 +197,7 @@ def attribute_task(
     model: dict[str, Any],
     converted: dict[str, Any],
     params: AttributionParams,
+    threads: int,
     store: ArtifactStore,
 ) -> dict[str, Any]:
     logger = get_run_logger()
@@ -198,12 +215,13 @@ def attribute_task(
             update_progress_artifact(progress_id, progress=100.0 * done / total)
             logger.info("features attributed: %d of %d", done, total)
 
-    result = attribute_prompt(prompt, model, converted, params, store, progress=report)
+    result = attribute_prompt(prompt, model, converted, params, threads, store, progress=report)
     update_progress_artifact(progress_id, progress=100.0)
     logger.info(
-        "attributed in %.1f s (batch size %d, %s path)",
+        "attributed in %.1f s (batch size %d, %d threads, %s path)",
         result["attribution_seconds"],
         result["batch_size"],
+        result["threads"],
         "fast" if result["fast_path"] else "circuit-tracer's",
     )
     return result

@@ -5,6 +5,7 @@ The files are written by ``tracerflow.viewer.graph_ids.write_graph_files``: circ
 feature ids). They go into a private artifact folder first, then are published: ``<slug>.json``
 replaced atomically in the shared graph-files folder and its ``graph-metadata.json`` entry merged
 under a file lock, so concurrent flows never lose an entry and the viewer never reads half a file.
+Pruning for export runs at the thread count the graph was attributed with, like scoring.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from circuit_tracer.graph import Graph
 from prefect import task
 
+from tracerflow.attribution import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.viewer.graph_ids import (
     GRAPH_METADATA_FILE,
@@ -62,7 +64,7 @@ def export_graph(
     folder = store.find("export", key)
     if folder is None:
         graph = Graph.from_pt(attribution["graph_path"])
-        with store.write("export", key) as tmp_dir:
+        with store.write("export", key) as tmp_dir, torch_threads(attribution.get("threads")):
             write_graph_files(
                 graph,
                 slug,

@@ -6,6 +6,8 @@ error, as in the circuit-tracing methods paper and Neuronpedia's subgraph score:
 outgoing edges are added to the error node of its (layer, position), and its incoming edges are
 dropped (error nodes have no inputs). Edge pruning does not change these scores; only which nodes
 are explained does. docs/database.md ("The scores, defined") states it exactly.
+Scoring runs at the thread count the graph was attributed with (in any process, a Dask worker
+too), so the same graph gives the same scores bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
 from prefect import task
 
+from tracerflow.attribution import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 
 CODE_VERSION = "1"
@@ -111,7 +114,9 @@ def score_attribution(
     folder = store.find("score", key)
     if folder is None:
         graph = Graph.from_pt(attribution["graph_path"])  # only graphs this tool wrote
-        scores = score_graph(graph, node_threshold, edge_threshold)
+        # The attribution key (part of this one) holds the thread count: run at the same.
+        with torch_threads(attribution.get("threads")):
+            scores = score_graph(graph, node_threshold, edge_threshold)
         with store.write("score", key) as tmp_dir:
             (tmp_dir / SCORES_FILE).write_text(json.dumps(scores.__dict__, indent=2))
         folder = store.path("score", key)

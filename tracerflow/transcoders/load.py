@@ -5,39 +5,26 @@ PerLayerTopK has no circuit-tracer equivalent, so we install ``PerLayerTopK`` as
 ``activation_function`` of the loaded objects. Every code path attribution uses goes through that
 attribute in circuit-tracer 0.5.x (``encode``, ``encode_layer``, ``encode_sparse``,
 ``apply_activation_function`` and hence ``compute_attribution_components``); the version guard
-below makes a different circuit-tracer fail loudly rather than silently run a ReLU transcoder.
+(``tracerflow.compat``) makes a different circuit-tracer fail loudly rather than silently run a
+ReLU transcoder.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from circuit_tracer.transcoder import TranscoderSet, load_transcoder_set
 from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder, load_clt
 
+from tracerflow.compat import circuit_tracer_mismatch
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import is_complete
 from tracerflow.transcoders.activations import PerLayerTopK
 from tracerflow.transcoders.conversion import parse_dtype
 from tracerflow.transcoders.manifest import Manifest, read_manifest
 
-# The circuit-tracer releases whose transcoder classes were read and tested with this module.
-SUPPORTED_CIRCUIT_TRACER = ("0.5.",)
-
 Transcoder = CrossLayerTranscoder | TranscoderSet
-
-
-def check_circuit_tracer_version() -> str:
-    installed = version("circuit-tracer")
-    if not installed.startswith(SUPPORTED_CIRCUIT_TRACER):
-        raise CheckpointError(
-            f"circuit-tracer {installed} is installed; tracerflow's exact TopK activation was "
-            f"written for {', '.join(v + 'x' for v in SUPPORTED_CIRCUIT_TRACER)}. "
-            "Install circuit-tracer==0.5.0."
-        )
-    return installed
 
 
 def load_converted(
@@ -61,7 +48,9 @@ def load_converted(
     if not is_complete(out_dir):
         raise CheckpointError(f"{out_dir}: incomplete conversion (no _SUCCESS marker)")
     manifest = read_manifest(out_dir)
-    check_circuit_tracer_version()
+    mismatch = circuit_tracer_mismatch()
+    if mismatch is not None:
+        raise CheckpointError(f"cannot load {out_dir} with its exact activation: {mismatch}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
