@@ -110,6 +110,8 @@ def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> 
     """A locked-down read-only connection at the current schema, retried while a writer holds it.
 
     A database written by an older tracerflow is migrated first (a short write under the lock).
+    A DuckDB file without tracerflow's ``schema_version`` table is refused, never migrated: a
+    reader leaves a file it did not create exactly as it found it, with no lock file beside it.
     """
     path = Path(path)
     if not path.exists():
@@ -128,10 +130,19 @@ def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> 
             ) from error
 
     con = _retry_while_locked(connect, path, timeout_s, "read")
-    version = schema_version(con)
+    try:
+        version = schema_version(con)
+    except duckdb.Error as error:
+        con.close()
+        raise StorageError(f"cannot read the schema version of {path}: {error}") from error
     if version == CURRENT_VERSION:
         return con
     con.close()
+    if version == 0:
+        raise StorageError(
+            f"{path} is not a tracerflow score database (it has no schema_version table); "
+            f"read commands do not change it: point --db at a database tracerflow wrote"
+        )
     if version > CURRENT_VERSION:
         raise StorageError(
             f"the score database {path} is at schema version {version}, newer than this "
