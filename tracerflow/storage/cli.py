@@ -7,10 +7,13 @@ a `TracerflowError` into one line on stderr and exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
 import json
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -113,12 +116,56 @@ def render_json(value: Any) -> str:
     )
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path (symlinks, ``..``) or,
+    when both exist, the same inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_out_path(out: Path, db_path: Path, force: bool) -> None:
+    """Refuse an ``--out`` that would destroy something: the score database (or its WAL or lock
+    file) under any name, a folder, or an existing file unless ``force``.
+
+    Raises:
+        StorageError: one line naming ``out`` and why it is refused.
+    """
+    for protected in (db_path, Path(f"{db_path}.wal"), Path(f"{db_path}.lock")):
+        if _same_file(out, protected):
+            raise StorageError(
+                f"--out {out} is the score database {protected}; write the result elsewhere"
+            )
+    if out.is_dir():
+        raise StorageError(f"--out {out} is a folder; name a file")
+    if out.exists() and not force:
+        raise StorageError(f"--out {out} exists; add --force to replace it")
+
+
+def _write_atomically(out: Path, write: Callable[[Path], object]) -> None:
+    """``write(temp)`` a temporary sibling of ``out``, then rename it onto ``out``: a failure
+    leaves ``out`` as it was and no half-written file. An OSError becomes a StorageError."""
+    temp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(temp)
+        os.replace(temp, out)
+    except OSError as error:
+        raise StorageError(f"cannot write --out {out}: {error.strerror or error}") from error
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+
+
 def _emit(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text.rstrip("\n"))
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        content = text if text.endswith("\n") else text + "\n"
+        _write_atomically(out, lambda temp: temp.write_text(content, encoding="utf-8"))
         typer.echo(f"wrote {out}", err=True)
 
 
@@ -139,8 +186,7 @@ def _write_parquet(columns: list[str], rows: list[tuple[Any, ...]], out: Path | 
     except ImportError as error:
         raise StorageError("--format parquet needs pyarrow: pip install pyarrow") from error
     table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
+    _write_atomically(out, lambda temp: pq.write_table(table, temp))
     typer.echo(f"wrote {len(rows)} rows to {out}", err=True)
 
 
@@ -254,10 +300,16 @@ def sql_command(
         str, typer.Argument(help='One read query, e.g. "SELECT * FROM latest_scores".')
     ],
     output_format: Annotated[SqlFormat, typer.Option("--format")] = SqlFormat.table,
-    out: Annotated[Path | None, typer.Option(help="Write the result to this file.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the result to this file (never the database, never a folder)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --out replace a file.")] = False,
     db: DbOption = None,
 ) -> None:
     """Run a read-only SQL query over the score database (see docs/database.md)."""
+    if out is not None:
+        check_out_path(out, _db(db), force)
     columns, rows = run_sql(_db(db), query)
     if output_format is SqlFormat.parquet:
         _write_parquet(columns, rows, out)
