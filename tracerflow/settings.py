@@ -5,6 +5,9 @@ the artifact store, the viewer's graph files, the score database and Prefect's o
 ``threads`` (``$TRACERFLOW_THREADS``) is torch's intra-op thread count for attribution (and the
 scoring and export of its graph) when a run does not pass its own (``--threads``); unset, torch's
 default for the machine.
+``allow_outside_paths`` (``$TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``) lets a suite file's
+``prompts_file`` name a file outside the suite file's folder: the person running tracerflow
+grants it, never the suite file's author.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path("~/.tracerflow").expanduser())
     # A setting, never chosen by timing: results at one count are reproducible bit for bit.
     threads: int | None = Field(default=None, ge=1)
+    # Off: a suite file reads only files in its own folder (it cannot name /etc/shadow).
+    allow_outside_paths: bool = False
 
     @property
     def artifacts_dir(self) -> Path:

@@ -3,14 +3,17 @@
     name: toy-nightly
     transcoders: [toy-clt, toy-plt]          # presets, local folders or owner/repo[@rev]
     prompts: ["Mary and John went ...", ...]  # and/or
-    prompts_file: ioi-prompts.txt             # one per line, relative to the suite file
+    prompts_file: ioi-prompts.txt             # one per line, in the suite file's folder
     model: toy-gpt2                           # optional: else each preset's model
     parameters: {max_feature_nodes: 512, node_threshold: 0.8}
     regression_margin: 0.02                   # a drop larger than this is a regression
     task_runner: {kind: dask, workers: 2}     # optional fan-out
 
-Validation errors name the file, the line and the field. Suites shipped with tracerflow live in
-``tracerflow/suites/`` and can be named without a path (``toy-nightly``).
+Validation errors name the file, the line and the field. ``prompts_file`` is resolved against
+the suite file's folder and must stay inside it (symlinks resolved): an absolute path or one
+that climbs out with ``..`` is refused unless the person running tracerflow allows it with
+``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1`` (a suite file cannot allow it itself). Suites shipped
+with tracerflow live in ``tracerflow/suites/`` and can be named without a path (``toy-nightly``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tracerflow.errors import ConfigError
+from tracerflow.settings import get_settings
 
 
 class Parameters(BaseModel):
@@ -79,10 +83,14 @@ def read_prompts_file(path: Path) -> list[str]:
     """One prompt per line; blank lines and lines starting with '#' are skipped."""
     if not path.is_file():
         raise ConfigError(f"{path}: prompts file does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path}: cannot read the prompts file as UTF-8 text ({error})"
+        ) from error
     prompts = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
     if not prompts:
         raise ConfigError(f"{path}: no prompts in the file")
@@ -104,7 +112,41 @@ def find_suite_file(name_or_path: str) -> Path:
     raise ConfigError(f"suite '{name_or_path}' is not a file nor a built-in suite ({known})")
 
 
-def load_suite(name_or_path: str | Path) -> LoadedSuite:
+def resolve_suite_path(suite_path: Path, value: str, allow_outside: bool, where: str) -> Path:
+    """``value`` (a path a suite file names) resolved against the suite file's folder.
+
+    Raises:
+        ConfigError: ``value`` is absolute, or resolves (through ``..`` or a symlink) outside
+            the suite file's folder, and ``allow_outside`` is off. ``where`` starts the message
+            (``file:line: field 'name'``).
+    """
+    folder = suite_path.parent.resolve()
+    resolved = (folder / value).resolve()
+    if allow_outside:
+        return resolved
+    hint = "set TRACERFLOW_ALLOW_OUTSIDE_PATHS=1 to allow it"
+    if Path(value).is_absolute():
+        raise ConfigError(
+            f"{where}: {value} is an absolute path; a suite reads files in its own folder "
+            f"({folder}) only: name it relative to the suite file, or {hint}"
+        )
+    if not resolved.is_relative_to(folder):
+        raise ConfigError(
+            f"{where}: {value} leads outside the suite file's folder ({folder}, resolved to "
+            f"{resolved}); a suite reads files in its own folder only: {hint}"
+        )
+    return resolved
+
+
+def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None) -> LoadedSuite:
+    """Read and validate a suite file (a path or a built-in suite's name) and its prompts.
+
+    Args:
+        allow_outside_paths: let ``prompts_file`` name a file outside the suite file's folder;
+            ``None``: the ``allow_outside_paths`` setting (``$TRACERFLOW_ALLOW_OUTSIDE_PATHS``).
+    """
+    if allow_outside_paths is None:
+        allow_outside_paths = get_settings().allow_outside_paths
     path = find_suite_file(str(name_or_path))
     text = path.read_text()
     try:
@@ -123,10 +165,10 @@ def load_suite(name_or_path: str | Path) -> LoadedSuite:
         raise ConfigError(f"{where}: field '{location}': {first['msg']}") from error
     prompts = list(suite.prompts)
     if suite.prompts_file:
-        prompts_path = (path.parent / suite.prompts_file).resolve()
+        where = f"{path}:{_line_of(text, ('prompts_file',))}: field 'prompts_file'"
+        prompts_path = resolve_suite_path(path, suite.prompts_file, allow_outside_paths, where)
         if not prompts_path.is_file():
-            line = _line_of(text, ("prompts_file",))
-            raise ConfigError(f"{path}:{line}: field 'prompts_file': {prompts_path} does not exist")
+            raise ConfigError(f"{where}: {prompts_path} does not exist")
         prompts += read_prompts_file(prompts_path)
     return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts)
 
