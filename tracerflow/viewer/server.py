@@ -9,7 +9,8 @@ request path to a folder:
 - ``/data/graph-metadata.json``: the viewable entries of the folder's metadata file;
 - ``/graph_data/<slug>.json``: a graph file, after ``validate_slug``;
 - ``POST /save_graph/<slug>``: the viewer's Save button (pinned nodes, supernodes, ...), which
-  rewrites only the ``qParams`` of an existing graph file, validated and bounded in size; off
+  rewrites only the ``qParams`` of an existing graph file: strict JSON (no ``NaN`` or
+  ``Infinity``), bounded in size and depth, written compactly; never ``graph-metadata``; off
   with ``read_only``.
 
 Requests with ``..``, ``.``, backslashes, NUL or bad percent-encodings are refused with 400
@@ -24,6 +25,7 @@ import gzip
 import ipaddress
 import json
 import logging
+import math
 import socket
 import threading
 from http import HTTPStatus
@@ -46,6 +48,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8041
 # A Save body holds URL-sized view state (pinned ids, supernodes, labels): 1 MiB is generous.
 MAX_SAVE_BYTES = 1024 * 1024
+# The viewer sends URL parameters (strings) under qParams: a body is two levels deep. Lists
+# of lists stay well inside this; thousands of levels are an attack on the parser.
+MAX_SAVE_DEPTH = 32
+# What Save may add to a graph file: compact JSON of the parsed body is about its size (numbers
+# may grow a few bytes: 1e5 -> 100000.0), so twice the request bound is never reached honestly.
+MAX_SAVED_Q_PARAMS_BYTES = 2 * MAX_SAVE_BYTES
 # Graph files are JSON of up to hundreds of MB; above this, gzip when the client accepts it.
 GZIP_THRESHOLD_BYTES = 1024 * 1024
 
@@ -260,11 +268,19 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "invalid graph name") from exc
         graph_path = self._existing_graph(slug)
         q_params = _parse_save_body(self.rfile.read(length))
+        q_params_text = _strict_json(q_params)
+        if len(q_params_text.encode("utf-8")) > MAX_SAVED_Q_PARAMS_BYTES:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "view state too large")
 
         with self.server.save_lock:
-            graph = json.loads(graph_path.read_text(encoding="utf-8"))
+            try:
+                graph = _strict_loads(graph_path.read_bytes())
+            except (ValueError, RecursionError) as exc:
+                raise BadRequest(HTTPStatus.CONFLICT, "the graph file is not strict JSON") from exc
+            if not isinstance(graph, dict):
+                raise BadRequest(HTTPStatus.CONFLICT, "the graph file is not a JSON object")
             graph["qParams"] = q_params
-            write_text_atomically(graph_path, json.dumps(graph, indent=2))
+            write_text_atomically(graph_path, _strict_json(graph))
         self._send_bytes(b'{"saved": true}', "application/json")
 
     def _content_length(self) -> int:
@@ -343,12 +359,53 @@ def _request_path(raw: str) -> str:
     return decoded
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_loads(text: bytes | str) -> Any:
+    """JSON as RFC 8259 has it: ``NaN``, ``Infinity`` and ``-Infinity`` raise ValueError, and
+    so does a number too large for a float (``1e999``), which Python would read as infinity."""
+    value = json.loads(text, parse_constant=_refuse_constant)
+    _check_depth_and_numbers(value, max_depth=None)
+    return value
+
+
+def _strict_json(value: Any) -> str:
+    """Compact JSON a browser's ``JSON.parse`` reads: no NaN or Infinity, no indentation."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _check_depth_and_numbers(value: Any, max_depth: int | None) -> None:
+    """Raise ValueError for a non-finite float or, with ``max_depth``, deeper nesting.
+
+    Iterative, so a deep value cannot exhaust the interpreter's stack here.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("a number too large for JSON")
+        if isinstance(item, dict | list):
+            if max_depth is not None and depth > max_depth:
+                raise ValueError(f"nested more than {max_depth} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
 def _parse_save_body(body: bytes) -> dict[str, Any]:
-    """The ``qParams`` of a Save request: known keys; string, number, list or null values."""
+    """The ``qParams`` of a Save request: known keys; string, number, list or null values;
+    strict JSON (no NaN or Infinity), at most ``MAX_SAVE_DEPTH`` levels deep."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError as exc:  # the C parser gives up around a thousand levels
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "body nested too deeply") from exc
     except ValueError as exc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "body is not JSON") from exc
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not strict JSON: {exc}") from exc
+    try:
+        _check_depth_and_numbers(data, max_depth=MAX_SAVE_DEPTH)
+    except ValueError as exc:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body refused: {exc}") from exc
     q_params = data.get("qParams") if isinstance(data, dict) else None
     if not isinstance(q_params, dict):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "body needs a qParams object")

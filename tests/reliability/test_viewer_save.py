@@ -1,0 +1,153 @@
+"""The viewer's Save (POST /save_graph/<slug>) writes only JSON a browser can read, of a bounded
+size, and never the index: NaN, Infinity, deep nesting and `graph-metadata` each get a 4xx and
+leave every file in the folder unchanged.
+
+The real viewer server, in this process on a free port, over a graph file of circuit-tracer's
+shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracerflow.viewer.server import MAX_SAVE_BYTES, ViewerServer, make_server
+
+SLUG = "toy-clt-ioi"
+GRAPH = {
+    "metadata": {
+        "slug": SLUG,
+        "scan": "toy-clt",
+        "prompt_tokens": ["<|endoftext|>", "Mary", " and", " John"],
+        "prompt": "<|endoftext|>Mary and John",
+        "node_threshold": 0.8,
+    },
+    "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both"},
+    "nodes": [
+        {"node_id": "0_1_1", "feature": 1, "layer": "0", "ctx_idx": 1, "influence": 0.5},
+        {"node_id": "E_123_0", "feature": None, "layer": "E", "ctx_idx": 0, "influence": 0.2},
+    ],
+    "links": [{"source": "E_123_0", "target": "0_1_1", "weight": 0.75}],
+}
+
+
+@pytest.fixture
+def graph_files_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "graph-files"
+    folder.mkdir()
+    (folder / f"{SLUG}.json").write_text(json.dumps(GRAPH, indent=2))
+    (folder / "graph-metadata.json").write_text(json.dumps({"graphs": [GRAPH["metadata"]]}))
+    return folder
+
+
+@pytest.fixture
+def viewer(graph_files_dir: Path) -> Iterator[ViewerServer]:
+    server = make_server(graph_files_dir, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def save(server: ViewerServer, slug: str, body: bytes) -> tuple[int, bytes]:
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        connection.request("POST", f"/save_graph/{slug}", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def nested(depth: int) -> str:
+    """JSON text of a string inside ``depth`` lists (built as text: too deep for json.dumps)."""
+    return "[" * depth + '"x"' + "]" * depth
+
+
+def body_with(**q_params: Any) -> bytes:
+    return json.dumps({"qParams": q_params}).encode()
+
+
+def raw_body(q_params_json: str) -> bytes:
+    return ('{"qParams": ' + q_params_json + "}").encode()
+
+
+REFUSED = {
+    "NaN": raw_body('{"pruningThreshold": NaN}'),
+    "Infinity": raw_body('{"pruningThreshold": Infinity}'),
+    "minus Infinity": raw_body('{"pruningThreshold": -Infinity}'),
+    "overflow to infinity": raw_body('{"pruningThreshold": 1e999}'),
+    "NaN deep in a list": raw_body('{"clerps": [["a", [1, NaN]]]}'),
+    "nested 3000 deep": raw_body('{"supernodes": ' + nested(3000) + "}"),
+    "nested 100 deep": raw_body('{"supernodes": ' + nested(100) + "}"),
+    # ~300 KB that an indented writer turned into tens of MB.
+    "huge nested 300 KB": raw_body('{"clerps": [' + ",".join([nested(500)] * 300) + "]}"),
+}
+
+
+@pytest.mark.parametrize("body", REFUSED.values(), ids=REFUSED.keys())
+def test_a_bad_body_gets_400_and_touches_nothing(
+    viewer: ViewerServer, graph_files_dir: Path, body: bytes
+) -> None:
+    assert len(body) <= MAX_SAVE_BYTES
+    before = snapshot(graph_files_dir)
+    status, _ = save(viewer, SLUG, body)
+    assert status == 400
+    assert snapshot(graph_files_dir) == before
+
+
+@pytest.mark.parametrize("slug", ["graph-metadata", "Graph-Metadata"])
+def test_save_never_writes_the_index(
+    viewer: ViewerServer, graph_files_dir: Path, slug: str
+) -> None:
+    before = snapshot(graph_files_dir)
+    status, _ = save(viewer, slug, body_with(clickedId="x"))
+    assert 400 <= status < 500
+    assert snapshot(graph_files_dir) == before
+
+
+def test_a_good_save_is_compact_strict_json(viewer: ViewerServer, graph_files_dir: Path) -> None:
+    q_params = {"pinnedIds": "0_1_1,E_123_0", "supernodes": [["group", "0_1_1"]], "clickedId": "é"}
+    status, _ = save(viewer, SLUG, body_with(**q_params))
+    assert status == 200
+    text = (graph_files_dir / f"{SLUG}.json").read_text(encoding="utf-8")
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} written")
+
+    graph = json.loads(text, parse_constant=refuse)
+    assert graph["qParams"] == q_params
+    assert {k: v for k, v in graph.items() if k != "qParams"} == {
+        k: v for k, v in GRAPH.items() if k != "qParams"
+    }
+    assert text == json.dumps(graph, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_a_large_legal_save_grows_the_file_by_about_its_size(
+    viewer: ViewerServer, graph_files_dir: Path
+) -> None:
+    graph_path = graph_files_dir / f"{SLUG}.json"
+    labels = [
+        [f"supernode {i}", *(f"{layer}_{i}_{i % 7}" for layer in range(20))] for i in range(3500)
+    ]
+    body = body_with(supernodes=labels)
+    assert 0.5 * MAX_SAVE_BYTES < len(body) <= MAX_SAVE_BYTES
+    status, _ = save(viewer, SLUG, body)
+    assert status == 200
+    assert graph_path.stat().st_size <= len(json.dumps(GRAPH)) + len(body)
