@@ -30,3 +30,10 @@ class AttributionError(TracerflowError):
 
 class StorageError(TracerflowError):
     """The artifact store or the score database cannot be read or written."""
+
+
+class UsageError(ConfigError):
+    """A run was asked with a bad input (a prompt, source, number, device or dtype); caught
+    before anything starts. The CLI exits 2 for it, like a wrong command-line option."""
+
+    exit_code = 2

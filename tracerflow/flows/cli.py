@@ -7,9 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from tracerflow.errors import ConfigError, TracerflowError
+from tracerflow.errors import TracerflowError, UsageError
 from tracerflow.flows.report import SCORE_COLUMNS
-from tracerflow.suites import read_prompts_file
+from tracerflow.flows.validation import (
+    check_preset,
+    read_prompts_file,
+    request_of,
+    suite_request,
+    validate_run_request,
+)
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -30,7 +36,9 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def run_and_report(flow_kwargs: dict[str, Any]) -> None:
-    """Run the scoring flow, print the scores table and where everything is; exit 1 on failure."""
+    """Check the request, then run the scoring flow, print the scores table and where everything
+    is; exit 1 on failure, 2 on a bad input (before anything starts)."""
+    validate_run_request(request_of(flow_kwargs))
     from tracerflow.flows.score import score_flow
 
     report(score_flow(**flow_kwargs, return_state=True))
@@ -60,7 +68,10 @@ def run_suite_and_report(suite: str, dask_workers: int | None) -> None:
     from tracerflow.flows.suite import suite_flow
     from tracerflow.suites import load_suite
 
-    load_suite(suite)  # validate before starting Prefect: errors name the file and line
+    # Validate before starting Prefect: errors name the file and line, or the bad input.
+    validate_run_request(suite_request(load_suite(suite)))
+    if dask_workers is not None and dask_workers < 1:
+        raise UsageError(f"--dask-workers must be >= 1, got {dask_workers}")
     report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
 
 
@@ -124,14 +135,16 @@ def register(app: typer.Typer) -> None:
         if suite is not None:
             run_suite_and_report(suite, dask_workers)
             return
+        if preset is not None:
+            check_preset(preset)
         transcoders = list(transcoder or []) + ([preset] if preset else [])
         if not transcoders:
-            raise ConfigError("give at least one --transcoder or a --preset")
+            raise UsageError("give at least one --transcoder or a --preset")
         prompts = list(prompt or [])
         if prompts_file is not None:
             prompts += read_prompts_file(prompts_file)
         if not prompts and preset is None:
-            raise ConfigError("give at least one --prompt or a --prompts-file")
+            raise UsageError("give at least one --prompt or a --prompts-file")
         if not prompts:
             from tracerflow.presets import builtin_prompts
 

@@ -26,6 +26,7 @@ import tracerflow
 from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE, default_threads
 from tracerflow.errors import AttributionError, ConfigError, StorageError
 from tracerflow.flows.report import publish
+from tracerflow.flows.validation import DEFAULT_MODEL, request_of, validate_run_request
 from tracerflow.models import default_device, model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
@@ -38,7 +39,6 @@ from tracerflow.tasks.export import export_task, slug_label
 from tracerflow.tasks.record import record_task
 from tracerflow.tasks.score import score_task
 
-DEFAULT_MODEL = "gpt2"
 # The reference notebook's settings; presets may set their own. The batch size is resolved here
 # (circuit-tracer's default) rather than inside attribution, so a row whose attribution never ran
 # records the batch size an ok row of the same run records.
@@ -109,10 +109,9 @@ def score_flow(
     else torch's default for this machine); it is resolved once, here, and recorded with every
     row, so the same inputs and settings on the same machine give the same numbers.
     """
-    if not transcoders:
-        raise ConfigError("no transcoder given")
-    if not prompts:
-        raise ConfigError("no prompt given")
+    # Deployments reach the flow without the CLI's checks: its parameters' checks, before anything
+    # runs (a bad source or prompt fails its own items, recorded in their series).
+    validate_run_request(request_of(locals()), check_items=False)
     logger = get_run_logger()
     settings = get_settings()
     store = ArtifactStore(settings.artifacts_dir)
