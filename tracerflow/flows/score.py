@@ -211,7 +211,7 @@ def score_flow(
         suite_name=suite_name,
         started_at=started_at,
         finished_at=datetime.now(UTC),
-        status="completed" if all(r.status == "ok" for r in records) else "partial",
+        status=run_status(records),
         tracerflow_version=tracerflow.__version__,
         circuit_tracer_version=version("circuit-tracer"),
         torch_version=torch.__version__,
@@ -243,6 +243,14 @@ def score_flow(
             f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
         )
     return rows
+
+
+def run_status(records: list[ScoreRecord]) -> str:
+    """``completed`` when every item succeeded, ``failed`` when none did, else ``partial``."""
+    n_ok = sum(record.status == "ok" for record in records)
+    if n_ok == len(records):
+        return "completed"
+    return "partial" if n_ok else "failed"
 
 
 def attribution_threads(requested: int | None, configured: int | None) -> int:
