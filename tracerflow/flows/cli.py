@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tracerflow.errors import TracerflowError, UsageError
+from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
 from tracerflow.flows.report import SCORE_COLUMNS
 from tracerflow.flows.validation import (
     check_preset,
@@ -46,12 +46,18 @@ def run_and_report(flow_kwargs: dict[str, Any]) -> None:
 
 def report(state: Any) -> None:
     """Print a finished run's scores (read back from the database if the run failed part-way)
-    and where its database and graphs are; raise when the run failed."""
+    and where its database and graphs are; raise when the run failed. A run whose record could
+    not be written says so last, with the scores it computed."""
     from tracerflow.settings import get_settings
 
     settings = get_settings()
-    rows = state.result(raise_on_failure=False)
-    if not isinstance(rows, list):
+    result = state.result(raise_on_failure=False)
+    not_recorded = result if isinstance(result, RunNotRecordedError) else None
+    if not_recorded is not None:
+        rows = not_recorded.rows
+    elif isinstance(result, list):
+        rows = result
+    else:
         rows = rows_of_run(settings.database_path, str(state.state_details.flow_run_id))
     if rows:
         typer.echo("")
@@ -60,6 +66,8 @@ def report(state: Any) -> None:
     typer.echo(f"scores database   {settings.database_path}")
     typer.echo(f"graph files       {settings.graph_files_dir}")
     typer.echo("view the graphs   tracerflow view")
+    if not_recorded is not None:
+        raise not_recorded
     if state.is_failed():
         raise TracerflowError(state.message or "the flow run failed")
 

@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
 from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE, default_threads
-from tracerflow.errors import AttributionError, ConfigError, StorageError
+from tracerflow.errors import AttributionError, ConfigError, RunNotRecordedError, StorageError
 from tracerflow.flows.report import publish
 from tracerflow.flows.validation import DEFAULT_MODEL, request_of, validate_run_request
 from tracerflow.models import default_device, model_identity
@@ -218,8 +218,15 @@ def score_flow(
         device=device,
         host=socket.gethostname() or platform.node(),
     )
-    record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
     rows = [_row_of(record) for record in records]
+    try:
+        record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
+    except Exception as error:
+        raise RunNotRecordedError(
+            f"the run was not recorded: {error}; a re-run will record it (its finished stages "
+            "are cached)",
+            rows,
+        ) from error
     previous = (
         previous_suite_run_scores(settings.database_path, suite_name, run.flow_run_id)
         if suite_name
