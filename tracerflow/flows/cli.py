@@ -36,12 +36,16 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def run_and_report(flow_kwargs: dict[str, Any]) -> None:
-    """Check the request, then run the scoring flow, print the scores table and where everything
-    is; exit 1 on failure, 2 on a bad input (before anything starts)."""
+    """Check the request, then run the scoring flow (on a temporary Prefect server unless
+    PREFECT_API_URL names one), print the scores table and where everything is; exit 1 on
+    failure, 2 on a bad input (before anything starts)."""
     validate_run_request(request_of(flow_kwargs))
-    from tracerflow.flows.score import score_flow
+    from tracerflow.flows.temporary_server import prefect_api
 
-    report(score_flow(**flow_kwargs, return_state=True))
+    with prefect_api():
+        from tracerflow.flows.score import score_flow
+
+        report(score_flow(**flow_kwargs, return_state=True))
 
 
 def report(state: Any) -> None:
@@ -73,14 +77,17 @@ def report(state: Any) -> None:
 
 
 def run_suite_and_report(suite: str, dask_workers: int | None) -> None:
-    from tracerflow.flows.suite import suite_flow
+    from tracerflow.flows.temporary_server import prefect_api
     from tracerflow.suites import load_suite
 
     # Validate before starting Prefect: errors name the file and line, or the bad input.
     validate_run_request(suite_request(load_suite(suite)))
     if dask_workers is not None and dask_workers < 1:
         raise UsageError(f"--dask-workers must be >= 1, got {dask_workers}")
-    report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
+    with prefect_api():
+        from tracerflow.flows.suite import suite_flow
+
+        report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
 
 
 def rows_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
