@@ -78,11 +78,21 @@ def _start() -> tuple[subprocess.Popen[bytes], str]:
     log_path = get_settings().prefect_home / "temporary-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    # Linux sends the parent-death signal when the *thread* that started the child ends: use it
+    # only from the main thread (which lives as long as the process); the watchdog covers the rest.
+    main_thread = threading.current_thread() is threading.main_thread()
     while True:
         port = _free_port()
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(os.getpid()), str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    str(os.getpid()),
+                    str(port),
+                    str(int(main_thread)),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -150,10 +160,11 @@ def _sigterm_as_exit() -> Iterator[None]:
 # --- the child ---------------------------------------------------------------------------------
 
 
-def _die_with(parent_pid: int) -> None:
-    """End this process when ``parent_pid`` is gone: the kernel's parent-death signal on Linux,
-    and a polling thread everywhere (it also catches a parent that died before prctl ran)."""
-    if sys.platform.startswith("linux"):
+def _die_with(parent_pid: int, death_signal: bool) -> None:
+    """End this process when ``parent_pid`` is gone: the kernel's parent-death signal on Linux
+    (``death_signal``), and a polling thread everywhere (it also catches a parent that died
+    before prctl ran)."""
+    if death_signal and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -168,11 +179,11 @@ def _die_with(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def _serve(parent_pid: int, port: int) -> None:
+def _serve(parent_pid: int, port: int, death_signal: bool) -> None:
     """Run Prefect's API app under uvicorn, as ``SubprocessASGIServer`` does."""
     import runpy
 
-    _die_with(parent_pid)
+    _die_with(parent_pid, death_signal)
     sys.argv = [
         "uvicorn",
         "--app-dir",
@@ -192,4 +203,4 @@ def _serve(parent_pid: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")
