@@ -22,14 +22,15 @@ from tracerflow.viewer import cli as viewer_cli
 
 
 class _Group(TyperGroup):
-    """Report a ``TracerflowError`` as one ``error: <message>`` line (exit 1), no traceback."""
+    """Report a ``TracerflowError`` as one ``error: <message>`` line, no traceback; exit 1, or the
+    error's own ``exit_code`` (2 for a bad run input)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except TracerflowError as error:
             typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(error, "exit_code", 1)) from None
 
 
 app = typer.Typer(

@@ -30,3 +30,21 @@ class AttributionError(TracerflowError):
 
 class StorageError(TracerflowError):
     """The artifact store or the score database cannot be read or written."""
+
+
+class UsageError(ConfigError):
+    """A run was asked with a bad input (a prompt, source, number, device or dtype); caught
+    before anything starts. The CLI exits 2 for it, like a wrong command-line option."""
+
+    exit_code = 2
+
+
+class RunNotRecordedError(StorageError):
+    """A run's items finished but its one write to the score database failed. ``rows`` are the
+    items' results as computed (not in the database)."""
+
+    rows: list[dict[str, object]]
+
+    def __init__(self, message: str, rows: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.rows = rows or []

@@ -11,20 +11,21 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "message", "exit_code"),
     [
-        (["run", "--prompt", "x"], "give at least one --transcoder or a --preset"),
-        (["run", "--transcoder", "toy-clt"], "give at least one --prompt or a --prompts-file"),
+        (["run", "--prompt", "x"], "give at least one --transcoder or a --preset", 2),
+        (["run", "--transcoder", "toy-clt"], "give at least one --prompt or a --prompts-file", 2),
         (
             ["run", "--transcoder", "toy-clt", "--prompts-file", "/nonexistent.txt"],
             "/nonexistent.txt: prompts file does not exist",
+            2,
         ),
-        (["run", "--suite", "no-such-suite"], "suite 'no-such-suite' is not a file"),
+        (["run", "--suite", "no-such-suite"], "suite 'no-such-suite' is not a file", 1),
     ],
 )
-def test_bad_run_arguments_fail_in_one_line(arguments, message):
+def test_bad_run_arguments_fail_in_one_line(arguments, message, exit_code):
     result = runner.invoke(app, arguments)
-    assert result.exit_code == 1
+    assert result.exit_code == exit_code
     assert message in result.output
     assert "Traceback" not in result.output
 

@@ -7,9 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from tracerflow.errors import ConfigError, TracerflowError
+from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
 from tracerflow.flows.report import SCORE_COLUMNS
-from tracerflow.suites import read_prompts_file
+from tracerflow.flows.validation import (
+    check_preset,
+    read_prompts_file,
+    request_of,
+    suite_request,
+    validate_run_request,
+)
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -30,20 +36,32 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def run_and_report(flow_kwargs: dict[str, Any]) -> None:
-    """Run the scoring flow, print the scores table and where everything is; exit 1 on failure."""
-    from tracerflow.flows.score import score_flow
+    """Check the request, then run the scoring flow (on a temporary Prefect server unless
+    PREFECT_API_URL names one), print the scores table and where everything is; exit 1 on
+    failure, 2 on a bad input (before anything starts)."""
+    validate_run_request(request_of(flow_kwargs))
+    from tracerflow.flows.temporary_server import prefect_api
 
-    report(score_flow(**flow_kwargs, return_state=True))
+    with prefect_api():
+        from tracerflow.flows.score import score_flow
+
+        report(score_flow(**flow_kwargs, return_state=True))
 
 
 def report(state: Any) -> None:
     """Print a finished run's scores (read back from the database if the run failed part-way)
-    and where its database and graphs are; raise when the run failed."""
+    and where its database and graphs are; raise when the run failed. A run whose record could
+    not be written says so last, with the scores it computed."""
     from tracerflow.settings import get_settings
 
     settings = get_settings()
-    rows = state.result(raise_on_failure=False)
-    if not isinstance(rows, list):
+    result = state.result(raise_on_failure=False)
+    not_recorded = result if isinstance(result, RunNotRecordedError) else None
+    if not_recorded is not None:
+        rows = not_recorded.rows
+    elif isinstance(result, list):
+        rows = result
+    else:
         rows = rows_of_run(settings.database_path, str(state.state_details.flow_run_id))
     if rows:
         typer.echo("")
@@ -52,16 +70,24 @@ def report(state: Any) -> None:
     typer.echo(f"scores database   {settings.database_path}")
     typer.echo(f"graph files       {settings.graph_files_dir}")
     typer.echo("view the graphs   tracerflow view")
+    if not_recorded is not None:
+        raise not_recorded
     if state.is_failed():
         raise TracerflowError(state.message or "the flow run failed")
 
 
 def run_suite_and_report(suite: str, dask_workers: int | None) -> None:
-    from tracerflow.flows.suite import suite_flow
+    from tracerflow.flows.temporary_server import prefect_api
     from tracerflow.suites import load_suite
 
-    load_suite(suite)  # validate before starting Prefect: errors name the file and line
-    report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
+    # Validate before starting Prefect: errors name the file and line, or the bad input.
+    validate_run_request(suite_request(load_suite(suite)))
+    if dask_workers is not None and dask_workers < 1:
+        raise UsageError(f"--dask-workers must be >= 1, got {dask_workers}")
+    with prefect_api():
+        from tracerflow.flows.suite import suite_flow
+
+        report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
 
 
 def rows_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
@@ -124,14 +150,16 @@ def register(app: typer.Typer) -> None:
         if suite is not None:
             run_suite_and_report(suite, dask_workers)
             return
+        if preset is not None:
+            check_preset(preset)
         transcoders = list(transcoder or []) + ([preset] if preset else [])
         if not transcoders:
-            raise ConfigError("give at least one --transcoder or a --preset")
+            raise UsageError("give at least one --transcoder or a --preset")
         prompts = list(prompt or [])
         if prompts_file is not None:
             prompts += read_prompts_file(prompts_file)
         if not prompts and preset is None:
-            raise ConfigError("give at least one --prompt or a --prompts-file")
+            raise UsageError("give at least one --prompt or a --prompts-file")
         if not prompts:
             from tracerflow.presets import builtin_prompts
 

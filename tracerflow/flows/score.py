@@ -24,8 +24,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
 from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE, default_threads
-from tracerflow.errors import AttributionError, ConfigError, StorageError
+from tracerflow.errors import AttributionError, ConfigError, RunNotRecordedError, StorageError
 from tracerflow.flows.report import publish
+from tracerflow.flows.validation import DEFAULT_MODEL, request_of, validate_run_request
 from tracerflow.models import default_device, model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
@@ -38,7 +39,6 @@ from tracerflow.tasks.export import export_task, slug_label
 from tracerflow.tasks.record import record_task
 from tracerflow.tasks.score import score_task
 
-DEFAULT_MODEL = "gpt2"
 # The reference notebook's settings; presets may set their own. The batch size is resolved here
 # (circuit-tracer's default) rather than inside attribution, so a row whose attribution never ran
 # records the batch size an ok row of the same run records.
@@ -109,10 +109,9 @@ def score_flow(
     else torch's default for this machine); it is resolved once, here, and recorded with every
     row, so the same inputs and settings on the same machine give the same numbers.
     """
-    if not transcoders:
-        raise ConfigError("no transcoder given")
-    if not prompts:
-        raise ConfigError("no prompt given")
+    # Deployments reach the flow without the CLI's checks: its parameters' checks, before anything
+    # runs (a bad source or prompt fails its own items, recorded in their series).
+    validate_run_request(request_of(locals()), check_items=False)
     logger = get_run_logger()
     settings = get_settings()
     store = ArtifactStore(settings.artifacts_dir)
@@ -212,15 +211,22 @@ def score_flow(
         suite_name=suite_name,
         started_at=started_at,
         finished_at=datetime.now(UTC),
-        status="completed" if all(r.status == "ok" for r in records) else "partial",
+        status=run_status(records),
         tracerflow_version=tracerflow.__version__,
         circuit_tracer_version=version("circuit-tracer"),
         torch_version=torch.__version__,
         device=device,
         host=socket.gethostname() or platform.node(),
     )
-    record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
     rows = [_row_of(record) for record in records]
+    try:
+        record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
+    except Exception as error:
+        raise RunNotRecordedError(
+            f"the run was not recorded: {error}; a re-run will record it (its finished stages "
+            "are cached)",
+            rows,
+        ) from error
     previous = (
         previous_suite_run_scores(settings.database_path, suite_name, run.flow_run_id)
         if suite_name
@@ -244,6 +250,14 @@ def score_flow(
             f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
         )
     return rows
+
+
+def run_status(records: list[ScoreRecord]) -> str:
+    """``completed`` when every item succeeded, ``failed`` when none did, else ``partial``."""
+    n_ok = sum(record.status == "ok" for record in records)
+    if n_ok == len(records):
+        return "completed"
+    return "partial" if n_ok else "failed"
 
 
 def attribution_threads(requested: int | None, configured: int | None) -> int:

@@ -1,0 +1,201 @@
+"""A bad run input is refused before anything starts: one line, exit 2, no Prefect server, nothing
+written to the score database, in well under the 16-19 s a temporary Prefect server costs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tracerflow.flows.validation import cuda_device_count
+
+# The command takes about half a second here; the bound leaves room for a loaded CI machine and
+# still fails when a Prefect server (10-20 s) starts first.
+MAX_SECONDS = 5.0
+TOY = ["--preset", "toy-clt"]
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def suite_file(folder: Path, parameters: str, prompts: str = '["Mary and John went"]') -> Path:
+    path = folder / "bad-suite.yaml"
+    path.write_text(
+        f"name: bad\ntranscoders: [toy-clt]\nprompts: {prompts}\nparameters: {parameters}\n"
+    )
+    return path
+
+
+CASES: dict[str, tuple[object, str]] = {
+    "empty prompt": ([*TOY, "--prompt", ""], "prompt 1 is empty"),
+    "blank prompt": ([*TOY, "--prompt", "Mary", "--prompt", "   "], "prompt 2 is empty"),
+    "prompt too long for the toy model": (
+        [*TOY, "--prompt", "a" * 10_000],
+        "toy-gpt2 takes at most 64",
+    ),
+    "prompt just over the toy context": (
+        [*TOY, "--prompt", " ".join(["Mary"] * 64)],
+        "has 65 tokens; toy-gpt2 takes at most 64",
+    ),
+    "prompt too long for a Hub model": (
+        ["--transcoder", "owner/clt", "--prompt", "a" * 10_000],
+        "has 10000 characters; tracerflow takes at most 8192",
+    ),
+    "unknown preset": (["--preset", "toy-ctl"], "unknown preset 'toy-ctl'; known presets: toy-clt"),
+    "unknown transcoder name": (
+        ["--transcoder", "toy-ctl", "--prompt", "x"],
+        "transcoder 'toy-ctl' is not a preset",
+    ),
+    "missing folder": (
+        ["--transcoder", "/nonexistent/clt", "--prompt", "x"],
+        "transcoder folder '/nonexistent/clt' does not exist",
+    ),
+    "random folder": (
+        lambda tmp: ["--transcoder", str(tmp), "--prompt", "x"],
+        "is not a transcoder checkpoint folder: no config.yaml or checkpoint.safetensors",
+    ),
+    "a file, not a folder": (
+        lambda tmp: ["--transcoder", str(write(tmp / "f.txt", b"x")), "--prompt", "x"],
+        "is a file, not a checkpoint folder",
+    ),
+    "damaged checkpoint": (
+        lambda tmp: ["--transcoder", str(damaged_checkpoint(tmp)), "--prompt", "x"],
+        "checkpoint.safetensors: not a safetensors file",
+    ),
+    "max-feature-nodes 0": (
+        [*TOY, "--max-feature-nodes", "0"],
+        "--max-feature-nodes (max_feature_nodes) must be a whole number >= 1, got 0",
+    ),
+    "batch-size 0": ([*TOY, "--batch-size", "0"], "--batch-size (batch_size) must be"),
+    "max-n-logits 0": ([*TOY, "--max-n-logits", "0"], "--max-n-logits (max_n_logits) must be"),
+    "threads 0": ([*TOY, "--threads", "0"], "--threads (threads) must be a whole number >= 1"),
+    "desired-logit-prob 0": (
+        [*TOY, "--desired-logit-prob", "0"],
+        "--desired-logit-prob (desired_logit_prob) must be in (0, 1], got 0.0",
+    ),
+    "desired-logit-prob above 1": ([*TOY, "--desired-logit-prob", "1.5"], "must be in (0, 1]"),
+    "node-threshold 0": ([*TOY, "--node-threshold", "0"], "--node-threshold (node_threshold)"),
+    "edge-threshold above 1": (
+        [*TOY, "--edge-threshold", "2"],
+        "--edge-threshold (edge_threshold)",
+    ),
+    "unknown device": ([*TOY, "--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
+    "unknown dtype": (
+        [*TOY, "--dtype", "nonsense"],
+        "--dtype must be one of float32, float16, bfloat16, got 'nonsense'",
+    ),
+    "float64": ([*TOY, "--dtype", "float64"], "--dtype must be one of"),
+    "unknown offload": ([*TOY, "--offload", "tape"], "--offload must be one of cpu, disk"),
+    "binary prompts file": (
+        lambda tmp: [*TOY, "--prompts-file", str(write(tmp / "p.bin", bytes(range(256))))],
+        "p.bin: not a text file (it holds NUL bytes)",
+    ),
+    "latin-1 prompts file": (
+        lambda tmp: [
+            *TOY,
+            "--prompts-file",
+            str(write(tmp / "p.txt", "Marie é\n".encode("latin-1"))),
+        ],
+        "p.txt: not UTF-8 text (byte 6 cannot be decoded)",
+    ),
+    "empty prompts file": (
+        lambda tmp: [*TOY, "--prompts-file", str(write(tmp / "p.txt", b"# only a comment\n\n"))],
+        "p.txt: no prompts in the file",
+    ),
+    "missing prompts file": (
+        [*TOY, "--prompts-file", "/nonexistent/prompts.txt"],
+        "/nonexistent/prompts.txt: prompts file does not exist",
+    ),
+    "no prompt without a preset": (
+        ["--transcoder", "toy-clt"],
+        "give at least one --prompt or a --prompts-file",
+    ),
+    "no transcoder": (["--prompt", "x"], "give at least one --transcoder or a --preset"),
+    "suite with threshold 0": (
+        lambda tmp: ["--suite", str(suite_file(tmp, "{node_threshold: 0}"))],
+        "--node-threshold (node_threshold) must be in (0, 1], got 0.0",
+    ),
+    "suite with an empty prompt": (
+        lambda tmp: ["--suite", str(suite_file(tmp, "{}", prompts='[""]'))],
+        "prompt 1 is empty",
+    ),
+    "suite with dask workers 0": (
+        lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "0"],
+        "--dask-workers must be >= 1",
+    ),
+}
+
+
+def damaged_checkpoint(folder: Path) -> Path:
+    from tracerflow.tasks.download import resolve_source
+
+    checkpoint = Path(shutil.copytree(resolve_source("toy-clt").path, folder / "clt"))
+    (checkpoint / "checkpoint.safetensors").write_bytes(b"\xff" * 64)
+    return checkpoint
+
+
+def run_cli(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "TRACERFLOW_HOME": str(home),
+    }
+    env.pop("PREFECT_API_URL", None)  # a bad input must not even reach the server question
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tracerflow.cli", "run", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_run_input_is_refused_at_once_in_one_line(case: str, tmp_path: Path) -> None:
+    arguments, message = CASES[case]
+    if callable(arguments):
+        arguments = arguments(tmp_path)
+    home = tmp_path / "home"
+
+    result, seconds = run_cli(list(arguments), home)  # type: ignore[arg-type]
+
+    print(f"{case}: {seconds:.2f} s")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr  # one line
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout == ""
+    assert seconds < MAX_SECONDS
+    assert not (home / "scores.duckdb").exists()
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has CUDA")
+def test_cuda_without_cuda_is_refused_at_once(tmp_path: Path) -> None:
+    result, seconds = run_cli([*TOY, "--device", "cuda"], tmp_path / "home")
+
+    print(f"--device cuda: {seconds:.2f} s")
+    assert result.returncode == 2
+    assert result.stderr == "error: --device cuda: CUDA is not available on this machine\n"
+    assert seconds < MAX_SECONDS
+    assert not (tmp_path / "home" / "scores.duckdb").exists()
+
+
+def test_a_bad_input_leaves_an_existing_database_untouched(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    database = write(home / "scores.duckdb", b"not touched")
+    before = database.stat().st_mtime_ns
+
+    result, _ = run_cli([*TOY, "--batch-size", "0"], home)
+
+    assert result.returncode == 2
+    assert database.read_bytes() == b"not touched" and database.stat().st_mtime_ns == before

@@ -1,0 +1,206 @@
+"""A temporary Prefect API server that cannot outlive the command that started it.
+
+Without ``PREFECT_API_URL`` Prefect starts its own temporary server (``SubprocessASGIServer``):
+a ``uvicorn`` child stopped by an ``atexit`` hook, so a ``tracerflow run`` killed by SIGKILL or
+SIGTERM leaves it running (~250 MB each). ``prefect_api()`` starts the same server itself, as a
+child that watches its parent: the child asks Linux to send it SIGTERM when the parent dies
+(``prctl(PR_SET_PDEATHSIG)``) and, on any platform, a thread in it polls the parent pid and ends
+the server when the parent is gone. SIGTERM of the command itself stops the server at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from tracerflow.errors import TracerflowError
+
+_PR_SET_PDEATHSIG = 1
+_POLL_S = 0.5
+_STOP_GRACE_S = 5.0
+_PORT_IN_USE = 3  # uvicorn's exit code when it cannot bind
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """Yield the API URL this run talks to: ``PREFECT_API_URL`` when set (a real server), else
+    a temporary server's, started here and stopped when the block ends or this process dies."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield str(configured)
+        return
+    with _sigterm_as_exit():
+        process, api_url = _start()
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = api_url  # for worker processes (Dask) too
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                yield api_url
+        finally:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+            stop(process)
+
+
+def _start() -> tuple[subprocess.Popen[bytes], str]:
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+    )
+
+    from tracerflow.settings import get_settings
+
+    env = {
+        **os.environ,
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        # What Prefect's own temporary server sets: no UI, the ephemeral server's services.
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log_path = get_settings().prefect_home / "temporary-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    # Linux sends the parent-death signal when the *thread* that started the child ends: use it
+    # only from the main thread (which lives as long as the process); the watchdog covers the rest.
+    main_thread = threading.current_thread() is threading.main_thread()
+    while True:
+        port = _free_port()
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    str(os.getpid()),
+                    str(port),
+                    str(int(main_thread)),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        url = f"http://127.0.0.1:{port}/api"
+        while time.monotonic() < deadline:
+            code = process.poll()
+            if code is not None:
+                break
+            if _healthy(url):
+                return process, url
+            time.sleep(0.2)
+        if process.poll() == _PORT_IN_USE and time.monotonic() < deadline:
+            continue  # another process took the port in between: try another
+        stop(process)
+        raise TracerflowError(
+            f"the temporary Prefect server did not start (exit code {process.returncode}); see "
+            f"{log_path}, or start one with `tracerflow server up` and set PREFECT_API_URL"
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after a grace period; always reaped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` so ``finally`` blocks (stopping the server) run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def _die_with(parent_pid: int, death_signal: bool) -> None:
+    """End this process when ``parent_pid`` is gone: the kernel's parent-death signal on Linux
+    (``death_signal``), and a polling thread everywhere (it also catches a parent that died
+    before prctl ran)."""
+    if death_signal and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down gracefully on SIGTERM
+        time.sleep(_STOP_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _serve(parent_pid: int, port: int, death_signal: bool) -> None:
+    """Run Prefect's API app under uvicorn, as ``SubprocessASGIServer`` does."""
+    import runpy
+
+    _die_with(parent_pid, death_signal)
+    sys.argv = [
+        "uvicorn",
+        "--app-dir",
+        str(Path(__import__("prefect").__file__).parent.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")

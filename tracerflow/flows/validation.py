@@ -1,0 +1,301 @@
+"""Check a run request before anything starts: prompts, sources, numbers, device and dtype.
+
+``validate_run_request`` is pure and cheap (no torch, no Prefect, no model weights), so the CLI
+calls it before it starts a Prefect server, and a typo costs a second instead of a temporary
+server, a traceback and a failed row in the database. The scoring flow calls it again at its top
+for runs that come from a deployment. A bad request raises ``UsageError`` (one line, exit 2).
+
+What is checked here and what is left to the run itself:
+- prompts: empty, or longer than the model takes. ``toy-gpt2`` is counted exactly with its shipped
+  tokenizer (n_ctx 64, BOS included); other models are bounded by ``MAX_PROMPT_CHARS`` only, and
+  the attribute stage still checks the exact token count once the model is loaded.
+- sources: a preset name, an existing checkpoint folder (``config.yaml`` and
+  ``checkpoint.safetensors`` with a readable header; the convert stage reads it in full), or a
+  Hugging Face repo id by its pattern (whether it exists is the download stage's question).
+- numbers, ``offload``, ``dtype`` and ``device`` (``cuda`` only where CUDA is usable).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracerflow.errors import UsageError
+
+if TYPE_CHECKING:
+    from tracerflow.suites import LoadedSuite
+
+DEFAULT_MODEL = "gpt2"
+DTYPES = ("float32", "float16", "bfloat16")
+OFFLOADS = ("cpu", "disk")
+# For models whose context is not known without loading them: far beyond what attribution can
+# take on any model tracerflow runs (its graph is dense in the number of tokens).
+MAX_PROMPT_CHARS = 8192
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_MAX_HEADER_BYTES = 100_000_000
+# tracerflow.transcoders.checkpoint's names; importing it would import torch.
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "checkpoint.safetensors"  # safetensors' own limit on the JSON header
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a run was asked to do, as given (None: the preset's or the notebook's default)."""
+
+    transcoders: Sequence[str]
+    prompts: Sequence[str]
+    model: str | None = None
+    max_n_logits: int | None = None
+    desired_logit_prob: float | None = None
+    max_feature_nodes: int | None = None
+    batch_size: int | None = None
+    offload: str | None = None
+    node_threshold: float | None = None
+    edge_threshold: float | None = None
+    dtype: str = "float32"
+    threads: int | None = None
+    device: str | None = None
+
+
+def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
+    """Raise ``UsageError`` naming the first bad input of ``request``; return None when all are
+    fine. Reads only small files (presets, checkpoint headers, the toy tokenizer).
+
+    ``check_items=False`` checks the run's parameters only and leaves each source and prompt to
+    its own items, which then fail and are recorded in their series (what a scheduled run wants:
+    one broken checkout tonight must not hide the others' scores).
+    """
+    if not request.transcoders:
+        raise UsageError("give at least one --transcoder or a --preset")
+    if not request.prompts:
+        raise UsageError("give at least one --prompt or a --prompts-file")
+    _check_numbers(request)
+    if request.offload is not None and request.offload not in OFFLOADS:
+        raise UsageError(f"--offload must be one of {', '.join(OFFLOADS)}, got {request.offload!r}")
+    if request.dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {request.dtype!r}")
+    check_device(request.device)
+    if not check_items:
+        return
+    for source in request.transcoders:
+        check_source(source)
+    models = {model_for_source(source, request.model) for source in request.transcoders}
+    for model in sorted(models):
+        for index, prompt in enumerate(request.prompts, start=1):
+            check_prompt(prompt, model, index)
+
+
+def _check_numbers(request: RunRequest) -> None:
+    at_least_one = {
+        "max_n_logits": request.max_n_logits,
+        "max_feature_nodes": request.max_feature_nodes,
+        "batch_size": request.batch_size,
+        "threads": request.threads,
+    }
+    for name, value in at_least_one.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"{_flag(name)} must be a whole number >= 1, got {value!r}")
+    fractions = {
+        "desired_logit_prob": request.desired_logit_prob,
+        "node_threshold": request.node_threshold,
+        "edge_threshold": request.edge_threshold,
+    }
+    for name, value in fractions.items():
+        if value is not None and not 0 < value <= 1:  # NaN fails this too
+            raise UsageError(f"{_flag(name)} must be in (0, 1], got {value!r}")
+
+
+def _flag(name: str) -> str:
+    """``max_n_logits`` -> ``--max-n-logits (max_n_logits)``: the CLI's name and the flow's."""
+    return f"--{name.replace('_', '-')} ({name})"
+
+
+def model_for_source(source: str, model: str | None) -> str:
+    """The model a transcoder runs on: the request's, else its preset's, else GPT-2."""
+    from tracerflow.presets import find_preset
+
+    if model:
+        return model
+    preset = find_preset(source)
+    return preset.model if preset is not None else DEFAULT_MODEL
+
+
+def check_preset(name: str) -> None:
+    """``UsageError`` listing the known presets when ``name`` is not one."""
+    from tracerflow.presets import find_preset, list_presets
+
+    if find_preset(name) is None:
+        known = ", ".join(preset.name for preset in list_presets())
+        raise UsageError(f"unknown preset '{name}'; known presets: {known}")
+
+
+def check_source(source: str) -> None:
+    """A preset, a checkpoint folder, or ``owner/name[@revision]``; ``UsageError`` otherwise."""
+    from tracerflow.presets import find_preset, list_presets
+
+    if find_preset(source) is not None:
+        return
+    folder = Path(source).expanduser()
+    if folder.exists():
+        check_checkpoint_folder(folder, source)
+        return
+    repo_id = source.partition("@")[0]
+    if source.startswith(("/", ".", "~")) or repo_id.count("/") > 1:
+        raise UsageError(f"transcoder folder '{source}' does not exist")
+    if _REPO_ID.match(repo_id):
+        return
+    known = ", ".join(preset.name for preset in list_presets())
+    raise UsageError(
+        f"transcoder '{source}' is not a preset ({known}), an existing folder, or a Hugging Face "
+        "repo id (owner/name[@revision])"
+    )
+
+
+def check_checkpoint_folder(folder: Path, source: str) -> None:
+    """A crosslayer-transcoder checkpoint folder: ``config.yaml`` that parses to a mapping and a
+    ``checkpoint.safetensors`` whose header reads (the tensors are checked when converted)."""
+    import yaml
+
+    if not folder.is_dir():
+        raise UsageError(f"transcoder source '{source}' is a file, not a checkpoint folder")
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise UsageError(
+            f"'{source}' is not a transcoder checkpoint folder: no {' or '.join(missing)}"
+        )
+    try:
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        raise UsageError(f"{folder / CONFIG_FILE}: not readable YAML ({error})") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise UsageError(f"{folder / CONFIG_FILE}: not a crosslayer-transcoder config (no 'model')")
+    weights = folder / WEIGHTS_FILE
+    try:
+        with weights.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            if not 0 < size <= _MAX_HEADER_BYTES:
+                raise ValueError(f"header length {size}")
+            header = json.loads(handle.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a mapping")
+    except (struct.error, ValueError, OSError) as error:
+        raise UsageError(f"{weights}: not a safetensors file ({error})") from None
+
+
+def check_prompt(prompt: str, model: str, index: int) -> None:
+    """Not empty, and short enough for ``model`` (see the module docstring)."""
+    from tracerflow import toy
+
+    where = f"prompt {index}"
+    if not prompt.strip():
+        raise UsageError(f"{where} is empty")
+    if model == toy.TOY_MODEL_NAME:
+        n_ctx = int(toy_model_n_ctx())
+        n_tokens = toy_token_count(prompt)
+        if n_tokens > n_ctx:
+            raise UsageError(
+                f"{where} ({prompt[:40]!r}...) has {n_tokens} tokens; {model} takes at most {n_ctx}"
+            )
+    elif len(prompt) > MAX_PROMPT_CHARS:
+        raise UsageError(
+            f"{where} has {len(prompt)} characters; tracerflow takes at most {MAX_PROMPT_CHARS}"
+        )
+
+
+def toy_model_n_ctx() -> int:
+    from tracerflow import toy
+
+    return int(json.loads((toy.model_dir() / "config.json").read_text())["n_ctx"])
+
+
+def toy_token_count(prompt: str) -> int:
+    """Tokens the toy model sees for ``prompt``: its BPE tokens plus the BOS it prepends."""
+    from tokenizers import Tokenizer
+
+    from tracerflow import toy
+
+    tokenizer = Tokenizer.from_file(str(toy.tokenizer_dir() / "tokenizer.json"))
+    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
+
+
+def check_device(device: str | None) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device only where CUDA is usable."""
+    if device is None:
+        return
+    if not _DEVICE.match(device):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        count = cuda_device_count()
+        index = int(device.partition(":")[2] or 0)
+        if count == 0:
+            raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        if index >= count:
+            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s)")
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch can use. Without an NVIDIA driver the answer is 0 without importing
+    torch (seconds on a loaded machine); with one, torch decides (a CPU build says 0)."""
+    driver = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+    if not driver:
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped. ``UsageError``
+    for a missing, binary or non-UTF-8 file, or one without prompts."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: prompts file does not exist") from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the prompts file ({error.strerror})") from None
+    if b"\0" in data:
+        raise UsageError(f"{path}: not a text file (it holds NUL bytes); give one prompt a line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); give one prompt a "
+            "line in UTF-8"
+        ) from None
+    prompts = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not prompts:
+        raise UsageError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def suite_request(loaded: LoadedSuite) -> RunRequest:
+    """The run request a suite makes (what ``suite_flow`` passes to the scoring flow)."""
+    parameters = loaded.suite.parameters
+    return RunRequest(
+        transcoders=loaded.suite.transcoders,
+        prompts=loaded.prompts,
+        model=loaded.suite.model,
+        max_n_logits=parameters.max_n_logits,
+        desired_logit_prob=parameters.desired_logit_prob,
+        max_feature_nodes=parameters.max_feature_nodes,
+        batch_size=parameters.batch_size,
+        offload=parameters.offload,
+        node_threshold=parameters.node_threshold,
+        edge_threshold=parameters.edge_threshold,
+        dtype=parameters.dtype,
+        threads=parameters.threads,
+    )
+
+
+def request_of(parameters: dict[str, Any]) -> RunRequest:
+    """A ``RunRequest`` from the scoring flow's keyword parameters (extra ones ignored)."""
+    fields = RunRequest.__dataclass_fields__
+    return RunRequest(**{name: value for name, value in parameters.items() if name in fields})
