@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.reliability.harness import PROMPTS, assert_reproduces, run, stage_folder
 from tracerflow.errors import StorageError
@@ -29,7 +30,7 @@ def test_a_pickle_in_place_of_a_graph_runs_nothing(tmp_path):
     folder = tmp_path / "graph"
     folder.mkdir()
     (folder / TENSORS_FILE).write_bytes(pickle.dumps(Canary(canary)))
-    (folder / "graph.pt").write_bytes(pickle.dumps(Canary(canary)))
+    torch.save(Canary(canary), folder / "graph.pt")
     with pytest.raises(StorageError, match="not a readable tracerflow graph"):
         load_graph(folder)
     assert not canary.exists()
@@ -39,8 +40,8 @@ def test_a_planted_pickle_graph_runs_nothing_and_is_recomputed(tmp_path, prefect
     home, canary = tmp_path / "home", tmp_path / "canary"
     run(home, PROMPTS[:1], monkeypatch)
     graph_folder = stage_folder(home, "attribute")
-    for name in ("graph.pt", TENSORS_FILE):
-        (graph_folder / name).write_bytes(pickle.dumps(Canary(canary)))
+    for name in ("graph.pt", TENSORS_FILE):  # torch's format: what circuit-tracer's from_pt reads
+        torch.save(Canary(canary), graph_folder / name)
     # The later stages must read the graph again.
     for stage in ("score", "export"):
         shutil.rmtree(stage_folder(home, stage))
