@@ -97,3 +97,14 @@ def test_a_lost_viewer_index_entry_is_restored(scored, monkeypatch, caplog):
     slugs = [graph["slug"] for graph in json.loads(metadata_file.read_text())["graphs"]]
     assert slugs == [row.slug]
     assert_reproduces(again, home)
+
+
+def test_a_damaged_viewer_index_is_rebuilt_with_the_entry(scored, monkeypatch, caplog):
+    home, row = scored
+    metadata_file = Path(row.graph_files_path).parent / "graph-metadata.json"
+    damage(metadata_file, "random")
+    again, warnings = rerun(home, monkeypatch, caplog)
+    assert warned_about(warnings, metadata_file), warnings
+    slugs = [graph["slug"] for graph in json.loads(metadata_file.read_text())["graphs"]]
+    assert slugs == [row.slug]
+    assert_reproduces(again, home)
