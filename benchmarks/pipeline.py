@@ -31,11 +31,11 @@ configure_prefect_defaults()
 
 import torch  # noqa: E402
 from circuit_tracer import attribute  # noqa: E402
-from circuit_tracer.graph import Graph  # noqa: E402
 
 from tracerflow.flows.score import score_flow  # noqa: E402
 from tracerflow.models import load_replacement_model  # noqa: E402
 from tracerflow.presets import get_preset  # noqa: E402
+from tracerflow.storage.graphs import load_graph, save_graph  # noqa: E402
 from tracerflow.tasks.download import resolve_source  # noqa: E402
 from tracerflow.tasks.score import score_graph  # noqa: E402
 from tracerflow.toy.grammar import sample_sentences  # noqa: E402
@@ -70,9 +70,10 @@ def direct_loop(model: object, prompts: list[str], preset_name: str, out_dir: Pa
             max_feature_nodes=preset.max_feature_nodes,
             batch_size=64,
         )
-        graph_path = out_dir / f"graph-{index}.pt"
-        graph.to_pt(str(graph_path))
-        graph = Graph.from_pt(str(graph_path))
+        graph_dir = out_dir / f"graph-{index}"
+        graph_dir.mkdir()
+        save_graph(graph, graph_dir)
+        graph = load_graph(graph_dir)
         score_graph(graph, preset.node_threshold, preset.edge_threshold)
         write_graph_files(
             graph,

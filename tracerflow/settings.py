@@ -73,6 +73,10 @@ def configure_prefect_defaults(settings: Settings | None = None) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_HOME": str(settings.prefect_home),
         "PREFECT_LOCAL_STORAGE_PATH": str(settings.results_dir),
+        # The artifact store's warnings (a damaged folder recomputed) belong in the run's logs;
+        # outside a run (the viewer, the CLI) tracerflow's logs stay on the console.
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "tracerflow",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)

@@ -127,17 +127,6 @@ def score_flow(
         "node_threshold": node_threshold,
         "edge_threshold": edge_threshold,
     }
-    stage = {
-        name: task.with_options(result_storage=store.root)
-        for name, task in (
-            ("download", download_task),
-            ("convert", convert_task),
-            ("attribute", attribute_task),
-            ("score", score_task),
-            ("export", export_task),
-        )
-    }
-
     items: list[dict[str, Any]] = []
     for source in transcoders:
         parameters = run_parameters(source, overrides)
@@ -152,8 +141,8 @@ def score_flow(
             "threads": threads,
         }
         try:
-            snapshot = stage["download"](source, store)
-            converted = stage["convert"](snapshot, dtype, store)
+            snapshot = download_task.submit(source, store).result()
+            converted = convert_task.submit(snapshot, dtype, store).result()
         except Exception as error:  # every prompt of this transcoder fails with this error
             logger.error("transcoder %s failed: %s", source, error)
             # Its weights are unknown now: record under the last transcoder scored under this
@@ -176,14 +165,14 @@ def score_flow(
         }
         scan = f"tracerflow-{converted['content_hash'][:12]}"
         for prompt in prompts:
-            attribution = stage["attribute"].submit(
+            attribution = attribute_task.submit(
                 prompt, model_spec, converted, params, threads, store
             )
-            scores = stage["score"].submit(
+            scores = score_task.submit(
                 attribution, parameters["node_threshold"], parameters["edge_threshold"], store
             )
             slug = f"{slug_label(source)}-{converted['content_hash'][:8]}-{_prompt_hash(prompt)}"
-            export = stage["export"].submit(
+            export = export_task.submit(
                 attribution,
                 scores,
                 slug,

@@ -1,25 +1,29 @@
-"""The content-addressed artifact store: ``<home>/artifacts/<stage>/<key>/``.
+"""The content-addressed artifact store: ``<home>/artifacts/<stage>/<key>/``, the one cache.
 
 A stage's key is ``sha256(stage code version + content hashes of its inputs + its parameters)``
 (``stage_key``), so a re-run finds exactly the folders whose inputs did not change. Folders are
-written atomically (``tracerflow.fsutil.atomic_directory``) and exist only with their ``_SUCCESS``
-marker. The Prefect task of each stage persists its result record inside the same folder, so
-deleting a stage's folder also forgets the cached task result and the stage is recomputed.
+written atomically (``tracerflow.fsutil.atomic_directory``) with a manifest of their files'
+sha256; a folder is a stage's result only while every listed file still matches
+(``ArtifactStore.find``). Anything else (no marker, a file cut short, deleted or edited) is
+recomputed, with a warning that names the folder. Prefect keeps no cached result of its own: the
+stage tasks are thin wrappers that load from here or compute (``tracerflow.tasks.stage``).
+Results hold no paths: a task derives them from the store's root each run, so a home can move.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracerflow.fsutil import atomic_directory, is_complete
+from tracerflow.fsutil import atomic_directory, verify_directory
 
-PREFECT_RESULT_FILE = "_prefect_result"
+logger = logging.getLogger(__name__)
 
 
 def stage_key(stage: str, code_version: str, **inputs: Any) -> str:
@@ -41,16 +45,19 @@ class ArtifactStore:
         return self.root / stage / key
 
     def find(self, stage: str, key: str) -> Path | None:
-        """The finished folder of (stage, key), or None."""
+        """The folder of (stage, key) when it is intact, else None (and a warning when a folder
+        is there but not intact: the caller recomputes it)."""
         folder = self.path(stage, key)
-        return folder if is_complete(folder) else None
+        if not folder.exists():
+            return None
+        problem = verify_directory(folder)
+        if problem is None:
+            return folder
+        logger.warning("recomputing %s: %s", folder, problem)
+        return None
 
     @contextmanager
     def write(self, stage: str, key: str) -> Iterator[Path]:
         """A temporary folder that becomes (stage, key) when the block succeeds."""
         with atomic_directory(self.path(stage, key), overwrite=True) as tmp_dir:
             yield tmp_dir
-
-    def prefect_result_key(self, stage: str, key: str) -> str:
-        """Where the stage's Prefect task persists its result, relative to ``root``."""
-        return f"{stage}/{key}/{PREFECT_RESULT_FILE}"

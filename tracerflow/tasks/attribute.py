@@ -1,7 +1,7 @@
-"""Stage 4, attribute: the attribution graph of one prompt, stored as ``graph.pt``.
+"""Stage 4, attribute: the attribution graph of one prompt (``tracerflow.storage.graphs``).
 
 Keyed by (model identity, converted transcoder, prompt, attribution parameters, dtype, device,
-torch's thread count, and the versions of the code that computes it). Next to ``graph.pt`` goes
+torch's thread count, and the versions of the code that computes it). Next to the graph goes
 ``attribution.json``: the batch size and thread count used, seconds per phase and peak memory.
 The thread count is a setting of the run, never chosen by timing: at the same count the same
 inputs give the same graph, bit for bit, so it is part of the key and of every score row.
@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tracerflow.attribution import attribute
 from tracerflow.errors import AttributionError, ConfigError
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.storage.graphs import TENSORS_FILE, save_graph
 from tracerflow.tasks.assemble import assembled_model
+from tracerflow.tasks.stage import stage_task
 
-CODE_VERSION = "3"
-GRAPH_FILE = "graph.pt"
+CODE_VERSION = "4"  # 4: the graph in safetensors + JSON, no longer a pickled graph.pt
 STATS_FILE = "attribution.json"
 
 
@@ -105,6 +105,7 @@ def attribute_prompt(
     return the graph's folder and stats."""
     key = attribute_key(model, converted, prompt, params, threads)
     folder = store.find("attribute", key)
+    cached = folder is not None
     if folder is None:
         replacement_model = assembled_model(
             model["name"], converted["path"], model["dtype"], model["device"]
@@ -124,7 +125,7 @@ def attribute_prompt(
             (tmp_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
         folder = store.path("attribute", key)
     stats = json.loads((folder / STATS_FILE).read_text())
-    return {"key": key, "graph_path": str(folder / GRAPH_FILE), **stats}
+    return {"key": key, "graph_path": str(folder / TENSORS_FILE), **stats, "cached": cached}
 
 
 def check_prompt(prompt: str, replacement_model: Any, model_name: str) -> None:
@@ -148,7 +149,7 @@ def run_attribution(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Attribute with tracerflow's fast path (circuit-tracer's own when unsupported) and save
-    ``graph.pt`` into ``out_dir``; ``progress(done, total)`` follows the feature phase."""
+    the graph into ``out_dir``; ``progress(done, total)`` follows the feature phase."""
     try:
         result = attribute(
             prompt,
@@ -167,7 +168,7 @@ def run_attribution(
                 f"no transcoder feature is active on prompt {prompt[:40]!r}: nothing to attribute"
             ) from error
         raise
-    result.graph.to_pt(str(out_dir / GRAPH_FILE))
+    save_graph(result.graph, out_dir)
     return {
         "batch_size": result.batch_size,
         "threads": result.threads,
@@ -179,19 +180,7 @@ def run_attribution(
     }
 
 
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    store: ArtifactStore = parameters["store"]
-    key = attribute_key(
-        parameters["model"],
-        parameters["converted"],
-        parameters["prompt"],
-        parameters["params"],
-        parameters["threads"],
-    )
-    return store.prefect_result_key("attribute", key)
-
-
-@task(name="attribute", cache_key_fn=_cache_key, result_serializer="json")
+@stage_task("attribute")
 def attribute_task(
     prompt: str,
     model: dict[str, Any],

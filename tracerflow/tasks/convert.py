@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders import CONVERTER_VERSION, read_manifest
 from tracerflow.transcoders.conversion import convert, parse_dtype
 
@@ -25,6 +24,7 @@ def convert_snapshot(snapshot: dict[str, Any], dtype: str, store: ArtifactStore)
     and what later stages need to know about the transcoder."""
     key = convert_key(snapshot["content_hash"], dtype)
     folder = store.find("convert", key)
+    cached = folder is not None
     if folder is None:
         folder = store.path("convert", key)
         convert(Path(snapshot["path"]), folder, dtype=parse_dtype(dtype), overwrite=True)
@@ -40,15 +40,10 @@ def convert_snapshot(snapshot: dict[str, Any], dtype: str, store: ArtifactStore)
         "activation_params": manifest.activation.model_dump(exclude={"name"}),
         "dtype": manifest.dtype,
         "content_hash": manifest.content_hash,
+        "cached": cached,
     }
 
 
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    store: ArtifactStore = parameters["store"]
-    key = convert_key(parameters["snapshot"]["content_hash"], parameters["dtype"])
-    return store.prefect_result_key("convert", key)
-
-
-@task(name="convert", cache_key_fn=_cache_key, result_serializer="json")
+@stage_task("convert")
 def convert_task(snapshot: dict[str, Any], dtype: str, store: ArtifactStore) -> dict[str, Any]:
     return convert_snapshot(snapshot, dtype, store)

@@ -17,15 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from tracerflow.errors import SourceError
 from tracerflow.fsutil import sha256_file
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from tracerflow.transcoders.conversion import content_hash
 
 CODE_VERSION = "1"
+SNAPSHOT_FILE = "snapshot.json"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -181,18 +181,33 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     return hashes
 
 
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    """Cache local folders by their (path, size, mtime) and Hub sources pinned to a commit sha;
-    anything that can move (``@main``, a preset of a Hub repo) is resolved again on each run."""
-    source: str = parameters["source"]
-    store: ArtifactStore = parameters["store"]
+def download(source: str, store: ArtifactStore) -> dict[str, Any]:
+    """Resolve ``source``, or read it back from the store: local folders are kept by their
+    (path, size, mtime) and Hub sources pinned to a commit sha; anything that can move
+    (``@main``, a preset of a Hub repo) is resolved again on each run."""
+    fingerprint = _fingerprint(source)
+    if fingerprint is None:
+        return {**resolve_source(source).to_dict(), "cached": False}
+    key = stage_key("download", CODE_VERSION, f=fingerprint, source=source)
+    folder = store.find("download", key)
+    if folder is not None:
+        snapshot = json.loads((folder / SNAPSHOT_FILE).read_text())
+        if Path(snapshot["path"]).is_dir():  # the checkpoint, outside the home, is still there
+            return {**snapshot, "cached": True}
+    snapshot = resolve_source(source).to_dict()
+    with store.write("download", key) as tmp_dir:
+        (tmp_dir / SNAPSHOT_FILE).write_text(json.dumps(snapshot, indent=2))
+    return {**snapshot, "cached": False}
+
+
+def _fingerprint(source: str) -> str | None:
     fingerprint = _local_fingerprint(source)
     if fingerprint is None:
         hub = parse_hub_source(source)
         if hub is None or hub[1] is None or not _COMMIT_SHA.match(hub[1]):
             return None
         fingerprint = hub[1]
-    return store.prefect_result_key("download", stage_key("download", CODE_VERSION, f=fingerprint))
+    return fingerprint
 
 
 def _local_fingerprint(source: str) -> str | None:
@@ -216,19 +231,6 @@ def _is_retryable(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    name="download",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=_is_retryable,
-    cache_key_fn=_cache_key,
-    result_serializer="json",
-)
+@stage_task("download", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_retryable)
 def download_task(source: str, store: ArtifactStore) -> dict[str, Any]:
-    snapshot = resolve_source(source)
-    fingerprint = _local_fingerprint(source)
-    if fingerprint is not None:  # record where the cached result lives, next to it
-        key = stage_key("download", CODE_VERSION, f=fingerprint)
-        with store.write("download", key) as folder:
-            (folder / "snapshot.json").write_text(json.dumps(snapshot.to_dict(), indent=2))
-    return snapshot.to_dict()
+    return download(source, store)

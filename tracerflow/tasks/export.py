@@ -5,21 +5,23 @@ The files are written by ``tracerflow.viewer.graph_ids.write_graph_files``: circ
 feature ids). They go into a private artifact folder first, then are published: ``<slug>.json``
 replaced atomically in the shared graph-files folder and its ``graph-metadata.json`` entry merged
 under a file lock, so concurrent flows never lose an entry and the viewer never reads half a file.
+The published file and entry are part of the stage's result: each run checks them against the
+artifact folder and restores them, with a warning, when they are missing or changed.
 Pruning for export runs at the thread count the graph was attributed with, like scoring.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
-from circuit_tracer.graph import Graph
-from prefect import task
-
 from tracerflow.attribution import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.storage.graphs import load_graph
+from tracerflow.tasks.stage import stage_task
 from tracerflow.viewer.graph_ids import (
     GRAPH_METADATA_FILE,
     add_graph_metadata_entry,
@@ -29,6 +31,7 @@ from tracerflow.viewer.graph_ids import (
 from tracerflow.viewer.slugs import validate_slug
 
 CODE_VERSION = "2"
+logger = logging.getLogger(__name__)
 
 
 def slug_label(text: str) -> str:
@@ -62,8 +65,9 @@ def export_graph(
     validate_slug(slug)
     key = export_key(scores["key"], slug, node_threshold, edge_threshold)
     folder = store.find("export", key)
+    cached = folder is not None
     if folder is None:
-        graph = Graph.from_pt(attribution["graph_path"])
+        graph = load_graph(Path(attribution["graph_path"]).parent)
         with store.write("export", key) as tmp_dir, torch_threads(attribution.get("threads")):
             write_graph_files(
                 graph,
@@ -74,32 +78,48 @@ def export_graph(
                 edge_threshold=edge_threshold,
             )
         folder = store.path("export", key)
-    published = publish(folder, slug, Path(graph_files_dir))
-    return {"key": key, "slug": slug, "graph_files_path": str(published)}
+    published, restored = publish(folder, slug, Path(graph_files_dir), announce=cached)
+    return {
+        "key": key,
+        "slug": slug,
+        "graph_files_path": str(published),
+        "cached": cached and not restored,
+    }
 
 
-def publish(export_dir: Path, slug: str, graph_files_dir: Path) -> Path:
-    """Copy one exported graph into the shared folder and merge its metadata entry."""
+def publish(
+    export_dir: Path, slug: str, graph_files_dir: Path, *, announce: bool = False
+) -> tuple[Path, bool]:
+    """Make the shared folder's ``<slug>.json`` and metadata entry those of ``export_dir``,
+    writing only what is missing or differs; returns the file and whether anything was written.
+    ``announce``: warn about each repair (the graph was published before, so it was damaged)."""
     graph_files_dir.mkdir(parents=True, exist_ok=True)
     target = graph_files_dir / f"{slug}.json"
-    write_text_atomically(target, (export_dir / f"{slug}.json").read_text(encoding="utf-8"))
+    graph_json = (export_dir / f"{slug}.json").read_text(encoding="utf-8")
     (entry,) = json.loads((export_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
-    add_graph_metadata_entry(graph_files_dir, entry)
-    return target
+    repairs = []
+    if not target.is_file() or target.read_bytes() != graph_json.encode("utf-8"):
+        repairs.append(target)
+        write_text_atomically(target, graph_json)
+    if _published_entry(graph_files_dir, slug) != entry:
+        repairs.append(graph_files_dir / GRAPH_METADATA_FILE)
+        add_graph_metadata_entry(graph_files_dir, entry)
+    if announce:
+        for path in repairs:
+            logger.warning("restored %s from %s: it was missing or changed", path, export_dir)
+    return target, bool(repairs)
 
 
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    store: ArtifactStore = parameters["store"]
-    key = export_key(
-        parameters["scores"]["key"],
-        parameters["slug"],
-        parameters["node_threshold"],
-        parameters["edge_threshold"],
-    )
-    return store.prefect_result_key("export", key)
+def _published_entry(graph_files_dir: Path, slug: str) -> dict[str, Any] | None:
+    """The entry of ``slug`` in the shared ``graph-metadata.json``; None if none or unreadable."""
+    try:
+        graphs = json.loads((graph_files_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
+        return next((g for g in graphs if g.get("slug") == slug), None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
-@task(name="export", cache_key_fn=_cache_key, result_serializer="json")
+@stage_task("export")
 def export_task(
     attribution: dict[str, Any],
     scores: dict[str, Any],

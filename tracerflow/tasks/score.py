@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
-from prefect import task
 
 from tracerflow.attribution import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.storage.graphs import load_graph
+from tracerflow.tasks.stage import stage_task
 
 CODE_VERSION = "1"
 SCORES_FILE = "scores.json"
@@ -112,26 +113,19 @@ def score_attribution(
 ) -> dict[str, Any]:
     key = score_key(attribution["key"], node_threshold, edge_threshold)
     folder = store.find("score", key)
+    cached = folder is not None
     if folder is None:
-        graph = Graph.from_pt(attribution["graph_path"])  # only graphs this tool wrote
+        graph = load_graph(Path(attribution["graph_path"]).parent)
         # The attribution key (part of this one) holds the thread count: run at the same.
         with torch_threads(attribution.get("threads")):
             scores = score_graph(graph, node_threshold, edge_threshold)
         with store.write("score", key) as tmp_dir:
             (tmp_dir / SCORES_FILE).write_text(json.dumps(scores.__dict__, indent=2))
         folder = store.path("score", key)
-    return {"key": key, **json.loads((Path(folder) / SCORES_FILE).read_text())}
+    return {"key": key, **json.loads((folder / SCORES_FILE).read_text()), "cached": cached}
 
 
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    store: ArtifactStore = parameters["store"]
-    key = score_key(
-        parameters["attribution"]["key"], parameters["node_threshold"], parameters["edge_threshold"]
-    )
-    return store.prefect_result_key("score", key)
-
-
-@task(name="score", cache_key_fn=_cache_key, result_serializer="json")
+@stage_task("score")
 def score_task(
     attribution: dict[str, Any], node_threshold: float, edge_threshold: float, store: ArtifactStore
 ) -> dict[str, Any]:

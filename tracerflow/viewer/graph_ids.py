@@ -15,6 +15,7 @@ error node's id does not depend on which features happen to be active.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from tracerflow.viewer.slugs import validate_slug
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from circuit_tracer.graph import Graph
@@ -135,11 +138,16 @@ def add_graph_metadata_entry(graph_files_dir: Path, entry: Mapping[str, Any]) ->
     validate_slug(entry.get("slug"))
     metadata_path = graph_files_dir / GRAPH_METADATA_FILE
     with FileLock(str(metadata_path) + ".lock", timeout=60):
+        metadata = {"graphs": []}
         if metadata_path.exists():
-            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        else:
-            metadata = {"graphs": []}
-        graphs = [g for g in metadata.get("graphs", []) if g.get("slug") != entry["slug"]]
+            try:
+                metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+                if not isinstance(metadata, dict) or not isinstance(metadata["graphs"], list):
+                    raise ValueError("no list of graphs")
+            except (ValueError, KeyError) as error:  # each graph's next export re-adds its entry
+                logger.warning("replacing %s: it is not a graph index (%s)", metadata_path, error)
+                metadata = {"graphs": []}
+        graphs = [g for g in metadata["graphs"] if g.get("slug") != entry["slug"]]
         metadata["graphs"] = [*graphs, dict(entry)]
         write_text_atomically(metadata_path, json.dumps(metadata, indent=2))
 
