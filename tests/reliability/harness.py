@@ -4,6 +4,8 @@ rows, damage files, and check that an ok row reproduces from the files it points
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,24 @@ def damage(path: Path, how: str) -> None:
 def stage_folder(home: Path, stage: str) -> Path:
     (folder,) = (home / "artifacts" / stage).iterdir()
     return folder
+
+
+def run_cli(arguments: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """``tracerflow run <arguments>`` in a fresh interpreter, offline, in ``home``, reporting to
+    the session's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "TRACERFLOW_HOME": str(home),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tracerflow.cli", "run", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

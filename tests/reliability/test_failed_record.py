@@ -3,33 +3,13 @@ records it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
+from tests.reliability.harness import run_cli
+
 PROMPT = "Mary and John went to the store, Jon gave a drink to"
-
-
-def run_cli(arguments: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    from prefect.settings import PREFECT_API_URL
-
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "TRACERFLOW_HOME": str(home),
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        "HF_HUB_OFFLINE": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "tracerflow.cli", "run", *arguments],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_a_run_that_cannot_be_recorded_says_so_last(prefect_api: None, tmp_path: Path) -> None:
