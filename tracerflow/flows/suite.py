@@ -8,12 +8,14 @@ at the end, in the flow's own process.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, tags
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tracerflow.flows.score import score_flow
+from tracerflow.flows.validation import suite_request
 from tracerflow.suites import TaskRunnerSpec, load_suite
 
 
@@ -39,23 +41,11 @@ def suite_flow(suite: str = "toy-nightly", dask_workers: int | None = None) -> l
     spec = loaded.suite.task_runner
     if dask_workers:
         spec = TaskRunnerSpec(kind="dask", workers=dask_workers)
-    parameters = loaded.suite.parameters
     with tags(f"suite:{loaded.suite.name}"):
         return score_flow.with_options(
             task_runner=task_runner_for(spec), flow_run_name=f"{loaded.suite.name}-scores"
         )(
-            transcoders=loaded.suite.transcoders,
-            prompts=loaded.prompts,
-            model=loaded.suite.model,
-            max_n_logits=parameters.max_n_logits,
-            desired_logit_prob=parameters.desired_logit_prob,
-            max_feature_nodes=parameters.max_feature_nodes,
-            batch_size=parameters.batch_size,
-            offload=parameters.offload,
-            node_threshold=parameters.node_threshold,
-            edge_threshold=parameters.edge_threshold,
-            dtype=parameters.dtype,
-            threads=parameters.threads,
+            **asdict(suite_request(loaded)),
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
         )
