@@ -37,7 +37,9 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class UsageReading:
+    """The process's clock and resource counters at one moment; two readings give a ``Usage``."""
+
     wall: float
     user: float
     system: float
@@ -45,13 +47,13 @@ class Snapshot:
     major_faults: int
 
     @classmethod
-    def now(cls) -> Snapshot:
+    def now(cls) -> UsageReading:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return cls(
             time.perf_counter(), usage.ru_utime, usage.ru_stime, usage.ru_minflt, usage.ru_majflt
         )
 
-    def until(self, later: Snapshot) -> Usage:
+    def until(self, later: UsageReading) -> Usage:
         return Usage(
             later.wall - self.wall,
             later.user - self.user,

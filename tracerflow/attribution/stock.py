@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from circuit_tracer.graph import Graph
 
-from tracerflow.attribution.resources import Snapshot, Usage
+from tracerflow.attribution.resources import Usage, UsageReading
 
 PHASES = ("precompute", "forward", "inputs", "logits", "features", "package")
 _PHASE_START = re.compile(r"^Phase (\d):")
@@ -28,7 +28,7 @@ class _PhaseClock(io.TextIOBase):
     """A text stream that notes when each of circuit-tracer's phase log lines arrives."""
 
     def __init__(self, echo: bool) -> None:
-        self.marks: list[tuple[str, Snapshot]] = []
+        self.marks: list[tuple[str, UsageReading]] = []
         self.echo = echo
         self._pending = ""
 
@@ -36,7 +36,7 @@ class _PhaseClock(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        snapshot = Snapshot.now()
+        snapshot = UsageReading.now()
         if self.echo:
             sys.__stderr__.write(text)  # type: ignore[union-attr]
         self._pending += text
@@ -77,7 +77,7 @@ def run_stock(
     existing = list(logger.handlers)
     for handler in existing:
         logger.removeHandler(handler)
-    start = Snapshot.now()
+    start = UsageReading.now()
     try:
         with contextlib.redirect_stderr(clock):  # type: ignore[type-var]
             graph = stock_attribute(prompt, model, verbose=True, **kwargs)
@@ -85,5 +85,5 @@ def run_stock(
         for handler in existing:
             logger.addHandler(handler)
     usage = clock.usage()
-    usage["total"] = start.until(Snapshot.now())
+    usage["total"] = start.until(UsageReading.now())
     return graph, usage

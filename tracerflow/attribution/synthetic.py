@@ -117,28 +117,16 @@ def random_converted(
     params = f"{kind}-{n_layers}-{d_model}-{d_features}-{k}-{seed}"
     with atomic_directory(folder, overwrite=True) as tmp_dir:
         for layer in range(n_layers):
-            w_enc = randn(d_features, d_model, scale=d_model**-0.5)
-            b_enc = randn(d_features, scale=0.1) - 0.5
-            b_dec = randn(d_model, scale=0.05)
             n_targets = n_layers - layer if kind == "clt" else 1
-            w_dec = randn(d_features, n_targets, d_model, scale=d_features**-0.5)
-            if kind == "clt":
-                save_file(
-                    {f"W_enc_{layer}": w_enc, f"b_enc_{layer}": b_enc, f"b_dec_{layer}": b_dec},
-                    tmp_dir / f"W_enc_{layer}.safetensors",
-                )
-                save_file({f"W_dec_{layer}": w_dec}, tmp_dir / f"W_dec_{layer}.safetensors")
-            else:
-                save_file(
-                    {
-                        "W_enc": w_enc,
-                        "W_dec": w_dec[:, 0].contiguous(),
-                        "b_enc": b_enc,
-                        "b_dec": b_dec,
-                    },
-                    tmp_dir / f"layer_{layer}.safetensors",
-                )
-            del w_enc, w_dec
+            _save_layer(
+                tmp_dir,
+                kind,
+                layer,
+                w_enc=randn(d_features, d_model, scale=d_model**-0.5),
+                b_enc=randn(d_features, scale=0.1) - 0.5,
+                b_dec=randn(d_model, scale=0.05),
+                w_dec=randn(d_features, n_targets, d_model, scale=d_features**-0.5),
+            )
         Manifest(
             tracerflow_version=tracerflow.__version__,
             kind=kind,
@@ -152,6 +140,26 @@ def random_converted(
             content_hash=hashlib.sha256(params.encode()).hexdigest(),
         ).write(tmp_dir)
     return folder
+
+
+def _save_layer(
+    folder: Path,
+    kind: Literal["clt", "plt"],
+    layer: int,
+    *,
+    w_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    b_dec: torch.Tensor,
+    w_dec: torch.Tensor,
+) -> None:
+    """One layer's tensors in circuit-tracer's file layout for ``kind``."""
+    if kind == "clt":
+        encoder = {f"W_enc_{layer}": w_enc, f"b_enc_{layer}": b_enc, f"b_dec_{layer}": b_dec}
+        save_file(encoder, folder / f"W_enc_{layer}.safetensors")
+        save_file({f"W_dec_{layer}": w_dec}, folder / f"W_dec_{layer}.safetensors")
+    else:
+        tensors = {"W_enc": w_enc, "W_dec": w_dec[:, 0].contiguous(), "b_enc": b_enc}
+        save_file({**tensors, "b_dec": b_dec}, folder / f"layer_{layer}.safetensors")
 
 
 def random_replacement_model(
@@ -181,30 +189,11 @@ def random_replacement_model(
     if through_checkpoint is None:
         through_checkpoint = n_layers * d_model * d_features <= 4 * 64 * 512
     name = f"{kind}-L{n_layers}-d{d_model}-F{d_features}-k{k}-s{seed}"
+    shape = {"kind": kind, "n_layers": n_layers, "d_model": d_model, "d_features": d_features}
     if through_checkpoint:
-        converted = workdir / f"converted-{name}"
-        if not is_complete(converted):
-            checkpoint = random_checkpoint(
-                workdir / f"checkpoint-{name}",
-                kind=kind,
-                n_layers=n_layers,
-                d_model=d_model,
-                d_features=d_features,
-                nonlinearity="PerLayerTopK",
-                k=k,
-                seed=seed,
-            )
-            convert(checkpoint, converted, overwrite=True)
+        converted = _converted_through_checkpoint(workdir, name, k=k, seed=seed, **shape)
     else:
-        converted = random_converted(
-            workdir / f"direct-{name}",
-            kind=kind,
-            n_layers=n_layers,
-            d_model=d_model,
-            d_features=d_features,
-            k=k,
-            seed=seed,
-        )
+        converted = random_converted(workdir / f"direct-{name}", k=k, seed=seed, **shape)
     transcoders = load_converted(converted, device=device, dtype=torch.float32)
     cfg = model_config(
         tokenizer_dir,
@@ -217,3 +206,31 @@ def random_replacement_model(
         **config_overrides,
     )
     return ReplacementModel.from_config(cfg, transcoders)
+
+
+def _converted_through_checkpoint(
+    workdir: Path,
+    name: str,
+    *,
+    kind: Literal["clt", "plt"],
+    n_layers: int,
+    d_model: int,
+    d_features: int,
+    k: int,
+    seed: int,
+) -> Path:
+    """A random crosslayer-transcoder checkpoint, converted as a downloaded one would be."""
+    converted = workdir / f"converted-{name}"
+    if not is_complete(converted):
+        checkpoint = random_checkpoint(
+            workdir / f"checkpoint-{name}",
+            kind=kind,
+            n_layers=n_layers,
+            d_model=d_model,
+            d_features=d_features,
+            nonlinearity="PerLayerTopK",
+            k=k,
+            seed=seed,
+        )
+        convert(checkpoint, converted, overwrite=True)
+    return converted
