@@ -1,9 +1,9 @@
 """tracerflow's attribution: circuit-tracer's algorithm and graph, without its waste on CPUs.
 
-``attribute`` follows ``circuit_tracer.attribute`` (0.5.0) phase by phase — the same targets, the
-same feature ranking and visiting order, the same packaging — and replaces only how a block of
+``attribute`` follows ``circuit_tracer.attribute`` (0.5.0) phase by phase (``phases.py``): the
+same targets, feature ranking, visiting order and packaging. It replaces only how a block of
 attribution rows is computed (``linear_backward.LinearBackward`` instead of a batch-sized forward
-pass plus autograd plus gathering hooks); ``phases.py`` holds the phases. The graph equals circuit-tracer's at the same
+pass plus autograd plus gathering hooks). The graph equals circuit-tracer's at the same
 ``batch_size``: identical features, selection and logits, adjacency equal to float rounding.
 
 It is guarded: with another circuit-tracer version, or a model the explicit backward does not
