@@ -21,7 +21,7 @@ STARTUP_S = 180.0  # a temporary server on a loaded 2-core machine
 GONE_WITHIN_S = 10.0
 
 
-def start_run(home: Path) -> subprocess.Popen[bytes]:
+def start_run(home: Path, output: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
@@ -32,8 +32,8 @@ def start_run(home: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tracerflow.cli", "run", "--preset", "toy-clt", "--prompt", prompt],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
         start_new_session=True,
     )
 
@@ -84,3 +84,14 @@ def test_a_killed_run_leaves_no_child_process(kill_signal: int, tmp_path: Path) 
         for process in [cli, *children]:
             if alive(process):
                 process.kill()
+
+
+def test_a_finished_run_delivers_its_logs_then_stops_its_server(tmp_path: Path) -> None:
+    """The run's last log lines reach its temporary server before the server stops: no
+    "Error logging to API" at exit."""
+    command = start_run(tmp_path / "home", output=subprocess.PIPE)
+    stdout, stderr = command.communicate(timeout=STARTUP_S + 120)
+    output = stdout.decode() + stderr.decode()
+    assert command.returncode == 0, output
+    assert "Error logging to API" not in output
+    assert "Finished in state Completed" in output

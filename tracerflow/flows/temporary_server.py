@@ -55,6 +55,7 @@ def prefect_api() -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+            _deliver_queued_logs()
             stop(process)
 
 
@@ -124,6 +125,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
     process.wait()
+
+
+def _deliver_queued_logs() -> None:
+    """Send the run's last log lines while the server still listens: Prefect ships logs from a
+    background worker, and one stopped first prints "Error logging to API" at exit."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
 
 
 def _healthy(url: str) -> bool:
