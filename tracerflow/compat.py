@@ -1,15 +1,8 @@
 """The one circuit-tracer version tracerflow was checked against, and the one check of it.
 
-Two parts of tracerflow lean on circuit-tracer's internals, not only on its public API:
-``tracerflow.attribution`` replays circuit-tracer 0.5.0's ``attribute`` phase by phase, and
-``tracerflow.transcoders.load`` installs the exact TopK activation on 0.5.0's transcoder classes
-(through ``activation_function``, the attribute every encode path reads in that release). A
-patch release may change either and nothing would fail: the graph or the activation would just be
-silently different. So the rule is exact equality with the release both were read against.
-
-What each does on a mismatch is its own business: attribution falls back to circuit-tracer's own
-``attribute`` (correct for any release, only slower); loading refuses, because without the exact
-activation a TopK transcoder runs as a ReLU one.
+Attribution replays circuit-tracer's phases and loading patches its transcoder classes, so any
+other release is a mismatch: attribution falls back to circuit-tracer's own ``attribute`` and
+loading refuses. Why exact equality: docs/checkpoints.md.
 """
 
 from __future__ import annotations

@@ -1,29 +1,10 @@
 """The backward pass of circuit-tracer's local replacement model, written out as matrix products.
 
-circuit-tracer 0.5.0 computes each block of attribution rows by injecting encoder vectors as
-gradients and running autograd through a batch-expanded forward graph, with per-layer backward
-hooks that gather ``[batch, n_decoder_vectors, d_model]`` copies of the gradient and contract them
-with decoder vectors. On a CPU that costs a batch-sized forward pass (MLPs included, though their
-outputs are detached), hundreds of MB of temporaries per hook, and gradients for every position
-and layer whether or not they can be non-zero.
-
-Under circuit-tracer's freezes (attention patterns and norm scales detached, MLP outputs detached,
-parameters frozen) the model is linear in the residual stream, so the same rows follow from a
-handful of products per layer, done here explicitly:
-
-    g_post[L]  = grad at blocks.L.hook_mlp_out (= grad at resid_post L)
-    g_mid[L]   = g_post[L] (+ g_post[L] @ M_skip[L]^T)     then the sources at layer L are injected
-    g_pre[L]   = g_mid[L] + norm1^T( W_V^T pattern^T W_O^T g_mid[L] )
-    g_post[L-1] = g_pre[L];  grad at hook_embed = g_pre[0]
-
-Row entries are contractions of g_post[L] with decoder and error vectors, and of the embedding
-gradient with the token vectors, exactly as circuit-tracer's hooks define them. Two facts remove
-work autograd cannot see: a source at (layer l, position p) has zero gradient at every position
-after p (causal attention) and at every layer from l up, so a block of sources sorted by
-(layer, position) only touches positions <= its last source's position, from its top layer down.
-
-``unsupported_reason`` lists what this reimplementation covers; anything else takes circuit-tracer's
-own path.
+Under circuit-tracer's freezes (attention patterns, norm scales and MLP outputs detached) the model
+is linear in the residual stream, so a block of attribution rows is a handful of GEMMs per layer
+instead of a batch-sized forward pass, autograd and gathering hooks. The equations and what they
+skip: docs/performance.md. ``unsupported_reason`` lists what this covers; anything else takes
+circuit-tracer's own path.
 """
 
 from __future__ import annotations

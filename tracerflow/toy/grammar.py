@@ -1,16 +1,9 @@
 """The toy corpus: a seeded synthetic grammar of indirect-object (IOI) sentences.
 
-Every sentence names two people, then has one of them give something to the other::
-
     Mary and John went to the store, John gave a drink to Mary.
 
-The last name (the indirect object, "IO") is the name that is *not* repeated, so predicting it
-needs the same circuit as GPT-2's IOI task: find the two names, notice which one occurs twice,
-copy the other. Prompts end right before the IO (``... gave a drink to``) and the answer is
-``" " + IO``. The notebook's own prompt is a sentence of this grammar.
-
-Held-out sentences are those whose (first name, second name) pair never occurs in training, so
-accuracy on them measures the copying rule, not memorised pairs.
+Prompts end right before the indirect object, the name that is not repeated; held-out sentences
+use name pairs never seen in training. Why this grammar: docs/toy.md.
 """
 
 from __future__ import annotations

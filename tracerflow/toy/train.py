@@ -2,32 +2,9 @@
 
     python -m tracerflow.toy.train [--out DIR]
 
-Writes into ``tracerflow/toy/data/`` by default (the committed package data):
-  tokenizer/        GPT-2-style byte-level BPE trained on the corpus (``<|endoftext|>`` last id)
-  model/            ``config.json`` (HookedTransformerConfig fields) + ``model.safetensors``
-  clt/              PerLayerTopK CLT, **unfolded** (Dimensionwise standardizers kept separate)
-  plt/              PerLayerTopK PLT, folded
-  jumprelu-clt/     JumpReLU CLT, folded
-  training.json     steps, final losses, held-out accuracy, per-layer FVU and L0, and the
-                    machine signature (see ``machine_signature``)
-
-Stages: (1) a byte-level BPE over the grammar's sentences; (2) a 3-layer GPT-2-style model
-trained on next-token prediction over IOI sentences (``tracerflow.toy.grammar``); (3) the model's
-``blocks.l.hook_resid_mid`` -> ``blocks.l.hook_mlp_out`` activations on training sentences; (4)
-transcoders trained on those activations in standardized coordinates (the crosslayer-transcoder
-convention), evaluated on held-out sentences. The JumpReLU CLT starts from the trained TopK CLT
-with per-layer thresholds at its sparsity, then learns its thresholds with straight-through
-gradients and an L0 penalty (it settles near 6 active features per layer, below the target of 12
-that the penalty's controller aims at).
-
-Reproducibility: every random draw comes from a fixed seed, the thread count is pinned
-(``TORCH_THREADS``: CPU reductions may split differently with another count) and nothing records
-time or paths, so a rerun on a machine with the same ``machine_signature()`` (recorded in
-``training.json``) writes byte-identical files. Elsewhere the floats round differently and
-training amplifies that: the model comes out within about 1e-5 of the shipped weights, the
-transcoders with weights 20-60 % apart but the same held-out FVU within 2 % (TopK) or 10 %
-(JumpReLU) and L0 within 0.5; ``tests/toy/test_toy_data.py`` checks that, with margins.
-Costs about three minutes on one (shared) CPU core.
+Writes into ``tracerflow/toy/data/`` by default (the committed package data), with
+``training.json``'s figures and machine signature. The stages, and what reproduces byte for byte
+where: docs/toy.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Exact activation functions of crosslayer-transcoder checkpoints, for circuit-tracer.
 
-circuit-tracer 0.5.0 knows ReLU and JumpReLU (``x * [x > θ]``). That covers, exactly:
-  - ReLU;
-  - JumpReLU(θ) of crosslayer-transcoder, which is ``x * [x > θ and x > 0]``: export ``max(θ, 0)``;
-  - BatchTopK / PerLayerBatchTopK at inference, ``x * [x > max(0, threshold)]``: same export.
-It cannot express PerLayerTopK: its ``load_clt`` silently runs a TopK CLT as a ReLU CLT, and its
-``TopK`` (PLTs) keeps the top-k without the ReLU. ``PerLayerTopK`` below is the exact version,
-installed on circuit-tracer's transcoder objects by ``tracerflow.transcoders.load``.
+circuit-tracer's ReLU and JumpReLU cover ReLU, JumpReLU and BatchTopK exactly (with exported
+thresholds); ``PerLayerTopK`` below is the one it lacks. Which maps to which: docs/checkpoints.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """Read crosslayer-transcoder checkpoints as data, never as code.
 
-A checkpoint is a folder with ``config.yaml`` (a ``model:`` tree of ``class_path``/``init_args``
-nodes, plus ``is_folded``) and ``checkpoint.safetensors``. Published checkpoints are folded: the
-library's ``save_pretrained`` folds by default and writes ``input_standardizer: null`` and
-``output_standardizer: null``. The library that wrote a checkpoint rebuilds the model by
-importing whatever ``class_path`` names; we instead match each ``class_path`` against a fixed
-table of known classes and read the tensors we expect, and nothing else.
-
-Tensor layout (L layers, d model dimension, F features per layer):
-  encoder.W [L, d, F], encoder.b [L, F]
-  CLT decoder: decoder.W_{t} [t+1, F, d] (source layer l -> target t), decoder.b [L, d]
-  PLT decoder: decoder.W [L, F, d], decoder.b [L, d] (optional in older checkpoints)
-  JumpReLU: nonlinearity.theta [1, L, F] (+ nonlinearity.bandwidth)
-  BatchTopK: nonlinearity.threshold [1]; PerLayerBatchTopK: nonlinearity.threshold [L]
-  unfolded: input_standardizer.{mean,std}, output_standardizer.{mean,std}: [L, d] or [L]
-
-Everything is read tensor by tensor through ``safe_open`` (memory-mapped): the default preset's CLT
-is ~4.4 GB in fp32, and converting it must never hold two copies of the model.
+Each ``class_path`` of ``config.yaml`` is matched against a fixed table of known classes (never
+imported), and the tensors we expect are read one by one through ``safe_open`` (memory-mapped), so
+a 4.4 GB checkpoint is never held twice. The format and tensor layout: docs/checkpoints.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Write a checkpoint as circuit-tracer transcoder files, one layer at a time.
 
-CLT: ``W_enc_{i}.safetensors`` (``W_enc_{i}`` [F, d], ``b_enc_{i}`` [F], ``b_dec_{i}`` [d] and, for
-threshold activations, ``threshold_{i}`` [F]) and ``W_dec_{i}.safetensors`` (``W_dec_{i}``
-[F, L - i, d]): the layout of circuit-tracer's ``load_clt``.
-PLT: ``layer_{i}.safetensors`` (``W_enc``, ``W_dec`` [F, d], ``b_enc``, ``b_dec`` and optionally
-``activation_function.threshold``): the layout of its ``load_transcoder_set``.
-Plus ``tracerflow.json`` (``Manifest``). At most one layer's tensors are in memory at a time.
+CLTs in the layout of circuit-tracer's ``load_clt``, PLTs in that of ``load_transcoder_set``, plus
+``tracerflow.json`` (``Manifest``); at most one layer's tensors are in memory at a time. The file
+layout: docs/checkpoints.md.
 """
 
 from __future__ import annotations

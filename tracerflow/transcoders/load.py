@@ -1,12 +1,8 @@
 """Load a converted folder as circuit-tracer transcoder objects, with the exact activation.
 
-ReLU and JumpReLU-style activations load through circuit-tracer's own loaders unchanged.
-PerLayerTopK has no circuit-tracer equivalent, so we install ``PerLayerTopK`` as the
-``activation_function`` of the loaded objects. Every code path attribution uses goes through that
-attribute in circuit-tracer 0.5.x (``encode``, ``encode_layer``, ``encode_sparse``,
-``apply_activation_function`` and hence ``compute_attribution_components``); the version guard
-(``tracerflow.compat``) makes a different circuit-tracer fail loudly rather than silently run a
-ReLU transcoder.
+ReLU and JumpReLU-style activations load through circuit-tracer's own loaders unchanged; for
+PerLayerTopK, which circuit-tracer cannot express, ``PerLayerTopK`` is installed as the loaded
+objects' ``activation_function`` (why that is exact: docs/checkpoints.md).
 """
 
 from __future__ import annotations
