@@ -1,13 +1,9 @@
 """Register tracerflow's scheduled deployments with a Prefect server, idempotently.
 
 The shipped route is ``deployments/prefect.yaml`` + ``prefect deploy --all`` + a ``process`` work
-pool + ``prefect worker start``: the route that moves unchanged to docker or kubernetes work pools.
-Re-running ``register`` upserts the same deployments and schedules (Prefect keys deployments by
-flow and name), so it changes nothing the second time.
-
-No path of one checkout is baked into a deployment: its pull step,
-``tracerflow.deploy.use_installed_package``, moves a worker to wherever tracerflow is installed
-on that machine, and the entrypoint is relative to it.
+pool + ``prefect worker start``; re-running ``register`` upserts the same deployments and
+schedules. No checkout's path is baked in: the pull step ``use_installed_package`` moves a worker
+to wherever tracerflow is installed on its machine (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
-"""Build circuit-tracer replacement models: the built-in toy model and real TransformerLens ones,
-through one function.
+"""Build circuit-tracer replacement models: the built-in toy model and real TransformerLens ones.
 
-``toy-gpt2`` is assembled from package data with no network: its ``HookedTransformerConfig``
-(``tracerflow/toy/data/model/config.json``, with ``tokenizer_name`` pointing at the shipped
-tokenizer folder, which ``create_graph_files`` later reloads by that same name) goes through
-``ReplacementModel.from_config``, then the trained weights are loaded with circuit-tracer's
-wrapper names (``blocks.l.mlp.old_mlp.*``, ``unembed.old_unembed.*``).
-A real name (``gpt2``, ...) goes through ``from_pretrained_and_transcoders``, which downloads from
-the Hugging Face Hub. Without network that would retry for ~25 s and end in a traceback, so we
-check first and fail at once with a ``SourceError`` that says what could not be downloaded and how
-to run offline.
+``toy-gpt2`` is assembled offline from package data (config, shipped tokenizer, trained weights
+under circuit-tracer's wrapper names). A real name (``gpt2``, ...) downloads from the Hugging Face
+Hub; without network that fails at once with a ``SourceError`` saying what is missing and how to
+run offline, instead of ~25 s of retries and a traceback.
 """
 
 from __future__ import annotations

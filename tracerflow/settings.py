@@ -1,13 +1,8 @@
 """One typed settings object, read from the environment (``TRACERFLOW_*``) and CLI flags.
 
 Everything tracerflow writes lives under ``home`` (``$TRACERFLOW_HOME``, default ``~/.tracerflow``):
-the artifact store, the viewer's graph files, the score database and Prefect's own home.
-``threads`` (``$TRACERFLOW_THREADS``) is torch's intra-op thread count for attribution (and the
-scoring and export of its graph) when a run does not pass its own (``--threads``); unset, torch's
-default for the machine.
-``allow_outside_paths`` (``$TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``) lets a suite file's
-``prompts_file`` name a file outside the suite file's folder: the person running tracerflow
-grants it, never the suite file's author.
+the artifact store, the viewer's graph files, the score database and Prefect's own home. Each
+field says what it sets.
 """
 
 from __future__ import annotations
@@ -23,9 +18,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACERFLOW_", extra="ignore")
 
     home: Path = Field(default_factory=lambda: Path("~/.tracerflow").expanduser())
-    # A setting, never chosen by timing: results at one count are reproducible bit for bit.
+    # $TRACERFLOW_THREADS: torch's intra-op threads for attribution (and the scoring and export
+    # of its graph) when a run passes no --threads; unset, torch's default for the machine. A
+    # setting, never chosen by timing: results at one count are reproducible bit for bit.
     threads: int | None = Field(default=None, ge=1)
-    # Off: a suite file reads only files in its own folder (it cannot name /etc/shadow).
+    # $TRACERFLOW_ALLOW_OUTSIDE_PATHS=1 lets a suite's prompts_file name a file outside the
+    # suite file's folder: the person running tracerflow grants it, never the suite's author.
     allow_outside_paths: bool = False
 
     @property

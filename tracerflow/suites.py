@@ -9,11 +9,9 @@
     regression_margin: 0.02                   # a drop larger than this is a regression
     task_runner: {kind: dask, workers: 2}     # optional fan-out
 
-Validation errors name the file, the line and the field. ``prompts_file`` is resolved against
-the suite file's folder and must stay inside it (symlinks resolved): an absolute path or one
-that climbs out with ``..`` is refused unless the person running tracerflow allows it with
-``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1`` (a suite file cannot allow it itself). Suites shipped
-with tracerflow live in ``tracerflow/suites/`` and can be named without a path (``toy-nightly``).
+Validation errors name the file, the line and the field. ``prompts_file`` must stay inside the
+suite file's folder unless the person running tracerflow sets ``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``.
+Shipped suites (``tracerflow/suites/``) can be named without a path (``toy-nightly``).
 """
 
 from __future__ import annotations

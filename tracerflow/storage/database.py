@@ -1,13 +1,9 @@
 """Opening the score database and writing one flow run into it.
 
-DuckDB lets one process hold a database file for writing, and while it does every other process,
-readers included, fails with ``IOException: Could not set lock on file``. So:
-
-- a flow run writes once, at its end, through one short-lived connection and one transaction,
-  serialised with other writers by a file lock next to the database (``scores.duckdb.lock``) and
-  an optional outer guard (the flow passes a Prefect concurrency limit), with bounded retries
-  while a reader in another process still holds the file;
-- readers open read-only, locked down (no file access, no settings changes), and retry briefly.
+DuckDB lets one process hold the file for writing and refuses every other process meanwhile, so a
+run writes once, at its end, in one transaction under a file lock (``scores.duckdb.lock``), and
+readers open read-only, locked down, and retry briefly. The rules: docs/database.md ("Who writes,
+who reads").
 """
 
 from __future__ import annotations

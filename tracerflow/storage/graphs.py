@@ -1,15 +1,9 @@
 """Attribution graphs on disk without pickle: ``graph.safetensors`` + ``graph.json``.
 
-circuit-tracer's ``Graph.to_pt``/``from_pt`` pickle the whole object and load with
-``torch.load(weights_only=False)``, so a planted ``.pt`` file runs code when it is read. Here the
-tensors go to safetensors (a header of shapes and dtypes, then raw bytes: reading one runs
-nothing) and the rest (prompt, logit targets, the model's config fields, scan) to JSON, from which
+circuit-tracer's ``Graph.to_pt``/``from_pt`` pickle the whole object, so a planted ``.pt`` file
+would run code when read. Here the tensors (shapes as circuit-tracer documents them) go to
+safetensors and the rest (prompt, logit targets, model config fields, scan) to JSON, from which
 ``load_graph`` rebuilds circuit-tracer's ``Graph``.
-
-Tensors, shapes as circuit-tracer documents them (N = features + errors + tokens + logits):
-``input_tokens [n_pos]``, ``active_features [n_active, 3]`` (layer, pos, feature),
-``selected_features [n_selected]``, ``activation_values [n_active]``,
-``adjacency_matrix [N, N]`` (rows: targets, columns: sources), ``logit_probabilities [n_logits]``.
 """
 
 from __future__ import annotations

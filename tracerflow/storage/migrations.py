@@ -1,21 +1,9 @@
 """Numbered schema migrations of the score database, applied in order when it is opened to write.
 
-Each migration is literal SQL text: it reads no Python constant, column list or id function, so
-what it does never changes with the code around it (tests pin the sha256 of each text). It runs
-in one transaction together with its row in ``schema_version``, so a database is always at
-exactly one version. A shipped migration never changes; a new schema is a new number.
-
-- 001: the first record stage (issue 4): one flat ``scores`` table, one row per score.
-- 002: the normalised schema (issue 5): ``transcoders``, ``models``, ``prompts``, ``runs``,
-  ``scores`` keyed by content-derived ids, and the views ``scores_wide``, ``latest_scores``,
-  ``score_history``, ``transcoder_summary``. Every 001 row is carried over.
-- 003: (issue 11) ids from the fields every version recorded, so a series continues across
-  migrations; placeholders for unknown facts become NULL; ``scores.attribution_threads``.
-
-Ids are ``sha256`` of the entity name and its identifying fields, each written as
-``<byte length>:<text>`` (``NULL`` for a missing field), joined by ``|``:
-``records.stable_id`` in Python, the macro ``tf_id_field`` in 002 and 003. Both are the same
-bytes by construction; ``tests/storage/test_migrations.py`` checks it on awkward text.
+Each migration is literal SQL text that reads no Python constant or id function (tests pin the
+sha256 of each text) and runs in one transaction with its ``schema_version`` row. A shipped
+migration never changes; a new schema is a new number. What each one did: docs/database.md
+("Migrations").
 """
 
 from __future__ import annotations
