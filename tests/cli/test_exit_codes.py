@@ -3,6 +3,9 @@ stderr, no traceback, and exit status 2 for bad input or 1 for a run that failed
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,23 @@ def test_a_failed_run_exits_1_in_one_line(prefect_api: None, tmp_path: Path) -> 
     assert result.returncode == 1, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "1 of 1 items failed" in errors[0], result.stderr
+
+
+def test_the_viewer_alone_reports_errors_the_same_way(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tracerflow.viewer", "view", "--port", str(port)],
+            env={"PATH": "", "TRACERFLOW_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert result.returncode == 1  # the input is valid; the port is busy
+    assert_one_error_line(result.stderr, f"cannot listen on 127.0.0.1:{port}")
 
 
 @pytest.mark.parametrize(
