@@ -26,7 +26,14 @@ from tracerflow.errors import StorageError
 # A rule under the header and nothing else, in ASCII so a table reads the same in any terminal,
 # file or pipe.
 _HEADER_RULE = box.Box(
-    "    \n    \n -  \n    \n    \n    \n    \n    \n",
+    "    \n"  # top edge
+    "    \n"  # header cells
+    " -  \n"  # under the header: dashes, a space between columns
+    "    \n"  # between rows
+    "    \n"  # row cells
+    "    \n"  # above a footer
+    "    \n"  # footer cells
+    "    \n",  # bottom edge
     ascii=True,
 )
 
