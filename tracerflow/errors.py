@@ -16,7 +16,8 @@ TracerflowError        1      any other failure, e.g. a run that failed
 =====================  =====  ==========================================================
 
 2 is what click gives a wrong command-line option: the input must change before a retry helps.
-1 is a run that failed: the same command may succeed later.
+1 is a run that failed: the same command may succeed later. An error inside a run that has
+started (any of the above) fails the run, so the command exits 1.
 """
 
 
