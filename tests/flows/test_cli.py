@@ -20,7 +20,7 @@ runner = CliRunner()
             "/nonexistent.txt: prompts file does not exist",
             2,
         ),
-        (["run", "--suite", "no-such-suite"], "suite 'no-such-suite' is not a file", 1),
+        (["run", "--suite", "no-such-suite"], "suite 'no-such-suite' is not a file", 2),
     ],
 )
 def test_bad_run_arguments_fail_in_one_line(arguments, message, exit_code):

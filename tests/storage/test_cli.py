@@ -1,4 +1,5 @@
-"""The storage commands, driven through typer's CliRunner on a Typer app they register onto."""
+"""The score database's commands (`history`, `compare`, `sql`, `plot history`), driven through
+typer's CliRunner on the real `tracerflow` app."""
 
 from __future__ import annotations
 
@@ -12,16 +13,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tracerflow.storage.cli import register
+from tracerflow.cli import app as tracerflow_app
 
 from .builders import IOI_PROMPTS, NEW_CLT, OLD_CLT, PLT
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
+    return tracerflow_app
 
 
 def invoke(app: typer.Typer, *args: str, **kwargs: object):
@@ -115,12 +114,12 @@ def test_sql_writes_parquet_to_a_file(app: typer.Typer, populated_db: Path, tmp_
     assert table.num_rows == 3 * len(IOI_PROMPTS) + 1
 
 
-def test_a_refused_statement_is_one_line_on_stderr_and_a_failing_exit(
+def test_a_refused_statement_is_one_line_on_stderr_and_exit_2(
     app: typer.Typer, populated_db: Path
 ) -> None:
     result = invoke(app, "sql", "DELETE FROM scores", "--db", populated_db)
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.startswith("error: `tracerflow sql` only reads: DELETE")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
@@ -129,7 +128,7 @@ def test_a_refused_statement_is_one_line_on_stderr_and_a_failing_exit(
 def test_a_missing_database_is_an_error_not_a_traceback(app: typer.Typer, tmp_path: Path) -> None:
     result = invoke(app, "history", "--db", tmp_path / "none.duckdb")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no score database at" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
@@ -149,5 +148,5 @@ def test_plot_history_refuses_an_unknown_file_type(
 ) -> None:
     result = invoke(app, "plot", "history", "--db", populated_db, "--out", tmp_path / "h.pdf")
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "must end in .png" in result.stderr

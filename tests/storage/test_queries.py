@@ -11,7 +11,7 @@ import pytest
 
 from tracerflow.errors import StorageError
 from tracerflow.storage import compare, graph_index, history, previous_suite_run_scores
-from tracerflow.storage.queries import latest_transcoder
+from tracerflow.storage.queries import latest_transcoder, scores_of_run
 from tracerflow.storage.stats import t975
 
 from .builders import (
@@ -159,3 +159,19 @@ def test_the_latest_transcoder_of_a_source_is_the_one_of_its_newest_score(db_pat
     assert latest_transcoder(db_path, OLD_CLT) == tuesday
     assert latest_transcoder(db_path, PLT) is None
     assert latest_transcoder(db_path.with_name("absent.duckdb"), OLD_CLT) is None
+
+
+def test_scores_of_run_reads_back_one_runs_rows_as_run_prints_them(populated_db: Path) -> None:
+    rows = scores_of_run(populated_db, "nightly-1")
+
+    recorded = [row for row in history(populated_db) if row["flow_run_id"] == "nightly-1"]
+    assert len(rows) == len(recorded) > 0
+    assert list(rows[0]) == [
+        "transcoder", "prompt", "replacement", "completeness", "pruned_replacement",
+        "pruned_completeness", "features", "seconds", "status",
+    ]  # fmt: skip
+    assert [(r["transcoder"], r["prompt"]) for r in rows] == sorted(
+        (r["transcoder"], r["prompt"]) for r in rows
+    )
+    assert scores_of_run(populated_db, "no-such-run") == []
+    assert scores_of_run(populated_db.parent / "none.duckdb", "nightly-1") == []

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 import tracerflow
+from tracerflow.cli import app
 from tracerflow.errors import ConfigError
 from tracerflow.presets import (
     BUILTIN_PROMPTS,
@@ -18,7 +18,6 @@ from tracerflow.presets import (
     list_presets,
     resolve_package_path,
 )
-from tracerflow.presets_cli import register
 from tracerflow.toy.grammar import NOTEBOOK_PROMPT, builtin_sentences
 
 EXPECTED = {
@@ -100,19 +99,8 @@ def test_builtin_prompts_are_sentences_of_the_grammar_with_the_unrepeated_name_a
     assert builtin_sentences()[0].answer == " Mary"
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def main() -> None:  # a group, as in tracerflow's own app
-        """tracerflow"""
-
-    return app
-
-
 def test_presets_command_prints_a_table_of_every_preset() -> None:
-    result = CliRunner().invoke(_app(), ["presets"])
+    result = CliRunner().invoke(app, ["presets"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split()[:4] == ["name", "model", "transcoder", "kind"]
@@ -122,7 +110,7 @@ def test_presets_command_prints_a_table_of_every_preset() -> None:
 
 
 def test_presets_command_prints_json_for_scripts() -> None:
-    result = CliRunner().invoke(_app(), ["presets", "--format", "json"])
+    result = CliRunner().invoke(app, ["presets", "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [row["name"] for row in rows] == list(EXPECTED)

@@ -31,14 +31,14 @@ def test_convert_then_inspect_both_folders(tmp_path):
     assert fields["kind"] == "plt" and fields["files"] == 2 and fields["dtype"] == "float32"
 
 
-def test_bad_input_is_one_line_and_exit_1_without_traceback(tmp_path):
+def test_bad_input_is_one_line_and_exit_2_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tracerflow.cli", "convert", str(tmp_path / "no"), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'no'}: checkpoint folder does not exist"
     ]
@@ -54,7 +54,7 @@ def test_a_binary_config_is_one_line_too(tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.yaml: not UTF-8 text" in lines[0], lines
     assert "Traceback" not in result.stdout + result.stderr

@@ -209,6 +209,23 @@ def compare(
     )
 
 
+def scores_of_run(db_path: Path | str, flow_run_id: str) -> list[dict[str, Any]]:
+    """The rows one (partly) failed run recorded, as `tracerflow run` prints them; none when
+    there is no database yet."""
+    if not Path(db_path).exists():
+        return []
+    with reading(db_path) as con:
+        return _dicts(
+            con,
+            "SELECT transcoder_source AS transcoder, prompt, replacement_score AS replacement, "
+            "completeness_score AS completeness, pruned_replacement_score AS pruned_replacement, "
+            "pruned_completeness_score AS pruned_completeness, n_selected_features AS features, "
+            "attribution_seconds AS seconds, status "
+            "FROM scores_wide WHERE flow_run_id = ? ORDER BY transcoder, prompt",
+            [flow_run_id],
+        )
+
+
 def run_sql(db_path: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read query (SELECT, WITH ..., EXPLAIN) and return its columns and rows.
 

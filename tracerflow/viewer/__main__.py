@@ -1,13 +1,19 @@
 """``python -m tracerflow.viewer [view options]``: the viewer alone, without the rest of the
-CLI; the same ``view`` command the main CLI mounts as ``tracerflow view``."""
+CLI; the same ``view`` command, and the same error handling, as ``tracerflow view``."""
 
 from __future__ import annotations
 
 import typer
 
-from tracerflow.viewer.cli import register
+from tracerflow.cli import TracerflowGroup
+from tracerflow.cli.view import view
 
-app = typer.Typer(add_completion=False, help="The tracerflow graph viewer.")
+app = typer.Typer(
+    cls=TracerflowGroup,
+    add_completion=False,
+    help="The tracerflow graph viewer.",
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()
@@ -16,7 +22,7 @@ def _main() -> None:
     # A callback keeps Typer in group mode, so the command is `view` as in the main CLI.
 
 
-register(app)
+app.command("view")(view)
 
 if __name__ == "__main__":
     app()

@@ -1,4 +1,4 @@
-"""``tracerflow presets``: list the known presets (mounted on the main app by ``register``)."""
+"""``tracerflow presets``: the known presets, as a table or json."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from typing import Annotated
 
 import typer
 
+from tracerflow.cli.render import text_table
 from tracerflow.presets import list_presets
 
 
 class OutputFormat(StrEnum):
+    """``--format`` of `presets`: a table for people, json for scripts."""
+
     table = "table"
     json = "json"
 
@@ -41,14 +44,9 @@ def presets_command(
     if output_format is OutputFormat.json:
         typer.echo(json.dumps([preset.model_dump() for preset in presets], indent=2))
         return
-    rows = [[str(getattr(preset, column)) for column in _COLUMNS] for preset in presets]
-    headers = [column.replace("_", " ") for column in _COLUMNS]
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    for row in [headers, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        typer.echo("  ".join(cells).rstrip())
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``presets`` command to ``app``."""
-    app.command("presets")(presets_command)
+    typer.echo(
+        text_table(
+            [column.replace("_", " ") for column in _COLUMNS],
+            [[str(getattr(preset, column)) for column in _COLUMNS] for preset in presets],
+        )
+    )

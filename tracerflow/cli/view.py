@@ -1,5 +1,5 @@
-"""``tracerflow view``: serve the attribution-graph viewer for every graph in the graph-files
-folder. ``register(app)`` adds the command to the main Typer app (``tracerflow/cli.py``)."""
+"""``tracerflow view`` (and ``python -m tracerflow.viewer view``): serve the attribution-graph
+viewer for every graph in the graph-files folder."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ from typing import Annotated
 
 import typer
 
+from tracerflow.errors import TracerflowError
 from tracerflow.viewer.server import DEFAULT_HOST, DEFAULT_PORT, make_server
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``view`` command to ``app``."""
-    app.command("view")(view)
 
 
 def view(
@@ -47,9 +43,11 @@ def view(
     db_path = (db or settings.database_path).expanduser()
     try:
         server = make_server(graph_dir, host=host, port=port, db_path=db_path, read_only=read_only)
-    except OSError as exc:
-        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(1) from exc
+    except OSError as error:
+        # Exit 1 like `tracerflow server up` on a taken port: the input is valid, the port busy.
+        raise TracerflowError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from error
 
     # Ctrl-C stops cleanly from the moment the port is bound, not only once serving: a
     # script that reads the printed URL may interrupt at any point after it.

@@ -1,4 +1,5 @@
-"""Commands to operate tracerflow with Prefect: ``server up|down|status`` and ``deploy``."""
+"""``tracerflow server up|down|status`` (a local Prefect server) and ``tracerflow deploy`` (the
+scheduled deployments on it)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def server_status() -> None:
     from tracerflow import server
 
     current = server.status(get_settings())
+    # Not an error path: the status is the answer, and its exit status lets a script test it
+    # (`tracerflow server status || tracerflow server up`), as `systemctl status` does.
     if not current.running:
         typer.echo("not running")
         raise typer.Exit(1)
@@ -55,19 +58,15 @@ def server_status() -> None:
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(server_app, name="server")
+def deploy(
+    prefect_file: Annotated[Path | None, typer.Option(help="default: deployments/prefect.yaml")] = (
+        None
+    ),
+    api_url: Annotated[str | None, typer.Option(help="default: $PREFECT_API_URL")] = None,
+) -> None:
+    """Register the scheduled deployments (idempotent) with the configured Prefect server."""
+    from tracerflow.deploy import WORK_POOL, register
 
-    @app.command()
-    def deploy(
-        prefect_file: Annotated[
-            Path | None, typer.Option(help="default: deployments/prefect.yaml")
-        ] = None,
-        api_url: Annotated[str | None, typer.Option(help="default: $PREFECT_API_URL")] = None,
-    ) -> None:
-        """Register the scheduled deployments (idempotent) with the configured Prefect server."""
-        from tracerflow.deploy import WORK_POOL, register
-
-        output = register(prefect_file, api_url)
-        typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
-        typer.echo(f"start a worker: prefect worker start --pool {WORK_POOL}")
+    output = register(prefect_file, api_url)
+    typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
+    typer.echo(f"start a worker: prefect worker start --pool {WORK_POOL}")

@@ -1,0 +1,110 @@
+"""``tracerflow history`` and ``tracerflow compare``: the score history of a series, and two
+transcoders prompt by prompt, read from the score database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tracerflow.cli.db_option import DbOption, database_path
+from tracerflow.cli.render import OutputFormat, csv_text, emit, json_text, rows_text
+from tracerflow.errors import StorageError
+from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
+
+HISTORY_TABLE_COLUMNS = (
+    "created_at", "transcoder_source", "prompt", "status", "replacement_score",
+    "replacement_change", "completeness_score", "completeness_change", "flow_run_id",
+)  # fmt: skip
+
+COMPARE_COLUMNS = (
+    "model_name", "prompt", "a_replacement_score", "b_replacement_score",
+    "replacement_difference", "a_completeness_score", "b_completeness_score",
+    "completeness_difference", "a_params_hash", "b_params_hash",
+)  # fmt: skip
+
+
+def history_command(
+    transcoder: Annotated[
+        str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
+    ] = None,
+    prompt: Annotated[str | None, typer.Option(help="Only this prompt (exact text).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only scores from this date/time on (UTC), e.g. 2025-06-01.")
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """Every score, newest first, with the change since the previous run of the same series."""
+    rows = history(database_path(db), transcoder=transcoder, prompt=prompt, since=since)
+    columns = HISTORY_TABLE_COLUMNS if output_format is OutputFormat.table else HISTORY_COLUMNS
+    if not rows and output_format is OutputFormat.table:
+        typer.echo("no scores match", err=True)
+        return
+    emit(rows_text(columns, [[r[c] for c in columns] for r in rows], output_format.value))
+
+
+def compare_command(
+    source_a: Annotated[str, typer.Argument(help="Transcoder A (the baseline).")],
+    source_b: Annotated[str, typer.Argument(help="Transcoder B (the candidate).")],
+    prompts_file: Annotated[
+        Path | None, typer.Option(help="Only these prompts: a text file, one prompt per line.")
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """Compare two transcoders prompt by prompt: B − A with its mean and 95% t interval."""
+    prompts = None
+    if prompts_file is not None:
+        try:
+            lines = prompts_file.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise StorageError(f"cannot read --prompts-file {prompts_file}: {error}") from error
+        prompts = [line for line in lines if line.strip()]
+    result = compare(database_path(db), source_a, source_b, prompts=prompts)
+    if output_format is OutputFormat.json:
+        emit(
+            json_text(
+                {
+                    "source_a": result.source_a,
+                    "source_b": result.source_b,
+                    "replacement_difference": vars(result.replacement),
+                    "completeness_difference": vars(result.completeness),
+                    "n_params_differ": result.n_params_differ,
+                    "missing_prompts": result.missing_prompts,
+                    "rows": result.rows,
+                }
+            )
+        )
+        return
+    if output_format is OutputFormat.csv:
+        emit(csv_text(COMPARE_COLUMNS, [[row[c] for c in COMPARE_COLUMNS] for row in result.rows]))
+    else:
+        shown = [c for c in COMPARE_COLUMNS if not c.endswith("params_hash")]
+        typer.echo(f"A = {source_a}\nB = {source_b}\n")
+        typer.echo(rows_text(shown, [[row[c] for c in shown] for row in result.rows], "table"))
+        typer.echo("")
+        typer.echo(_interval_line("replacement score", result, "replacement"))
+        typer.echo(_interval_line("completeness score", result, "completeness"))
+    if result.n_params_differ:
+        typer.echo(
+            f"note: {result.n_params_differ} pair(s) were scored under different parameters",
+            err=True,
+        )
+    if result.missing_prompts:
+        typer.echo(
+            f"note: {len(result.missing_prompts)} prompt(s) lack a score from A or B", err=True
+        )
+
+
+def _interval_line(label: str, result: CompareResult, which: str) -> str:
+    interval = getattr(result, which)
+    if interval.mean is None:
+        return f"{label}: no paired values"
+    ci = (
+        f"95% CI [{interval.ci_low:+.4f}, {interval.ci_high:+.4f}]"
+        if interval.ci_low is not None
+        else "no interval from one prompt"
+    )
+    return f"{label} (B − A): mean {interval.mean:+.4f}, {ci}, n = {interval.n} prompts"

@@ -1,0 +1,31 @@
+"""``tracerflow plot history``: a chart (png) or report (html) of the score history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tracerflow.cli.db_option import DbOption, database_path
+
+plot_app = typer.Typer(help="Charts of the score history.", no_args_is_help=True)
+
+
+@plot_app.command("history")
+def plot_history_command(
+    out: Annotated[
+        Path, typer.Option(help="history.png (a chart) or report.html (chart + tables).")
+    ],
+    transcoder: Annotated[
+        str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Only scores from this date on (UTC).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Chart each transcoder's mean scores per run over time."""
+    # Imported here: matplotlib costs a second, and the other commands do not need it.
+    from tracerflow.storage.report import write_history_report
+
+    written = write_history_report(database_path(db), out, transcoder=transcoder, since=since)
+    typer.echo(f"wrote {written}")

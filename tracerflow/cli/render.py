@@ -1,0 +1,153 @@
+"""How commands print what they found: aligned text tables (drawn by rich), csv and json, on
+stdout or atomically into an ``--out`` file."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tracerflow.errors import StorageError
+
+# A rule under the header and nothing else, in ASCII so a table reads the same in any terminal,
+# file or pipe.
+_HEADER_RULE = box.Box(
+    "    \n"  # top edge
+    "    \n"  # header cells
+    " -  \n"  # under the header: dashes, a space between columns
+    "    \n"  # between rows
+    "    \n"  # row cells
+    "    \n"  # above a footer
+    "    \n"  # footer cells
+    "    \n",  # bottom edge
+    ascii=True,
+)
+
+# Wide enough that rich never wraps or cuts a cell: the commands decide what a cell shows.
+_UNLIMITED_WIDTH = 100_000
+
+
+def text_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool = True
+) -> str:
+    """``rows`` of ready-made cell texts, aligned under ``columns``; trailing spaces removed."""
+    table = Table(
+        *columns,
+        box=_HEADER_RULE,
+        show_header=header,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    for row in rows:
+        table.add_row(*(Text(cell, no_wrap=True) for cell in row))
+    console = Console(
+        file=io.StringIO(),
+        width=_UNLIMITED_WIDTH,
+        color_system=None,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
+    with console.capture() as captured:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+def csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """RFC 4180 csv with a header row; ``None`` is empty, a datetime is ISO 8601."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            "" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in row
+        )
+    return buffer.getvalue()
+
+
+def json_text(value: Any) -> str:
+    """Indented json; a datetime is ISO 8601, anything else json lacks is its ``str``."""
+    return json.dumps(
+        value, indent=2, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)
+    )
+
+
+def emit(text: str, out: Path | None = None) -> None:
+    """Print ``text`` on stdout, or write it to ``out`` (atomically) and say so on stderr."""
+    if out is None:
+        typer.echo(text.rstrip("\n"))
+    else:
+        content = text if text.endswith("\n") else text + "\n"
+        write_atomically(out, lambda temp: temp.write_text(content, encoding="utf-8"))
+        typer.echo(f"wrote {out}", err=True)
+
+
+def write_atomically(out: Path, write: Callable[[Path], object]) -> None:
+    """``write(temp)`` a temporary sibling of ``out``, then rename it onto ``out``: a failure
+    leaves ``out`` as it was and no half-written file. An OSError becomes a StorageError."""
+    temp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(temp)
+        os.replace(temp, out)
+    except OSError as error:
+        raise StorageError(f"cannot write --out {out}: {error.strerror or error}") from error
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+
+
+class OutputFormat(StrEnum):
+    """``--format`` of the commands that print rows."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def rows_text(columns: Sequence[str], rows: Sequence[Sequence[Any]], output_format: str) -> str:
+    """Rows of the score database as a text table, csv, or json (a list of objects)."""
+    if output_format == "csv":
+        return csv_text(columns, rows)
+    if output_format == "json":
+        return json_text([dict(zip(columns, row, strict=True)) for row in rows])
+    return text_table(
+        columns,
+        [
+            [_cell(column, value) for column, value in zip(columns, row, strict=True)]
+            for row in rows
+        ],
+    )
+
+
+# A table shows at most this many characters of a cell; csv and json show all of it.
+_MAX_CELL = 48
+
+
+def _cell(column: str, value: Any) -> str:
+    if column.endswith(("_change", "difference")) and isinstance(value, float):
+        text = f"{value:+.4f}"
+    elif value is None:
+        text = ""
+    elif isinstance(value, float):
+        text = f"{value:.4f}"
+    elif isinstance(value, datetime):
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+    else:
+        text = str(value)
+    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"

@@ -1,0 +1,169 @@
+"""``tracerflow run`` and ``tracerflow demo``: check a run request, run the scoring flow, print
+its scores and where its database and graphs are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tracerflow.cli.render import text_table
+from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
+from tracerflow.flows.report import SCORE_COLUMNS
+from tracerflow.flows.validation import (
+    check_preset,
+    read_prompts_file,
+    request_of,
+    suite_request,
+    validate_run_request,
+)
+
+
+def run(
+    transcoder: Annotated[
+        list[str] | None,
+        typer.Option(help="preset name, local checkpoint folder or owner/repo[@revision]"),
+    ] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeatable)")] = None,
+    prompts_file: Annotated[Path | None, typer.Option(help="one prompt per line")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="a preset: its transcoder, model and defaults")
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option(help="a suite file (or built-in suite name) to run once")
+    ] = None,
+    dask_workers: Annotated[
+        int | None, typer.Option(help="fan out over a local Dask cluster of this size")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="TransformerLens model name")] = None,
+    max_n_logits: int | None = None,
+    desired_logit_prob: float | None = None,
+    max_feature_nodes: int | None = None,
+    batch_size: int | None = None,
+    offload: str | None = None,
+    node_threshold: float | None = None,
+    edge_threshold: float | None = None,
+    dtype: str = "float32",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="torch threads for attribution (default: TRACERFLOW_THREADS, else "
+            "torch's default for this machine); recorded with every score"
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any)")] = None,
+) -> None:
+    """Score transcoders on prompts; record every score; export the graphs."""
+    if suite is not None:
+        _run_suite(suite, dask_workers)
+        return
+    if preset is not None:
+        check_preset(preset)
+    transcoders = list(transcoder or []) + ([preset] if preset else [])
+    if not transcoders:
+        raise UsageError("give at least one --transcoder or a --preset")
+    prompts = list(prompt or [])
+    if prompts_file is not None:
+        prompts += read_prompts_file(prompts_file)
+    if not prompts and preset is None:
+        raise UsageError("give at least one --prompt or a --prompts-file")
+    if not prompts:
+        from tracerflow.presets import builtin_prompts
+
+        prompts = builtin_prompts()
+    _run_scoring(
+        {
+            "transcoders": transcoders,
+            "prompts": prompts,
+            "model": model,
+            "max_n_logits": max_n_logits,
+            "desired_logit_prob": desired_logit_prob,
+            "max_feature_nodes": max_feature_nodes,
+            "batch_size": batch_size,
+            "offload": offload,
+            "node_threshold": node_threshold,
+            "edge_threshold": edge_threshold,
+            "dtype": dtype,
+            "threads": threads,
+            "device": device,
+        }
+    )
+
+
+def demo() -> None:
+    """Score the built-in toy CLT and PLT on the built-in prompts (offline, about a minute)."""
+    from tracerflow.presets import builtin_prompts
+
+    _run_scoring({"transcoders": ["toy-clt", "toy-plt"], "prompts": builtin_prompts()})
+
+
+def _run_scoring(flow_kwargs: dict[str, Any]) -> None:
+    """Check the request (a bad input raises before anything starts), then run the scoring flow
+    on a temporary Prefect server unless PREFECT_API_URL names one, and report it."""
+    validate_run_request(request_of(flow_kwargs))
+    from tracerflow.flows.temporary_server import prefect_api
+
+    with prefect_api():
+        from tracerflow.flows.score import score_flow
+
+        _report(score_flow(**flow_kwargs, return_state=True))
+
+
+def _run_suite(suite: str, dask_workers: int | None) -> None:
+    from tracerflow.flows.temporary_server import prefect_api
+    from tracerflow.suites import load_suite
+
+    # Validate before starting Prefect: errors name the file and line, or the bad input.
+    validate_run_request(suite_request(load_suite(suite)))
+    if dask_workers is not None and dask_workers < 1:
+        raise UsageError(f"--dask-workers must be >= 1, got {dask_workers}")
+    with prefect_api():
+        from tracerflow.flows.suite import suite_flow
+
+        _report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
+
+
+def _report(state: Any) -> None:
+    """Print a finished run's scores (read back from the database if the run failed part-way)
+    and where its database and graphs are; raise when the run failed. A run whose record could
+    not be written says so last, with the scores it computed."""
+    from tracerflow.settings import get_settings
+    from tracerflow.storage.queries import scores_of_run
+
+    settings = get_settings()
+    result = state.result(raise_on_failure=False)
+    not_recorded = result if isinstance(result, RunNotRecordedError) else None
+    if not_recorded is not None:
+        rows = not_recorded.rows
+    elif isinstance(result, list):
+        rows = result
+    else:
+        rows = scores_of_run(settings.database_path, str(state.state_details.flow_run_id))
+    if rows:
+        typer.echo("")
+        typer.echo(scores_table(rows))
+    typer.echo("")
+    typer.echo(f"scores database   {settings.database_path}")
+    typer.echo(f"graph files       {settings.graph_files_dir}")
+    typer.echo("view the graphs   tracerflow view")
+    if not_recorded is not None:
+        raise not_recorded
+    if state.is_failed():
+        raise TracerflowError(state.message or "the flow run failed")
+
+
+def scores_table(rows: list[dict[str, Any]]) -> str:
+    """A run's scores as a text table: four decimals, ``-`` for none, long prompts cut."""
+    return text_table(
+        SCORE_COLUMNS, [[_score_cell(row.get(column)) for column in SCORE_COLUMNS] for row in rows]
+    )
+
+
+def _score_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    text = str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
