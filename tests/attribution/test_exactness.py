@@ -215,3 +215,19 @@ def test_stock_phases_are_timed_even_if_its_logger_already_has_a_handler(workdir
     finally:
         logger.removeHandler(stray)
     assert {"precompute", "features", "total"} <= set(usage)
+
+
+@pytest.mark.parametrize("offload", ["cpu", "disk"])
+def test_offloading_gives_the_same_graph_and_puts_every_module_back(workdir, offload):
+    """circuit-tracer's ``offload`` moves the transcoders, MLPs and embeddings out between phases;
+    the graph is the one without offloading, and afterwards the model is whole again."""
+    model = make_model(workdir, "clt")
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
+    result = attribute(NOTEBOOK_PROMPT, model, batch_size=16, offload=offload)
+    assert_same_graph(expected, result.graph)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for name, tensor in before.items():
+        assert after[name].device == tensor.device, name
+        assert torch.equal(after[name], tensor), name

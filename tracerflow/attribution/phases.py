@@ -9,8 +9,9 @@ batch-sized forward pass, autograd and gathering hooks.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -88,6 +89,41 @@ def run_fast_path(
     progress: Progress | None,
 ) -> tuple[Graph, dict[str, Usage]]:
     """The graph and per-phase usage; offloaded modules are reloaded however it ends."""
+    phases = _Phases(torch.device(model.cfg.device), verbose)
+    with _offloading(offload) as offload_now:
+        phases.start("precompute")
+        input_ids = model.ensure_tokenized(prompt)
+        ctx, backward_cache = _precompute(model, input_ids)
+        offload_now(model.get_offload_targets_phase0())
+
+        # circuit-tracer runs a batch_size-row forward pass here to build an autograd graph;
+        # the explicit backward needs only the weights it reads.
+        phases.start("forward")
+        backward = _explicit_backward(model, ctx, backward_cache)
+        offload_now(model.get_offload_targets_phase1())
+
+        phases.start("inputs")
+        targets = _logit_targets(model, ctx, max_n_logits, desired_logit_prob)
+        offload_now(model.get_offload_targets_phase2())
+        rows = _allocate_rows(ctx.activation_matrix, len(targets), max_feature_nodes)
+
+        phases.start("logits")
+        _attribute_logits(backward, targets, rows, block_size)
+
+        phases.start("features")
+        visited = _attribute_features(
+            backward, ctx, targets, rows, batch_size, block_size, progress
+        )
+
+        phases.start("package")
+        graph = _package_graph(model, input_ids, ctx, targets, rows, visited)
+        return graph, phases.finish()
+
+
+@contextlib.contextmanager
+def _offloading(offload: Literal["cpu", "disk"] | None) -> Iterator[Offload]:
+    """``offload_now(modules)`` moves modules out (with circuit-tracer's ``offload_modules``)
+    when ``offload`` is set, else does nothing; everything moved is reloaded at the end."""
     from circuit_tracer.utils.disk_offload import offload_modules
 
     reload_handles: list[Callable[[], None]] = []
@@ -97,63 +133,10 @@ def run_fast_path(
             reload_handles.extend(offload_modules(modules, offload))
 
     try:
-        return _run_phases(
-            prompt,
-            model,
-            max_n_logits=max_n_logits,
-            desired_logit_prob=desired_logit_prob,
-            max_feature_nodes=max_feature_nodes,
-            batch_size=batch_size,
-            block_size=block_size,
-            offload=offload_now,
-            verbose=verbose,
-            progress=progress,
-        )
+        yield offload_now
     finally:
         for reload_handle in reload_handles:
             reload_handle()
-
-
-def _run_phases(
-    prompt: str | torch.Tensor,
-    model: Any,
-    *,
-    max_n_logits: int,
-    desired_logit_prob: float,
-    max_feature_nodes: int | None,
-    batch_size: int,
-    block_size: int,
-    offload: Offload,
-    verbose: bool,
-    progress: Progress | None,
-) -> tuple[Graph, dict[str, Usage]]:
-    phases = _Phases(torch.device(model.cfg.device), verbose)
-
-    phases.start("precompute")
-    input_ids = model.ensure_tokenized(prompt)
-    ctx, backward_cache = _precompute(model, input_ids)
-    offload(model.get_offload_targets_phase0())
-
-    # circuit-tracer runs a batch_size-row forward pass here to build an autograd graph;
-    # the explicit backward needs only the weights it reads.
-    phases.start("forward")
-    backward = _explicit_backward(model, ctx, backward_cache)
-    offload(model.get_offload_targets_phase1())
-
-    phases.start("inputs")
-    targets = _logit_targets(model, ctx, max_n_logits, desired_logit_prob)
-    offload(model.get_offload_targets_phase2())
-    rows = _allocate_rows(ctx.activation_matrix, len(targets), max_feature_nodes)
-
-    phases.start("logits")
-    _attribute_logits(backward, targets, rows, block_size)
-
-    phases.start("features")
-    visited = _attribute_features(backward, ctx, targets, rows, batch_size, block_size, progress)
-
-    phases.start("package")
-    graph = _package_graph(model, input_ids, ctx, targets, rows, visited)
-    return graph, phases.finish()
 
 
 def _precompute(model: Any, input_ids: torch.Tensor) -> tuple[Any, Any]:
