@@ -13,6 +13,12 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
     chartRowHeight: 82,
   }
 
+  // tracerflow: per page, the server's pack list, each pack's index and each loaded feature
+  // (set before the return below: the loaders are hoisted, these assignments are not).
+  var packListPromise = null
+  var packIndexPromises = new Map()
+  var featurePromises = new Map()
+
   // set up dom and render fns
   var sel = containerSel.html('').append('div.feature-examples')
   if (visState.showLogits) sel.append('div.feature-example-logits')
@@ -46,9 +52,6 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
   // reads it as circuit-tracer reads a Hub repo's features/ folder (index.json.gz, then one
   // Range request into the layer's .bin); another './' scan tries ${scan}/${id}.json quietly;
   // any other feature gets an empty record, and the list says there are no examples.
-  var packListPromise = null
-  var packIndexPromises = new Map()
-  var featurePromises = new Map()
 
   function packList() {
     if (!packListPromise) {
