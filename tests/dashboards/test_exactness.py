@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from tests.dashboards.conftest import SEQ_LEN
 from tracerflow import toy
 from tracerflow.dashboards import DashboardConfig, collect_dashboards, dashboard_records
+from tracerflow.dashboards.compute import HISTOGRAM_BINS
 from tracerflow.models import ReplacementModel
 
 TOP_K = 12  # the toy transcoders' PerLayerTopK k (tracerflow.json of the converted folder)
@@ -109,6 +110,13 @@ def test_top_examples_values_and_logits_match_a_plain_torch_reference(
         assert int(state.n_active[row]) == int(active.sum())
         assert float(state.act_max[row]) == pytest.approx(float(acts.max()), abs=ATOL)
         assert float(state.act_min[row]) == pytest.approx(float(acts[active].min()), abs=ATOL)
+        # The fine histogram: counts of floor(act / 2^e * bins) over [0, 2^e), e the smallest
+        # exponent with 2^e above the max (bins on a power of two: merging pairs is exact).
+        exponent = int(torch.floor(torch.log2(acts.max()))) + 1
+        assert int(state.hist_exponent[row]) == exponent
+        bins = (acts[active] / 2.0**exponent * HISTOGRAM_BINS).floor().long()
+        expected_histogram = torch.bincount(bins, minlength=HISTOGRAM_BINS)
+        assert torch.equal(state.histogram[row], expected_histogram)
         record = records[(layer, index)]
         n_tokens = corpus.shape[0] * (SEQ_LEN - 1)
         assert record["activation_frequency"] == pytest.approx(int(active.sum()) / n_tokens)

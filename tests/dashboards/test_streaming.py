@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 
 from tests.dashboards.conftest import corpus_sequences
@@ -69,3 +72,19 @@ def test_reservoir_is_a_sample_of_active_sequences_and_the_top_is_sorted(
         sampled = sampled[sampled >= 0]
         assert len(set(sampled.tolist())) == len(sampled)  # without replacement
         assert bool((state.reservoir.value[row][: len(sampled)] > 0).all())
+
+
+def test_no_wanted_features_reads_no_batch(models: dict[str, ReplacementModel]) -> None:
+    def batches() -> Iterator[torch.Tensor]:
+        raise AssertionError("the corpus was read")
+        yield torch.zeros(1, 1)
+
+    state = collect_dashboards(models["clt"], batches(), [])
+    assert state.features == [] and state.n_tokens == 0
+
+
+def test_a_feature_outside_the_transcoder_is_refused_by_name(
+    models: dict[str, ReplacementModel],
+) -> None:
+    with pytest.raises(ValueError, match=r"feature \(3, 0\) is not in a transcoder of 3 layers"):
+        collect_dashboards(models["clt"], [], [(3, 0)])

@@ -185,13 +185,13 @@ def update(
     if pad_token_id is not None:
         valid &= tokens != pad_token_id
     acts = acts * valid.unsqueeze(-1)
-    _update_statistics(state, acts, valid)
+    _update_statistics(state, acts)
     _update_examples(state, tokens, acts)
     state.n_tokens += int(valid.sum())
     state.n_sequences += tokens.shape[0]
 
 
-def _update_statistics(state: DashboardState, acts: torch.Tensor, valid: torch.Tensor) -> None:
+def _update_statistics(state: DashboardState, acts: torch.Tensor) -> None:
     flat = acts.reshape(-1, acts.shape[-1])  # [tokens, n_features]
     active = flat > 0
     state.n_active += active.sum(0)
@@ -199,13 +199,16 @@ def _update_statistics(state: DashboardState, acts: torch.Tensor, valid: torch.T
     positive = torch.where(active, flat, torch.inf)
     state.act_min = torch.minimum(state.act_min, positive.min(0).values)
     _grow_histogram(state, state.act_max)
-    # Bin of each active token: floor(act / 2^e * BINS); float64 keeps the edges exact.
-    scale = torch.exp2(state.hist_exponent.double())
-    bins = (flat.double() / scale * HISTOGRAM_BINS).floor().clamp(0, HISTOGRAM_BINS - 1).long()
-    feature = torch.arange(flat.shape[1]).expand_as(bins)
-    flat_bins = (feature * HISTOGRAM_BINS + bins)[active]
-    counts = torch.bincount(flat_bins, minlength=flat.shape[1] * HISTOGRAM_BINS)
-    state.histogram += counts.view(-1, HISTOGRAM_BINS)
+    token, feature = active.nonzero(as_tuple=True)
+    # Bin of each active token, floor(act / 2^e * BINS) in float64 (exact edges); only active
+    # entries are touched, so the cost follows the activity, not features x bins.
+    scale = torch.exp2(state.hist_exponent[feature].double())
+    bins = (flat[token, feature].double() / scale * HISTOGRAM_BINS).floor().long()
+    state.histogram.view(-1).index_put_(
+        (feature * HISTOGRAM_BINS + bins.clamp(0, HISTOGRAM_BINS - 1),),
+        torch.ones_like(feature),
+        accumulate=True,
+    )
 
 
 def _grow_histogram(state: DashboardState, act_max: torch.Tensor) -> None:
@@ -350,6 +353,8 @@ def collect_dashboards(
     transcoders = model.transcoders
     chosen = wanted_features(model.cfg.n_layers, int(transcoders.d_transcoder), features)
     state = DashboardState.empty(chosen, config)
+    if not chosen:  # nothing to keep: do not run the model over the corpus
+        return state
     for tokens in batches:
         if tokens.ndim != 2:
             raise ValueError(f"a token batch must be [batch, seq], got shape {tuple(tokens.shape)}")
