@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import Page
-from tracerflow.viewer.server import make_server
+from tests.viewer.conftest import Page, serve_in_thread
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -74,12 +72,8 @@ def graph_with_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 
 @pytest.fixture(scope="module")
 def viewer_url(graph_with_features: tuple[Path, str, dict]) -> Iterator[str]:
-    server = make_server(graph_with_features[0], port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
+    with serve_in_thread(graph_with_features[0]) as server:
+        yield server.url
 
 
 def test_clicked_feature_nodes_show_their_examples_and_logits(

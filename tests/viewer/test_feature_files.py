@@ -6,15 +6,15 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.viewer.conftest import serve_in_thread
 from tracerflow.dashboards.pack import cantor_pair, encode_record, write_feature_pack
-from tracerflow.viewer.server import ViewerServer, make_server
+from tracerflow.viewer.server import ViewerServer
 
 PACK = "tracerflow-0123456789ab"
 SLUG = "toy-graph"
@@ -63,12 +63,8 @@ def graph_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(graph_dir: Path) -> Iterator[ViewerServer]:
-    running = make_server(graph_dir, port=0)
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
-    thread.start()
-    yield running
-    running.shutdown()
-    running.server_close()
+    with serve_in_thread(graph_dir) as running:
+        yield running
 
 
 def get(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, read_pack_summary
+from tracerflow.viewer.index import render_page
 from tracerflow.viewer.slugs import is_valid_slug
 
 logger = logging.getLogger(__name__)
@@ -115,15 +116,7 @@ def render_feature_page(pack_name: str, summary_path: Path) -> str:
         )
     )
     name = html.escape(pack_name)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>features of {name}</title>
-<link rel="stylesheet" href="/tracerflow-index.css">
-</head>
-<body>
-<p><a href="/">&larr; all graphs</a></p>
+    body = f"""<p><a href="/">&larr; all graphs</a></p>
 <h1>Features of {name}</h1>
 <p class="where">{len(rows_data)} feature(s) with dashboards.{cut} Click a column header to sort
 (density: the share of corpus tokens on which the feature is active).</p>
@@ -132,8 +125,5 @@ def render_feature_page(pack_name: str, summary_path: Path) -> str:
 <tbody>
 {rows}
 </tbody>
-</table>
-<script src="/tracerflow-index.js"></script>
-</body>
-</html>
-"""
+</table>"""
+    return render_page(f"features of {name}", body)

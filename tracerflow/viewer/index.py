@@ -185,15 +185,7 @@ def render_index_html(
     headers = "".join(
         f"<th data-type='{kind}' tabindex='0'>{html.escape(label)}</th>" for label, kind in _COLUMNS
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>tracerflow graphs</title>
-<link rel="stylesheet" href="/tracerflow-index.css">
-</head>
-<body>
-<h1>Attribution graphs</h1>
+    body = f"""<h1>Attribution graphs</h1>
 <p class="where">{len(entries)} graph(s) in <code>{html.escape(str(graph_files_dir))}</code>.
 Click a column header to sort.</p>
 {empty}
@@ -203,7 +195,22 @@ Click a column header to sort.</p>
 <tbody>
 {rows}
 </tbody>
-</table>
+</table>"""
+    return render_page("tracerflow graphs", body)
+
+
+def render_page(title: str, body: str) -> str:
+    """A page of the index's look: its stylesheet, ``body``, and the table-sorting script
+    (which sorts every ``table.sortable``). ``title`` must be escaped already."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<link rel="stylesheet" href="/tracerflow-index.css">
+</head>
+<body>
+{body}
 <script src="/tracerflow-index.js"></script>
 </body>
 </html>
