@@ -22,6 +22,7 @@ from tracerflow.dashboards import (
     cantor_unpair,
     collect_dashboards,
     dashboard_records,
+    pack_features,
     read_feature_pack,
     read_pack_summary,
     write_feature_pack,
@@ -74,6 +75,7 @@ def test_records_round_trip_through_the_pack_as_the_frontend_reads_them(
         assert sum(read["histogram"]) == read["n_active"]
     assert frontend_read(pack, cantor_pair(1, 6)) is None  # not computed: empty slot
     assert read_feature_pack(pack) == records
+    assert pack_features(pack) == set(FEATURES)
     summary = read_pack_summary(pack)
     assert [(row["layer"], row["index"]) for row in summary] == FEATURES
 

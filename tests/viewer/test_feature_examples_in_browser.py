@@ -10,7 +10,6 @@ request aborted and no console error. Screenshots go to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +37,9 @@ def graph_with_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     from tracerflow import toy
     from tracerflow.dashboards import (
         cantor_pair,
-        cantor_unpair,
         collect_dashboards,
         dashboard_records,
+        graph_file_features,
         write_feature_pack,
     )
     from tracerflow.models import load_replacement_model
@@ -55,12 +54,8 @@ def graph_with_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     graph_dir = root / "graph-files"
     slug = "toy-clt-mary"
     graph_path = write_graph_files(graph, slug, graph_dir, scan=scan, tokenizer=model.tokenizer)
-    nodes = json.loads(graph_path.read_text())["nodes"]
-    features = {
-        cantor_unpair(node["feature"])
-        for node in nodes
-        if node["feature_type"] == "cross layer transcoder"
-    }
+    features = graph_file_features(graph_path)
+    assert features and all(0 <= layer < 3 and 0 <= index < 512 for layer, index in features)
     with torch.inference_mode():
         corpus = corpus_sequences(model, 300)
         state = collect_dashboards(model, corpus.split(32), features)

@@ -20,6 +20,8 @@ _EXPORTS = {
     "dashboard_records": "records",
     "cantor_pair": "pack",
     "cantor_unpair": "pack",
+    "graph_file_features": "pack",
+    "pack_features": "pack",
     "read_feature_pack": "pack",
     "read_pack_summary": "pack",
     "write_feature_pack": "pack",

@@ -29,6 +29,8 @@ from typing import Any
 INDEX_FILE = "index.json.gz"
 SUMMARY_FILE = "summary.json.gz"
 LENGTH_PREFIX = struct.Struct("<I")
+# The ``feature_type`` circuit-tracer gives feature nodes in graph files (CLTs and PLTs alike).
+TRANSCODER_NODE_TYPE = "cross layer transcoder"
 
 
 def cantor_pair(layer: int, index: int) -> int:
@@ -105,6 +107,29 @@ def read_feature_pack(pack_dir: Path) -> dict[tuple[int, int], dict[str, Any]]:
             if end > start:
                 records[(layer, feature)] = decode_record(data[start:end])
     return records
+
+
+def pack_features(pack_dir: Path) -> set[tuple[int, int]]:
+    """The ``(layer, index)`` pairs a pack has records for, from its index alone (cheap: what a
+    re-run reads to compute only the features still missing)."""
+    index = json.loads(gzip.decompress((pack_dir / INDEX_FILE).read_bytes()))
+    return {
+        (layer, feature)
+        for layer, entry in enumerate(index)
+        for feature, (start, end) in enumerate(itertools.pairwise(entry["offsets"]))
+        if end > start
+    }
+
+
+def graph_file_features(graph_json: Path) -> set[tuple[int, int]]:
+    """The ``(layer, index)`` of every transcoder feature node of an exported graph file: the
+    features the viewer can show for it (node ``feature`` is ``cantor_pair(layer, index)``)."""
+    nodes = json.loads(graph_json.read_text(encoding="utf-8"))["nodes"]
+    return {
+        cantor_unpair(int(node["feature"]))
+        for node in nodes
+        if node.get("feature_type") == TRANSCODER_NODE_TYPE
+    }
 
 
 def read_pack_summary(pack_dir: Path) -> list[dict[str, Any]]:
