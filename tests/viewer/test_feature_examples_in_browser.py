@@ -114,3 +114,31 @@ def test_clicked_feature_nodes_show_their_examples_and_logits(
         page.page.screenshot(path=str(artifacts_dir / f"feature-examples-{n + 1}.png"))
     assert page.outside_requests == []
     assert page.console_errors == []
+
+
+def test_the_transcoder_feature_page_sorts_by_density(
+    graph_with_features: tuple[Path, str, dict],
+    viewer_url: str,
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    records = graph_with_features[2]
+    page.page.goto(viewer_url)
+    page.page.locator("ul.feature-packs a").first.click()
+    page.page.wait_for_selector("#features tbody tr")
+    density_header = page.page.locator("#features th", has_text="Density")
+    density_header.click()  # ascending
+    ascending = page.page.locator("#features tbody td:nth-child(4)").evaluate_all(
+        "cells => cells.map(c => parseFloat(c.dataset.sort))"
+    )
+    density_header.click()  # descending
+    descending = page.page.locator("#features tbody td:nth-child(4)").evaluate_all(
+        "cells => cells.map(c => parseFloat(c.dataset.sort))"
+    )
+    page.page.screenshot(path=str(artifacts_dir / "feature-page.png"), full_page=True)
+
+    expected = sorted(record["activation_frequency"] for record in records.values())
+    assert ascending == expected
+    assert descending == expected[::-1]
+    assert page.outside_requests == []
+    assert page.console_errors == []

@@ -99,7 +99,8 @@ def render_feature_page(pack_name: str, summary_path: Path) -> str:
         f"<td data-sort='{row['feature_id']}'>{row['feature_id']}</td>"
         f"<td class='score' data-sort='{row['density']!r}'>{100 * row['density']:.4f}%</td>"
         f"<td class='score' data-sort='{row['act_max']!r}'>{row['act_max']:.3f}</td>"
-        f"<td>{html.escape(' '.join(repr(t) for t in row['top_logits']))}</td>"
+        f"<td>{''.join(f'<span class=token>{html.escape(t)}</span>' for t in row['top_logits'])}"
+        "</td>"
         "</tr>"
         for row in shown
     )
