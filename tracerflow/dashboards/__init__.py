@@ -2,8 +2,9 @@
 written as circuit-tracer's frontend reads them (``docs/dashboards.md``).
 
 ``compute.collect_dashboards`` streams token batches, ``records.dashboard_records`` turns the
-result into frontend records, ``pack.write_feature_pack`` writes them. Names are imported on
-first use, so the viewer can read packs (``pack``) without importing torch.
+result into frontend records, ``pack.write_feature_pack`` writes them;
+``build.build_feature_pack`` does all three for the features an earlier pack lacks. Names are
+imported on first use, so the viewer can read packs (``pack``) without importing torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "FeaturePackResult": "build",
+    "build_feature_pack": "build",
     "DashboardConfig": "compute",
     "DashboardState": "compute",
     "collect_dashboards": "compute",

@@ -87,14 +87,19 @@ class DashboardState:
     n_active: torch.Tensor  # [n_features] int64: active tokens
     act_min: torch.Tensor  # [n_features]: smallest positive activation (inf if none)
     act_max: torch.Tensor  # [n_features]
+    feature_layer: torch.Tensor  # [n_features] int64: features[i][0]
+    feature_index: torch.Tensor  # [n_features] int64: features[i][1]
     n_tokens: int = 0  # tokens seen (BOS and padding excluded)
     n_sequences: int = 0
 
     @classmethod
     def empty(cls, features: Sequence[tuple[int, int]], config: DashboardConfig) -> DashboardState:
         n = len(features)
+        pairs = [(int(layer), int(index)) for layer, index in features]
         return cls(
-            features=[(int(layer), int(index)) for layer, index in features],
+            features=pairs,
+            feature_layer=torch.tensor([layer for layer, _ in pairs], dtype=torch.int64),
+            feature_index=torch.tensor([index for _, index in pairs], dtype=torch.int64),
             config=config,
             top=ExampleSet.empty(n, config.n_top, config.window),
             reservoir=ExampleSet.empty(n, config.n_reservoir, config.window),
@@ -173,8 +178,7 @@ def update(
     tokens = tokens.to(torch.int64)
     layers = sorted({layer for layer, _ in state.features})
     per_layer = layer_activations(model, tokens.to(model.cfg.device), layers)
-    feature_layer = torch.tensor([layer for layer, _ in state.features], dtype=torch.int64)
-    feature_index = torch.tensor([index for _, index in state.features], dtype=torch.int64)
+    feature_layer, feature_index = state.feature_layer, state.feature_index
     # [batch, seq, n_features]: the wanted columns of each layer, in the state's order.
     acts = torch.empty((*tokens.shape, len(state.features)))
     for layer in layers:
@@ -235,7 +239,8 @@ def _update_examples(state: DashboardState, tokens: torch.Tensor, acts: torch.Te
     batch, _, n_features = acts.shape
     seq_max, seq_argmax = acts.max(dim=1)  # [batch, n_features]
     sequence_ids = torch.arange(state.n_sequences, state.n_sequences + batch)
-    feature_ids = torch.arange(n_features)
+    # The feature's identity, not its column: its sample must not depend on the other features.
+    feature_ids = state.feature_layer << 24 | state.feature_index
     value = seq_max.T.contiguous()  # [n_features, batch]
     position = seq_argmax.T.contiguous()
     sequence = sequence_ids.expand(n_features, batch)
@@ -267,7 +272,8 @@ def _merge_order(old: torch.Tensor, new: torch.Tensor, k: int, *, descending: bo
 
 
 def _hash_keys(sequence: torch.Tensor, feature: torch.Tensor, seed: int) -> torch.Tensor:
-    """A uniform key in [0, 1) per (sequence, feature pair), the same in any batching."""
+    """A uniform key in [0, 1) per (sequence, feature), the same in any batching and whatever
+    other features are collected alongside."""
     x = (sequence * 0x27D4EB2F + feature.unsqueeze(1) * 0x165667B1 + seed * 0x61C88647) & _MASK32
     for multiplier in (0x7FEB352D, 0x846CA68B & 0x7FFFFFFF):
         x = ((x ^ (x >> 16)) * multiplier) & _MASK32
