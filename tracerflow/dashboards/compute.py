@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import torch
@@ -140,32 +141,33 @@ def wanted_features(
     return chosen
 
 
-def layer_activations(
-    model: Any, tokens: torch.Tensor, layers: Sequence[int]
-) -> dict[int, torch.Tensor]:
-    """Transcoder activations ``{layer: [batch, seq, d_transcoder]}`` for ``tokens [batch, seq]``.
+def feature_activations(
+    model: Any, tokens: torch.Tensor, feature_layer: torch.Tensor, feature_index: torch.Tensor
+) -> torch.Tensor:
+    """``[batch, seq, n_features]`` activations of features ``(feature_layer[i],
+    feature_index[i])`` for ``tokens [batch, seq]``, float32 on the CPU.
 
     Hooks ``blocks.{l}.{model.feature_input_hook}`` and encodes there with
     ``model.transcoders.encode_layer`` (what circuit-tracer's ``get_activations`` does, batched
-    and without zeroing position 0 of the batch); the forward stops after the last block needed.
+    and without zeroing position 0 of the batch). Each hook keeps only its layer's wanted
+    columns, so one layer's full ``[batch, seq, d_transcoder]`` exists at a time; the forward
+    stops after the last layer needed.
     """
-    wanted = set(layers)
-    activations: dict[int, torch.Tensor] = {}
+    acts = torch.empty((*tokens.shape, len(feature_layer)))
+    layers = sorted(set(feature_layer.tolist()))
 
-    def cache(acts: torch.Tensor, hook: Any, layer: int) -> None:
-        activations[layer] = model.transcoders.encode_layer(acts, layer).detach()
+    def keep_columns(resid: torch.Tensor, hook: Any, layer: int) -> None:
+        columns = (feature_layer == layer).nonzero().squeeze(1)
+        encoded = model.transcoders.encode_layer(resid, layer)
+        acts[:, :, columns] = encoded[:, :, feature_index[columns].to(encoded.device)].float().cpu()
 
     hooks = [
-        (f"blocks.{layer}.{model.feature_input_hook}", _bind(cache, layer))
-        for layer in sorted(wanted)
+        (f"blocks.{layer}.{model.feature_input_hook}", partial(keep_columns, layer=layer))
+        for layer in layers
     ]
     with torch.inference_mode(), model.hooks(hooks):
-        model(tokens, stop_at_layer=max(wanted) + 1)
-    return activations
-
-
-def _bind(fn: Any, layer: int) -> Any:
-    return lambda acts, hook: fn(acts, hook, layer)
+        model(tokens.to(model.cfg.device), stop_at_layer=layers[-1] + 1)
+    return acts
 
 
 def update(
@@ -176,19 +178,12 @@ def update(
     A token counts when it is not at position 0 and not ``pad_token_id``.
     """
     tokens = tokens.to(torch.int64)
-    layers = sorted({layer for layer, _ in state.features})
-    per_layer = layer_activations(model, tokens.to(model.cfg.device), layers)
-    feature_layer, feature_index = state.feature_layer, state.feature_index
-    # [batch, seq, n_features]: the wanted columns of each layer, in the state's order.
-    acts = torch.empty((*tokens.shape, len(state.features)))
-    for layer in layers:
-        columns = (feature_layer == layer).nonzero().squeeze(1)
-        acts[:, :, columns] = per_layer[layer][:, :, feature_index[columns]].float().cpu()
+    acts = feature_activations(model, tokens, state.feature_layer, state.feature_index)
     valid = torch.ones_like(tokens, dtype=torch.bool)
     valid[:, 0] = False
     if pad_token_id is not None:
         valid &= tokens != pad_token_id
-    acts = acts * valid.unsqueeze(-1)
+    acts *= valid.unsqueeze(-1)
     _update_statistics(state, acts)
     _update_examples(state, tokens, acts)
     state.n_tokens += int(valid.sum())
