@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tracerflow.viewer.server import MAX_SAVE_BYTES, ViewerServer, make_server
+from tests.viewer.conftest import serve_in_thread
+from tracerflow.viewer.server import MAX_SAVE_BYTES, ViewerServer
 
 SLUG = "toy-clt-ioi"
 GRAPH = {
@@ -49,14 +49,8 @@ def graph_files_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def viewer(graph_files_dir: Path) -> Iterator[ViewerServer]:
-    server = make_server(graph_files_dir, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_in_thread(graph_files_dir) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def save(server: ViewerServer, slug: str, body: bytes) -> tuple[int, bytes]:

@@ -301,3 +301,18 @@ def page(browser: Any) -> Iterator[Page]:
     opened = Page(browser)
     yield opened
     opened.close()
+
+
+@contextlib.contextmanager
+def serve_in_thread(graph_files_dir: Path) -> Iterator[Any]:
+    """The real viewer server (``make_server``) on a free loopback port, in a thread."""
+    from tracerflow.viewer.server import make_server
+
+    server = make_server(graph_files_dir, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -23,6 +23,7 @@ from tracerflow.viewer.index import (
     read_graph_metadata,
     render_index_html,
     strip_bos,
+    viewer_metadata,
 )
 
 FIRST_RUN = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
@@ -90,6 +91,12 @@ def test_scores_recorded_by_a_run_are_shown_for_their_slugs(graph_files_dir: Pat
     ioi_row = page.split("data-slug='toy-clt-ioi'")[1].split("</tr>")[0]
     assert ">0.7059<" in ioi_row and ">0.9124<" in ioi_row and ">0.6559<" in ioi_row
     assert "0.7082" not in ioi_row
+
+    # The graph page reads the same four scores from data/graph-metadata.json.
+    served = {g["slug"]: g for g in viewer_metadata(graph_files_dir, db_path)["graphs"]}
+    assert served["toy-clt-ioi"]["replacement_score"] == 0.7059
+    assert served["toy-clt-ioi"]["pruned_completeness_score"] == pytest.approx(0.8824)
+    assert served["toy-clt-collide"]["completeness_score"] is None
 
 
 def test_the_newest_score_of_a_slug_wins(graph_files_dir: Path) -> None:

@@ -54,6 +54,7 @@ class GraphEntry:
 
     slug: str
     prompt: str
+    scan: str | None = None
     transcoder: str | None = None
     model: str | None = None
     replacement_score: float | None = None
@@ -140,27 +141,41 @@ def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> lis
             GraphEntry(
                 slug=slug,
                 prompt=str(row.get("prompt") or strip_bos(str(meta.get("prompt") or ""))),
+                scan=_as_text(meta.get("scan")),
                 transcoder=_as_text(
                     row.get("transcoder") or meta.get("transcoder") or meta.get("scan")
                 ),
                 model=_as_text(row.get("model") or meta.get("model")),
                 recorded_at=recorded_at,
-                **{key: _as_float(row.get(key)) for key in SCORE_KEYS},
+                **{key: _as_float(row.get(key, meta.get(key))) for key in SCORE_KEYS},
             )
         )
     entries.sort(key=lambda e: _sort_time(e.recorded_at), reverse=True)
     return entries
 
 
-def viewer_metadata(graph_files_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """What the viewer page reads as ``data/graph-metadata.json``: only the viewable graphs."""
-    return {"graphs": read_graph_metadata(graph_files_dir)}
+def viewer_metadata(
+    graph_files_dir: Path, db_path: Path | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """What the viewer page reads as ``data/graph-metadata.json``: only the viewable graphs,
+    each with its four scores (``SCORE_KEYS``, ``null`` when unknown) for the graph page."""
+    graphs = read_graph_metadata(graph_files_dir)
+    scores = {entry.slug: entry for entry in build_graph_index(graph_files_dir, db_path)}
+    for graph in graphs:
+        entry = scores.get(graph["slug"])
+        for key in SCORE_KEYS:
+            graph[key] = getattr(entry, key) if entry else None
+    return {"graphs": graphs}
 
 
-def render_index_html(entries: Iterable[GraphEntry], graph_files_dir: Path) -> str:
-    """The index page: a sortable table of graphs, each row linking to the viewer."""
+def render_index_html(
+    entries: Iterable[GraphEntry], graph_files_dir: Path, feature_packs: Iterable[str] = ()
+) -> str:
+    """The index page: a sortable table of graphs, each row linking to the viewer, and a link
+    to the feature page of each transcoder with dashboards (``feature_packs``: their names)."""
     entries = list(entries)
-    rows = "\n".join(_render_row(entry) for entry in entries)
+    packs = sorted(feature_packs)
+    rows = "\n".join(_render_row(entry, entry.scan in packs) for entry in entries)
     empty = (
         ""
         if entries
@@ -170,24 +185,32 @@ def render_index_html(entries: Iterable[GraphEntry], graph_files_dir: Path) -> s
     headers = "".join(
         f"<th data-type='{kind}' tabindex='0'>{html.escape(label)}</th>" for label, kind in _COLUMNS
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>tracerflow graphs</title>
-<link rel="stylesheet" href="/tracerflow-index.css">
-</head>
-<body>
-<h1>Attribution graphs</h1>
+    body = f"""<h1>Attribution graphs</h1>
 <p class="where">{len(entries)} graph(s) in <code>{html.escape(str(graph_files_dir))}</code>.
 Click a column header to sort.</p>
 {empty}
-<table id="graphs">
+{_render_pack_list(packs)}
+<table id="graphs" class="sortable">
 <thead><tr>{headers}</tr></thead>
 <tbody>
 {rows}
 </tbody>
-</table>
+</table>"""
+    return render_page("tracerflow graphs", body)
+
+
+def render_page(title: str, body: str) -> str:
+    """A page of the index's look: its stylesheet, ``body``, and the table-sorting script
+    (which sorts every ``table.sortable``). ``title`` must be escaped already."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<link rel="stylesheet" href="/tracerflow-index.css">
+</head>
+<body>
+{body}
 <script src="/tracerflow-index.js"></script>
 </body>
 </html>
@@ -206,7 +229,16 @@ _COLUMNS = (
 )
 
 
-def _render_row(entry: GraphEntry) -> str:
+def _render_pack_list(packs: list[str]) -> str:
+    if not packs:
+        return ""
+    links = "".join(
+        f"<li><a href='/features/{name}.html'>{name}</a></li>" for name in packs
+    )  # pack names are valid slugs: nothing to escape
+    return f"<h2>Feature dashboards</h2>\n<ul class='feature-packs'>{links}</ul>"
+
+
+def _render_row(entry: GraphEntry, has_features: bool = False) -> str:
     link = f"/graph.html?slug={entry.slug}"  # the slug is validated: no escaping needed in URLs
     recorded = entry.recorded_at.strftime("%Y-%m-%d %H:%M") if entry.recorded_at else ""
     sort_time = entry.recorded_at.isoformat() if entry.recorded_at else ""
@@ -214,12 +246,22 @@ def _render_row(entry: GraphEntry) -> str:
         f"<td data-sort='{html.escape(entry.prompt)}'><a href='{link}'>"
         f"{html.escape(entry.prompt) or html.escape(entry.slug)}</a>"
         f"<div class='slug'>{entry.slug}</div></td>",
-        _text_cell(entry.transcoder),
+        _transcoder_cell(entry, has_features),
         _text_cell(entry.model),
         *(_score_cell(getattr(entry, key)) for key in SCORE_KEYS),
         f"<td data-sort='{sort_time}'>{recorded}</td>",
     ]
     return f"<tr data-slug='{entry.slug}'>{''.join(cells)}</tr>"
+
+
+def _transcoder_cell(entry: GraphEntry, has_features: bool) -> str:
+    if not has_features:
+        return _text_cell(entry.transcoder)
+    text = html.escape(entry.transcoder or entry.scan or "")
+    return (
+        f"<td data-sort='{text}'>{text}"
+        f"<div class='slug'><a href='/features/{entry.scan}.html'>features</a></div></td>"
+    )
 
 
 def _text_cell(value: str | None) -> str:

@@ -8,6 +8,10 @@ request path to a folder:
   (``.html``, ``.js``, ``.css`` only), so a path not in the table is a 404 whatever it contains;
 - ``/data/graph-metadata.json``: the viewable entries of the folder's metadata file;
 - ``/graph_data/<slug>.json``: a graph file, after ``validate_slug``;
+- ``/features/index.json``: the names of the feature packs in the folder's ``features/``;
+  ``/features/<name>/index.json.gz`` and ``/features/<name>/layer_<n>.bin``: a pack's files
+  (``tracerflow.dashboards.pack``), the ``.bin`` with HTTP Range requests (206, 416), as
+  circuit-tracer's frontend reads them; ``/features/<name>.html``: the pack's feature table;
 - ``POST /save_graph/<slug>``: the viewer's Save button (pinned nodes, supernodes, ...), which
   rewrites only the ``qParams`` of an existing graph file: strict JSON (no ``NaN`` or
   ``Infinity``), bounded in size and depth, written compactly; never ``graph-metadata``; off
@@ -34,6 +38,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from tracerflow.viewer.features import (
+    FEATURE_LIST_PATH,
+    FeatureFile,
+    feature_file,
+    feature_pack_names,
+    render_feature_page,
+)
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE, write_text_atomically
 from tracerflow.viewer.index import build_graph_index, render_index_html, viewer_metadata
 from tracerflow.viewer.slugs import InvalidSlugError, slug_from_graph_file_name, validate_slug
@@ -157,6 +168,8 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
     server: ViewerServer
     server_version = "tracerflow-viewer"
     protocol_version = "HTTP/1.1"
+    # The size of the file a 416 answer refers to (its ``Content-Range: bytes */size``).
+    unsatisfiable_size = -1
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -200,6 +213,8 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             self._check_host()
             route(_request_path(self.path), **kwargs)
         except BadRequest as exc:
+            if isinstance(exc, RangeNotSatisfiable):
+                self.unsatisfiable_size = exc.size
             self._send_error(exc.status, exc.message, head=kwargs.get("head", False))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the browser went away (a reload mid-download); nothing to answer
@@ -214,8 +229,9 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
 
     def _get(self, path: str, head: bool = False) -> None:
         if path in ("/", "/index.html"):
-            entries = build_graph_index(self.server.graph_files_dir, self.server.db_path)
-            page = render_index_html(entries, self.server.graph_files_dir)
+            folder = self.server.graph_files_dir
+            entries = build_graph_index(folder, self.server.db_path)
+            page = render_index_html(entries, folder, feature_pack_names(folder))
             self._send_bytes(page.encode("utf-8"), CONTENT_TYPES[".html"], head=head)
         elif path == "/favicon.ico":
             self._send_bytes(b"", None, status=HTTPStatus.NO_CONTENT, head=head)
@@ -223,11 +239,16 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             file_path = self.server.routes[path]
             self._send_bytes(file_path.read_bytes(), CONTENT_TYPES[file_path.suffix], head=head)
         elif path == f"/data/{GRAPH_METADATA_FILE}":
-            body = json.dumps(viewer_metadata(self.server.graph_files_dir)).encode("utf-8")
-            self._send_bytes(body, "application/json", head=head)
+            metadata = viewer_metadata(self.server.graph_files_dir, self.server.db_path)
+            self._send_bytes(json.dumps(metadata).encode("utf-8"), "application/json", head=head)
         elif path.startswith("/graph_data/"):
             graph_path = self._graph_path(path.removeprefix("/graph_data/"))
             self._send_bytes(graph_path.read_bytes(), "application/json", head=head)
+        elif path == FEATURE_LIST_PATH:
+            names = feature_pack_names(self.server.graph_files_dir)
+            self._send_bytes(json.dumps({"scans": names}).encode(), "application/json", head=head)
+        elif path.startswith("/features/"):
+            self._send_feature_file(path.removeprefix("/features/"), head=head)
         else:
             raise BadRequest(HTTPStatus.NOT_FOUND, "not found")
 
@@ -246,6 +267,50 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         if not graph_path.is_file() or graph_path.resolve().parent != folder:
             raise BadRequest(HTTPStatus.NOT_FOUND, "no such graph")
         return graph_path
+
+    def _send_feature_file(self, relative: str, head: bool) -> None:
+        found: FeatureFile | None = feature_file(self.server.graph_files_dir, relative)
+        if found is None:
+            raise BadRequest(HTTPStatus.NOT_FOUND, "no such feature file")
+        if found.kind == "page":
+            page = render_feature_page(found.pack_name, found.path)
+            self._send_bytes(page.encode("utf-8"), CONTENT_TYPES[".html"], head=head)
+        elif found.kind == "index":
+            # Sent as stored, without Content-Encoding: the frontend inflates it with pako.
+            self._send_bytes(found.path.read_bytes(), "application/gzip", head=head, compress=False)
+        else:
+            self._send_range(found.path, head=head)
+
+    def _send_range(self, path: Path, head: bool) -> None:
+        """A file with single-range support (RFC 9110 14): 206 for a satisfiable ``bytes=``
+        range, 416 for a malformed or unsatisfiable one, 200 (whole file) without one or for
+        several ranges (which a server may ignore)."""
+        size = path.stat().st_size
+        requested = parse_byte_range(self.headers.get("Range"), size)
+        if requested is None:
+            start, end, status = 0, size - 1, HTTPStatus.OK
+        else:
+            start, end = requested
+            status = HTTPStatus.PARTIAL_CONTENT
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if status == HTTPStatus.PARTIAL_CONTENT:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        if head or end < start:
+            return
+        with path.open("rb") as source:
+            source.seek(start)
+            remaining = end - start + 1
+            while remaining > 0:
+                chunk = source.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
 
     # --- POST /save_graph/<slug> ----------------------------------------------------------
 
@@ -306,9 +371,10 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         *,
         status: HTTPStatus = HTTPStatus.OK,
         head: bool = False,
+        compress: bool = True,
     ) -> None:
         accepts_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
-        gzipped = len(body) > GZIP_THRESHOLD_BYTES and accepts_gzip
+        gzipped = compress and len(body) > GZIP_THRESHOLD_BYTES and accepts_gzip
         if gzipped:
             body = gzip.compress(body, compresslevel=3)
         self.send_response(status)
@@ -332,6 +398,8 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD" if self.server.read_only else "GET, HEAD, POST")
+        if status == HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE and self.unsatisfiable_size >= 0:
+            self.send_header("Content-Range", f"bytes */{self.unsatisfiable_size}")
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -357,6 +425,54 @@ def _request_path(raw: str) -> str:
     if any(segment in (".", "..") for segment in decoded.split("/")):
         raise BadRequest(HTTPStatus.BAD_REQUEST, "relative path segments")
     return decoded
+
+
+def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive ``(first, last)`` byte of a ``Range`` header over a file of ``size`` bytes.
+
+    ``None`` means "send the whole file": no header, another unit, or several ranges. A
+    ``bytes=`` range that is malformed (``bytes=5-2``, ``bytes=x``) or starts past the end
+    raises ``RangeNotSatisfiable``. A last byte past the end is clamped (the frontend asks for
+    one byte past a feature's record, and past the end for a layer's last feature).
+    """
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    if "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    try:
+        if not dash or not (first_text or last_text):
+            raise ValueError(spec)
+        if not first_text:  # a suffix: the last n bytes
+            suffix = _range_number(last_text)
+            if suffix == 0:
+                raise ValueError(spec)
+            return max(size - suffix, 0), size - 1
+        first = _range_number(first_text)
+        last = _range_number(last_text) if last_text else size - 1
+    except ValueError as exc:
+        raise RangeNotSatisfiable(size) from exc
+    if last < first or first >= size:
+        raise RangeNotSatisfiable(size)
+    return first, min(last, size - 1)
+
+
+def _range_number(text: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or len(text) > 19:
+        raise ValueError(text)
+    return int(text)
+
+
+class RangeNotSatisfiable(BadRequest):
+    """A ``Range`` the file cannot answer (416, with ``Content-Range: bytes */size``)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "range not satisfiable")
+        self.size = size
 
 
 def _refuse_constant(name: str) -> Any:

@@ -233,10 +233,28 @@ window.init = async function(){
     }
     
     initCg(d3.select('.cg'), visState.slug, options)
+    renderScores(m)
 
     selectSel.at({title: m.prompt})
     document.title = 'Attribution Graph: ' + m.prompt
   }
+  // tracerflow: the graph's replacement and completeness scores, unpruned and pruned, from
+  // the score database (the server adds them to each graph-metadata entry; null if unknown).
+  function renderScores(m) {
+    var format = v => typeof v == 'number' ? v.toFixed(4) : '–'
+    var scoresSel = d3.select('.tf-scores').html('')
+    ;[
+      ['Replacement', m.replacement_score],
+      ['Completeness', m.completeness_score],
+      ['Replacement (pruned)', m.pruned_replacement_score],
+      ['Completeness (pruned)', m.pruned_completeness_score],
+    ].forEach(([label, value]) => {
+      var item = scoresSel.append('span.tf-score')
+      item.append('span.tf-score-label').text(label + ' ')
+      item.append('b').text(format(value))
+    })
+  }
+
   render()
 }
 

@@ -1,9 +1,8 @@
-// tracerflow index page: sort the graphs table by the clicked column (click again to reverse).
-// Cells carry their sort value in data-sort; number columns sort numerically, blanks last.
-(function () {
+// tracerflow index and feature pages: sort each table.sortable by the clicked column (click
+// again to reverse). Cells carry their sort value in data-sort; number columns sort
+// numerically, blanks last.
+document.querySelectorAll('table.sortable').forEach(function (table) {
   'use strict'
-  var table = document.getElementById('graphs')
-  if (!table) return
   var headers = Array.from(table.querySelectorAll('thead th'))
   var tbody = table.querySelector('tbody')
 
@@ -32,4 +31,4 @@
       if (ev.key === 'Enter' || ev.key === ' ') sortBy(index)
     })
   })
-})()
+})

@@ -2,10 +2,11 @@ window.initFeatureExamplesList = function({renderAll, visState, sel}){
   var sel = sel.select('.feature-example-list')
   renderAll.feature.fns.push(async () => {
     if (visState.feature.isDead) return sel.html(`Feature ${visState.feature.featureIndex} failed to load`)
-    // tracerflow: offline there are no examples to draw; say so instead of an empty panel
+    // tracerflow: a feature without a dashboard has no examples to draw; say so instead of an
+    // empty panel
     if (visState.feature.noExamples) {
       return sel.html('').append('div.no-feature-examples')
-        .text('No feature examples: this offline viewer has none for this transcoder.')
+        .text('No feature examples: no dashboard was computed for this feature.')
     }
     // // Put quantiles into cols to fill white space.
     // var cols = d3.range(Math.max(1, Math.floor(sel.node().offsetWidth/800))).map(d => [])

@@ -13,6 +13,12 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
     chartRowHeight: 82,
   }
 
+  // tracerflow: per page, the server's pack list, each pack's index and each loaded feature
+  // (set before the return below: the loaders are hoisted, these assignments are not).
+  var packListPromise = null
+  var packIndexPromises = new Map()
+  var featurePromises = new Map()
+
   // set up dom and render fns
   var sel = containerSel.html('').append('div.feature-examples')
   if (visState.showLogits) sel.append('div.feature-example-logits')
@@ -41,12 +47,55 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
   }
 
   // tracerflow: circuit-tracer fetches feature examples from huggingface.co (or a CloudFront
-  // rewrite of ./features/). The offline viewer has none, so every feature gets an empty record
-  // instead of a failed request, and the list says so. A scan served by this server ('./...')
-  // is still tried, quietly.
-  async function loadFeature(scan, featureIndex){
+  // rewrite of ./features/). Here they come only from this server: a graph whose scan names a
+  // feature pack the server lists (./features/index.json; a scan './features/NAME' or 'NAME')
+  // reads it as circuit-tracer reads a Hub repo's features/ folder (index.json.gz, then one
+  // Range request into the layer's .bin); another './' scan tries ${scan}/${id}.json quietly;
+  // any other feature gets an empty record, and the list says there are no examples.
+
+  function packList() {
+    if (!packListPromise) {
+      packListPromise = util.getFile('./features/index.json', false)
+        .then(d => d.scans || [])
+        .catch(() => [])
+    }
+    return packListPromise
+  }
+
+  async function packDir(scan) {
+    if (!scan) return null
+    var name = scan.startsWith('./features/') ? scan.slice('./features/'.length) : scan
+    return (await packList()).includes(name) ? `./features/${name}` : null
+  }
+
+  async function loadFeatureFromPack(dir, featureIndex) {
+    const [layerIdx, featIdx] = util.cantorUnpair(featureIndex)
+    if (!packIndexPromises.has(dir)) {
+      packIndexPromises.set(dir, util.getFile(`${dir}/index.json.gz`, false))
+    }
+    const entry = (await packIndexPromises.get(dir))[layerIdx]
+    if (!entry || !entry.filename || !entry.offsets) return null
+    const startByte = entry.offsets[featIdx]
+    const endByte = entry.offsets[featIdx + 1]
+    if (!(endByte > startByte)) return null  // no dashboard computed for this feature
+    return await util.getFile(`${dir}/${entry.filename}`, false, 'bin', `bytes=${startByte}-${endByte}`)
+  }
+
+  function loadFeature(scan, featureIndex){
+    var key = `${scan}|${featureIndex}`
+    if (!featurePromises.has(key)) featurePromises.set(key, fetchFeature(scan, featureIndex))
+    return featurePromises.get(key)
+  }
+
+  async function fetchFeature(scan, featureIndex){
     var feature = null
-    if (scan && scan.startsWith('./')) {
+    var dir = await packDir(scan)
+    if (dir) {
+      feature = await loadFeatureFromPack(dir, featureIndex).catch(error => {
+        console.warn(`feature ${featureIndex} of ${scan}:`, error)
+        return {isDead: true, examples_quantiles: [], top_logits: [], bottom_logits: []}
+      })
+    } else if (scan && scan.startsWith('./')) {
       feature = await util.getFile(`${scan}/${featureIndex}.json`).catch(() => null)
     }
     if (!feature) feature = {noExamples: true, examples_quantiles: [], top_logits: [], bottom_logits: []}

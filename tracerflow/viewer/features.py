@@ -1,0 +1,130 @@
+"""The feature packs the viewer serves, and each transcoder's page of features.
+
+Packs live in ``<graph files>/features/<name>/`` (``tracerflow.dashboards.pack``), ``<name>`` the
+``scan`` the graph files carry (``tracerflow-<hash>``), so the graph page finds a graph's feature
+examples from its metadata alone. As with graphs, a request is matched against the few names a
+pack may hold, never joined to a folder as given: ``<name>.html`` (the feature page),
+``<name>/index.json.gz`` and ``<name>/layer_<n>.bin``; ``<name>`` must be a valid slug, and the
+file must resolve to where it was looked for (no symlink out of the folder).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, read_pack_summary
+from tracerflow.viewer.index import render_page
+from tracerflow.viewer.slugs import is_valid_slug
+
+logger = logging.getLogger(__name__)
+
+FEATURES_DIR = "features"
+FEATURE_LIST_PATH = "/features/index.json"
+# A transcoder page lists at most this many features (the densest first): an HTML table of
+# every feature of a 12 x 16k transcoder would be tens of MB.
+MAX_FEATURE_ROWS = 5000
+_LAYER_FILE = re.compile(r"layer_[0-9]{1,4}\.bin")
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """A file of a pack the server may send, and how."""
+
+    pack_name: str
+    path: Path
+    kind: Literal["page", "index", "layer"]
+
+
+def features_root(graph_files_dir: Path) -> Path:
+    return graph_files_dir / FEATURES_DIR
+
+
+def feature_pack_names(graph_files_dir: Path) -> list[str]:
+    """Names of the complete packs (an ``index.json.gz`` present) under ``features/``, sorted."""
+    root = features_root(graph_files_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if is_valid_slug(entry.name) and _inside(entry / INDEX_FILE, root / entry.name)
+    )
+
+
+def feature_file(graph_files_dir: Path, relative: str) -> FeatureFile | None:
+    """The pack file a ``/features/<relative>`` request names, or ``None`` (a 404)."""
+    root = features_root(graph_files_dir)
+    if "/" not in relative:
+        name = relative.removesuffix(".html")
+        if relative.endswith(".html") and is_valid_slug(name):
+            summary = root / name / SUMMARY_FILE
+            if _inside(summary, root / name):
+                return FeatureFile(name, summary, "page")
+        return None
+    name, _, file_name = relative.partition("/")
+    if not is_valid_slug(name):
+        return None
+    if file_name == INDEX_FILE:
+        kind: Literal["index", "layer"] = "index"
+    elif _LAYER_FILE.fullmatch(file_name):
+        kind = "layer"
+    else:
+        return None
+    path = root / name / file_name
+    return FeatureFile(name, path, kind) if _inside(path, root / name) else None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """``path`` is a file whose real location is directly in ``folder`` (itself no symlink)."""
+    try:
+        return path.is_file() and path.resolve().parent == folder.resolve() == folder.absolute()
+    except OSError:
+        return False
+
+
+def render_feature_page(pack_name: str, summary_path: Path) -> str:
+    """A sortable table of a pack's features: layer, index, density, max activation, logits."""
+    rows_data = read_pack_summary(summary_path.parent)
+    rows_data.sort(key=lambda row: (-row["density"], row["layer"], row["index"]))
+    shown = rows_data[:MAX_FEATURE_ROWS]
+    rows = "\n".join(
+        "<tr>"
+        f"<td data-sort='{row['layer']}'>{row['layer']}</td>"
+        f"<td data-sort='{row['index']}'>{row['index']}</td>"
+        f"<td data-sort='{row['feature_id']}'>{row['feature_id']}</td>"
+        f"<td class='score' data-sort='{row['density']!r}'>{100 * row['density']:.4f}%</td>"
+        f"<td class='score' data-sort='{row['act_max']!r}'>{row['act_max']:.3f}</td>"
+        f"<td>{''.join(f'<span class=token>{html.escape(t)}</span>' for t in row['top_logits'])}"
+        "</td>"
+        "</tr>"
+        for row in shown
+    )
+    cut = f" Showing the {len(shown)} densest." if len(shown) < len(rows_data) else ""
+    headers = "".join(
+        f"<th data-type='{kind}' tabindex='0'>{label}</th>"
+        for label, kind in (
+            ("Layer", "number"),
+            ("Index", "number"),
+            ("Feature id", "number"),
+            ("Density", "number"),
+            ("Max activation", "number"),
+            ("Top logits", "text"),
+        )
+    )
+    name = html.escape(pack_name)
+    body = f"""<p><a href="/">&larr; all graphs</a></p>
+<h1>Features of {name}</h1>
+<p class="where">{len(rows_data)} feature(s) with dashboards.{cut} Click a column header to sort
+(density: the share of corpus tokens on which the feature is active).</p>
+<table id="features" class="sortable">
+<thead><tr>{headers}</tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>"""
+    return render_page(f"features of {name}", body)
