@@ -93,7 +93,7 @@ def score_flow(
     validate_run_request(request, check_items=False)
     run = start_run(request, suite_name)
     items = [item for source in transcoders for item in submit_transcoder(run, source, request)]
-    records = [score_record(run, item) for item in items]
+    records = [score_record(item, outcome_of(item), run.threads) for item in items]
     rows = record_run(run, records)
     warn_of_regressions(run, rows, regression_margin)
     raise_if_any_failed(run, records)
@@ -328,9 +328,9 @@ def outcome_of(item: ScoreItem) -> ItemOutcome:
     return ItemOutcome(*results)
 
 
-def score_record(run: RunContext, item: ScoreItem) -> ScoreRecord:
-    """Wait for one item's stages and turn the outcome, success or failure, into its record."""
-    outcome = outcome_of(item)
+def score_record(item: ScoreItem, outcome: ItemOutcome, run_threads: int) -> ScoreRecord:
+    """An item's record, whether it succeeded or failed: a failed item records what its stages
+    gave before the failure (attribution's facts), never scores of an item that failed."""
     ok = outcome.error is None  # then every stage gave its result
     attribution = outcome.attribution
     stats = attribution.stats if attribution else None
@@ -348,7 +348,7 @@ def score_record(run: RunContext, item: ScoreItem) -> ScoreRecord:
         phase_seconds=stats.phase_seconds if stats else None,
         attribution_seconds=stats.attribution_seconds if stats else None,
         peak_memory_bytes=stats.peak_memory_bytes if stats else None,
-        attribution_threads=stats.threads if stats else run.threads,
+        attribution_threads=stats.threads if stats else run_threads,
         graph_path=attribution.graph_path if attribution else None,
         graph_files_path=exported.graph_files_path if exported else None,
         slug=exported.slug if exported else None,

@@ -3,9 +3,9 @@
     CheckpointSnapshot -> ConvertedTranscoder -> Attribution -> ScoredGraph -> ExportedGraph
 
 Pydantic models, frozen and closed (no unknown fields): they pickle across Dask workers and
-serialise to JSON. Each result says whether the artifact store already had it (``cached``); the
-files a stage keeps in the store (``snapshot.json``, ``attribution.json``, ``scores.json``) are
-the ``*_file`` dumps below, written and read by these models.
+serialise to JSON. Each result says whether the artifact store already had it (``cached``). The
+JSON files stages keep in the store (``snapshot.json``, ``attribution.json``, ``scores.json``) are
+these models' fields, written by ``file_text`` and read back by ``model_validate_json``.
 """
 
 from __future__ import annotations
