@@ -71,18 +71,6 @@ def model_identity(model_name: str) -> str:
     return f"{model_name}:transformer-lens-{version('transformer-lens')}"
 
 
-def model_info(model: ReplacementModel) -> dict[str, Any]:
-    """The model facts a score is recorded with."""
-    cfg = model.cfg
-    return {
-        "name": cfg.model_name,
-        "n_layers": cfg.n_layers,
-        "d_model": cfg.d_model,
-        "d_vocab": cfg.d_vocab,
-        "n_ctx": cfg.n_ctx,
-    }
-
-
 # --- the toy model ---------------------------------------------------------------------------
 
 

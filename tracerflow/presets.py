@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracerflow.errors import ConfigError
+from tracerflow.parameters import AttributionParams, RunParameters, parameter_field
 from tracerflow.toy.grammar import BUILTIN_PROMPTS as _BUILTIN_PROMPTS
 
 PACKAGE_PREFIX = "package:"
@@ -42,13 +43,13 @@ class Preset(BaseModel):
     transcoder: str  # HF repo id, or "package:<module>/<path>"
     revision: str | None = None  # Hub revision of the transcoder (None: the default branch)
     kind: Literal["clt", "plt"]
-    max_n_logits: int = Field(10, ge=1)
-    desired_logit_prob: float = Field(0.95, gt=0, le=1)
-    max_feature_nodes: int | None = Field(8192, ge=1)
-    # circuit-tracer's batch size (part of the graph's identity); None: circuit-tracer's default.
-    batch_size: int | None = Field(None, ge=1)
-    node_threshold: float = Field(0.8, gt=0, le=1)
-    edge_threshold: float = Field(0.98, gt=0, le=1)
+    # The attribution defaults; their limits are AttributionParams' and RunParameters'.
+    max_n_logits: int = parameter_field(AttributionParams, "max_n_logits")
+    desired_logit_prob: float = parameter_field(AttributionParams, "desired_logit_prob")
+    max_feature_nodes: int | None = parameter_field(AttributionParams, "max_feature_nodes")
+    batch_size: int | None = parameter_field(AttributionParams, "batch_size")
+    node_threshold: float = parameter_field(RunParameters, "node_threshold")
+    edge_threshold: float = parameter_field(RunParameters, "edge_threshold")
 
     @property
     def is_builtin(self) -> bool:
@@ -74,14 +75,22 @@ class Preset(BaseModel):
             return str(self.transcoder_path())
         return f"{self.transcoder}@{self.revision}" if self.revision else self.transcoder
 
-    def attribution_params(self) -> dict[str, int | float | None]:
-        """The keyword arguments of circuit-tracer's ``attribute`` this preset fixes."""
-        return {
-            "max_n_logits": self.max_n_logits,
-            "desired_logit_prob": self.desired_logit_prob,
-            "max_feature_nodes": self.max_feature_nodes,
-            "batch_size": self.batch_size,
-        }
+    def attribution_params(self) -> AttributionParams:
+        """The arguments of circuit-tracer's ``attribute`` this preset fixes."""
+        return AttributionParams(
+            max_n_logits=self.max_n_logits,
+            desired_logit_prob=self.desired_logit_prob,
+            max_feature_nodes=self.max_feature_nodes,
+            batch_size=self.batch_size,
+        )
+
+    def run_parameters(self) -> RunParameters:
+        """This preset's parameters for a run that sets none of its own."""
+        return RunParameters(
+            attribution=self.attribution_params(),
+            node_threshold=self.node_threshold,
+            edge_threshold=self.edge_threshold,
+        )
 
 
 def resolve_package_path(reference: str) -> Path:

@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from safetensors.torch import load_file
 
 from tracerflow.flows.score import score_flow
+from tracerflow.models import toy_model_config
 from tracerflow.presets import builtin_prompts, get_preset
 from tracerflow.settings import get_settings
 from tracerflow.tasks.download import resolve_source
@@ -67,6 +68,10 @@ def test_demo_runs_offline_and_records_every_score(home):
     for _, _, *scores, slug in rows:
         assert all(0.0 <= score <= 1.0 for score in scores)
         assert (get_settings().graph_files_dir / f"{slug}.json").is_file()
+    cfg = toy_model_config()  # the model's shape is recorded as attribution saw it
+    assert db_rows("SELECT name, n_layers, d_model, d_vocab, n_ctx FROM models") == [
+        ("toy-gpt2", cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_ctx)
+    ]
 
 
 def test_stored_scores_equal_the_work_done_by_hand(home):

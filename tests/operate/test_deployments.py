@@ -15,7 +15,8 @@ import pytest
 from tests.operate.conftest import home_of
 from tracerflow.deploy import WORK_POOL, register
 from tracerflow.flows.report import REGRESSION_EVENT
-from tracerflow.flows.score import attribution_params, recorded_params, run_parameters
+from tracerflow.flows.score import run_parameters
+from tracerflow.flows.validation import RunRequest
 from tracerflow.storage.database import record_run
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.suites import load_suite
@@ -65,8 +66,8 @@ def inject_previous_run(home: Path) -> None:
     suite = load_suite("toy-nightly")
 
     def params_of(source: str) -> dict:
-        parameters = run_parameters(source, {})  # the suite sets no parameters
-        return recorded_params(attribution_params(parameters, None), parameters)
+        # The suite sets no parameters: the preset's.
+        return run_parameters(source, RunRequest([source], suite.prompts)).recorded()
 
     yesterday = datetime.now(UTC) - timedelta(days=1)
     run = RunInfo(

@@ -42,7 +42,7 @@ def resolve_in_subprocess(source: str, hf_home: Path, offline: bool = True):
         "from tracerflow.errors import SourceError\n"
         "from tracerflow.tasks.download import resolve_source\n"
         "try:\n"
-        f"    print(json.dumps(resolve_source({source!r}).to_dict()))\n"
+        f"    print(resolve_source({source!r}).model_dump_json())\n"
         "except SourceError as e:\n"
         "    print('SourceError:', e, 'retryable=', e.retryable); sys.exit(3)\n"
     )

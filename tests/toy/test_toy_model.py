@@ -17,7 +17,6 @@ from tracerflow.errors import ConfigError, SourceError
 from tracerflow.models import (
     ReplacementModel,
     load_replacement_model,
-    model_info,
     toy_model_config,
 )
 from tracerflow.toy.grammar import NAMES, builtin_sentences, sample_sentences
@@ -49,17 +48,6 @@ def test_model_config_is_a_small_gpt2() -> None:
     assert cfg.normalization_type == "LN" and cfg.act_fn.startswith("gelu")
     assert 2 <= cfg.n_layers <= 4 and 64 <= cfg.d_model <= 128 and cfg.n_ctx >= 64
     assert cfg.tokenizer_name == str(toy.tokenizer_dir())
-
-
-def test_model_info_describes_the_toy_model(toy_clt_model: ReplacementModel) -> None:
-    cfg = toy_model_config()
-    assert model_info(toy_clt_model) == {
-        "name": "toy-gpt2",
-        "n_layers": cfg.n_layers,
-        "d_model": cfg.d_model,
-        "d_vocab": cfg.d_vocab,
-        "n_ctx": cfg.n_ctx,
-    }
 
 
 def test_trained_model_predicts_the_indirect_object_on_held_out_sentences(

@@ -49,7 +49,7 @@ def test_every_preset_carries_the_notebooks_attribution_defaults(name: str) -> N
         8192,
     )
     assert (preset.node_threshold, preset.edge_threshold) == (0.8, 0.98)
-    assert preset.attribution_params()["batch_size"] == preset.batch_size
+    assert preset.attribution_params().batch_size == preset.batch_size
 
 
 def test_toy_presets_use_a_cpu_sized_batch() -> None:

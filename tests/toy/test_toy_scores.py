@@ -18,7 +18,7 @@ from tracerflow.transcoders.synthetic import random_checkpoint
 
 def _scores(model: ReplacementModel, prompts: list[str]) -> list[tuple[float, float]]:
     """(replacement, completeness) of each prompt through circuit-tracer, toy-clt parameters."""
-    params = get_preset("toy-clt").attribution_params()
+    params = get_preset("toy-clt").attribution_params().model_dump()
     scores = []
     for prompt in prompts:
         graph = attribute(prompt, model, verbose=False, **params)
@@ -68,7 +68,7 @@ def test_every_toy_preset_attributes_every_builtin_prompt_with_active_features(
     folder = preset.transcoder_path().name
     model = load_replacement_model(preset.model, load_converted(converted_dirs[folder], "cpu"))
     for prompt in builtin_prompts():
-        graph = attribute(prompt, model, verbose=False, **preset.attribution_params())
+        graph = attribute(prompt, model, verbose=False, **preset.attribution_params().model_dump())
         assert len(graph.selected_features) > 0
         replacement, completeness = compute_graph_scores(graph)
         assert 0.5 < replacement <= 1.0 and 0.5 < completeness <= 1.0, (prompt, name)

@@ -12,71 +12,49 @@ from __future__ import annotations
 
 import platform
 import socket
-from dataclasses import asdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
 import torch
 from prefect import flow, runtime
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import tracerflow
-from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE, default_threads
+from tracerflow.attribution import default_threads
 from tracerflow.errors import AttributionError, ConfigError, RunNotRecordedError, StorageError
 from tracerflow.flows.report import publish
-from tracerflow.flows.validation import DEFAULT_MODEL, request_of, validate_run_request
+from tracerflow.flows.validation import (
+    RunRequest,
+    model_for_source,
+    request_of,
+    validate_run_request,
+)
 from tracerflow.models import default_device, model_identity
-from tracerflow.settings import get_settings
+from tracerflow.parameters import AttributionParams, RunParameters
+from tracerflow.settings import Settings, get_settings
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.storage.queries import latest_transcoder, previous_suite_run_scores
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
-from tracerflow.tasks.attribute import AttributionParams, attribute_task
+from tracerflow.tasks.attribute import attribute_task
 from tracerflow.tasks.convert import convert_task
 from tracerflow.tasks.download import download_task
-from tracerflow.tasks.export import export_task, slug_label
+from tracerflow.tasks.export import export_task, graph_slug
 from tracerflow.tasks.record import record_task
+from tracerflow.tasks.results import (
+    Attribution,
+    AttributionStats,
+    CheckpointSnapshot,
+    ConvertedTranscoder,
+    ExportedGraph,
+    GraphScores,
+    ModelSpec,
+    ScoredGraph,
+)
 from tracerflow.tasks.score import score_task
-
-# The reference notebook's settings; presets may set their own. The batch size is resolved here
-# (circuit-tracer's default) rather than inside attribution, so a row whose attribution never ran
-# records the batch size an ok row of the same run records.
-NOTEBOOK_DEFAULTS: dict[str, Any] = {
-    "max_n_logits": 10,
-    "desired_logit_prob": 0.95,
-    "max_feature_nodes": 8192,
-    "batch_size": CIRCUIT_TRACER_BATCH_SIZE,
-    "node_threshold": 0.8,
-    "edge_threshold": 0.98,
-}
-
-
-def run_parameters(source: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The attribution/export parameters for one transcoder: the user's overrides, else the
-    preset's defaults when the source is a preset, else the notebook's."""
-    from tracerflow.presets import find_preset
-
-    preset = find_preset(source)
-    defaults = dict(NOTEBOOK_DEFAULTS)
-    if preset is not None:
-        defaults.update({name: getattr(preset, name) for name in NOTEBOOK_DEFAULTS})
-    resolved = {
-        name: overrides.get(name) if overrides.get(name) is not None else value
-        for name, value in defaults.items()
-    }
-    if resolved["batch_size"] is None:  # a preset without one: circuit-tracer's default
-        resolved["batch_size"] = CIRCUIT_TRACER_BATCH_SIZE
-    return resolved
-
-
-def model_for(source: str, model: str | None) -> str:
-    from tracerflow.presets import find_preset
-
-    if model:
-        return model
-    preset = find_preset(source)
-    return preset.model if preset is not None else DEFAULT_MODEL
 
 
 @flow(
@@ -109,144 +87,81 @@ def score_flow(
     else torch's default for this machine); it is resolved once, here, and recorded with every
     row, so the same inputs and settings on the same machine give the same numbers.
     """
+    request = request_of(locals())
     # Deployments reach the flow without the CLI's checks: its parameters' checks, before anything
     # runs (a bad source or prompt fails its own items, recorded in their series).
-    validate_run_request(request_of(locals()), check_items=False)
-    logger = get_run_logger()
-    settings = get_settings()
-    store = ArtifactStore(settings.artifacts_dir)
-    device = device or str(default_device())
-    threads = attribution_threads(threads, settings.threads)
-    logger.info("attribution runs at %d torch threads", threads)
-    started_at = datetime.now(UTC)
-    overrides = {
-        "max_n_logits": max_n_logits,
-        "desired_logit_prob": desired_logit_prob,
-        "max_feature_nodes": max_feature_nodes,
-        "batch_size": batch_size,
-        "node_threshold": node_threshold,
-        "edge_threshold": edge_threshold,
-    }
-    items: list[dict[str, Any]] = []
-    for source in transcoders:
-        parameters = run_parameters(source, overrides)
-        model_name = model_for(source, model)
-        logger.info("transcoder %s on model %s", source, model_name)
-        params = attribution_params(parameters, offload)
-        base = {
-            "source": source,
-            "model_name": model_name,
-            "parameters": parameters,
-            "params": params,
-            "threads": threads,
-        }
-        try:
-            snapshot = download_task.submit(source, store).result()
-            converted = convert_task.submit(snapshot, dtype, store).result()
-        except Exception as error:  # every prompt of this transcoder fails with this error
-            logger.error("transcoder %s failed: %s", source, error)
-            # Its weights are unknown now: record under the last transcoder scored under this
-            # source, so the failure stays in that series.
-            try:
-                known = latest_transcoder(settings.database_path, source)
-            except StorageError as lookup_error:  # the rows are still recorded, under less
-                logger.warning("could not look up %s's last transcoder: %s", source, lookup_error)
-                known = None
-            items += [
-                {**base, "prompt": prompt, "error": error, "known_transcoder": known}
-                for prompt in prompts
-            ]
-            continue
-        model_spec = {
-            "name": model_name,
-            "identity": model_identity(model_name),
-            "dtype": dtype,
-            "device": device,
-        }
-        scan = f"tracerflow-{converted['content_hash'][:12]}"
-        for prompt in prompts:
-            attribution = attribute_task.submit(
-                prompt, model_spec, converted, params, threads, store
-            )
-            scores = score_task.submit(
-                attribution, parameters["node_threshold"], parameters["edge_threshold"], store
-            )
-            slug = f"{slug_label(source)}-{converted['content_hash'][:8]}-{_prompt_hash(prompt)}"
-            export = export_task.submit(
-                attribution,
-                scores,
-                slug,
-                scan,
-                parameters["node_threshold"],
-                parameters["edge_threshold"],
-                store,
-                settings.graph_files_dir,
-            )
-            items.append(
-                {
-                    **base,
-                    "prompt": prompt,
-                    "snapshot": snapshot,
-                    "converted": converted,
-                    "futures": (attribution, scores, export),
-                }
-            )
-
-    records = [_record_of(item) for item in items]
-    run = RunInfo(
-        flow_run_id=str(runtime.flow_run.id),
-        flow_name=str(runtime.flow_run.flow_name),
-        deployment_name=runtime.deployment.name,
-        suite_name=suite_name,
-        started_at=started_at,
-        finished_at=datetime.now(UTC),
-        status=run_status(records),
-        tracerflow_version=tracerflow.__version__,
-        circuit_tracer_version=version("circuit-tracer"),
-        torch_version=torch.__version__,
-        device=device,
-        host=socket.gethostname() or platform.node(),
-    )
-    rows = [_row_of(record) for record in records]
-    try:
-        record_task(settings.database_path, run, records, use_server_limit=_server_in_use())
-    except Exception as error:
-        raise RunNotRecordedError(
-            f"the run was not recorded: {error}; a re-run will record it (its finished stages "
-            "are cached)",
-            rows,
-        ) from error
-    previous = (
-        previous_suite_run_scores(settings.database_path, suite_name, run.flow_run_id)
-        if suite_name
-        else None
-    )
-    for regression in publish(rows, suite_name, previous, regression_margin):
-        logger.warning(
-            "regression: %s mean replacement score over %d prompts scored in both runs "
-            "dropped by %.4f",
-            regression.transcoder,
-            regression.n_matched,
-            regression.drop,
-        )
-    failed = [r for r in records if r.status != "ok"]
-    logger.info(
-        "recorded %d scores (%d failed) in %s", len(records), len(failed), settings.database_path
-    )
-    if failed:
-        raise AttributionError(
-            f"{len(failed)} of {len(records)} items failed; the others were recorded. First: "
-            f"{failed[0].transcoder.source} on {failed[0].prompt[:40]!r}: {failed[0].error}"
-        )
+    validate_run_request(request, check_items=False)
+    run = start_run(request, suite_name)
+    items = [item for source in transcoders for item in submit_transcoder(run, source, request)]
+    records = [score_record(item, outcome_of(item), run.threads) for item in items]
+    rows = record_run(run, records)
+    warn_of_regressions(run, rows, regression_margin)
+    raise_if_any_failed(run, records)
     return rows
 
 
-def run_status(records: list[ScoreRecord]) -> str:
-    """``completed`` when every item succeeded, ``failed`` when none did, else ``partial``."""
-    n_ok = sum(record.status == "ok" for record in records)
-    if n_ok == len(records):
-        return "completed"
-    return "partial" if n_ok else "failed"
+# --- the run and its items ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every item of one flow run shares: where it writes, and how it computes."""
+
+    flow_run_id: str
+    suite_name: str | None
+    settings: Settings
+    store: ArtifactStore
+    dtype: str
+    device: str
+    threads: int  # torch's intra-op threads for attribution, the same for every item
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class TranscoderRun:
+    """One transcoder of the run: its source, the model it runs on, and its parameters."""
+
+    source: str
+    model_name: str
+    parameters: RunParameters
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One transcoder × prompt: the transcoder its row is recorded under, and its stages'
+    futures (attribute, score, export), or the error that failed it before they were submitted."""
+
+    transcoder: TranscoderRun
+    prompt: str
+    recorded_as: TranscoderInfo
+    stages: tuple[PrefectFuture[Any], PrefectFuture[Any], PrefectFuture[Any]] | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What an item's stages returned, as far as they got, and the error that stopped them."""
+
+    attribution: Attribution | None = None
+    scored: ScoredGraph | None = None
+    exported: ExportedGraph | None = None
+    error: BaseException | None = None
+
+
+def start_run(request: RunRequest, suite_name: str | None) -> RunContext:
+    settings = get_settings()
+    threads = attribution_threads(request.threads, settings.threads)
+    get_run_logger().info("attribution runs at %d torch threads", threads)
+    return RunContext(
+        flow_run_id=str(runtime.flow_run.id),
+        suite_name=suite_name,
+        settings=settings,
+        store=ArtifactStore(settings.artifacts_dir),
+        dtype=request.dtype,
+        device=request.device or str(default_device()),
+        threads=threads,
+        started_at=datetime.now(UTC),
+    )
 
 
 def attribution_threads(requested: int | None, configured: int | None) -> int:
@@ -260,10 +175,287 @@ def attribution_threads(requested: int | None, configured: int | None) -> int:
     return threads
 
 
-def _prompt_hash(prompt: str) -> str:
-    import hashlib
+def run_parameters(source: str, request: RunRequest) -> RunParameters:
+    """One transcoder's parameters: the request's where it gives one, else the preset's when the
+    source is a preset, else the defaults. The batch size is resolved here (circuit-tracer's
+    default when none is given), so a row whose attribution never ran records the batch size an
+    ok row of the same run records."""
+    from tracerflow.attribution import CIRCUIT_TRACER_BATCH_SIZE
+    from tracerflow.presets import find_preset
 
-    return hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    preset = find_preset(source)
+    defaults = preset.run_parameters() if preset is not None else RunParameters()
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(request, name)
+        return default if value is None else value
+
+    attribution = defaults.attribution
+    batch_size = given("batch_size", attribution.batch_size)
+    return RunParameters(
+        attribution=AttributionParams(
+            max_n_logits=given("max_n_logits", attribution.max_n_logits),
+            desired_logit_prob=given("desired_logit_prob", attribution.desired_logit_prob),
+            max_feature_nodes=given("max_feature_nodes", attribution.max_feature_nodes),
+            batch_size=CIRCUIT_TRACER_BATCH_SIZE if batch_size is None else batch_size,
+            offload=request.offload,
+        ),
+        node_threshold=given("node_threshold", defaults.node_threshold),
+        edge_threshold=given("edge_threshold", defaults.edge_threshold),
+    )
+
+
+# --- one transcoder: prepare it, submit its prompts ------------------------------------------
+
+
+def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> list[ScoreItem]:
+    """Download and convert one transcoder, then submit each prompt's stages; when it cannot be
+    prepared, every one of its prompts fails with that error."""
+    logger = get_run_logger()
+    transcoder = TranscoderRun(
+        source=source,
+        model_name=model_for_source(source, request.model),
+        parameters=run_parameters(source, request),
+    )
+    logger.info("transcoder %s on model %s", source, transcoder.model_name)
+    try:
+        snapshot = download_task.submit(source, run.store).result()
+        converted = convert_task.submit(snapshot, run.dtype, run.store).result()
+    except Exception as error:
+        logger.error("transcoder %s failed: %s", source, error)
+        recorded_as = failed_transcoder_info(run, source)
+        return [
+            ScoreItem(transcoder, prompt, recorded_as, error=error) for prompt in request.prompts
+        ]
+    model = ModelSpec(
+        name=transcoder.model_name,
+        identity=model_identity(transcoder.model_name),
+        dtype=run.dtype,
+        device=run.device,
+    )
+    recorded_as = transcoder_info(snapshot, converted)
+    return [
+        ScoreItem(
+            transcoder,
+            prompt,
+            recorded_as,
+            submit_prompt(run, transcoder, model, converted, prompt),
+        )
+        for prompt in request.prompts
+    ]
+
+
+def submit_prompt(
+    run: RunContext,
+    transcoder: TranscoderRun,
+    model: ModelSpec,
+    converted: ConvertedTranscoder,
+    prompt: str,
+) -> tuple[PrefectFuture[Any], PrefectFuture[Any], PrefectFuture[Any]]:
+    """Submit one prompt's attribute, score and export stages; returns their futures."""
+    parameters = transcoder.parameters
+    thresholds = (parameters.node_threshold, parameters.edge_threshold)
+    attribution = attribute_task.submit(
+        prompt, model, converted, parameters.attribution, run.threads, run.store
+    )
+    scored = score_task.submit(attribution, *thresholds, run.store)
+    exported = export_task.submit(
+        attribution,
+        scored,
+        graph_slug(transcoder.source, converted.content_hash, prompt),
+        f"tracerflow-{converted.content_hash[:12]}",  # the viewer's scan: one per transcoder
+        *thresholds,
+        run.store,
+        run.settings.graph_files_dir,
+    )
+    return attribution, scored, exported
+
+
+def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder) -> TranscoderInfo:
+    """The transcoder a converted source's rows are recorded under: what conversion says."""
+    return TranscoderInfo(
+        source=snapshot.source,
+        revision=snapshot.revision,
+        commit_sha=snapshot.commit_sha,
+        content_hash=converted.content_hash,
+        kind=converted.kind,
+        n_layers=converted.n_layers,
+        d_model=converted.d_model,
+        d_features=converted.d_features,
+        activation=converted.activation,
+        activation_params=converted.activation_params,
+    )
+
+
+def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
+    """The transcoder a source that failed to download or convert is recorded under: its weights
+    are unknown now, so the last transcoder recorded under the source (the failure stays in that
+    series), else only the source, every unknown fact None (never a placeholder that would start
+    a series of its own)."""
+    try:
+        known = latest_transcoder(run.settings.database_path, source)
+    except StorageError as error:  # the rows are still recorded, under less
+        get_run_logger().warning("could not look up %s's last transcoder: %s", source, error)
+        known = None
+    if known is not None:
+        return known
+    return TranscoderInfo(
+        source=source,
+        revision=None,
+        commit_sha=None,
+        content_hash=None,
+        kind=None,
+        n_layers=None,
+        d_model=None,
+        d_features=None,
+        activation=None,
+    )
+
+
+# --- collect each item's outcome into a record ------------------------------------------------
+
+
+def outcome_of(item: ScoreItem) -> ItemOutcome:
+    """Wait for an item's stages in order; a failed stage keeps what the ones before it gave."""
+    if item.stages is None:
+        return ItemOutcome(error=item.error)
+    results: list[Any] = []
+    try:
+        for future in item.stages:
+            results.append(future.result())
+    except Exception as error:
+        return ItemOutcome(*results, error=error)
+    return ItemOutcome(*results)
+
+
+def score_record(item: ScoreItem, outcome: ItemOutcome, run_threads: int) -> ScoreRecord:
+    """An item's record, whether it succeeded or failed: a failed item records what its stages
+    gave before the failure (attribution's facts), never scores of an item that failed."""
+    ok = outcome.error is None  # then every stage gave its result
+    attribution = outcome.attribution
+    stats = attribution.stats if attribution else None
+    scores = outcome.scored.scores if ok and outcome.scored else None
+    exported = outcome.exported if ok else None
+    return ScoreRecord(
+        transcoder=item.recorded_as,
+        model=model_info(item.transcoder.model_name, stats),
+        prompt=item.prompt,
+        n_tokens=stats.n_tokens if stats else None,
+        params=item.transcoder.parameters.recorded(),
+        status="ok" if ok else "failed",
+        error=None if ok else f"{type(outcome.error).__name__}: {outcome.error}",
+        **recorded_scores(scores),
+        phase_seconds=stats.phase_seconds if stats else None,
+        attribution_seconds=stats.attribution_seconds if stats else None,
+        peak_memory_bytes=stats.peak_memory_bytes if stats else None,
+        attribution_threads=stats.threads if stats else run_threads,
+        graph_path=attribution.graph_path if attribution else None,
+        graph_files_path=exported.graph_files_path if exported else None,
+        slug=exported.slug if exported else None,
+        created_at=datetime.now(UTC),
+    )
+
+
+def model_info(model_name: str, stats: AttributionStats | None) -> ModelInfo:
+    """The base model a row is recorded with; its shape is known once attribution ran."""
+    return ModelInfo(
+        name=model_name,
+        n_layers=stats.model_n_layers if stats else None,
+        d_model=stats.model_d_model if stats else None,
+        d_vocab=stats.model_d_vocab if stats else None,
+        n_ctx=stats.model_n_ctx if stats else None,
+    )
+
+
+# Every score a row records: all of GraphScores but the count of features kept by pruning.
+RECORDED_SCORES = tuple(name for name in GraphScores.model_fields if name != "n_kept_features")
+
+
+def recorded_scores(scores: GraphScores | None) -> dict[str, float | int | None]:
+    """A row's score columns: the graph's scores, or every one None for a failed item."""
+    return {name: getattr(scores, name) if scores else None for name in RECORDED_SCORES}
+
+
+# --- record the run, report on it ----------------------------------------------------------
+
+
+def record_run(run: RunContext, records: list[ScoreRecord]) -> list[dict[str, Any]]:
+    """Write the run and its records in one go; returns the rows the CLI prints."""
+    rows = [_row_of(record) for record in records]
+    try:
+        record_task(
+            run.settings.database_path,
+            run_info(run, records),
+            records,
+            use_server_limit=_server_in_use(),
+        )
+    except Exception as error:
+        raise RunNotRecordedError(
+            f"the run was not recorded: {error}; a re-run will record it (its finished stages "
+            "are cached)",
+            rows,
+        ) from error
+    return rows
+
+
+def run_info(run: RunContext, records: list[ScoreRecord]) -> RunInfo:
+    return RunInfo(
+        flow_run_id=run.flow_run_id,
+        flow_name=str(runtime.flow_run.flow_name),
+        deployment_name=runtime.deployment.name,
+        suite_name=run.suite_name,
+        started_at=run.started_at,
+        finished_at=datetime.now(UTC),
+        status=run_status(records),
+        tracerflow_version=tracerflow.__version__,
+        circuit_tracer_version=version("circuit-tracer"),
+        torch_version=torch.__version__,
+        device=run.device,
+        host=socket.gethostname() or platform.node(),
+    )
+
+
+def run_status(records: list[ScoreRecord]) -> str:
+    """``completed`` when every item succeeded, ``failed`` when none did, else ``partial``."""
+    n_ok = sum(record.status == "ok" for record in records)
+    if n_ok == len(records):
+        return "completed"
+    return "partial" if n_ok else "failed"
+
+
+def warn_of_regressions(run: RunContext, rows: list[dict[str, Any]], margin: float) -> None:
+    """Publish the run's scores to the UI and warn of each transcoder whose mean replacement
+    score dropped by more than ``margin`` since the suite's previous run."""
+    previous = (
+        previous_suite_run_scores(run.settings.database_path, run.suite_name, run.flow_run_id)
+        if run.suite_name
+        else None
+    )
+    for regression in publish(rows, run.suite_name, previous, margin):
+        get_run_logger().warning(
+            "regression: %s mean replacement score over %d prompts scored in both runs "
+            "dropped by %.4f",
+            regression.transcoder,
+            regression.n_matched,
+            regression.drop,
+        )
+
+
+def raise_if_any_failed(run: RunContext, records: list[ScoreRecord]) -> None:
+    """End the run Failed, naming the first failure, when any item failed (all are recorded)."""
+    failed = [record for record in records if record.status != "ok"]
+    get_run_logger().info(
+        "recorded %d scores (%d failed) in %s",
+        len(records),
+        len(failed),
+        run.settings.database_path,
+    )
+    if failed:
+        first = failed[0]
+        raise AttributionError(
+            f"{len(failed)} of {len(records)} items failed; the others were recorded. First: "
+            f"{first.transcoder.source} on {first.prompt[:40]!r}: {first.error}"
+        )
 
 
 def _server_in_use() -> bool:
@@ -271,98 +463,6 @@ def _server_in_use() -> bool:
     from prefect.settings import PREFECT_API_URL
 
     return bool(PREFECT_API_URL.value())
-
-
-def _record_of(item: dict[str, Any]) -> ScoreRecord:
-    """Wait for one item's tasks and turn the outcome, success or failure, into a record."""
-    error: BaseException | None = item.get("error")
-    attribution = scores = export = None
-    if error is None:
-        try:
-            attribution, scores, export = (future.result() for future in item["futures"])
-        except Exception as raised:
-            error = raised
-    stats = attribution or {}
-    model = ModelInfo(
-        name=item["model_name"],
-        n_layers=stats.get("model_n_layers"),
-        d_model=stats.get("model_d_model"),
-        d_vocab=stats.get("model_d_vocab"),
-        n_ctx=stats.get("model_n_ctx"),
-    )
-    ok = error is None and scores is not None and export is not None
-    return ScoreRecord(
-        transcoder=transcoder_of(item),
-        model=model,
-        prompt=item["prompt"],
-        n_tokens=stats.get("n_tokens"),
-        params=recorded_params(item["params"], item["parameters"]),
-        status="ok" if ok else "failed",
-        error=None if ok else _error_text(error),
-        replacement_score=scores["replacement_score"] if ok else None,
-        completeness_score=scores["completeness_score"] if ok else None,
-        pruned_replacement_score=scores["pruned_replacement_score"] if ok else None,
-        pruned_completeness_score=scores["pruned_completeness_score"] if ok else None,
-        n_active_features=scores["n_active_features"] if ok else None,
-        n_selected_features=scores["n_selected_features"] if ok else None,
-        n_logits=scores["n_logits"] if ok else None,
-        logit_cumulative_prob=scores["logit_cumulative_prob"] if ok else None,
-        n_pos=scores["n_pos"] if ok else None,
-        phase_seconds=stats.get("phase_seconds"),
-        attribution_seconds=stats.get("attribution_seconds"),
-        peak_memory_bytes=stats.get("peak_memory_bytes"),
-        attribution_threads=stats.get("threads", item["threads"]),
-        graph_path=stats.get("graph_path"),
-        graph_files_path=export["graph_files_path"] if ok else None,
-        slug=export["slug"] if ok else None,
-        created_at=datetime.now(UTC),
-    )
-
-
-def transcoder_of(item: dict[str, Any]) -> TranscoderInfo:
-    """The transcoder an item's row is recorded under. Converted: what conversion says. Failed
-    before that: the last transcoder recorded under its source (its series), else only what is
-    known, every unknown fact None (never a placeholder that would start a series of its own)."""
-    converted = item.get("converted")
-    snapshot = item.get("snapshot") or {}
-    if converted is None and item.get("known_transcoder") is not None:
-        return item["known_transcoder"]
-    converted = converted or {}
-    return TranscoderInfo(
-        source=item["source"],
-        revision=snapshot.get("revision"),
-        commit_sha=snapshot.get("commit_sha"),
-        content_hash=converted.get("content_hash"),
-        kind=converted.get("kind"),
-        n_layers=converted.get("n_layers"),
-        d_model=converted.get("d_model"),
-        d_features=converted.get("d_features"),
-        activation=converted.get("activation"),
-        activation_params=converted.get("activation_params", {}),
-    )
-
-
-def attribution_params(parameters: dict[str, Any], offload: str | None) -> AttributionParams:
-    """The attribute stage's parameters out of ``run_parameters``' resolved set."""
-    return AttributionParams(
-        max_n_logits=parameters["max_n_logits"],
-        desired_logit_prob=parameters["desired_logit_prob"],
-        max_feature_nodes=parameters["max_feature_nodes"],
-        batch_size=parameters["batch_size"],
-        offload=offload,
-    )
-
-
-def recorded_params(params: AttributionParams, parameters: dict[str, Any]) -> dict[str, Any]:
-    """The parameter set a row records (and hashes): the same for an item that failed as for
-    one that succeeded, because it is fixed before anything runs."""
-    return {**asdict(params), **parameters}
-
-
-def _error_text(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown error"
-    return f"{type(error).__name__}: {error}"
 
 
 def _row_of(record: ScoreRecord) -> dict[str, Any]:

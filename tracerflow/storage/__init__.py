@@ -6,7 +6,7 @@ CLI and the viewer read through `queries`. The schema, its migrations and exampl
 documented in ``docs/database.md``.
 """
 
-from tracerflow.storage.database import finish_run, open_database, reading, record_run
+from tracerflow.storage.database import open_database, reading, record_run
 from tracerflow.storage.queries import (
     CompareResult,
     PromptScore,
@@ -29,7 +29,6 @@ __all__ = [
     "SuiteRunScores",
     "TranscoderInfo",
     "compare",
-    "finish_run",
     "graph_index",
     "history",
     "open_database",

@@ -12,8 +12,6 @@ Results hold no paths: a task derives them from the store's root each run, so a 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,19 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tracerflow.fsutil import atomic_directory, verify_directory
+from tracerflow.hashing import sha256_json
 
 logger = logging.getLogger(__name__)
 
 
 def stage_key(stage: str, code_version: str, **inputs: Any) -> str:
     """A stable hex key from a stage name, its code version and JSON-serialisable inputs."""
-    payload = json.dumps(
-        {"stage": stage, "code_version": code_version, "inputs": inputs},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return sha256_json({"stage": stage, "code_version": code_version, "inputs": inputs})
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from tracerflow.errors import StorageError
+from tracerflow.hashing import canonical_json
 from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
 from tracerflow.storage.records import (
     ModelInfo,
     RunInfo,
     ScoreRecord,
     TranscoderInfo,
-    canonical_json,
     stable_id,
     to_utc_naive,
 )
@@ -333,30 +333,3 @@ def record_run(
         finally:
             con.close()
     return added
-
-
-def finish_run(
-    db_path: Path | str,
-    flow_run_id: str,
-    status: str,
-    finished_at: datetime,
-    timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
-) -> bool:
-    """Set the final status and end time of a recorded run (the flow records before it ends).
-
-    Only the run's own status columns change, never a score. Returns False if no such run.
-    """
-    db_path = Path(db_path)
-    with _write_lock(db_path, timeout_s):
-        con = _retry_while_locked(lambda: duckdb.connect(str(db_path)), db_path, timeout_s, "write")
-        try:
-            apply_migrations(con)
-            updated = con.execute(
-                "UPDATE runs SET status = ?, finished_at = ? WHERE flow_run_id = ? RETURNING 1",
-                [status, to_utc_naive(finished_at), flow_run_id],
-            ).fetchall()
-        except duckdb.Error as error:
-            raise StorageError(f"cannot update run {flow_run_id} in {db_path}: {error}") from error
-        finally:
-            con.close()
-    return bool(updated)

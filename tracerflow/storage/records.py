@@ -13,25 +13,15 @@ name), so a series continues across migrations; the migrations compute the same 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from tracerflow.errors import StorageError
+from tracerflow.hashing import canonical_json, sha256_text
 
 TRANSCODER_KINDS = ("clt", "plt")
 SCORE_STATUSES = ("ok", "failed")
-
-
-def canonical_json(value: Any) -> str:
-    """One JSON text per value: sorted keys, no whitespace, so equal values hash equally.
-
-    Values JSON does not know (a ``torch.dtype``, a ``Path``) are written as ``str(value)``:
-    parameters such as ``dtype`` arrive as objects and should still be recorded, not refused.
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def stable_id(entity: str, *identifying_fields: str | None) -> str:
@@ -44,7 +34,7 @@ def stable_id(entity: str, *identifying_fields: str | None) -> str:
     parts = [entity]
     for value in identifying_fields:
         parts.append("NULL" if value is None else f"{len(value.encode())}:{value}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    return sha256_text("|".join(parts))
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -76,9 +66,6 @@ class _Record:
 
     def to_json_dict(self) -> dict[str, Any]:
         return _jsonable(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_json_dict(), default=str)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,9 @@ inputs give the same graph, bit for bit, so it is part of the key and of every s
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -23,40 +21,22 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tracerflow.attribution import attribute
-from tracerflow.errors import AttributionError, ConfigError
+from tracerflow.errors import AttributionError
+from tracerflow.parameters import AttributionParams
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import TENSORS_FILE, save_graph
 from tracerflow.tasks.assemble import assembled_model
+from tracerflow.tasks.results import (
+    Attribution,
+    AttributionStats,
+    ConvertedTranscoder,
+    ModelSpec,
+    file_text,
+)
 from tracerflow.tasks.stage import stage_task
 
 CODE_VERSION = "4"  # 4: the graph in safetensors + JSON, no longer a pickled graph.pt
 STATS_FILE = "attribution.json"
-
-
-@dataclass(frozen=True)
-class AttributionParams:
-    max_n_logits: int = 10
-    desired_logit_prob: float = 0.95
-    max_feature_nodes: int | None = 8192
-    # circuit-tracer's meaning: it sets how often features are re-ranked when max_feature_nodes
-    # binds, so it is part of the graph's identity. None: circuit-tracer's default. The speed
-    # and memory of tracerflow's attribution do not depend on it (see tracerflow.attribution).
-    batch_size: int | None = None
-    offload: str | None = None  # None, "cpu" or "disk"
-
-    def __post_init__(self) -> None:
-        if self.max_n_logits < 1:
-            raise ConfigError(f"max_n_logits must be >= 1, got {self.max_n_logits}")
-        if not 0.0 < self.desired_logit_prob <= 1.0:
-            raise ConfigError(
-                f"desired_logit_prob must be in (0, 1], got {self.desired_logit_prob}"
-            )
-        if self.max_feature_nodes is not None and self.max_feature_nodes < 1:
-            raise ConfigError(f"max_feature_nodes must be >= 1, got {self.max_feature_nodes}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.offload not in (None, "cpu", "disk"):
-            raise ConfigError(f"offload must be cpu, disk or empty, got {self.offload!r}")
 
 
 def code_versions() -> dict[str, str]:
@@ -72,8 +52,8 @@ def code_versions() -> dict[str, str]:
 
 
 def attribute_key(
-    model: dict[str, Any],
-    converted: dict[str, Any],
+    model: ModelSpec,
+    converted: ConvertedTranscoder,
     prompt: str,
     params: AttributionParams,
     threads: int,
@@ -81,12 +61,12 @@ def attribute_key(
     return stage_key(
         "attribute",
         CODE_VERSION,
-        model=model["identity"],
-        transcoder=converted["key"],
+        model=model.identity,
+        transcoder=converted.key,
         prompt=prompt,
-        params=asdict(params),
-        dtype=model["dtype"],
-        device=model["device"],
+        params=params.model_dump(),
+        dtype=model.dtype,
+        device=model.device,
         threads=threads,
         versions=code_versions(),
     )
@@ -94,38 +74,33 @@ def attribute_key(
 
 def attribute_prompt(
     prompt: str,
-    model: dict[str, Any],
-    converted: dict[str, Any],
+    model: ModelSpec,
+    converted: ConvertedTranscoder,
     params: AttributionParams,
     threads: int,
     store: ArtifactStore,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> Attribution:
     """Attribute one prompt at ``threads`` intra-op threads unless the store has its graph;
     return the graph's folder and stats."""
     key = attribute_key(model, converted, prompt, params, threads)
     folder = store.find("attribute", key)
     cached = folder is not None
     if folder is None:
-        replacement_model = assembled_model(
-            model["name"], converted["path"], model["dtype"], model["device"]
-        )
-        check_prompt(prompt, replacement_model, model["name"])
+        replacement_model = assembled_model(model.name, converted.path, model.dtype, model.device)
+        check_prompt(prompt, replacement_model, model.name)
         with store.write("attribute", key) as tmp_dir:
-            stats = run_attribution(prompt, replacement_model, params, threads, tmp_dir, progress)
-            cfg = replacement_model.cfg
-            stats.update(
-                device=model["device"],
-                host=platform.node(),
-                model_n_layers=cfg.n_layers,
-                model_d_model=cfg.d_model,
-                model_d_vocab=cfg.d_vocab,
-                model_n_ctx=cfg.n_ctx,
+            stats = run_attribution(
+                prompt, replacement_model, params, threads, tmp_dir, model.device, progress
             )
-            (tmp_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+            (tmp_dir / STATS_FILE).write_text(file_text(stats))
         folder = store.path("attribute", key)
-    stats = json.loads((folder / STATS_FILE).read_text())
-    return {"key": key, "graph_path": str(folder / TENSORS_FILE), **stats, "cached": cached}
+    return Attribution(
+        key=key,
+        graph_path=str(folder / TENSORS_FILE),
+        stats=AttributionStats.model_validate_json((folder / STATS_FILE).read_text()),
+        cached=cached,
+    )
 
 
 def check_prompt(prompt: str, replacement_model: Any, model_name: str) -> None:
@@ -146,8 +121,9 @@ def run_attribution(
     params: AttributionParams,
     threads: int,
     out_dir: Path,
+    device: str,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> AttributionStats:
     """Attribute with tracerflow's fast path (circuit-tracer's own when unsupported) and save
     the graph into ``out_dir``; ``progress(done, total)`` follows the feature phase."""
     try:
@@ -158,7 +134,7 @@ def run_attribution(
             desired_logit_prob=params.desired_logit_prob,
             max_feature_nodes=params.max_feature_nodes,
             batch_size=params.batch_size,
-            offload=params.offload,  # type: ignore[arg-type]
+            offload=params.offload,
             progress=progress,
             threads=threads,
         )
@@ -169,28 +145,35 @@ def run_attribution(
             ) from error
         raise
     save_graph(result.graph, out_dir)
-    return {
-        "batch_size": result.batch_size,
-        "threads": result.threads,
-        "fast_path": result.fast_path,
-        "attribution_seconds": result.phase_seconds.get("total"),
-        "phase_seconds": result.phase_seconds,
-        "peak_memory_bytes": result.peak_device_bytes or result.peak_rss_bytes,
-        "n_tokens": len(result.graph.input_tokens),
-    }
+    cfg = replacement_model.cfg
+    return AttributionStats(
+        batch_size=result.batch_size,
+        threads=result.threads,
+        fast_path=result.fast_path,
+        attribution_seconds=result.phase_seconds.get("total"),
+        phase_seconds=result.phase_seconds,
+        peak_memory_bytes=result.peak_device_bytes or result.peak_rss_bytes,
+        n_tokens=len(result.graph.input_tokens),
+        device=device,
+        host=platform.node(),
+        model_n_layers=cfg.n_layers,
+        model_d_model=cfg.d_model,
+        model_d_vocab=cfg.d_vocab,
+        model_n_ctx=cfg.n_ctx,
+    )
 
 
 @stage_task("attribute")
 def attribute_task(
     prompt: str,
-    model: dict[str, Any],
-    converted: dict[str, Any],
+    model: ModelSpec,
+    converted: ConvertedTranscoder,
     params: AttributionParams,
     threads: int,
     store: ArtifactStore,
-) -> dict[str, Any]:
+) -> Attribution:
     logger = get_run_logger()
-    logger.info("attributing %r with %s on %s", prompt[:60], converted["key"][:12], model["name"])
+    logger.info("attributing %r with %s on %s", prompt[:60], converted.key[:12], model.name)
     progress_id = create_progress_artifact(
         progress=0.0, description=f"attribution of {prompt[:60]!r}"
     )
@@ -206,11 +189,12 @@ def attribute_task(
 
     result = attribute_prompt(prompt, model, converted, params, threads, store, progress=report)
     update_progress_artifact(progress_id, progress=100.0)
+    stats = result.stats
     logger.info(
         "attributed in %.1f s (batch size %d, %d threads, %s path)",
-        result["attribution_seconds"],
-        result["batch_size"],
-        result["threads"],
-        "fast" if result["fast_path"] else "circuit-tracer's",
+        stats.attribution_seconds,
+        stats.batch_size,
+        stats.threads,
+        "fast" if stats.fast_path else "circuit-tracer's",
     )
     return result

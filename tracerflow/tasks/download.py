@@ -11,15 +11,14 @@ the result (and so of every later cache key and database row).
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tracerflow.errors import SourceError
 from tracerflow.fsutil import sha256_file
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
+from tracerflow.tasks.results import CheckpointSnapshot, file_text
 from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from tracerflow.transcoders.conversion import content_hash
@@ -29,21 +28,6 @@ SNAPSHOT_FILE = "snapshot.json"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A checkpoint folder on this machine and where it came from."""
-
-    source: str  # what the user asked for (preset name, path or repo id)
-    location: str  # the repo id or the absolute folder it resolved to
-    revision: str | None
-    commit_sha: str | None
-    path: str
-    content_hash: str  # sha256 over the checkpoint files' sha256
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None] | None:
@@ -62,16 +46,16 @@ def unpreset(source: str) -> str:
     return preset.transcoder_source() if preset is not None else source
 
 
-def resolve_source(source: str) -> Snapshot:
+def resolve_source(source: str) -> CheckpointSnapshot:
     """Resolve a source to a checkpoint folder on this machine (downloading if needed)."""
     target = unpreset(source)
     if target != source:
-        return Snapshot(**{**resolve_source(target).to_dict(), "source": source})
+        return resolve_source(target).model_copy(update={"source": source})
 
     folder = Path(source).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
-        return Snapshot(
+        return CheckpointSnapshot(
             source=source,
             location=str(folder),
             revision=None,
@@ -88,7 +72,7 @@ def resolve_source(source: str) -> Snapshot:
     return download_from_hub(source, *hub)
 
 
-def download_from_hub(source: str, repo_id: str, revision: str | None) -> Snapshot:
+def download_from_hub(source: str, repo_id: str, revision: str | None) -> CheckpointSnapshot:
     """``snapshot_download`` the checkpoint files of a Hub repo; the commit sha comes from the
     snapshot folder (``.../snapshots/<sha>``), which is how the HF cache pins a revision."""
     from huggingface_hub import snapshot_download
@@ -102,7 +86,7 @@ def download_from_hub(source: str, repo_id: str, revision: str | None) -> Snapsh
     except OSError as error:  # huggingface_hub's and requests' errors are all OSErrors
         raise hub_error(error, repo_id, revision) from error
     commit_sha = folder.name if _COMMIT_SHA.match(folder.name) else None
-    return Snapshot(
+    return CheckpointSnapshot(
         source=source,
         location=repo_id,
         revision=revision or "main",
@@ -181,23 +165,23 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     return hashes
 
 
-def download(source: str, store: ArtifactStore) -> dict[str, Any]:
+def download(source: str, store: ArtifactStore) -> CheckpointSnapshot:
     """Resolve ``source``, or read it back from the store: local folders are kept by their
     (path, size, mtime) and Hub sources pinned to a commit sha; anything that can move
     (``@main``, a preset of a Hub repo) is resolved again on each run."""
     fingerprint = _fingerprint(source)
     if fingerprint is None:
-        return {**resolve_source(source).to_dict(), "cached": False}
+        return resolve_source(source)
     key = stage_key("download", CODE_VERSION, f=fingerprint, source=source)
     folder = store.find("download", key)
     if folder is not None:
-        snapshot = json.loads((folder / SNAPSHOT_FILE).read_text())
-        if Path(snapshot["path"]).is_dir():  # the checkpoint, outside the home, is still there
-            return {**snapshot, "cached": True}
-    snapshot = resolve_source(source).to_dict()
+        snapshot = CheckpointSnapshot.model_validate_json((folder / SNAPSHOT_FILE).read_text())
+        if Path(snapshot.path).is_dir():  # the checkpoint, outside the home, is still there
+            return snapshot.model_copy(update={"cached": True})
+    snapshot = resolve_source(source)
     with store.write("download", key) as tmp_dir:
-        (tmp_dir / SNAPSHOT_FILE).write_text(json.dumps(snapshot, indent=2))
-    return {**snapshot, "cached": False}
+        (tmp_dir / SNAPSHOT_FILE).write_text(file_text(snapshot))
+    return snapshot
 
 
 def _fingerprint(source: str) -> str | None:
@@ -232,5 +216,5 @@ def _is_retryable(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @stage_task("download", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_retryable)
-def download_task(source: str, store: ArtifactStore) -> dict[str, Any]:
+def download_task(source: str, store: ArtifactStore) -> CheckpointSnapshot:
     return download(source, store)

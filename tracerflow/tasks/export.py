@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from tracerflow.attribution import torch_threads
+from tracerflow.hashing import sha256_text
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
+from tracerflow.tasks.results import Attribution, ExportedGraph, ScoredGraph
 from tracerflow.tasks.stage import stage_task
 from tracerflow.viewer.graph_ids import (
     GRAPH_METADATA_FILE,
@@ -40,6 +42,11 @@ def slug_label(text: str) -> str:
     return label[-48:] or "graph"
 
 
+def graph_slug(source: str, content_hash: str, prompt: str) -> str:
+    """A graph's slug: its source, converted transcoder and prompt, each readable or short."""
+    return f"{slug_label(source)}-{content_hash[:8]}-{sha256_text(prompt)[:8]}"
+
+
 def export_key(score_key: str, slug: str, node_threshold: float, edge_threshold: float) -> str:
     return stage_key(
         "export",
@@ -52,23 +59,23 @@ def export_key(score_key: str, slug: str, node_threshold: float, edge_threshold:
 
 
 def export_graph(
-    attribution: dict[str, Any],
-    scores: dict[str, Any],
+    attribution: Attribution,
+    scored: ScoredGraph,
     slug: str,
     scan: str,
     node_threshold: float,
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
-) -> dict[str, Any]:
+) -> ExportedGraph:
     """Create the viewer files of one graph (once) and publish them into ``graph_files_dir``."""
     validate_slug(slug)
-    key = export_key(scores["key"], slug, node_threshold, edge_threshold)
+    key = export_key(scored.key, slug, node_threshold, edge_threshold)
     folder = store.find("export", key)
     cached = folder is not None
     if folder is None:
-        graph = load_graph(Path(attribution["graph_path"]).parent)
-        with store.write("export", key) as tmp_dir, torch_threads(attribution.get("threads")):
+        graph = load_graph(Path(attribution.graph_path).parent)
+        with store.write("export", key) as tmp_dir, torch_threads(attribution.stats.threads):
             write_graph_files(
                 graph,
                 slug,
@@ -79,12 +86,9 @@ def export_graph(
             )
         folder = store.path("export", key)
     published, restored = publish(folder, slug, Path(graph_files_dir), announce=cached)
-    return {
-        "key": key,
-        "slug": slug,
-        "graph_files_path": str(published),
-        "cached": cached and not restored,
-    }
+    return ExportedGraph(
+        key=key, slug=slug, graph_files_path=str(published), cached=cached and not restored
+    )
 
 
 def publish(
@@ -121,15 +125,15 @@ def _published_entry(graph_files_dir: Path, slug: str) -> dict[str, Any] | None:
 
 @stage_task("export")
 def export_task(
-    attribution: dict[str, Any],
-    scores: dict[str, Any],
+    attribution: Attribution,
+    scored: ScoredGraph,
     slug: str,
     scan: str,
     node_threshold: float,
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
-) -> dict[str, Any]:
+) -> ExportedGraph:
     return export_graph(
-        attribution, scores, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+        attribution, scored, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
     )

@@ -12,10 +12,7 @@ too), so the same graph gives the same scores bit for bit.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
@@ -23,24 +20,11 @@ from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
 from tracerflow.attribution import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
+from tracerflow.tasks.results import Attribution, GraphScores, ScoredGraph, file_text
 from tracerflow.tasks.stage import stage_task
 
 CODE_VERSION = "1"
 SCORES_FILE = "scores.json"
-
-
-@dataclass(frozen=True)
-class GraphScores:
-    replacement_score: float
-    completeness_score: float
-    pruned_replacement_score: float
-    pruned_completeness_score: float
-    n_active_features: int
-    n_selected_features: int
-    n_kept_features: int  # selected features that survive pruning
-    n_logits: int
-    logit_cumulative_prob: float
-    n_pos: int
 
 
 def prune_features_into_error(graph: Graph, keep_features: torch.Tensor) -> Graph:
@@ -109,24 +93,25 @@ def score_key(attribution_key: str, node_threshold: float, edge_threshold: float
 
 
 def score_attribution(
-    attribution: dict[str, Any], node_threshold: float, edge_threshold: float, store: ArtifactStore
-) -> dict[str, Any]:
-    key = score_key(attribution["key"], node_threshold, edge_threshold)
+    attribution: Attribution, node_threshold: float, edge_threshold: float, store: ArtifactStore
+) -> ScoredGraph:
+    key = score_key(attribution.key, node_threshold, edge_threshold)
     folder = store.find("score", key)
     cached = folder is not None
     if folder is None:
-        graph = load_graph(Path(attribution["graph_path"]).parent)
+        graph = load_graph(Path(attribution.graph_path).parent)
         # The attribution key (part of this one) holds the thread count: run at the same.
-        with torch_threads(attribution.get("threads")):
+        with torch_threads(attribution.stats.threads):
             scores = score_graph(graph, node_threshold, edge_threshold)
         with store.write("score", key) as tmp_dir:
-            (tmp_dir / SCORES_FILE).write_text(json.dumps(scores.__dict__, indent=2))
+            (tmp_dir / SCORES_FILE).write_text(file_text(scores))
         folder = store.path("score", key)
-    return {"key": key, **json.loads((folder / SCORES_FILE).read_text()), "cached": cached}
+    scores = GraphScores.model_validate_json((folder / SCORES_FILE).read_text())
+    return ScoredGraph(key=key, scores=scores, cached=cached)
 
 
 @stage_task("score")
 def score_task(
-    attribution: dict[str, Any], node_threshold: float, edge_threshold: float, store: ArtifactStore
-) -> dict[str, Any]:
+    attribution: Attribution, node_threshold: float, edge_threshold: float, store: ArtifactStore
+) -> ScoredGraph:
     return score_attribution(attribution, node_threshold, edge_threshold, store)

@@ -2,39 +2,41 @@
 
 A stage's pure function looks its key up in the store (``ArtifactStore.find``: the folder, its
 ``_SUCCESS`` manifest and every file's sha256), loads the result when the folder is intact and
-computes it otherwise; it says which in the ``cached`` field of what it returns. The Prefect task
-around it keeps no cache and persists no result (``NO_CACHE``, ``persist_result=False``), so
-Prefect never reads, let alone unpickles, a result file, and no Prefect cache can disagree with
-the store. ``stage_task`` reports a store hit as Prefect's ``Cached`` state, as the UI shows it;
-a task that returns a state returns it when called, so flows ``submit`` stage tasks.
+computes it otherwise; it says which in the ``cached`` field of its typed result
+(``tasks.results``). The Prefect task around it keeps no cache and persists no result
+(``NO_CACHE``, ``persist_result=False``), so Prefect never reads, let alone unpickles, a result
+file, and no Prefect cache can disagree with the store. ``stage_task`` reports a store hit as
+Prefect's ``Cached`` state, as the UI shows it; a task that returns a state returns it when
+called, so flows ``submit`` stage tasks.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
+from tracerflow.tasks.results import StageResult
+
 P = ParamSpec("P")
+R = TypeVar("R", bound=StageResult)
 
 
-def stage_state(result: dict[str, Any]) -> State[dict[str, Any]]:
+def stage_state(result: R) -> State[R]:
     """A finished task's state: ``Cached`` when the store had the result, else ``Completed``."""
-    return Completed(data=result, name="Cached" if result.get("cached") else "Completed")
+    return Completed(data=result, name="Cached" if result.cached else "Completed")
 
 
-def stage_task(
-    name: str, **options: Any
-) -> Callable[[Callable[P, dict[str, Any]]], Task[P, State[dict[str, Any]]]]:
+def stage_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, State[R]]]:
     """``@task`` for a stage function that loads from the store or computes (see above)."""
 
-    def decorate(stage_fn: Callable[P, dict[str, Any]]) -> Task[P, State[dict[str, Any]]]:
+    def decorate(stage_fn: Callable[P, R]) -> Task[P, State[R]]:
         @functools.wraps(stage_fn)
-        def run(*args: P.args, **kwargs: P.kwargs) -> State[dict[str, Any]]:
+        def run(*args: P.args, **kwargs: P.kwargs) -> State[R]:
             return stage_state(stage_fn(*args, **kwargs))
 
         return task(name=name, cache_policy=NO_CACHE, persist_result=False, **options)(run)

@@ -1,0 +1,123 @@
+"""What the stages hand each other: one small typed model per stage result, and the model spec.
+
+    CheckpointSnapshot -> ConvertedTranscoder -> Attribution -> ScoredGraph -> ExportedGraph
+
+Pydantic models, frozen and closed (no unknown fields): they pickle across Dask workers and
+serialise to JSON. Each result says whether the artifact store already had it (``cached``). The
+JSON files stages keep in the store (``snapshot.json``, ``attribution.json``, ``scores.json``) are
+these models' fields, written by ``file_text`` and read back by ``model_validate_json``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StageResult(_Frozen):
+    """A stage's result: ``cached`` when the artifact store had it, False when computed now."""
+
+    cached: bool = False
+
+
+def file_text(value: BaseModel) -> str:
+    """The JSON a stage file holds: ``value``'s fields but ``cached``, in their order."""
+    return json.dumps(value.model_dump(exclude={"cached"}), indent=2)
+
+
+class CheckpointSnapshot(StageResult):
+    """download: a checkpoint folder on this machine and where it came from."""
+
+    source: str  # what the user asked for (preset name, path or repo id)
+    location: str  # the repo id or the absolute folder it resolved to
+    revision: str | None
+    commit_sha: str | None
+    path: str
+    content_hash: str  # sha256 over the checkpoint files' sha256
+
+
+class ConvertedTranscoder(StageResult):
+    """convert: the circuit-tracer files of a transcoder in the store, and its shape."""
+
+    path: str
+    key: str
+    kind: Literal["clt", "plt"]
+    n_layers: int
+    d_model: int
+    d_features: int
+    activation: str  # "topk" | "jump_relu" | "relu"
+    activation_params: dict[str, Any]  # {"k": 16}, ...
+    dtype: str
+    content_hash: str  # sha256 of the converted files
+
+
+class ModelSpec(_Frozen):
+    """The base model an attribution runs on: its name, what identifies its weights in keys, and
+    the dtype and device it is assembled with."""
+
+    name: str
+    identity: str
+    dtype: str
+    device: str
+
+
+class AttributionStats(_Frozen):
+    """attribute's ``attribution.json``: how a graph was computed, and the model's shape."""
+
+    batch_size: int
+    threads: int
+    fast_path: bool
+    attribution_seconds: float | None
+    phase_seconds: dict[str, float]
+    peak_memory_bytes: int | None
+    n_tokens: int
+    device: str
+    host: str
+    model_n_layers: int
+    model_d_model: int
+    model_d_vocab: int
+    model_n_ctx: int
+
+
+class Attribution(StageResult):
+    """attribute: the graph's tensors file in the store, and how it was computed."""
+
+    key: str
+    graph_path: str
+    stats: AttributionStats
+
+
+class GraphScores(_Frozen):
+    """score's ``scores.json``: replacement and completeness scores, unpruned and pruned."""
+
+    replacement_score: float
+    completeness_score: float
+    pruned_replacement_score: float
+    pruned_completeness_score: float
+    n_active_features: int
+    n_selected_features: int
+    n_kept_features: int  # selected features that survive pruning
+    n_logits: int
+    logit_cumulative_prob: float
+    n_pos: int
+
+
+class ScoredGraph(StageResult):
+    """score: a graph's scores and their key in the store."""
+
+    key: str
+    scores: GraphScores
+
+
+class ExportedGraph(StageResult):
+    """export: a graph's viewer file, published under ``slug`` in the graph-files folder."""
+
+    key: str
+    slug: str
+    graph_files_path: str
