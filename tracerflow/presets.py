@@ -49,6 +49,7 @@ class Preset(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     node_threshold: float = Field(0.8, gt=0, le=1)
     edge_threshold: float = Field(0.98, gt=0, le=1)
+    eval_corpus: str | None = None  # evaluate stage corpus: path or "package:..."; None: prompts
 
     @property
     def is_builtin(self) -> bool:
