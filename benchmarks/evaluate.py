@@ -5,9 +5,10 @@
     with seeded random weights and a random PerLayerTopK transcoder of 16 000 features a layer
     (k=16), on ``--tokens`` tokens of text; no download (``tracerflow.attribution.synthetic``).
 
-Prints one line per setting: tokens, seconds (median of ``--repeats``), tokens/s, peak RSS;
-then the toy CLT's metrics. Each evaluation makes three forward passes (original, replacement,
-MLPs zeroed) and encodes every layer twice.
+Prints one line per setting: tokens, seconds (median of ``--repeats`` for the toy), tokens/s,
+peak RSS; at the GPT-2 shape also the time on the 22 prompts of the ``gpt2-16k-nightly`` suite
+(the stage's default tokens there); then the toy CLT's metrics. Each evaluation makes three
+forward passes (original, replacement, MLPs zeroed) and encodes every layer twice.
 
     python benchmarks/evaluate.py                          # toy + GPT-2 shape (CLT)
     python benchmarks/evaluate.py --gpt2-kinds clt,plt --tokens 4096
@@ -111,6 +112,8 @@ def gpt2_corpus(model: Any, n_tokens: int) -> Any:
 
 def bench_gpt2(args: argparse.Namespace, kind: str) -> None:
     from tracerflow.attribution.synthetic import random_replacement_model
+    from tracerflow.corpus import TokenCorpus
+    from tracerflow.suites import builtin_suites_dir, read_prompts_file
 
     started = time.perf_counter()
     model = random_replacement_model(
@@ -128,6 +131,14 @@ def bench_gpt2(args: argparse.Namespace, kind: str) -> None:
     corpus = gpt2_corpus(model, args.tokens)
     seconds, metrics = timed_evaluation(model, corpus, args.batch_tokens)
     report(f"gpt2-shape {kind} F={args.features} k={args.k}", metrics.n_tokens, seconds)
+    # The stage's default tokens in the nightly suite: its prompts, one window each.
+    prompts = TokenCorpus.from_texts(
+        read_prompts_file(builtin_suites_dir() / "ioi-prompts.txt"),
+        model.tokenizer,
+        model.cfg.n_ctx,
+    )
+    seconds, metrics = timed_evaluation(model, prompts, args.batch_tokens)
+    report(f"gpt2-shape {kind}, nightly's 22 prompts", metrics.n_tokens, seconds)
 
 
 def print_metrics(name: str, metrics: Any) -> None:
