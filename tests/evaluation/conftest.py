@@ -1,41 +1,27 @@
-"""Fixtures of the evaluation tests: the toy transcoders converted once, their replacement models
-and a plain-torch reference model, all offline on CPU."""
+"""Fixtures of the evaluation tests: the toy transcoders' replacement models, a plain-torch
+reference model and the shipped held-out corpus, all offline on CPU."""
 
 from __future__ import annotations
-
-import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from tests.evaluation.reference import plain_toy_model
+from tests.toy.conftest import converted_dirs  # noqa: F401 (offline env, 1 thread, converted once)
 from tracerflow import toy
 from tracerflow.corpus import TokenCorpus
 from tracerflow.models import load_replacement_model
-from tracerflow.transcoders import convert, load_converted
-
-torch.set_num_threads(1)
+from tracerflow.transcoders import load_converted
 
 
 @pytest.fixture(scope="session")
-def toy_converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """clt, plt and jumprelu-clt of the toy preset, converted to circuit-tracer files."""
-    root = tmp_path_factory.mktemp("toy-converted")
-    return {name: convert(toy.transcoder_dir(name), root / name) for name in toy.TRANSCODER_FOLDERS}
-
-
-@pytest.fixture(scope="session")
-def toy_models(toy_converted: dict[str, Path]) -> dict[str, Any]:
-    """The toy ReplacementModel with each of its transcoders."""
+def toy_models(converted_dirs: dict[str, Path]) -> dict[str, Any]:  # noqa: F811
+    """The toy ReplacementModel with each of its transcoders (clt, plt, jumprelu-clt)."""
     return {
         name: load_replacement_model("toy-gpt2", load_converted(folder, "cpu"), "cpu")
-        for name, folder in toy_converted.items()
+        for name, folder in converted_dirs.items()
     }
 
 

@@ -40,13 +40,13 @@ def evaluate(model: Any, corpus: TokenCorpus, batch_tokens: int = 1024) -> Trans
 def test_every_metric_matches_an_independent_plain_torch_computation(
     name: str,
     toy_models: dict[str, Any],
-    toy_converted: dict[str, Path],
+    converted_dirs: dict[str, Path],
     reference_model: Any,
     eval_corpus: TokenCorpus,
 ) -> None:
     got = evaluate(toy_models[name], eval_corpus)
     want = reference_metrics(
-        reference_model, ReferenceTranscoder(toy_converted[name]), list(eval_corpus.windows())
+        reference_model, ReferenceTranscoder(converted_dirs[name]), list(eval_corpus.windows())
     )
     assert got.n_tokens == want["n_tokens"] == eval_corpus.summary().n_text_tokens
     for row, ref in zip(got.layers, want["layers"], strict=True):
@@ -142,12 +142,12 @@ def test_a_layer_with_exactly_three_features_that_never_fire_has_dead_share_thre
 
 
 def test_an_exact_reconstruction_gives_kl_0_top1_1_and_ce_recovered_1(
-    toy_converted: dict[str, Path], eval_corpus: TokenCorpus
+    converted_dirs: dict[str, Path], eval_corpus: TokenCorpus
 ) -> None:
     """The model's MLPs are made to *be* the transcoder: a permanent hook on each MLP output
     writes the independent reference reconstruction (from that pass's own inputs) there."""
-    model = load_replacement_model("toy-gpt2", load_converted(toy_converted["clt"], "cpu"), "cpu")
-    reference = ReferenceTranscoder(toy_converted["clt"])
+    model = load_replacement_model("toy-gpt2", load_converted(converted_dirs["clt"], "cpu"), "cpu")
+    reference = ReferenceTranscoder(converted_dirs["clt"])
     written: dict[int, torch.Tensor] = {}
 
     def read(acts: torch.Tensor, hook: Any, layer: int) -> None:
