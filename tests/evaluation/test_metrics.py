@@ -222,3 +222,32 @@ def test_metrics_are_bit_for_bit_reproducible_on_cpu(
     toy_models: dict[str, Any], eval_corpus: TokenCorpus
 ) -> None:
     assert evaluate(toy_models["plt"], eval_corpus) == evaluate(toy_models["plt"], eval_corpus)
+
+
+def test_no_evaluation_tokens_is_one_clear_error(toy_models: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="no evaluation tokens"):
+        evaluate_transcoder(toy_models["plt"], [])
+
+
+def test_per_token_values_add_up_to_the_metrics(
+    toy_models: dict[str, Any], eval_corpus: TokenCorpus
+) -> None:
+    evaluation = evaluate_transcoder(toy_models["clt"], eval_corpus.batches(), keep_per_token=True)
+    metrics, per_token = evaluation.metrics, evaluation.per_token
+    assert per_token is not None
+    assert per_token.kl.shape == (metrics.n_tokens,)
+    assert per_token.squared_error.shape == (3, metrics.n_tokens)
+    has_next = ~per_token.ce_original.isnan()
+    assert int(has_next.sum()) == metrics.fidelity.n_predictions == metrics.n_tokens - 250
+    assert per_token.top1_agree.double().mean().item() == pytest.approx(
+        metrics.fidelity.top1_agreement
+    )
+    assert per_token.ce_replacement[has_next].double().mean().item() == pytest.approx(
+        metrics.fidelity.ce_replacement, rel=1e-6
+    )
+    assert per_token.active.double().mean(1).tolist() == pytest.approx(
+        [row.l0 for row in metrics.layers]
+    )
+    assert per_token.squared_error.double().mean(1).tolist() == pytest.approx(
+        [row.mse for row in metrics.layers], rel=1e-6
+    )
