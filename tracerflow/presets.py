@@ -50,6 +50,7 @@ class Preset(BaseModel):
     batch_size: int | None = parameter_field(AttributionParams, "batch_size")
     node_threshold: float = parameter_field(RunParameters, "node_threshold")
     edge_threshold: float = parameter_field(RunParameters, "edge_threshold")
+    eval_corpus: str | None = None  # evaluate stage corpus: path or "package:..."; None: prompts
 
     @property
     def is_builtin(self) -> bool:

@@ -15,6 +15,7 @@ from tracerflow.errors import ConfigError
 
 TOY_MODEL_NAME = "toy-gpt2"
 TRANSCODER_FOLDERS = ("clt", "plt", "jumprelu-clt")
+EVAL_CORPUS_FILE = "eval-corpus.txt"
 
 
 def data_dir() -> Path:
@@ -39,6 +40,11 @@ def transcoder_dir(name: str) -> Path:
     if name not in TRANSCODER_FOLDERS:
         raise ConfigError(f"no toy transcoder '{name}'; known: {', '.join(TRANSCODER_FOLDERS)}")
     return data_dir() / name
+
+
+def eval_corpus_path() -> Path:
+    """The held-out evaluation corpus (one sentence per line; ``grammar.eval_corpus_texts``)."""
+    return data_dir() / EVAL_CORPUS_FILE
 
 
 def training_record() -> dict[str, Any]:

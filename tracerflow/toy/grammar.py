@@ -37,6 +37,10 @@ BUILTIN_PROMPTS = (
     "Kate and Mark went to the office, Mark gave a key to",
 )
 HELD_OUT_FRACTION = 0.2
+# The held-out evaluation corpus shipped with the toy preset (``data/eval-corpus.txt``): drawn from
+# the held-out name pairs with a seed no training draw uses (training: 0-3, 7, 10 000-10 749).
+EVAL_CORPUS_SEED = 20_000
+EVAL_CORPUS_SENTENCES = 250
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,10 @@ def builtin_sentences() -> list[Sentence]:
         io = b if subject == a else a
         sentences.append(Sentence(prompt=prompt, io=io, subject=subject))
     return sentences
+
+
+def eval_corpus_texts() -> list[str]:
+    """The toy preset's held-out evaluation corpus: one full sentence per line, a few thousand
+    tokens, from name pairs the model and transcoders never saw."""
+    sentences = sample_sentences(EVAL_CORPUS_SENTENCES, held_out=True, seed=EVAL_CORPUS_SEED)
+    return [sentence.text for sentence in sentences]

@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tracerflow.toy.grammar import NAMES, Sentence, sample_sentences
+from tracerflow.toy import EVAL_CORPUS_FILE
+from tracerflow.toy.grammar import NAMES, Sentence, eval_corpus_texts, sample_sentences
 from tracerflow.transcoders.synthetic import checkpoint_config, write_checkpoint
 
 TORCH_THREADS = 1  # faster than 2 for these tiny matrices on a shared machine
@@ -567,6 +568,7 @@ def main(argv: list[str] | None = None) -> None:
     model, model_stats = train_model(tokenizer, log)
     write_model(model, tokenizer, out)
     transcoder_stats = train_transcoders(model, tokenizer, out, log)
+    (out / EVAL_CORPUS_FILE).write_text("\n".join(eval_corpus_texts()) + "\n")
     record = {
         "seed": SEED,
         "torch_threads": TORCH_THREADS,
