@@ -185,6 +185,13 @@ class TokenCorpus:
         return self._summary
 
 
+def read_documents(path: Path) -> Iterator[str]:
+    """The documents of a corpus file, read lazily as ``TokenCorpus.from_file`` reads them (to
+    check a file before a run starts); ``ConfigError`` names the file and line of a bad one."""
+    read = _jsonl_documents if path.suffix.lower() in JSONL_SUFFIXES else _text_documents
+    return read(path)
+
+
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 file, read lazily; one clear error for undecodable bytes.
     Lines are decoded one by one so that the error names the right line."""

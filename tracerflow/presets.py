@@ -51,6 +51,8 @@ class Preset(BaseModel):
     node_threshold: float = parameter_field(RunParameters, "node_threshold")
     edge_threshold: float = parameter_field(RunParameters, "edge_threshold")
     eval_corpus: str | None = None  # evaluate stage corpus: path or "package:..."; None: prompts
+    # dashboards stage corpus (feature examples): path or "package:..."; None: the run's prompts
+    dashboard_corpus: str | None = None
 
     @property
     def is_builtin(self) -> bool:

@@ -58,6 +58,7 @@ class Suite(BaseModel):
     prompts: list[str] = Field(default_factory=list)
     prompts_file: str | None = None
     model: str | None = None
+    corpus: str | None = None  # dashboards corpus file (text or JSONL), in the suite's folder
     parameters: Parameters = Field(default_factory=Parameters)
     regression_margin: float = Field(default=0.02, ge=0.0)
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
@@ -75,6 +76,7 @@ class LoadedSuite(BaseModel):
     suite: Suite
     path: str
     prompts: list[str]
+    corpus: str | None = None  # ``suite.corpus`` resolved (checked with the run request)
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -168,7 +170,11 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
         if not prompts_path.is_file():
             raise ConfigError(f"{where}: {prompts_path} does not exist")
         prompts += read_prompts_file(prompts_path)
-    return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts)
+    corpus = None
+    if suite.corpus:
+        where = f"{path}:{_line_of(text, ('corpus',))}: field 'corpus'"
+        corpus = str(resolve_suite_path(path, suite.corpus, allow_outside_paths, where))
+    return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts, corpus=corpus)
 
 
 def _line_of(text: str, location: tuple[Any, ...]) -> int | None:

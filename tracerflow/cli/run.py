@@ -53,6 +53,19 @@ def run(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any)")] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="feature dashboards' corpus: text (a document a line) or JSONL ('text' per "
+            "line); default: the preset's corpus, else the prompts"
+        ),
+    ] = None,
+    all_features: Annotated[
+        bool,
+        typer.Option(
+            "--all-features", help="feature dashboards for every feature, not only the graphs'"
+        ),
+    ] = False,
 ) -> None:
     """Score transcoders on prompts; record every score; export the graphs."""
     if suite is not None:
@@ -87,6 +100,8 @@ def run(
             "dtype": dtype,
             "threads": threads,
             "device": device,
+            "corpus": None if corpus is None else str(corpus),
+            "all_features": all_features,
         }
     )
 

@@ -1,11 +1,14 @@
 """The scoring flow: every transcoder × every prompt, from download to DuckDB.
 
     download -> convert -> (assemble) -> attribute -> score -> export -> record
+                                                        (per transcoder) -> dashboards
 
 Each stage is a cached task whose files live in the artifact store under a content key, so a
 re-run recomputes exactly what changed (and nothing at all when nothing did). A failing prompt
 fails its own items with a clear message; every other item's scores are still recorded, then the
-run ends Failed so the UI and the CLI say so.
+run ends Failed so the UI and the CLI say so. A transcoder's feature dashboards run once its
+exports are done; a failed one fails the run only after every score is recorded
+(``flows.dashboards``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import tracerflow
 from tracerflow.attribution import default_threads
 from tracerflow.errors import AttributionError, ConfigError, RunNotRecordedError, StorageError
+from tracerflow.flows.dashboards import (
+    SubmittedDashboards,
+    dashboards_failures,
+    raise_if_dashboards_failed,
+    submit_dashboards,
+)
 from tracerflow.flows.report import publish
 from tracerflow.flows.validation import (
     RunRequest,
@@ -41,6 +50,7 @@ from tracerflow.storage.queries import latest_transcoder, previous_suite_run_sco
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.tasks.attribute import attribute_task
 from tracerflow.tasks.convert import convert_task
+from tracerflow.tasks.dashboards import viewer_scan
 from tracerflow.tasks.download import download_task
 from tracerflow.tasks.export import export_task, graph_slug
 from tracerflow.tasks.record import record_task
@@ -80,23 +90,30 @@ def score_flow(
     device: str | None = None,
     suite_name: str | None = None,
     regression_margin: float = 0.02,
+    corpus: str | None = None,
+    all_features: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every transcoder on every prompt and record the run; returns one row per item.
 
     ``threads`` is torch's intra-op thread count for attribution (None: the ``threads`` setting,
     else torch's default for this machine); it is resolved once, here, and recorded with every
     row, so the same inputs and settings on the same machine give the same numbers.
+    ``corpus`` (a text or JSONL file) and ``all_features`` choose the feature dashboards' corpus
+    and features (default: the preset's corpus, else the prompts; the graphs' features).
     """
     request = request_of(locals())
     # Deployments reach the flow without the CLI's checks: its parameters' checks, before anything
     # runs (a bad source or prompt fails its own items, recorded in their series).
     validate_run_request(request, check_items=False)
     run = start_run(request, suite_name)
-    items = [item for source in transcoders for item in submit_transcoder(run, source, request)]
+    submitted = [submit_transcoder(run, source, request) for source in transcoders]
+    items = [item for transcoder_items, _ in submitted for item in transcoder_items]
     records = [score_record(item, outcome_of(item), run.threads) for item in items]
     rows = record_run(run, records)
     warn_of_regressions(run, rows, regression_margin)
+    failed_dashboards = dashboards_failures([d for _, d in submitted if d is not None])
     raise_if_any_failed(run, records)
+    raise_if_dashboards_failed(failed_dashboards)
     return rows
 
 
@@ -208,9 +225,11 @@ def run_parameters(source: str, request: RunRequest) -> RunParameters:
 # --- one transcoder: prepare it, submit its prompts ------------------------------------------
 
 
-def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> list[ScoreItem]:
-    """Download and convert one transcoder, then submit each prompt's stages; when it cannot be
-    prepared, every one of its prompts fails with that error."""
+def submit_transcoder(
+    run: RunContext, source: str, request: RunRequest
+) -> tuple[list[ScoreItem], SubmittedDashboards | None]:
+    """Download and convert one transcoder, then submit each prompt's stages and its dashboards;
+    when it cannot be prepared, every one of its prompts fails with that error (no dashboards)."""
     logger = get_run_logger()
     transcoder = TranscoderRun(
         source=source,
@@ -226,7 +245,7 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> list
         recorded_as = failed_transcoder_info(run, source)
         return [
             ScoreItem(transcoder, prompt, recorded_as, error=error) for prompt in request.prompts
-        ]
+        ], None
     model = ModelSpec(
         name=transcoder.model_name,
         identity=model_identity(transcoder.model_name),
@@ -234,7 +253,7 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> list
         device=run.device,
     )
     recorded_as = transcoder_info(snapshot, converted)
-    return [
+    items = [
         ScoreItem(
             transcoder,
             prompt,
@@ -243,6 +262,9 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> list
         )
         for prompt in request.prompts
     ]
+    exports = [item.stages[2] for item in items if item.stages is not None]
+    scan = viewer_scan(converted.content_hash)
+    return items, submit_dashboards(run, source, model, converted, scan, exports, request)
 
 
 def submit_prompt(
@@ -263,7 +285,7 @@ def submit_prompt(
         attribution,
         scored,
         graph_slug(transcoder.source, converted.content_hash, prompt),
-        f"tracerflow-{converted.content_hash[:12]}",  # the viewer's scan: one per transcoder
+        viewer_scan(converted.content_hash),  # one per transcoder: its feature pack's name
         *thresholds,
         run.store,
         run.settings.graph_files_dir,

@@ -61,6 +61,8 @@ class RunRequest:
     dtype: str = "float32"
     threads: int | None = None
     device: str | None = None
+    corpus: str | None = None  # the dashboards' corpus file (None: the preset's, else the prompts)
+    all_features: bool = False  # dashboards for every feature, not only the graphs' ones
 
 
 def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
@@ -81,6 +83,8 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     if request.dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {request.dtype!r}")
     check_device(request.device)
+    if request.corpus is not None:
+        check_corpus_file(request.corpus, read_all=check_items)
     if not check_items:
         return
     for source in request.transcoders:
@@ -224,6 +228,26 @@ def toy_token_count(prompt: str) -> int:
     return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
 
 
+def check_corpus_file(corpus: str, read_all: bool = True) -> None:
+    """``--corpus``: an existing file; with ``read_all``, one that the corpus reader reads in
+    full (UTF-8 text, or JSONL with a string ``text`` per line) and that holds some text. Reading
+    it costs one pass over the file (and importing torch, which the run imports anyway); a
+    deployment's run leaves that to its dashboards stage, which fails alone."""
+    path = Path(corpus).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UsageError(f"{path}: --corpus (corpus) file {what}")
+    if not read_all:
+        return
+    from tracerflow.corpus import read_documents
+
+    has_text = False
+    for document in read_documents(path):  # every line: a bad one further on is caught now
+        has_text = has_text or bool(document.strip())
+    if not has_text:
+        raise UsageError(f"{path}: --corpus (corpus) file holds no text")
+
+
 def check_device(device: str | None) -> None:
     """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device only where CUDA is usable."""
     if device is None:
@@ -292,6 +316,7 @@ def suite_request(loaded: LoadedSuite) -> RunRequest:
         edge_threshold=parameters.edge_threshold,
         dtype=parameters.dtype,
         threads=parameters.threads,
+        corpus=loaded.corpus,
     )
 
 

@@ -154,10 +154,15 @@ def add_graph_metadata_entry(graph_files_dir: Path, entry: Mapping[str, Any]) ->
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write a file so a reader (the viewer) sees the old content or the new, never half."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """``write_text_atomically`` for bytes (feature pack files)."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
