@@ -25,10 +25,13 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def suite_file(folder: Path, parameters: str, prompts: str = '["Mary and John went"]') -> Path:
+def suite_file(
+    folder: Path, parameters: str, prompts: str = '["Mary and John went"]', corpus: str = ""
+) -> Path:
     path = folder / "bad-suite.yaml"
     path.write_text(
         f"name: bad\ntranscoders: [toy-clt]\nprompts: {prompts}\nparameters: {parameters}\n"
+        + (f"corpus: {corpus}\n" if corpus else "")
     )
     return path
 
@@ -125,6 +128,38 @@ CASES: dict[str, tuple[object, str]] = {
     "suite with an empty prompt": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}", prompts='[""]'))],
         "prompt 1 is empty",
+    ),
+    "missing corpus file": (
+        [*TOY, "--corpus", "/nonexistent/corpus.txt"],
+        "/nonexistent/corpus.txt: --corpus (corpus) file does not exist",
+    ),
+    "corpus is a folder": (
+        lambda tmp: [*TOY, "--corpus", str(tmp)],
+        "--corpus (corpus) file is a folder, not a file",
+    ),
+    "latin-1 corpus": (
+        lambda tmp: [
+            *TOY,
+            "--corpus",
+            str(write(tmp / "c.txt", "Mary\nMarie é\n".encode("latin-1"))),
+        ],
+        "c.txt:2: not UTF-8 text",
+    ),
+    "JSONL corpus with a bad line": (
+        lambda tmp: [
+            *TOY,
+            "--corpus",
+            str(write(tmp / "c.jsonl", b'{"text": "Mary"}\n{"text": 3}\n')),
+        ],
+        "c.jsonl:2: expected a JSON object with a string 'text' field",
+    ),
+    "empty corpus": (
+        lambda tmp: [*TOY, "--corpus", str(write(tmp / "c.txt", b"\n  \n"))],
+        "c.txt: --corpus (corpus) file holds no text",
+    ),
+    "suite with a missing corpus": (
+        lambda tmp: ["--suite", str(suite_file(tmp, "{}", corpus="missing.txt"))],
+        "missing.txt: --corpus (corpus) file does not exist",
     ),
     "suite with dask workers 0": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "0"],

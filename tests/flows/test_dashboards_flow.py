@@ -1,0 +1,129 @@
+"""The dashboards stage in the scoring flow, on the toy CLT: one pack per transcoder holding its
+graphs' features, computed once and grown only by what is missing; a failed stage loses no score.
+
+The corpus is a small grammar file (a handful of sentences) so that each run streams it in a
+blink; the toy presets' default corpus is the demo's (tests/viewer/test_demo_in_browser.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.flows.test_score_flow import run_flow, task_states
+from tracerflow.dashboards.pack import (
+    INDEX_FILE,
+    graph_file_features,
+    pack_features,
+    read_feature_pack,
+)
+from tracerflow.models import model_identity
+from tracerflow.settings import get_settings
+from tracerflow.storage.artifacts import ArtifactStore
+from tracerflow.tasks.convert import convert_snapshot
+from tracerflow.tasks.dashboards import FEATURES_DIR, build_dashboards, viewer_scan
+from tracerflow.tasks.download import resolve_source
+from tracerflow.tasks.results import ModelSpec
+from tracerflow.toy.grammar import sample_sentences
+
+PROMPTS = [
+    "Mary and John went to the store, John gave a drink to",
+    "When Alice and Bob went to the park, Bob gave a ball to",
+]
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    sentences = sample_sentences(24, held_out=True, seed=3)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": s.text}) + "\n" for s in sentences))
+    return path
+
+
+def graph_files(home: Path) -> list[Path]:
+    return sorted(
+        p for p in (home / "graph-files").glob("*.json") if p.name != "graph-metadata.json"
+    )
+
+
+def test_each_transcoder_gets_one_pack_of_its_graphs_features(home: Path, small_corpus: Path):
+    state, run_id = run_flow(["toy-clt", "toy-plt"], PROMPTS[:1], corpus=str(small_corpus))
+
+    assert state.is_completed(), state.message
+    assert task_states(run_id)["dashboards"] == ["Completed", "Completed"]  # once per transcoder
+    packs = home / "graph-files" / FEATURES_DIR
+    for graph in graph_files(home):
+        scan = json.loads(graph.read_text())["metadata"]["scan"]
+        assert pack_features(packs / scan) == graph_file_features(graph)
+    assert len(list(packs.iterdir())) == 2
+
+
+def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small_corpus: Path):
+    state, _ = run_flow(["toy-clt"], PROMPTS, corpus=str(small_corpus))
+    assert state.is_completed(), state.message
+    first_graph, second_graph = graph_files(home)
+    first, second = graph_file_features(first_graph), graph_file_features(second_graph)
+    assert second - first  # the second prompt's graph has features the first's lacks
+    # The stage itself, into a store and graph folder of its own, graph by graph.
+    store = ArtifactStore(home / "own-store")
+    converted = convert_snapshot(resolve_source("toy-clt"), "float32", store)
+    model = ModelSpec(
+        name="toy-gpt2", identity=model_identity("toy-gpt2"), dtype="float32", device="cpu"
+    )
+    scan = viewer_scan(converted.content_hash)
+
+    def build(graphs: list[Path]):
+        return build_dashboards(
+            model, converted, scan, str(small_corpus), PROMPTS, graphs, False, store, home / "own"
+        )
+
+    only_first = build([first_graph])
+    pack = home / "own" / FEATURES_DIR / scan
+    first_records = read_feature_pack(pack)
+    both = build([first_graph, second_graph])
+    again = build([first_graph, second_graph])
+
+    assert (only_first.n_computed, only_first.cached) == (len(first), False)
+    assert (both.n_computed, both.cached) == (len(second - first), False)
+    assert (again.n_computed, again.cached) == (0, True)
+    assert both.key == only_first.key == again.key  # one folder per (transcoder, model, corpus)
+    assert pack_features(pack) == first | second
+    merged = read_feature_pack(pack)
+    assert all(merged[feature] == record for feature, record in first_records.items())
+    # The flow's own pack, computed in one go over both graphs, is the same bytes.
+    flow_pack = home / "graph-files" / FEATURES_DIR / scan
+    for name in (INDEX_FILE, "layer_0.bin", "layer_1.bin", "layer_2.bin"):
+        assert (pack / name).read_bytes() == (flow_pack / name).read_bytes(), name
+
+
+def test_a_failed_dashboards_stage_keeps_every_score_and_publishes_nothing(
+    home: Path, tmp_path: Path
+):
+    # A deployment's run reads the corpus only in the stage: a bad line fails the stage alone.
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "Mary and John went to the store"}\n{"txt": "oops"}\n')
+
+    state, run_id = run_flow(["toy-clt"], PROMPTS[:1], corpus=str(corpus))
+
+    assert state.is_failed()
+    assert "feature dashboards failed for 1 transcoder(s); every score was recorded" in (
+        state.message or ""
+    )
+    assert "bad.jsonl:2" in (state.message or "")
+    with duckdb.connect(str(get_settings().database_path), read_only=True) as con:
+        statuses = con.execute(
+            "SELECT status FROM scores_wide WHERE flow_run_id = ?", [str(run_id)]
+        ).fetchall()
+        run_status = con.execute(
+            "SELECT status FROM runs WHERE flow_run_id = ?", [str(run_id)]
+        ).fetchall()
+    assert statuses == [("ok",)]
+    assert run_status == [("completed",)]  # the scores' status: all of them are there
+    assert task_states(run_id)["dashboards"] == ["Failed"]
+    assert not (home / "graph-files" / FEATURES_DIR).exists()
+    assert not (home / "artifacts" / "dashboards").exists() or not any(
+        path.name.endswith(INDEX_FILE) for path in (home / "artifacts" / "dashboards").rglob("*")
+    )
