@@ -316,3 +316,46 @@ def serve_in_thread(graph_files_dir: Path) -> Iterator[Any]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def check_clicked_feature_panels(
+    page: Page, records: dict[int, dict[str, Any]], screenshots: list[Path]
+) -> None:
+    """On an open graph page, click one drawn feature node per screenshot path (features with a
+    record in ``records``, by feature id): each panel must show the feature's top logits and its
+    top example with the max-activating token marked and coloured, as the record has them."""
+    from playwright.sync_api import expect
+
+    page.page.wait_for_selector(".link-graph text.node", timeout=30_000)
+    glyphs = page.page.locator(".link-graph text.node")
+    drawn: list[list[Any]] = glyphs.evaluate_all(
+        "glyphs => glyphs.map(g => [g.__data__.feature_type, g.__data__.featureIndex])"
+    )
+    feature_glyphs = [
+        (i, feature_id)
+        for i, (kind, feature_id) in enumerate(drawn)
+        if kind == "cross layer transcoder" and feature_id in records
+    ]
+    assert len(feature_glyphs) >= len(screenshots)
+    for (glyph, feature_id), screenshot in zip(feature_glyphs, screenshots, strict=False):
+        record = records[feature_id]
+        glyphs.nth(glyph).click(force=True)
+        panel = page.page.locator(".feature-detail")
+        # The panel shows the clicked feature once its title reads L<layer>/<index>.
+        layer, index = record["layer"], record["index"]
+        title = panel.locator(".feature-title", has_text=f"L{layer}/{index}")
+        title.wait_for(timeout=15_000)
+        top_row = panel.locator(".feature-example-logits .ctx-container").first
+        # Waits (a debounce and a fetch) until the tokens read as the pack's top logits.
+        expect(top_row.locator("span.token")).to_have_text(record["top_logits"], timeout=15_000)
+        titles = panel.locator(".feature-example-list .quantile-title").all_text_contents()
+        assert titles[0].strip() == "Top activations"
+        first_example = panel.locator(".feature-example-list .ctx-container").first
+        text = "".join(first_example.locator("span.token").all_text_contents())
+        expected = record["examples_quantiles"][0]["examples"][0]
+        assert text == "".join(expected["tokens"])
+        # The max-activating token is marked and coloured.
+        marked = first_example.locator("span.token.train_token_ind")
+        assert marked.count() == 1
+        assert marked.evaluate("el => el.style.background") != ""
+        page.page.screenshot(path=str(screenshot))

@@ -4,7 +4,9 @@ The demo runs once (``demo_home``: the real command, toy CLT and PLT on the buil
 the viewer runs as the real command on that home, found through ``$TRACERFLOW_HOME``. Headless
 Chromium opens the index and a graph with every request beyond 127.0.0.1 aborted and recorded.
 What the index shows is checked against the score database read here, independently of the
-viewer; what the graph page draws against the graph file. Screenshots go to ``test-artifacts/``.
+viewer; what the graph page draws against the graph file; what a clicked feature's panel shows
+(issue 16) against the feature pack the demo's dashboards stage published. Screenshots go to
+``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import DemoScore, Page, RunningViewer, run_viewer
+from tests.viewer.conftest import (
+    DemoScore,
+    Page,
+    RunningViewer,
+    check_clicked_feature_panels,
+    run_viewer,
+)
+from tracerflow.dashboards.pack import cantor_pair, read_feature_pack
 from tracerflow.presets import builtin_prompts
 
 pytestmark = pytest.mark.browser
@@ -89,7 +98,8 @@ def test_graph_page_draws_the_nodes_and_tokens_of_the_graph_file(
     expected_ids = nodes_drawn_by_default(graph)
 
     page.page.goto(demo_viewer.url)
-    page.page.locator(f"#graphs tbody tr[data-slug='{slug}'] a").click()
+    # The graph's link (the row also links its transcoder's feature page, now the demo has one).
+    page.page.locator(f"#graphs tbody tr[data-slug='{slug}'] a[href^='/graph.html']").click()
     page.page.wait_for_selector(".link-graph text.node", timeout=30_000)
     node_glyphs = page.page.locator(".link-graph text.node")
     drawn = node_glyphs.evaluate_all(
@@ -111,5 +121,30 @@ def test_graph_page_draws_the_nodes_and_tokens_of_the_graph_file(
     embedded = sorted({n["ctx_idx"] for n in graph["nodes"] if n["feature_type"] == "embedding"})
     token_labels = page.page.locator(".link-graph g.prompt-token text").all_text_contents()
     assert token_labels == [tokens[ctx_idx] for ctx_idx in embedded]
+    assert page.outside_requests == []
+    assert page.console_errors == []
+
+
+def test_clicked_demo_feature_nodes_show_their_examples_and_logits(
+    demo_viewer: RunningViewer,
+    demo_home: Path,
+    demo_scores: dict[str, DemoScore],
+    page: Page,
+    artifacts_dir: Path,
+) -> None:
+    (slug,) = (
+        score.slug
+        for score in demo_scores.values()
+        if score.transcoder == "toy-clt" and score.prompt == builtin_prompts()[0]
+    )
+    graph_files = demo_home / "graph-files"
+    scan = json.loads((graph_files / f"{slug}.json").read_text())["metadata"]["scan"]
+    pack = read_feature_pack(graph_files / "features" / scan)
+    records = {cantor_pair(*feature): record for feature, record in pack.items()}
+
+    page.page.goto(f"{demo_viewer.url}graph.html?slug={slug}")
+    screenshots = [artifacts_dir / f"demo-feature-examples-{n}.png" for n in (1, 2, 3)]
+    check_clicked_feature_panels(page, records, screenshots)
+
     assert page.outside_requests == []
     assert page.console_errors == []

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import Page, serve_in_thread
+from tests.viewer.conftest import Page, check_clicked_feature_panels, serve_in_thread
 
-expect = pytest.importorskip("playwright.sync_api").expect
+pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 
@@ -79,39 +78,8 @@ def test_clicked_feature_nodes_show_their_examples_and_logits(
 ) -> None:
     _, slug, records = graph_with_features
     page.page.goto(f"{viewer_url}graph.html?slug={slug}")
-    page.page.wait_for_selector(".link-graph text.node", timeout=30_000)
-    glyphs = page.page.locator(".link-graph text.node")
-    drawn: list[list[Any]] = glyphs.evaluate_all(
-        "glyphs => glyphs.map(g => [g.__data__.feature_type, g.__data__.featureIndex])"
-    )
-    feature_glyphs = [
-        (i, feature_id)
-        for i, (kind, feature_id) in enumerate(drawn)
-        if kind == "cross layer transcoder" and feature_id in records
-    ]
-    assert len(feature_glyphs) >= 3
-    for n, (glyph, feature_id) in enumerate(feature_glyphs[:3]):
-        record = records[feature_id]
-        glyphs.nth(glyph).click(force=True)
-        panel = page.page.locator(".feature-detail")
-        # The panel shows the clicked feature once its title reads L<layer>/<index>.
-        layer, index = record["layer"], record["index"]
-        title = panel.locator(".feature-title", has_text=f"L{layer}/{index}")
-        title.wait_for(timeout=15_000)
-        top_row = panel.locator(".feature-example-logits .ctx-container").first
-        # Waits (a debounce and a fetch) until the tokens read as the pack's top logits.
-        expect(top_row.locator("span.token")).to_have_text(record["top_logits"], timeout=15_000)
-        titles = panel.locator(".feature-example-list .quantile-title").all_text_contents()
-        assert titles[0].strip() == "Top activations"
-        first_example = panel.locator(".feature-example-list .ctx-container").first
-        text = "".join(first_example.locator("span.token").all_text_contents())
-        expected = record["examples_quantiles"][0]["examples"][0]
-        assert text == "".join(expected["tokens"])
-        # The max-activating token is marked and coloured.
-        marked = first_example.locator("span.token.train_token_ind")
-        assert marked.count() == 1
-        assert marked.evaluate("el => el.style.background") != ""
-        page.page.screenshot(path=str(artifacts_dir / f"feature-examples-{n + 1}.png"))
+    screenshots = [artifacts_dir / f"feature-examples-{n}.png" for n in (1, 2, 3)]
+    check_clicked_feature_panels(page, records, screenshots)
     assert page.outside_requests == []
     assert page.console_errors == []
 
