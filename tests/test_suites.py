@@ -56,3 +56,14 @@ def test_a_missing_prompts_file_is_named(tmp_path):
 def test_an_unknown_suite_lists_the_builtin_ones():
     with pytest.raises(ConfigError, match="toy-nightly"):
         load_suite("nightly-typo")
+
+
+def test_a_suite_corpus_is_read_from_the_suite_folder_only(tmp_path):
+    (tmp_path / "corpus.txt").write_text("Mary and John went to the store\n")
+    path = write(tmp_path, "name: n\ntranscoders: [toy-clt]\nprompts: [a]\ncorpus: corpus.txt\n")
+    assert load_suite(path).corpus == str(tmp_path / "corpus.txt")
+    outside = write(tmp_path, "name: n\ntranscoders: [toy-clt]\nprompts: [a]\ncorpus: ../c.txt\n")
+    with pytest.raises(
+        ConfigError, match=r"suite.yaml:4: field 'corpus': \.\./c\.txt leads outside"
+    ):
+        load_suite(outside, allow_outside_paths=False)
