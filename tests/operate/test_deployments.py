@@ -169,8 +169,13 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     suite = load_suite("toy-nightly")
     assert len(table) == len(suite.suite.transcoders) * len(suite.prompts)
     assert {row["status"] for row in table} == {"ok"}
-    progress = [a for a in artifacts if a["type"] == "progress"]
+    # One attribution progress per graph, one dashboards progress (keyed) per transcoder.
+    progress = [a for a in artifacts if a["type"] == "progress" and not a["key"]]
     assert len(progress) == len(table) and all(a["data"] == 100.0 for a in progress)
+    dashboards = [a for a in artifacts if a["type"] == "progress" and a["key"]]
+    assert len(dashboards) == len(suite.suite.transcoders)
+    assert all(a["key"].startswith("dashboards-tracerflow-") for a in dashboards)
+    assert all(a["data"] == 100.0 for a in dashboards)
     # Prefect stores a link artifact as markdown "[text](url)": one per graph, to the viewer.
     links = [a["data"] for a in artifacts if a["type"] == "markdown" and not a["key"]]
     assert len(links) == len(table)

@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, graph_file_features
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
@@ -136,27 +138,34 @@ def build_dashboards(
     corpus = dashboard_corpus(model.name, corpus_file, prompts)
     summary = corpus.summary()
     key = dashboards_key(converted.content_hash, model.identity, summary.sha256, config)
-    folder = store.find("dashboards", key)
-    have = pack_features(folder) if folder is not None else set()
     wanted = None if all_features else graph_features(graph_files)
-    if wanted is None:
-        missing = converted.n_layers * converted.d_features - len(have)
-    else:
-        missing = len(wanted - have)
-    n_computed = 0
-    if folder is None or missing:
-        progress = progress_for(summary.n_text_tokens) if progress_for else None
-        n_computed = _compute_pack(
-            model, converted, scan, corpus, wanted, folder, key, store, config, progress
-        )
-        folder = store.path("dashboards", key)
-    published = publish_pack(folder, Path(graph_files_dir) / FEATURES_DIR / scan)
+    lock = store.path("dashboards", f".{scan}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    # One stage per transcoder at a time in a home: another run's stage may be replacing the
+    # folder this one reads, or publishing into the same pack (a run that waited here then
+    # finds its features computed).
+    with FileLock(str(lock)):
+        folder = store.find("dashboards", key)
+        have = pack_features(folder) if folder is not None else set()
+        if wanted is None:
+            missing = converted.n_layers * converted.d_features - len(have)
+        else:
+            missing = len(wanted - have)
+        n_computed = 0
+        if folder is None or missing:
+            progress = progress_for(summary.n_text_tokens) if progress_for else None
+            n_computed = _compute_pack(
+                model, converted, scan, corpus, wanted, folder, key, store, config, progress
+            )
+            folder = store.path("dashboards", key)
+        published = publish_pack(folder, Path(graph_files_dir) / FEATURES_DIR / scan)
+        n_features = len(pack_features(folder))
     return FeatureDashboards(
         key=key,
         scan=scan,
         corpus_sha256=summary.sha256,
         corpus_tokens=summary.n_text_tokens,
-        n_features=len(pack_features(folder)),
+        n_features=n_features,
         n_computed=n_computed,
         published_path=str(published),
         cached=n_computed == 0,
