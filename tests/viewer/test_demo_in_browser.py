@@ -65,6 +65,16 @@ def test_index_lists_every_demo_graph_with_its_recorded_scores(
     assert page.console_errors == []
 
 
+def headline_slug(demo_scores: dict[str, DemoScore]) -> str:
+    """The notebook's prompt ("Mary and John ...") on the toy CLT: the demo's headline graph."""
+    (slug,) = (
+        score.slug
+        for score in demo_scores.values()
+        if score.transcoder == "toy-clt" and score.prompt == builtin_prompts()[0]
+    )
+    return slug
+
+
 def nodes_drawn_by_default(graph: dict[str, Any]) -> set[str]:
     """The node ids the viewer draws before its pruning slider is touched.
 
@@ -88,12 +98,7 @@ def test_graph_page_draws_the_nodes_and_tokens_of_the_graph_file(
     page: Page,
     artifacts_dir: Path,
 ) -> None:
-    # The notebook's prompt ("Mary and John ...") on the toy CLT: the demo's headline graph.
-    (slug,) = (
-        score.slug
-        for score in demo_scores.values()
-        if score.transcoder == "toy-clt" and score.prompt == builtin_prompts()[0]
-    )
+    slug = headline_slug(demo_scores)
     graph = json.loads((demo_home / "graph-files" / f"{slug}.json").read_text())
     expected_ids = nodes_drawn_by_default(graph)
 
@@ -132,11 +137,7 @@ def test_clicked_demo_feature_nodes_show_their_examples_and_logits(
     page: Page,
     artifacts_dir: Path,
 ) -> None:
-    (slug,) = (
-        score.slug
-        for score in demo_scores.values()
-        if score.transcoder == "toy-clt" and score.prompt == builtin_prompts()[0]
-    )
+    slug = headline_slug(demo_scores)
     graph_files = demo_home / "graph-files"
     scan = json.loads((graph_files / f"{slug}.json").read_text())["metadata"]["scan"]
     pack = read_feature_pack(graph_files / "features" / scan)
