@@ -173,7 +173,10 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
     corpus = None
     if suite.corpus:
         where = f"{path}:{_line_of(text, ('corpus',))}: field 'corpus'"
-        corpus = str(resolve_suite_path(path, suite.corpus, allow_outside_paths, where))
+        corpus_path = resolve_suite_path(path, suite.corpus, allow_outside_paths, where)
+        if not corpus_path.is_file():
+            raise ConfigError(f"{where}: {corpus_path} does not exist")
+        corpus = str(corpus_path)
     return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts, corpus=corpus)
 
 

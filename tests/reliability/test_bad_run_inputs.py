@@ -159,7 +159,7 @@ CASES: dict[str, tuple[object, str]] = {
     ),
     "suite with a missing corpus": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}", corpus="missing.txt"))],
-        "missing.txt: --corpus (corpus) file does not exist",
+        "bad-suite.yaml:5: field 'corpus': ",
     ),
     "suite with dask workers 0": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "0"],
