@@ -95,7 +95,7 @@ def model_tokenizer(model_name: str) -> Any:
 
 def window_tokens(model_name: str) -> int:
     """Positions per corpus window: ``DASHBOARD_WINDOW_TOKENS``, or the toy model's shorter
-    context (every other model tracerflow runs takes at least 1024)."""
+    context (the models tracerflow runs through TransformerLens take 512 and more)."""
     from tracerflow import toy
     from tracerflow.flows.validation import toy_model_n_ctx
 
