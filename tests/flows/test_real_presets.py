@@ -5,6 +5,7 @@ TransformerLens's own loading, as they would for a user with a warm cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from tests.hub_cache import CLT_REPO, D_MODEL, N_FEATURES, N_LAYERS, PLT_REPO, TOP_K, HubCache
 from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT
+from tracerflow.dashboards.pack import graph_file_features, pack_features
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,4 +79,8 @@ def test_real_preset_scores_offline_from_the_hub_cache(
     assert (row["model"], row["model_n_layers"], row["model_d_model"]) == ("gpt2", 12, 768)
     assert 0.0 < row["replacement_score"] < 1.0 and 0.0 < row["completeness_score"] < 1.0
     # The viewer's files, written with the tokenizer reloaded by its Hub name.
-    assert (home / "graph-files" / f"{row['slug']}.json").is_file()
+    graph = home / "graph-files" / f"{row['slug']}.json"
+    assert graph.is_file()
+    # Its feature pack: the graph's features over the prompt (the Hub presets name no corpus).
+    scan = json.loads(graph.read_text())["metadata"]["scan"]
+    assert pack_features(home / "graph-files" / "features" / scan) == graph_file_features(graph)
