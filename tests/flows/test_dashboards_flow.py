@@ -61,6 +61,16 @@ def test_each_transcoder_gets_one_pack_of_its_graphs_features(home: Path, small_
     assert len(list(packs.iterdir())) == 2
 
 
+def test_all_features_covers_every_feature_of_the_transcoder(home: Path, small_corpus: Path):
+    state, _ = run_flow(["toy-plt"], PROMPTS[:1], corpus=str(small_corpus), all_features=True)
+
+    assert state.is_completed(), state.message
+    (graph,) = graph_files(home)
+    scan = json.loads(graph.read_text())["metadata"]["scan"]
+    every = {(layer, index) for layer in range(3) for index in range(512)}
+    assert pack_features(home / "graph-files" / FEATURES_DIR / scan) == every
+
+
 def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small_corpus: Path):
     state, _ = run_flow(["toy-clt"], PROMPTS, corpus=str(small_corpus))
     assert state.is_completed(), state.message
