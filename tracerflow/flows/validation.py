@@ -13,8 +13,6 @@ What is checked here and what is left to the run itself:
   ``checkpoint.safetensors`` with a readable header; the convert stage reads it in full), or a
   Hugging Face repo id by its pattern (whether it exists is the download stage's question).
 - numbers, ``offload``, ``dtype`` and ``device`` (``cuda`` only where CUDA is usable).
-- ``corpus`` (the dashboards' corpus file): that it exists; with the items, that the corpus
-  reader reads it through (this alone imports torch, and only when a corpus is given).
 """
 
 from __future__ import annotations
