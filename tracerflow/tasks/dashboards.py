@@ -139,12 +139,13 @@ def build_dashboards(
     summary = corpus.summary()
     key = dashboards_key(converted.content_hash, model.identity, summary.sha256, config)
     wanted = None if all_features else graph_features(graph_files)
-    lock = store.path("dashboards", f".{scan}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    features_dir = Path(graph_files_dir) / FEATURES_DIR
+    features_dir.mkdir(parents=True, exist_ok=True)
     # One stage per transcoder at a time in a home: another run's stage may be replacing the
     # folder this one reads, or publishing into the same pack (a run that waited here then
-    # finds its features computed).
-    with FileLock(str(lock)):
+    # finds its features computed). The lock lives beside the packs, as graph-metadata.json's
+    # beside it: the store holds stage folders only.
+    with FileLock(str(features_dir / f".{scan}.lock")):
         folder = store.find("dashboards", key)
         have = pack_features(folder) if folder is not None else set()
         if wanted is None:
@@ -158,7 +159,7 @@ def build_dashboards(
                 model, converted, scan, corpus, wanted, folder, key, store, config, progress
             )
             folder = store.path("dashboards", key)
-        published = publish_pack(folder, Path(graph_files_dir) / FEATURES_DIR / scan)
+        published = publish_pack(folder, features_dir / scan)
         n_features = len(pack_features(folder))
     return FeatureDashboards(
         key=key,
