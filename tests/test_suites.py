@@ -35,6 +35,21 @@ def test_a_wrong_type_names_file_line_and_field(tmp_path):
     assert f"{path}:5" in message and "parameters.max_feature_nodes" in message
 
 
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [("node_threshold: 0", "node_threshold"), ("desired_logit_prob: 1.5", "desired_logit_prob")],
+)
+def test_a_parameter_outside_its_limits_is_refused_where_it_is_written(tmp_path, line, field):
+    """A suite's overrides have the limits presets and runs have (tracerflow.parameters): a
+    threshold of 0 is refused at the suite's line, not later as a command-line flag."""
+    path = write(
+        tmp_path, f"name: n\ntranscoders: [toy-clt]\nprompts: [a]\nparameters:\n  {line}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_suite(path)
+    assert f"{path}:5" in str(raised.value) and f"parameters.{field}" in str(raised.value)
+
+
 def test_an_unknown_field_is_refused(tmp_path):
     path = write(tmp_path, "name: n\ntranscoders: [toy-clt]\nprompts: [a]\nprompt_file: x\n")
     with pytest.raises(ConfigError, match=r"suite.yaml:4: field 'prompt_file': Extra inputs"):

@@ -24,19 +24,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tracerflow.errors import ConfigError
+from tracerflow.parameters import AttributionParams, RunParameters, override_field
 from tracerflow.settings import get_settings
 
 
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_n_logits: int | None = Field(default=None, ge=1)
-    desired_logit_prob: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_feature_nodes: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
+    # Overrides of the preset's parameters, within the limits tracerflow.parameters states.
+    max_n_logits: int | None = override_field(AttributionParams, "max_n_logits")
+    desired_logit_prob: float | None = override_field(AttributionParams, "desired_logit_prob")
+    max_feature_nodes: int | None = override_field(AttributionParams, "max_feature_nodes")
+    batch_size: int | None = override_field(AttributionParams, "batch_size")
     offload: Literal["cpu", "disk"] | None = None
-    node_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    edge_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    node_threshold: float | None = override_field(RunParameters, "node_threshold")
+    edge_threshold: float | None = override_field(RunParameters, "edge_threshold")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     threads: int | None = Field(default=None, ge=1)  # torch's intra-op threads for attribution
 

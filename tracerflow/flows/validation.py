@@ -92,23 +92,16 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
 
 
 def _check_numbers(request: RunRequest) -> None:
-    at_least_one = {
-        "max_n_logits": request.max_n_logits,
-        "max_feature_nodes": request.max_feature_nodes,
-        "batch_size": request.batch_size,
-        "threads": request.threads,
-    }
-    for name, value in at_least_one.items():
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise UsageError(f"{_flag(name)} must be a whole number >= 1, got {value!r}")
-    fractions = {
-        "desired_logit_prob": request.desired_logit_prob,
-        "node_threshold": request.node_threshold,
-        "edge_threshold": request.edge_threshold,
-    }
-    for name, value in fractions.items():
-        if value is not None and not 0 < value <= 1:  # NaN fails this too
-            raise UsageError(f"{_flag(name)} must be in (0, 1], got {value!r}")
+    """Each number against the limits its parameter model states (``tracerflow.parameters``)."""
+    from tracerflow.parameters import NUMERIC_PARAMETERS, limits_text, within_limits
+
+    for name in NUMERIC_PARAMETERS:
+        value = getattr(request, name)
+        if value is not None and not within_limits(name, value):
+            raise UsageError(f"{_flag(name)} must be {limits_text(name)}, got {value!r}")
+    threads = request.threads  # a run setting, not a graph parameter: >= 1 like the setting's
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"{_flag('threads')} must be a whole number >= 1, got {threads!r}")
 
 
 def _flag(name: str) -> str:
