@@ -1,18 +1,10 @@
 """Check a run request before anything starts: prompts, sources, numbers, device and dtype.
 
-``validate_run_request`` is pure and cheap (no torch, no Prefect, no model weights), so the CLI
-calls it before it starts a Prefect server, and a typo costs a second instead of a temporary
-server, a traceback and a failed row in the database. The scoring flow calls it again at its top
-for runs that come from a deployment. A bad request raises ``UsageError`` (one line, exit 2).
-
-What is checked here and what is left to the run itself:
-- prompts: empty, or longer than the model takes. ``toy-gpt2`` is counted exactly with its shipped
-  tokenizer (n_ctx 64, BOS included); other models are bounded by ``MAX_PROMPT_CHARS`` only, and
-  the attribute stage still checks the exact token count once the model is loaded.
-- sources: a preset name, an existing checkpoint folder (``config.yaml`` and
-  ``checkpoint.safetensors`` with a readable header; the convert stage reads it in full), or a
-  Hugging Face repo id by its pattern (whether it exists is the download stage's question).
-- numbers, ``offload``, ``dtype`` and ``device`` (``cuda`` only where CUDA is usable).
+Pure and cheap (no torch, no Prefect, no weights), so the CLI runs it before it starts a Prefect
+server and a typo costs a second, not a temporary server and a failed row; the scoring flow runs
+it again for runs that come from a deployment. A bad request raises ``UsageError`` (one line,
+exit 2). What the run itself still checks (exact token counts of real models, whether a Hub repo
+exists) is said at each check below.
 """
 
 from __future__ import annotations
@@ -129,7 +121,9 @@ def check_preset(name: str) -> None:
 
 
 def check_source(source: str) -> None:
-    """A preset, a checkpoint folder, or ``owner/name[@revision]``; ``UsageError`` otherwise."""
+    """A preset, a checkpoint folder (``config.yaml`` and ``checkpoint.safetensors`` with a readable
+    header; the convert stage reads it in full), or ``owner/name[@revision]`` by its pattern
+    (whether the repo exists is the download stage's question); ``UsageError`` otherwise."""
     from tracerflow.presets import find_preset, list_presets
 
     if find_preset(source) is not None:
@@ -182,7 +176,9 @@ def check_checkpoint_folder(folder: Path, source: str) -> None:
 
 
 def check_prompt(prompt: str, model: str, index: int) -> None:
-    """Not empty, and short enough for ``model`` (see the module docstring)."""
+    """Not empty, and short enough for ``model``: ``toy-gpt2`` is counted exactly with its shipped
+    tokenizer (n_ctx 64, BOS included); other models are bounded by ``MAX_PROMPT_CHARS`` here and
+    by their exact token count in the attribute stage, once the model is loaded."""
     from tracerflow import toy
 
     where = f"prompt {index}"
