@@ -191,7 +191,7 @@ def _upsert(table: str, key: str, row: dict[str, object]) -> str:
 
 
 def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
-    params = transcoder.activation_params
+    params = transcoder.activation_params or {}
     k = params.get("k")
     threshold_mean = params.get("threshold_mean")
     return {
@@ -206,7 +206,7 @@ def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
         "d_features": transcoder.d_features,
         "activation": transcoder.activation,
         "activation_params_json": (
-            canonical_json(params) if transcoder.activation is not None else None
+            canonical_json(params) if transcoder.activation_params is not None else None
         ),
         "k": int(k) if k is not None else None,
         "threshold_mean": float(threshold_mean) if threshold_mean is not None else None,

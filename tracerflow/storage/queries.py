@@ -378,4 +378,5 @@ def latest_transcoder(db_path: Path | str, source: str) -> TranscoderInfo | None
     if row is None:
         return None
     *fields, activation_params_json = row
-    return TranscoderInfo(*fields, activation_params=json.loads(activation_params_json or "{}"))
+    params = json.loads(activation_params_json) if activation_params_json is not None else None
+    return TranscoderInfo(*fields, activation_params=params)
