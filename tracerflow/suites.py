@@ -8,9 +8,12 @@
     parameters: {max_feature_nodes: 512, node_threshold: 0.8}
     regression_margin: 0.02                   # a drop larger than this is a regression
     task_runner: {kind: dask, workers: 2}     # optional fan-out
+    eval_corpus: held-out.txt                 # optional: the evaluate stage's tokens (a file
+    eval_tokens: 4096                         # in the suite's folder) and their cap
 
-Validation errors name the file, the line and the field. ``prompts_file`` must stay inside the
-suite file's folder unless the person running tracerflow sets ``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``.
+Validation errors name the file, the line and the field. ``prompts_file`` and ``eval_corpus``
+must stay inside the suite file's folder unless the person running tracerflow sets
+``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``.
 Shipped suites (``tracerflow/suites/``) can be named without a path (``toy-nightly``).
 """
 
@@ -63,6 +66,8 @@ class Suite(BaseModel):
     parameters: Parameters = Field(default_factory=Parameters)
     regression_margin: float = Field(default=0.02, ge=0.0)
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
+    eval_corpus: str | None = None  # the evaluate stage's corpus (None: the preset's, prompts)
+    eval_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _needs_prompts(self) -> Suite:
@@ -77,6 +82,7 @@ class LoadedSuite(BaseModel):
     suite: Suite
     path: str
     prompts: list[str]
+    eval_corpus: str | None = None  # the suite's eval_corpus, resolved
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -170,7 +176,16 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
         if not prompts_path.is_file():
             raise ConfigError(f"{where}: {prompts_path} does not exist")
         prompts += read_prompts_file(prompts_path)
-    return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts)
+    eval_corpus = None
+    if suite.eval_corpus:
+        where = f"{path}:{_line_of(text, ('eval_corpus',))}: field 'eval_corpus'"
+        corpus_path = resolve_suite_path(path, suite.eval_corpus, allow_outside_paths, where)
+        if not corpus_path.is_file():
+            raise ConfigError(f"{where}: {corpus_path} does not exist")
+        eval_corpus = str(corpus_path)
+    return LoadedSuite(
+        suite=suite, path=str(path.resolve()), prompts=prompts, eval_corpus=eval_corpus
+    )
 
 
 def _line_of(text: str, location: tuple[Any, ...]) -> int | None:

@@ -53,6 +53,8 @@ class RunRequest:
     dtype: str = "float32"
     threads: int | None = None
     device: str | None = None
+    eval_corpus: str | None = None  # the evaluate stage's corpus file (None: preset's, prompts)
+    eval_tokens: int | None = None  # cap on the evaluation tokens
 
 
 def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
@@ -73,6 +75,8 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     if request.dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {request.dtype!r}")
     check_device(request.device)
+    if request.eval_corpus is not None:
+        check_eval_corpus(request.eval_corpus)
     if not check_items:
         return
     for source in request.transcoders:
@@ -91,9 +95,11 @@ def _check_numbers(request: RunRequest) -> None:
         value = getattr(request, name)
         if value is not None and not within_limits(name, value):
             raise UsageError(f"{_flag(name)} must be {limits_text(name)}, got {value!r}")
-    threads = request.threads  # a run setting, not a graph parameter: >= 1 like the setting's
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise UsageError(f"{_flag('threads')} must be a whole number >= 1, got {threads!r}")
+    # Run settings, not graph parameters: whole numbers >= 1 (threads like the setting's).
+    for name in ("threads", "eval_tokens"):
+        value = getattr(request, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"{_flag(name)} must be a whole number >= 1, got {value!r}")
 
 
 def _flag(name: str) -> str:
@@ -213,6 +219,39 @@ def toy_token_count(prompt: str) -> int:
     return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
 
 
+def check_eval_corpus(path_text: str) -> None:
+    """An evaluation corpus file that exists and reads as UTF-8 text; a ``.jsonl`` file's first
+    record must hold a string ``"text"`` (each later line is checked as the stage reads it)."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{path}: evaluation corpus file does not exist")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the evaluation corpus ({error.strerror})") from None
+    if b"\0" in head:
+        raise UsageError(f"{path}: not a text file (it holds NUL bytes)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not merely a character cut at the 1 MiB boundary
+            raise UsageError(
+                f"{path}: not UTF-8 text (byte {error.start} cannot be decoded)"
+            ) from None
+        text = head[: error.start].decode("utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"{path}: the evaluation corpus holds no text")
+    if path.suffix.lower() == ".jsonl":
+        try:
+            record = json.loads(lines[0])
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path}: its first record is not JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{path}: expected JSON objects with a string 'text' field a line")
+
+
 def check_device(device: str | None) -> None:
     """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device only where CUDA is usable."""
     if device is None:
@@ -281,6 +320,8 @@ def suite_request(loaded: LoadedSuite) -> RunRequest:
         edge_threshold=parameters.edge_threshold,
         dtype=parameters.dtype,
         threads=parameters.threads,
+        eval_corpus=loaded.eval_corpus,
+        eval_tokens=loaded.suite.eval_tokens,
     )
 
 

@@ -59,7 +59,7 @@ HISTORY_COLUMNS = (
     "model_name", "prompt", "params_hash", "status", "replacement_score",
     "previous_replacement_score", "replacement_change", "completeness_score",
     "previous_completeness_score", "completeness_change", "pruned_replacement_score",
-    "pruned_completeness_score", "error",
+    "pruned_completeness_score", "error", "run_started_at",
 )  # fmt: skip
 
 
