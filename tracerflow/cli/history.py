@@ -83,7 +83,13 @@ def history_command(
             typer.echo(
                 rows_text(
                     METRICS_TABLE_COLUMNS,
-                    [[r[c] for c in METRICS_TABLE_COLUMNS] for r in quality],
+                    [
+                        [
+                            Path(r[c]).name if c == "corpus_name" else r[c]
+                            for c in METRICS_TABLE_COLUMNS
+                        ]
+                        for r in quality
+                    ],
                     "table",
                 )
             )
@@ -182,7 +188,7 @@ def _metrics_text(pair: MetricsPair) -> str:
             else "-"
         )
         rows.append([name, pair.a[name], pair.b[name], pair.difference[name], ci])
-    table = rows_text(("metric", "a", "b", "b_minus_a", "95% CI (per token)"), rows, "table")
+    table = rows_text(("metric", "a", "b", "difference", "95% CI (per token)"), rows, "table")
     return header + "\n" + table + (f"\nnote: {pair.note}" if pair.note else "")
 
 

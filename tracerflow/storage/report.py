@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -69,6 +69,12 @@ def history_png(rows: list[dict[str, Any]]) -> bytes:
     axes[-1].set_xlabel("run started at (UTC)")
     axes[-1].xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=8))
     axes[-1].xaxis.set_major_formatter(DateFormatter("%Y-%m-%d %H:%M"))
+    times = {
+        at for series in _per_run_means(rows, SCORES_PLOTTED[0][0]).values() for at, _ in series
+    }
+    if len(times) == 1:  # one run: an hour either side, not years of empty axis
+        (only,) = times
+        axes[-1].set_xlim(only - timedelta(hours=1), only + timedelta(hours=1))
     figure.autofmt_xdate()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
