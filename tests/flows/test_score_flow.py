@@ -170,7 +170,7 @@ def test_second_run_executes_no_stage_and_rewrites_no_file(home):
 
     assert second.is_completed(), second.message
     states = task_states(run_id)
-    for stage in ("download", "convert", "attribute", "score", "export"):
+    for stage in ("download", "convert", "attribute", "score", "export", "evaluate"):
         assert states[stage] and set(states[stage]) == {"Cached"}, (stage, states[stage])
     assert artifact_files(home) == files_before
 

@@ -3,8 +3,8 @@
 Which tokens (the first that is given): ``--eval-corpus`` (or the suite's ``eval_corpus``), the
 preset's ``eval_corpus``, the run's prompts; ``--eval-tokens`` caps them. The evaluate task
 waits for the transcoder's attribute, score and export futures (failed or not) so that it never
-hooks the shared model while attribution uses it. A failed evaluation is logged and leaves the
-transcoder without metrics rows; its scores are recorded all the same.
+hooks the shared model while attribution uses it. A failed evaluation leaves the transcoder
+without metrics rows; its scores are recorded all the same, then the run ends Failed naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import allow_failure
 
+from tracerflow.errors import TracerflowError
 from tracerflow.flows.validation import RunRequest
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.records import ModelInfo, TranscoderInfo
@@ -25,6 +26,10 @@ from tracerflow.tasks.evaluate import EvaluatedTranscoder, EvaluationCorpus, eva
 
 if TYPE_CHECKING:
     from tracerflow.flows.score import RunContext, ScoreItem
+
+
+class EvaluationError(TracerflowError):
+    """A transcoder's quality metrics could not be computed (its scores are recorded)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,26 @@ def submit_evaluations(
     return evaluations
 
 
-def metrics_records(evaluations: Sequence[TranscoderEvaluation]) -> list[MetricsRecord]:
-    """The metrics of each evaluation that succeeded; a failed one is logged and skipped."""
-    records = []
+@dataclass(frozen=True)
+class EvaluationOutcomes:
+    """The metrics of each evaluation that succeeded, and the error of each that failed."""
+
+    records: list[MetricsRecord]
+    failures: list[tuple[str, BaseException]]
+
+    def raise_if_any_failed(self) -> None:
+        """End the run Failed, naming the first failed evaluation (the rest is recorded)."""
+        if self.failures:
+            source, error = self.failures[0]
+            raise EvaluationError(
+                f"{len(self.failures)} transcoder evaluation(s) failed; the scores were recorded. "
+                f"First: {source}: {error}"
+            )
+
+
+def collect_evaluations(evaluations: Sequence[TranscoderEvaluation]) -> EvaluationOutcomes:
+    """Wait for every evaluation; a failed one is logged and left out of the records."""
+    records, failures = [], []
     for evaluation in evaluations:
         try:
             result: EvaluatedTranscoder = evaluation.future.result()
@@ -91,9 +113,10 @@ def metrics_records(evaluations: Sequence[TranscoderEvaluation]) -> list[Metrics
                 evaluation.source,
                 error,
             )
+            failures.append((evaluation.source, error))
             continue
         records.append(metrics_record(evaluation, result))
-    return records
+    return EvaluationOutcomes(records, failures)
 
 
 def metrics_record(evaluation: TranscoderEvaluation, result: EvaluatedTranscoder) -> MetricsRecord:

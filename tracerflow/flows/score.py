@@ -26,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import tracerflow
 from tracerflow.attribution import default_threads
 from tracerflow.errors import AttributionError, ConfigError, RunNotRecordedError, StorageError
-from tracerflow.flows.evaluation import metrics_records, submit_evaluations
+from tracerflow.flows.evaluation import collect_evaluations, submit_evaluations
 from tracerflow.flows.report import publish
 from tracerflow.flows.validation import (
     RunRequest,
@@ -99,10 +99,11 @@ def score_flow(
     items = [item for source in transcoders for item in submit_transcoder(run, source, request)]
     evaluations = submit_evaluations(run, request, items)
     records = [score_record(item, outcome_of(item), run.threads) for item in items]
-    metrics = metrics_records(evaluations)
-    rows = record_run(run, records, metrics)
-    warn_of_regressions(run, rows, regression_margin, metrics)
+    evaluated = collect_evaluations(evaluations)
+    rows = record_run(run, records, evaluated.records)
+    warn_of_regressions(run, rows, regression_margin, evaluated.records)
     raise_if_any_failed(run, records)
+    evaluated.raise_if_any_failed()
     return rows
 
 

@@ -47,7 +47,15 @@ def _per_run_means(
 
 
 def history_png(rows: list[dict[str, Any]]) -> bytes:
-    """A PNG, one panel a score, one line per transcoder and suite: its mean per run over time."""
+    """A PNG of ``history_figure``."""
+    buffer = io.BytesIO()
+    history_figure(rows).savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def history_figure(rows: list[dict[str, Any]]) -> Any:
+    """A matplotlib ``Figure``, one panel a score, one line per transcoder and suite: its mean
+    per run over time."""
     if not any(row["status"] == "ok" for row in rows):
         raise StorageError("no successful scores to plot; widen --transcoder / --since")
     # The object API, not pyplot: no global backend, no display, safe inside a flow worker.
@@ -76,9 +84,7 @@ def history_png(rows: list[dict[str, Any]]) -> bytes:
         (only,) = times
         axes[-1].set_xlim(only - timedelta(hours=1), only + timedelta(hours=1))
     figure.autofmt_xdate()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure
 
 
 def metrics_figure(rows: list[dict[str, Any]]) -> Any:
