@@ -71,3 +71,30 @@ def test_a_missing_prompts_file_is_named(tmp_path):
 def test_an_unknown_suite_lists_the_builtin_ones():
     with pytest.raises(ConfigError, match="toy-nightly"):
         load_suite("nightly-typo")
+
+
+def test_a_suite_s_eval_corpus_is_resolved_in_its_folder_and_reaches_the_run(tmp_path):
+    from tracerflow.flows.validation import suite_request
+
+    (tmp_path / "held-out.txt").write_text("Alice and Bob went to the park\n")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: s\ntranscoders: [toy-clt]\nprompts: [x]\neval_corpus: held-out.txt\neval_tokens: 9\n"
+    )
+    request = suite_request(load_suite(suite))
+    assert request.eval_corpus == str((tmp_path / "held-out.txt").resolve())
+    assert request.eval_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("missing.txt", "does not exist"), ("../outside.txt", "leads outside the suite file")],
+)
+def test_a_bad_eval_corpus_names_the_suite_file_line_and_field(tmp_path, value, message):
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (tmp_path / "outside.txt").write_text("text\n")
+    suite = folder / "suite.yaml"
+    suite.write_text(f"name: s\ntranscoders: [toy-clt]\nprompts: [x]\neval_corpus: {value}\n")
+    with pytest.raises(ConfigError, match=rf"suite.yaml:4: field 'eval_corpus': .*{message}"):
+        load_suite(suite, allow_outside_paths=False)
