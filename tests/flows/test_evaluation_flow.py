@@ -6,23 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-from tests.flows.test_score_flow import PROMPTS, db_rows, run_flow, task_states
+from tests.flows.test_score_flow import PROMPTS, db_rows, run_flow, task_runs, task_states
 from tracerflow import toy
 
 
 def task_times(flow_run_id) -> dict[str, list[tuple]]:
     """Task name -> (start, end) of each of its runs in one flow run."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    times: dict[str, list[tuple]] = {}
-    for run in runs:
-        times.setdefault(run.name.rsplit("-", 1)[0], []).append((run.start_time, run.end_time))
-    return times
+    return {
+        name: [(run.start_time, run.end_time) for run in runs]
+        for name, runs in task_runs(flow_run_id).items()
+    }
 
 
 def test_each_transcoder_is_evaluated_once_after_its_prompts_and_recorded_with_the_run(home):
