@@ -10,10 +10,16 @@ peak RSS; at the GPT-2 shape also the time on the 22 prompts of the ``gpt2-16k-n
 (the stage's default tokens there); then the toy CLT's metrics. Each evaluation makes three
 forward passes (original, replacement, MLPs zeroed) and encodes every layer twice.
 
+``--nightly-share`` also runs the ``toy-nightly`` suite end to end (its flow, in a fresh
+TRACERFLOW_HOME, on a temporary Prefect server, nothing cached) and prints the ``evaluate``
+stage's share of the flow's wall time: the sum of its task runs' durations (Prefect's records)
+over the flow run's.
+
     python benchmarks/evaluate.py                          # toy + GPT-2 shape (CLT)
     python benchmarks/evaluate.py --gpt2-kinds clt,plt --tokens 4096
     python benchmarks/evaluate.py --gpt2-kinds ""          # toy only
     python benchmarks/evaluate.py --device cuda
+    python benchmarks/evaluate.py --toy-kinds "" --gpt2-kinds "" --nightly-share
 
 Random transcoder files are cached under ``--workdir`` (the 16k-feature CLT is 4.4 GB on disk).
 """
@@ -48,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="toy runs per preset (median)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--nightly-share", action="store_true", help="time the toy-nightly suite")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tracerflow-bench-evaluate"
     )
@@ -159,6 +166,46 @@ def print_metrics(name: str, metrics: Any) -> None:
     )
 
 
+def bench_nightly_share(workdir: Path) -> None:
+    """The evaluate stage's share of the toy-nightly suite's flow run, nothing cached."""
+    home = Path(tempfile.mkdtemp(prefix="nightly-", dir=workdir))
+    os.environ["TRACERFLOW_HOME"] = str(home)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tracerflow.flows.temporary_server import prefect_api
+    from tracerflow.settings import get_settings
+    from tracerflow.storage.database import reading
+
+    with prefect_api():
+        from tracerflow.flows.suite import suite_flow
+
+        started = time.perf_counter()
+        state = suite_flow("toy-nightly", return_state=True)
+        wall = time.perf_counter() - started
+        if not state.is_completed():
+            raise SystemExit(f"toy-nightly did not complete: {state.message}")
+        with reading(get_settings().database_path) as con:
+            ((flow_run_id,),) = con.execute("SELECT flow_run_id FROM runs").fetchall()
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            flow_run = client.read_flow_run(flow_run_id)
+    seconds = {"evaluate": 0.0, "attribute": 0.0}
+    for run in task_runs:
+        stage = run.name.rsplit("-", 1)[0]
+        if stage in seconds and run.start_time and run.end_time:
+            seconds[stage] += (run.end_time - run.start_time).total_seconds()
+    flow_seconds = (flow_run.end_time - flow_run.start_time).total_seconds()
+    print(
+        f"\ntoy-nightly end to end (fresh home): suite flow {wall:.1f} s, score flow "
+        f"{flow_seconds:.1f} s; evaluate {seconds['evaluate']:.1f} s = "
+        f"{seconds['evaluate'] / flow_seconds:.1%} of the score flow "
+        f"(attribute {seconds['attribute']:.1f} s = {seconds['attribute'] / flow_seconds:.1%})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads is not None:
@@ -174,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_gpt2(args, kind)
     if shown is not None:
         print_metrics(*shown)
+    if args.nightly_share:
+        bench_nightly_share(args.workdir)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,21 @@ def test_a_wrong_type_names_file_line_and_field(tmp_path):
     assert f"{path}:5" in message and "parameters.max_feature_nodes" in message
 
 
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [("node_threshold: 0", "node_threshold"), ("desired_logit_prob: 1.5", "desired_logit_prob")],
+)
+def test_a_parameter_outside_its_limits_is_refused_where_it_is_written(tmp_path, line, field):
+    """A suite's overrides have the limits presets and runs have (tracerflow.parameters): a
+    threshold of 0 is refused at the suite's line, not later as a command-line flag."""
+    path = write(
+        tmp_path, f"name: n\ntranscoders: [toy-clt]\nprompts: [a]\nparameters:\n  {line}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_suite(path)
+    assert f"{path}:5" in str(raised.value) and f"parameters.{field}" in str(raised.value)
+
+
 def test_an_unknown_field_is_refused(tmp_path):
     path = write(tmp_path, "name: n\ntranscoders: [toy-clt]\nprompts: [a]\nprompt_file: x\n")
     with pytest.raises(ConfigError, match=r"suite.yaml:4: field 'prompt_file': Extra inputs"):
@@ -67,3 +82,30 @@ def test_a_suite_corpus_is_read_from_the_suite_folder_only(tmp_path):
         ConfigError, match=r"suite.yaml:4: field 'corpus': \.\./c\.txt leads outside"
     ):
         load_suite(outside, allow_outside_paths=False)
+
+
+def test_a_suite_s_eval_corpus_is_resolved_in_its_folder_and_reaches_the_run(tmp_path):
+    from tracerflow.flows.validation import suite_request
+
+    (tmp_path / "held-out.txt").write_text("Alice and Bob went to the park\n")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: s\ntranscoders: [toy-clt]\nprompts: [x]\neval_corpus: held-out.txt\neval_tokens: 9\n"
+    )
+    request = suite_request(load_suite(suite))
+    assert request.eval_corpus == str((tmp_path / "held-out.txt").resolve())
+    assert request.eval_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("missing.txt", "does not exist"), ("../outside.txt", "leads outside the suite file")],
+)
+def test_a_bad_eval_corpus_names_the_suite_file_line_and_field(tmp_path, value, message):
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (tmp_path / "outside.txt").write_text("text\n")
+    suite = folder / "suite.yaml"
+    suite.write_text(f"name: s\ntranscoders: [toy-clt]\nprompts: [x]\neval_corpus: {value}\n")
+    with pytest.raises(ConfigError, match=rf"suite.yaml:4: field 'eval_corpus': .*{message}"):
+        load_suite(suite, allow_outside_paths=False)

@@ -9,16 +9,18 @@ so presets and the run-request checks import it cheaply.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from tracerflow.errors import ConfigError
 
@@ -74,3 +76,52 @@ def parameter_field(model: type[BaseModel], name: str) -> Any:
     """``model``'s field ``name`` (default and limits), for a model that carries the same
     parameter under the same name (a preset's defaults), so its limits are stated once."""
     return model.model_fields[name]
+
+
+def override_field(model: type[BaseModel], name: str) -> Any:
+    """``model``'s field ``name`` with its limits but default None: an optional override of the
+    parameter (a suite's ``parameters:``), checked against the same limits."""
+    return FieldInfo.merge_field_infos(model.model_fields[name], default=None)
+
+
+# Every number a run can override, with the model that states its limits.
+NUMERIC_PARAMETERS: dict[str, type[BaseModel]] = {
+    "max_n_logits": AttributionParams,
+    "desired_logit_prob": AttributionParams,
+    "max_feature_nodes": AttributionParams,
+    "batch_size": AttributionParams,
+    "node_threshold": RunParameters,
+    "edge_threshold": RunParameters,
+}
+
+
+def limits_text(name: str) -> str:
+    """The limits of parameter ``name`` as a user reads them: ``a whole number >= 1`` or
+    ``in (0, 1]``."""
+    field = NUMERIC_PARAMETERS[name].model_fields[name]
+    bounds = {
+        kind: getattr(meta, kind)
+        for meta in field.metadata
+        for kind in _BOUNDS
+        if hasattr(meta, kind)
+    }
+    if "le" not in bounds and "lt" not in bounds:
+        return f"a whole number >= {bounds['ge']}"
+    low = f"({bounds['gt']}" if "gt" in bounds else f"[{bounds['ge']}"
+    high = f"{bounds['le']}]" if "le" in bounds else f"{bounds['lt']})"
+    return f"in {low}, {high}"
+
+
+def within_limits(name: str, value: object) -> bool:
+    """Whether ``value`` is a valid ``name`` by the limits its model states."""
+    model = NUMERIC_PARAMETERS[name]
+    field = model.model_fields[name]
+    try:
+        annotated = Annotated[field.annotation, *field.metadata]  # type: ignore[valid-type]
+        TypeAdapter(annotated).validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+_BOUNDS = ("gt", "ge", "lt", "le")

@@ -8,9 +8,13 @@
     parameters: {max_feature_nodes: 512, node_threshold: 0.8}
     regression_margin: 0.02                   # a drop larger than this is a regression
     task_runner: {kind: dask, workers: 2}     # optional fan-out
+    eval_corpus: held-out.txt                 # optional: the evaluate stage's tokens (a file
+    eval_tokens: 4096                         # in the suite's folder) and their cap
+    corpus: grammar.jsonl                     # optional: the feature dashboards' corpus
 
-Validation errors name the file, the line and the field. ``prompts_file`` must stay inside the
-suite file's folder unless the person running tracerflow sets ``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``.
+Validation errors name the file, the line and the field. ``prompts_file``, ``eval_corpus`` and
+``corpus`` must stay inside the suite file's folder unless the person running tracerflow sets
+``TRACERFLOW_ALLOW_OUTSIDE_PATHS=1``.
 Shipped suites (``tracerflow/suites/``) can be named without a path (``toy-nightly``).
 """
 
@@ -24,19 +28,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tracerflow.errors import ConfigError
+from tracerflow.parameters import AttributionParams, RunParameters, override_field
 from tracerflow.settings import get_settings
 
 
 class Parameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_n_logits: int | None = Field(default=None, ge=1)
-    desired_logit_prob: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_feature_nodes: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
+    # Overrides of the preset's parameters, within the limits tracerflow.parameters states.
+    max_n_logits: int | None = override_field(AttributionParams, "max_n_logits")
+    desired_logit_prob: float | None = override_field(AttributionParams, "desired_logit_prob")
+    max_feature_nodes: int | None = override_field(AttributionParams, "max_feature_nodes")
+    batch_size: int | None = override_field(AttributionParams, "batch_size")
     offload: Literal["cpu", "disk"] | None = None
-    node_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    edge_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    node_threshold: float | None = override_field(RunParameters, "node_threshold")
+    edge_threshold: float | None = override_field(RunParameters, "edge_threshold")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     threads: int | None = Field(default=None, ge=1)  # torch's intra-op threads for attribution
 
@@ -62,6 +68,8 @@ class Suite(BaseModel):
     parameters: Parameters = Field(default_factory=Parameters)
     regression_margin: float = Field(default=0.02, ge=0.0)
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
+    eval_corpus: str | None = None  # the evaluate stage's corpus (None: the preset's, prompts)
+    eval_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _needs_prompts(self) -> Suite:
@@ -77,6 +85,7 @@ class LoadedSuite(BaseModel):
     path: str
     prompts: list[str]
     corpus: str | None = None  # ``suite.corpus`` resolved (checked with the run request)
+    eval_corpus: str | None = None  # the suite's eval_corpus, resolved
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -170,14 +179,29 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
         if not prompts_path.is_file():
             raise ConfigError(f"{where}: {prompts_path} does not exist")
         prompts += read_prompts_file(prompts_path)
-    corpus = None
-    if suite.corpus:
-        where = f"{path}:{_line_of(text, ('corpus',))}: field 'corpus'"
-        corpus_path = resolve_suite_path(path, suite.corpus, allow_outside_paths, where)
-        if not corpus_path.is_file():
-            raise ConfigError(f"{where}: {corpus_path} does not exist")
-        corpus = str(corpus_path)
-    return LoadedSuite(suite=suite, path=str(path.resolve()), prompts=prompts, corpus=corpus)
+    corpus = _suite_file(path, text, "corpus", suite.corpus, allow_outside_paths)
+    eval_corpus = _suite_file(path, text, "eval_corpus", suite.eval_corpus, allow_outside_paths)
+    return LoadedSuite(
+        suite=suite,
+        path=str(path.resolve()),
+        prompts=prompts,
+        corpus=corpus,
+        eval_corpus=eval_corpus,
+    )
+
+
+def _suite_file(
+    path: Path, text: str, field: str, value: str | None, allow_outside_paths: bool
+) -> str | None:
+    """A file a suite names in ``field`` (``corpus``, ``eval_corpus``), resolved in the suite's
+    folder; ``ConfigError`` with the file, line and field when it is outside or missing."""
+    if not value:
+        return None
+    where = f"{path}:{_line_of(text, (field,))}: field '{field}'"
+    resolved = resolve_suite_path(path, value, allow_outside_paths, where)
+    if not resolved.is_file():
+        raise ConfigError(f"{where}: {resolved} does not exist")
+    return str(resolved)
 
 
 def _line_of(text: str, location: tuple[Any, ...]) -> int | None:

@@ -57,8 +57,11 @@ def test_real_preset_scores_offline_from_the_hub_cache(
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    table = [line for line in result.stdout.splitlines() if line.startswith(f"{preset} ")]
+    scores, metrics = result.stdout.split("transcoder quality")  # the metrics follow the scores
+    table = [line for line in scores.splitlines() if line.startswith(f"{preset} ")]
     assert len(table) == 1 and table[0].rstrip().endswith("ok"), result.stdout
+    (quality,) = [line for line in metrics.splitlines() if line.startswith(f"{preset} ")]
+    assert quality.split()[1] == "prompts"  # no held-out corpus in the preset: the prompts
     with duckdb.connect(str(home / "scores.duckdb"), read_only=True) as con:
         cursor = con.execute(
             "SELECT s.status, t.revision, t.commit_sha, t.kind, t.n_layers, t.d_model, "

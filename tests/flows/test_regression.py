@@ -174,3 +174,16 @@ def test_the_summary_says_what_was_left_out_of_the_comparison() -> None:
         in (markdown)
     )
     assert "Compared with the previous run `yesterday`" in markdown
+
+
+def test_the_summary_lists_each_evaluated_transcoder_s_metrics() -> None:
+    from tests.storage.test_transcoder_metrics import metrics_record
+    from tracerflow.flows.report import METRICS_COLUMNS, metrics_markdown, metrics_row
+
+    row = metrics_row(metrics_record("toy-clt", fvu=0.1, kl=0.05))
+    markdown = metrics_markdown([row])
+
+    assert list(row) == METRICS_COLUMNS
+    assert row["corpus"] == "held-out.txt" and row["fvu"] == pytest.approx(0.15)
+    assert "| toy-clt | held-out.txt | 40 | 0.1500 | 32.0000 |" in markdown
+    assert metrics_markdown([]) == ""

@@ -26,16 +26,21 @@ from tracerflow.tasks.score import score_graph
 PROMPTS = ["Mary and John went to the store, John gave a drink to", "The cat sat on the"]
 
 
-def task_states(flow_run_id) -> dict[str, list[str]]:
-    """Task name -> state names of one flow run, read back from the Prefect API."""
+def task_runs(flow_run_id) -> dict[str, list]:
+    """Task name -> its task runs in one flow run, read back from the Prefect API."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-    states: dict[str, list[str]] = {}
+    by_name: dict[str, list] = {}
     for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
+        by_name.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return by_name
+
+
+def task_states(flow_run_id) -> dict[str, list[str]]:
+    """Task name -> state names of one flow run."""
+    return {name: [run.state.name for run in runs] for name, runs in task_runs(flow_run_id).items()}
 
 
 def run_flow(transcoders, prompts, **kwargs):
@@ -170,7 +175,8 @@ def test_second_run_executes_no_stage_and_rewrites_no_file(home):
 
     assert second.is_completed(), second.message
     states = task_states(run_id)
-    for stage in ("download", "convert", "attribute", "score", "export", "dashboards"):
+    stages = ("download", "convert", "attribute", "score", "export", "evaluate", "dashboards")
+    for stage in stages:
         assert states[stage] and set(states[stage]) == {"Cached"}, (stage, states[stage])
     assert artifact_files(home) == files_before
 

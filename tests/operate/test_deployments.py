@@ -169,19 +169,25 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     suite = load_suite("toy-nightly")
     assert len(table) == len(suite.suite.transcoders) * len(suite.prompts)
     assert {row["status"] for row in table} == {"ok"}
-    # One attribution progress per graph, one dashboards progress (keyed) per transcoder.
+    # One attribution progress per graph and one evaluate progress per transcoder (unkeyed), one
+    # dashboards progress (keyed) per transcoder.
     progress = [a for a in artifacts if a["type"] == "progress" and not a["key"]]
-    assert len(progress) == len(table) and all(a["data"] == 100.0 for a in progress)
+    n_evaluations = len(suite.suite.transcoders)  # one evaluate task per transcoder
+    assert len(progress) == len(table) + n_evaluations
+    assert all(a["data"] == 100.0 for a in progress)
     dashboards = [a for a in artifacts if a["type"] == "progress" and a["key"]]
     assert len(dashboards) == len(suite.suite.transcoders)
     assert all(a["key"].startswith("dashboards-tracerflow-") for a in dashboards)
     assert all(a["data"] == 100.0 for a in dashboards)
+    quality = json.loads(by_key["transcoder-metrics"]["data"])
+    assert sorted(row["transcoder"] for row in quality) == sorted(suite.suite.transcoders)
     # Prefect stores a link artifact as markdown "[text](url)": one per graph, to the viewer.
     links = [a["data"] for a in artifacts if a["type"] == "markdown" and not a["key"]]
     assert len(links) == len(table)
     assert all("](http://127.0.0.1:8041/graph.html?slug=" in link for link in links)
     summary = by_key["summary"]["data"]
     assert "**Regression:** `toy-clt`" in summary
+    assert "## Transcoder quality" in summary and "| toy-clt | eval-corpus.txt | 4103 |" in summary
 
     # The server persists events asynchronously: poll briefly for them.
     expected = set(load_suite("toy-nightly").suite.transcoders)

@@ -123,7 +123,7 @@ CASES: dict[str, tuple[object, str]] = {
     "no transcoder": (["--prompt", "x"], "give at least one --transcoder or a --preset"),
     "suite with threshold 0": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{node_threshold: 0}"))],
-        "--node-threshold (node_threshold) must be in (0, 1], got 0.0",
+        "bad-suite.yaml:4: field 'parameters.node_threshold': Input should be greater than 0",
     ),
     "suite with an empty prompt": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}", prompts='[""]'))],

@@ -12,6 +12,7 @@ import pytest
 from tracerflow.errors import StorageError
 from tracerflow.storage import compare, graph_index, history, previous_suite_run_scores
 from tracerflow.storage.queries import latest_transcoder, scores_of_run
+from tracerflow.storage.records import TranscoderInfo
 from tracerflow.storage.stats import t975
 
 from .builders import (
@@ -159,6 +160,15 @@ def test_the_latest_transcoder_of_a_source_is_the_one_of_its_newest_score(db_pat
     assert latest_transcoder(db_path, OLD_CLT) == tuesday
     assert latest_transcoder(db_path, PLT) is None
     assert latest_transcoder(db_path.with_name("absent.duckdb"), OLD_CLT) is None
+
+
+def test_a_transcoder_recorded_with_unknown_facts_reads_back_with_them_none(db_path: Path) -> None:
+    """A source that failed before conversion is recorded with every unknown fact None, and
+    reads back so (never ``{}`` or 0 for what was not known)."""
+    unknown = TranscoderInfo(OLD_CLT, None, None, None, None, None, None, None, None)
+    record_run(db_path, run_info("r"), [score(unknown, IOI_PROMPTS[0], 0.7, 0.9)])
+    assert latest_transcoder(db_path, OLD_CLT) == unknown
+    assert unknown.activation_params is None
 
 
 def test_scores_of_run_reads_back_one_runs_rows_as_run_prints_them(populated_db: Path) -> None:

@@ -70,3 +70,85 @@ def test_the_html_report_renders_offline_in_headless_chromium(
     assert table_rows > 10
     assert all(url.startswith(("file://", "data:")) for url in requested)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _history_rows() -> list[dict[str, object]]:
+    """Two runs of one suite; within each, the transcoders' scores recorded minutes apart."""
+    from datetime import UTC, datetime, timedelta
+
+    rows = []
+    for run, started in (("run-1", datetime(2025, 6, 1, 2, 0, tzinfo=UTC)),
+                         ("run-2", datetime(2025, 6, 2, 2, 0, tzinfo=UTC))):  # fmt: skip
+        for offset, source in enumerate(("toy-clt", "toy-plt")):
+            rows.append(
+                {
+                    "flow_run_id": run,
+                    "run_started_at": started,
+                    "created_at": started + timedelta(minutes=7 * (offset + 1)),
+                    "transcoder_source": source,
+                    "suite_name": "toy-nightly",
+                    "status": "ok",
+                    "replacement_score": 0.8 + offset / 10,
+                    "completeness_score": 0.9 + offset / 20,
+                }
+            )
+    return rows
+
+
+def test_each_history_panel_names_its_score_not_the_last_transcoder() -> None:
+    from tracerflow.storage.report import history_figure
+
+    figure = history_figure(_history_rows())
+
+    labels = [ax.get_ylabel() for ax in figure.axes]
+    assert labels == ["mean replacement score", "mean completeness"]
+
+
+def test_history_time_ticks_show_dates_and_times() -> None:
+    from datetime import datetime
+
+    from tracerflow.storage.report import history_figure
+
+    figure = history_figure(_history_rows())
+    figure.canvas.draw()
+    ticks = [t.get_text() for t in figure.axes[-1].get_xticklabels() if t.get_text()]
+
+    assert ticks
+    for tick in ticks:  # e.g. "2025-06-01 12:00", never "19:43.000000"
+        datetime.strptime(tick, "%Y-%m-%d %H:%M")
+
+
+def test_every_transcoder_of_one_run_is_drawn_at_the_run_s_time() -> None:
+    from matplotlib.dates import date2num
+
+    from tracerflow.storage.report import history_figure
+
+    rows = _history_rows()
+    figure = history_figure(rows)
+    run_times = sorted({date2num(row["run_started_at"]) for row in rows})
+    for ax in figure.axes:
+        lines = ax.get_lines()
+        assert len(lines) == 2  # toy-clt and toy-plt
+        for line in lines:
+            assert list(line.get_xdata(orig=False)) == pytest.approx(run_times)
+
+
+def test_the_metrics_chart_draws_per_layer_fvu_l0_and_density(tmp_path: Path) -> None:
+    from tracerflow.storage.report import metrics_figure
+
+    rows = [
+        {"transcoder_source": source, "model_name": "toy-gpt2", "corpus_name": "/x/held.txt",
+         "layer": layer, "fvu": 0.1 * (layer + 1), "l0": 12.0,
+         "density_histogram": [0] * 20 + [layer + 1] + [0] * 7}
+        for source in ("toy-clt", "toy-plt") for layer in range(3)
+    ]  # fmt: skip
+    figure = metrics_figure(rows)
+
+    fvu_ax, l0_ax, density_ax = figure.axes
+    assert [fvu_ax.get_ylabel(), density_ax.get_xlabel().split(" (")[0]] == [
+        "FVU",
+        "log10 feature density",
+    ]
+    assert list(fvu_ax.get_lines()[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3])
+    assert list(l0_ax.get_lines()[0].get_xdata()) == [0, 1, 2]
+    assert max(density_ax.get_lines()[0].get_ydata()) == 6  # 1 + 2 + 3 over the layers

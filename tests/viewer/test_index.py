@@ -177,3 +177,29 @@ def test_index_page_escapes_prompts_and_links_each_graph(graph_files_dir: Path) 
     assert "&lt;img src=x onerror=alert(1)&gt;&#x27;" in page
     for slug in GRAPH_SPECS:
         assert f"href='/graph.html?slug={slug}'" in page
+
+
+def test_the_index_shows_each_transcoder_s_newest_metrics_above_the_graphs(
+    graph_files_dir: Path, tmp_path: Path
+) -> None:
+    from tests.storage.builders import score, transcoder
+    from tests.storage.test_transcoder_metrics import metrics_record
+    from tracerflow.viewer.index import load_db_metrics
+
+    db_path = tmp_path / "scores.duckdb"
+    scored = [score(transcoder("toy-clt"), "Mary and John", 0.8, 0.9)]
+    record = metrics_record("toy-clt", fvu=0.0123, kl=0.0456)
+    record_run(db_path, run_info("run-1"), scored, metrics=[record])
+
+    quality = load_db_metrics(db_path)
+    page = render_index_html(
+        build_graph_index(graph_files_dir, db_path), graph_files_dir, (), quality
+    )
+
+    assert [row["transcoder_source"] for row in quality] == ["toy-clt"]
+    table = page.split("<table id='quality'", 1)[1].split("</table>", 1)[0]
+    assert "toy-clt" in table and "held-out.txt" in table
+    assert ">0.0185<" in table and ">0.0456<" in table  # all-layers FVU (1.5 × 0.0123), KL
+    assert page.index("<table id='quality'") < page.index('<table id="graphs"')
+    assert load_db_metrics(tmp_path / "none.duckdb") == []
+    assert "id='quality'" not in render_index_html([], graph_files_dir)

@@ -1,5 +1,6 @@
 """``tracerflow history`` and ``tracerflow compare``: the score history of a series, and two
-transcoders prompt by prompt, read from the score database."""
+transcoders prompt by prompt, read from the score database; each with the transcoder quality
+metrics beside the scores (``tracerflow.storage.quality``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import typer
 from tracerflow.cli.db_option import DbOption, database_path
 from tracerflow.cli.render import OutputFormat, csv_text, emit, json_text, rows_text
 from tracerflow.errors import StorageError
+from tracerflow.storage.quality import (
+    METRICS_HISTORY_COLUMNS,
+    MetricsPair,
+    compare_metrics,
+    metrics_history,
+)
 from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
 
 HISTORY_TABLE_COLUMNS = (
@@ -24,6 +31,11 @@ COMPARE_COLUMNS = (
     "completeness_difference", "a_params_hash", "b_params_hash",
 )  # fmt: skip
 
+METRICS_TABLE_COLUMNS = (
+    "created_at", "transcoder_source", "corpus_name", "corpus_n_tokens", "fvu", "fvu_change",
+    "l0", "dead_share", "kl", "kl_change", "top1_agreement", "ce_loss_recovered",
+)  # fmt: skip
+
 
 def history_command(
     transcoder: Annotated[
@@ -33,16 +45,54 @@ def history_command(
     since: Annotated[
         str | None, typer.Option(help="Only scores from this date/time on (UTC), e.g. 2025-06-01.")
     ] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="Only the transcoder quality metrics (every layer, then all layers: layer "
+            "empty), in any --format.",
+        ),
+    ] = False,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
-    """Every score, newest first, with the change since the previous run of the same series."""
+    """Every score, newest first, with the change since the previous run of the same series;
+    in the table format, then the transcoder quality metrics (all layers) of each run."""
+    if metrics:
+        quality = metrics_history(
+            database_path(db), transcoder=transcoder, since=since, all_layers_only=False
+        )
+        emit(
+            rows_text(
+                METRICS_HISTORY_COLUMNS,
+                [[r[c] for c in METRICS_HISTORY_COLUMNS] for r in quality],
+                output_format.value,
+            )
+        )
+        return
     rows = history(database_path(db), transcoder=transcoder, prompt=prompt, since=since)
     columns = HISTORY_TABLE_COLUMNS if output_format is OutputFormat.table else HISTORY_COLUMNS
     if not rows and output_format is OutputFormat.table:
         typer.echo("no scores match", err=True)
         return
     emit(rows_text(columns, [[r[c] for c in columns] for r in rows], output_format.value))
+    if output_format is OutputFormat.table and prompt is None:
+        quality = metrics_history(database_path(db), transcoder=transcoder, since=since)
+        if quality:
+            typer.echo("\ntranscoder quality, all layers (tracerflow history --metrics: per layer)")
+            typer.echo(
+                rows_text(
+                    METRICS_TABLE_COLUMNS,
+                    [
+                        [
+                            Path(r[c]).name if c == "corpus_name" else r[c]
+                            for c in METRICS_TABLE_COLUMNS
+                        ]
+                        for r in quality
+                    ],
+                    "table",
+                )
+            )
 
 
 def compare_command(
@@ -63,6 +113,7 @@ def compare_command(
             raise StorageError(f"cannot read --prompts-file {prompts_file}: {error}") from error
         prompts = [line for line in lines if line.strip()]
     result = compare(database_path(db), source_a, source_b, prompts=prompts)
+    quality = compare_metrics(database_path(db), _artifacts_dir(), source_a, source_b)
     if output_format is OutputFormat.json:
         emit(
             json_text(
@@ -74,6 +125,7 @@ def compare_command(
                     "n_params_differ": result.n_params_differ,
                     "missing_prompts": result.missing_prompts,
                     "rows": result.rows,
+                    "metrics": [_pair_json(pair) for pair in quality],
                 }
             )
         )
@@ -87,6 +139,9 @@ def compare_command(
         typer.echo("")
         typer.echo(_interval_line("replacement score", result, "replacement"))
         typer.echo(_interval_line("completeness score", result, "completeness"))
+        for pair in quality:
+            typer.echo("")
+            typer.echo(_metrics_text(pair))
     if result.n_params_differ:
         typer.echo(
             f"note: {result.n_params_differ} pair(s) were scored under different parameters",
@@ -96,6 +151,45 @@ def compare_command(
         typer.echo(
             f"note: {len(result.missing_prompts)} prompt(s) lack a score from A or B", err=True
         )
+
+
+def _artifacts_dir() -> Path:
+    from tracerflow.settings import get_settings
+
+    return get_settings().artifacts_dir
+
+
+def _pair_json(pair: MetricsPair) -> dict[str, object]:
+    return {
+        "model_name": pair.model_name,
+        "corpus_name": pair.corpus_name,
+        "corpus_hash": pair.corpus_hash,
+        "n_tokens": pair.n_tokens,
+        "a": pair.a,
+        "b": pair.b,
+        "difference": pair.difference,
+        "intervals": {name: vars(interval) for name, interval in pair.intervals.items()},
+        "note": pair.note,
+    }
+
+
+def _metrics_text(pair: MetricsPair) -> str:
+    """A and B's all-layers metrics on the same tokens, B − A, and its interval where known."""
+    header = (
+        f"transcoder quality on {pair.corpus_name} ({pair.n_tokens} tokens, {pair.model_name}, "
+        "the same tokens for A and B)"
+    )
+    rows = []
+    for name in pair.a:
+        interval = pair.intervals.get(name)
+        ci = (
+            f"[{interval.ci_low:+.4f}, {interval.ci_high:+.4f}]"
+            if interval is not None and interval.ci_low is not None
+            else "-"
+        )
+        rows.append([name, pair.a[name], pair.b[name], pair.difference[name], ci])
+    table = rows_text(("metric", "a", "b", "difference", "95% CI (per token)"), rows, "table")
+    return header + "\n" + table + (f"\nnote: {pair.note}" if pair.note else "")
 
 
 def _interval_line(label: str, result: CompareResult, which: str) -> str:

@@ -1,4 +1,5 @@
-"""``tracerflow plot history``: a chart (png) or report (html) of the score history."""
+"""``tracerflow plot history``: a chart (png) or report (html) of the score history;
+``tracerflow plot metrics``: per-layer FVU, L0 and feature density of each transcoder."""
 
 from __future__ import annotations
 
@@ -28,4 +29,19 @@ def plot_history_command(
     from tracerflow.storage.report import write_history_report
 
     written = write_history_report(database_path(db), out, transcoder=transcoder, since=since)
+    typer.echo(f"wrote {written}")
+
+
+@plot_app.command("metrics")
+def plot_metrics_command(
+    out: Annotated[Path, typer.Option(help="metrics.png")],
+    transcoder: Annotated[
+        str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Chart each transcoder's newest per-layer FVU and L0, and its feature density histogram."""
+    from tracerflow.storage.report import write_metrics_chart
+
+    written = write_metrics_chart(database_path(db), out, transcoder=transcoder)
     typer.echo(f"wrote {written}")

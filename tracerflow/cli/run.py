@@ -10,7 +10,7 @@ import typer
 
 from tracerflow.cli.render import text_table
 from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
-from tracerflow.flows.report import SCORE_COLUMNS
+from tracerflow.flows.report import METRICS_COLUMNS, SCORE_COLUMNS
 from tracerflow.flows.validation import (
     check_preset,
     read_prompts_file,
@@ -66,6 +66,16 @@ def run(
             "--all-features", help="feature dashboards for every feature, not only the graphs'"
         ),
     ] = False,
+    eval_corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="text (one document a line) or .jsonl file the transcoder metrics are computed "
+            "on (default: the preset's held-out corpus, else the prompts)"
+        ),
+    ] = None,
+    eval_tokens: Annotated[
+        int | None, typer.Option(help="at most this many evaluation tokens")
+    ] = None,
 ) -> None:
     """Score transcoders on prompts; record every score; export the graphs."""
     if suite is not None:
@@ -102,6 +112,8 @@ def run(
             "device": device,
             "corpus": None if corpus is None else str(corpus),
             "all_features": all_features,
+            "eval_corpus": eval_corpus,
+            "eval_tokens": eval_tokens,
         }
     )
 
@@ -158,6 +170,11 @@ def _report(state: Any) -> None:
     if rows:
         typer.echo("")
         typer.echo(scores_table(rows))
+    quality = _metrics_of_run(settings.database_path, str(state.state_details.flow_run_id))
+    if quality:
+        typer.echo("")
+        typer.echo("transcoder quality (all layers; docs/metrics.md)")
+        typer.echo(metrics_table(quality))
     typer.echo("")
     typer.echo(f"scores database   {settings.database_path}")
     typer.echo(f"graph files       {settings.graph_files_dir}")
@@ -173,6 +190,25 @@ def scores_table(rows: list[dict[str, Any]]) -> str:
     return text_table(
         SCORE_COLUMNS, [[_score_cell(row.get(column)) for column in SCORE_COLUMNS] for row in rows]
     )
+
+
+def metrics_table(rows: list[dict[str, Any]]) -> str:
+    """A run's transcoder metrics as a text table, in the scores table's number format."""
+    return text_table(
+        METRICS_COLUMNS,
+        [[_score_cell(row.get(column)) for column in METRICS_COLUMNS] for row in rows],
+    )
+
+
+def _metrics_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
+    """The metrics the run recorded; none (and no error) when they cannot be read: the scores
+    and paths above are what a run's report must not lose."""
+    from tracerflow.storage.quality import metrics_of_run
+
+    try:
+        return metrics_of_run(database_path, flow_run_id)
+    except TracerflowError:
+        return []
 
 
 def _score_cell(value: Any) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
+from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.queries import PromptScore, SuiteRunScores
 
 REGRESSION_EVENT = "tracerflow.score.regressed"
@@ -31,6 +32,52 @@ SCORE_COLUMNS = [
     "seconds",
     "status",
 ]
+# The columns of a run's transcoder metrics table (all layers; docs/metrics.md), the same in
+# the UI, on the command line (under the scores) and in the viewer index.
+METRICS_COLUMNS = [
+    "transcoder",
+    "corpus",
+    "tokens",
+    "fvu",
+    "l0",
+    "dead_share",
+    "dense_1pct_share",
+    "kl",
+    "top1_agreement",
+    "ce_loss_recovered",
+]
+
+
+def metrics_row(record: MetricsRecord) -> dict[str, Any]:
+    """A run's metrics table row of one evaluated transcoder (its all-layers metrics)."""
+    everything = record.metrics["all_layers"]
+    fidelity = record.metrics["fidelity"]
+    return {
+        "transcoder": record.transcoder.source,
+        "corpus": os.path.basename(record.corpus_name),
+        "tokens": record.corpus_n_tokens,
+        **{name: everything[name] for name in ("fvu", "l0", "dead_share", "dense_1pct_share")},
+        **{name: fidelity[name] for name in ("kl", "top1_agreement", "ce_loss_recovered")},
+    }
+
+
+def metrics_markdown(rows: list[dict[str, Any]]) -> str:
+    """The summary's section on transcoder quality: one line per evaluated transcoder."""
+    if not rows:
+        return ""
+    lines = [
+        "## Transcoder quality (all layers; definitions: docs/metrics.md)",
+        "",
+        "| " + " | ".join(METRICS_COLUMNS) + " |",
+        "|" + "---|" * len(METRICS_COLUMNS),
+    ]
+    for row in rows:
+        cells = [
+            f"{row[c]:.4f}" if isinstance(row[c], float) else "" if row[c] is None else str(row[c])
+            for c in METRICS_COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -236,6 +283,7 @@ def publish(
     suite_name: str | None,
     previous: SuiteRunScores | None,
     margin: float,
+    metrics: list[MetricsRecord] | None = None,
 ) -> list[Regression]:
     """Create the run's artifacts and emit one event per regression."""
     from prefect.artifacts import (
@@ -248,6 +296,14 @@ def publish(
     table = [{key: _rounded(row[key]) for key in SCORE_COLUMNS} for row in rows]
     create_table_artifact(table=table, key="scores", description="Scores of this run")
     markdown, regressions = summarise(rows, suite_name, previous, margin)
+    quality = [metrics_row(record) for record in metrics or []]
+    if quality:
+        create_table_artifact(
+            table=[{key: _rounded(value) for key, value in row.items()} for row in quality],
+            key="transcoder-metrics",
+            description="Transcoder quality metrics of this run (all layers)",
+        )
+        markdown += "\n\n" + metrics_markdown(quality)
     create_markdown_artifact(markdown=markdown, key="summary", description="Run summary")
     for row in rows:
         if row.get("slug"):

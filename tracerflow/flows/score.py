@@ -35,6 +35,7 @@ from tracerflow.flows.dashboards import (
     raise_if_dashboards_failed,
     submit_dashboards,
 )
+from tracerflow.flows.evaluation import collect_evaluations, submit_evaluations
 from tracerflow.flows.report import publish
 from tracerflow.flows.validation import (
     RunRequest,
@@ -46,6 +47,7 @@ from tracerflow.models import default_device, model_identity
 from tracerflow.parameters import AttributionParams, RunParameters
 from tracerflow.settings import Settings, get_settings
 from tracerflow.storage.artifacts import ArtifactStore
+from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.queries import latest_transcoder, previous_suite_run_scores
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.tasks.attribute import attribute_task
@@ -92,6 +94,8 @@ def score_flow(
     regression_margin: float = 0.02,
     corpus: str | None = None,
     all_features: bool = False,
+    eval_corpus: str | None = None,
+    eval_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Score every transcoder on every prompt and record the run; returns one row per item.
 
@@ -108,11 +112,14 @@ def score_flow(
     run = start_run(request, suite_name)
     submitted = [submit_transcoder(run, source, request) for source in transcoders]
     items = [item for transcoder_items, _ in submitted for item in transcoder_items]
+    evaluations = submit_evaluations(run, request, items)
     records = [score_record(item, outcome_of(item), run.threads) for item in items]
-    rows = record_run(run, records)
-    warn_of_regressions(run, rows, regression_margin)
+    evaluated = collect_evaluations(evaluations)
+    rows = record_run(run, records, evaluated.records)
+    warn_of_regressions(run, rows, regression_margin, evaluated.records)
     failed_dashboards = dashboards_failures([d for _, d in submitted if d is not None])
     raise_if_any_failed(run, records)
+    evaluated.raise_if_any_failed()
     raise_if_dashboards_failed(failed_dashboards)
     return rows
 
@@ -153,6 +160,8 @@ class ScoreItem:
     recorded_as: TranscoderInfo
     stages: tuple[PrefectFuture[Any], PrefectFuture[Any], PrefectFuture[Any]] | None = None
     error: BaseException | None = None
+    model: ModelSpec | None = None  # with converted: None when the transcoder failed to prepare
+    converted: ConvertedTranscoder | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,8 @@ def submit_transcoder(
             prompt,
             recorded_as,
             submit_prompt(run, transcoder, model, converted, prompt),
+            model=model,
+            converted=converted,
         )
         for prompt in request.prompts
     ]
@@ -401,8 +412,11 @@ def recorded_scores(scores: GraphScores | None) -> dict[str, float | int | None]
 # --- record the run, report on it ----------------------------------------------------------
 
 
-def record_run(run: RunContext, records: list[ScoreRecord]) -> list[dict[str, Any]]:
-    """Write the run and its records in one go; returns the rows the CLI prints."""
+def record_run(
+    run: RunContext, records: list[ScoreRecord], metrics: list[MetricsRecord] | None = None
+) -> list[dict[str, Any]]:
+    """Write the run, its records and its transcoder metrics in one go; returns the rows the CLI
+    prints."""
     rows = [_row_of(record) for record in records]
     try:
         record_task(
@@ -410,6 +424,7 @@ def record_run(run: RunContext, records: list[ScoreRecord]) -> list[dict[str, An
             run_info(run, records),
             records,
             use_server_limit=_server_in_use(),
+            metrics=metrics or [],
         )
     except Exception as error:
         raise RunNotRecordedError(
@@ -445,7 +460,12 @@ def run_status(records: list[ScoreRecord]) -> str:
     return "partial" if n_ok else "failed"
 
 
-def warn_of_regressions(run: RunContext, rows: list[dict[str, Any]], margin: float) -> None:
+def warn_of_regressions(
+    run: RunContext,
+    rows: list[dict[str, Any]],
+    margin: float,
+    metrics: list[MetricsRecord] | None = None,
+) -> None:
     """Publish the run's scores to the UI and warn of each transcoder whose mean replacement
     score dropped by more than ``margin`` since the suite's previous run."""
     previous = (
@@ -453,7 +473,7 @@ def warn_of_regressions(run: RunContext, rows: list[dict[str, Any]], margin: flo
         if run.suite_name
         else None
     )
-    for regression in publish(rows, run.suite_name, previous, margin):
+    for regression in publish(rows, run.suite_name, previous, margin, metrics or []):
         get_run_logger().warning(
             "regression: %s mean replacement score over %d prompts scored in both runs "
             "dropped by %.4f",

@@ -1,18 +1,10 @@
 """Check a run request before anything starts: prompts, sources, numbers, device and dtype.
 
-``validate_run_request`` is pure and cheap (no torch, no Prefect, no model weights), so the CLI
-calls it before it starts a Prefect server, and a typo costs a second instead of a temporary
-server, a traceback and a failed row in the database. The scoring flow calls it again at its top
-for runs that come from a deployment. A bad request raises ``UsageError`` (one line, exit 2).
-
-What is checked here and what is left to the run itself:
-- prompts: empty, or longer than the model takes. ``toy-gpt2`` is counted exactly with its shipped
-  tokenizer (n_ctx 64, BOS included); other models are bounded by ``MAX_PROMPT_CHARS`` only, and
-  the attribute stage still checks the exact token count once the model is loaded.
-- sources: a preset name, an existing checkpoint folder (``config.yaml`` and
-  ``checkpoint.safetensors`` with a readable header; the convert stage reads it in full), or a
-  Hugging Face repo id by its pattern (whether it exists is the download stage's question).
-- numbers, ``offload``, ``dtype`` and ``device`` (``cuda`` only where CUDA is usable).
+Pure and cheap (no torch, no Prefect, no weights), so the CLI runs it before it starts a Prefect
+server and a typo costs a second, not a temporary server and a failed row; the scoring flow runs
+it again for runs that come from a deployment. A bad request raises ``UsageError`` (one line,
+exit 2). What the run itself still checks (exact token counts of real models, whether a Hub repo
+exists) is said at each check below.
 """
 
 from __future__ import annotations
@@ -63,6 +55,8 @@ class RunRequest:
     device: str | None = None
     corpus: str | None = None  # the dashboards' corpus file (None: the preset's, else the prompts)
     all_features: bool = False  # dashboards for every feature, not only the graphs' ones
+    eval_corpus: str | None = None  # the evaluate stage's corpus file (None: preset's, prompts)
+    eval_tokens: int | None = None  # cap on the evaluation tokens
 
 
 def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
@@ -85,6 +79,8 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     check_device(request.device)
     if request.corpus is not None:
         check_corpus_file(request.corpus, read_all=check_items)
+    if request.eval_corpus is not None:
+        check_eval_corpus(request.eval_corpus)
     if not check_items:
         return
     for source in request.transcoders:
@@ -96,23 +92,18 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
 
 
 def _check_numbers(request: RunRequest) -> None:
-    at_least_one = {
-        "max_n_logits": request.max_n_logits,
-        "max_feature_nodes": request.max_feature_nodes,
-        "batch_size": request.batch_size,
-        "threads": request.threads,
-    }
-    for name, value in at_least_one.items():
+    """Each number against the limits its parameter model states (``tracerflow.parameters``)."""
+    from tracerflow.parameters import NUMERIC_PARAMETERS, limits_text, within_limits
+
+    for name in NUMERIC_PARAMETERS:
+        value = getattr(request, name)
+        if value is not None and not within_limits(name, value):
+            raise UsageError(f"{_flag(name)} must be {limits_text(name)}, got {value!r}")
+    # Run settings, not graph parameters: whole numbers >= 1 (threads like the setting's).
+    for name in ("threads", "eval_tokens"):
+        value = getattr(request, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise UsageError(f"{_flag(name)} must be a whole number >= 1, got {value!r}")
-    fractions = {
-        "desired_logit_prob": request.desired_logit_prob,
-        "node_threshold": request.node_threshold,
-        "edge_threshold": request.edge_threshold,
-    }
-    for name, value in fractions.items():
-        if value is not None and not 0 < value <= 1:  # NaN fails this too
-            raise UsageError(f"{_flag(name)} must be in (0, 1], got {value!r}")
 
 
 def _flag(name: str) -> str:
@@ -140,7 +131,9 @@ def check_preset(name: str) -> None:
 
 
 def check_source(source: str) -> None:
-    """A preset, a checkpoint folder, or ``owner/name[@revision]``; ``UsageError`` otherwise."""
+    """A preset, a checkpoint folder (``config.yaml`` and ``checkpoint.safetensors`` with a readable
+    header; the convert stage reads it in full), or ``owner/name[@revision]`` by its pattern
+    (whether the repo exists is the download stage's question); ``UsageError`` otherwise."""
     from tracerflow.presets import find_preset, list_presets
 
     if find_preset(source) is not None:
@@ -193,7 +186,9 @@ def check_checkpoint_folder(folder: Path, source: str) -> None:
 
 
 def check_prompt(prompt: str, model: str, index: int) -> None:
-    """Not empty, and short enough for ``model`` (see the module docstring)."""
+    """Not empty, and short enough for ``model``: ``toy-gpt2`` is counted exactly with its shipped
+    tokenizer (n_ctx 64, BOS included); other models are bounded by ``MAX_PROMPT_CHARS`` here and
+    by their exact token count in the attribute stage, once the model is loaded."""
     from tracerflow import toy
 
     where = f"prompt {index}"
@@ -246,6 +241,39 @@ def check_corpus_file(corpus: str, read_all: bool = True) -> None:
         has_text = has_text or bool(document.strip())
     if not has_text:
         raise UsageError(f"{path}: --corpus (corpus) file holds no text")
+
+
+def check_eval_corpus(path_text: str) -> None:
+    """An evaluation corpus file that exists and reads as UTF-8 text; a ``.jsonl`` file's first
+    record must hold a string ``"text"`` (each later line is checked as the stage reads it)."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{path}: evaluation corpus file does not exist")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the evaluation corpus ({error.strerror})") from None
+    if b"\0" in head:
+        raise UsageError(f"{path}: not a text file (it holds NUL bytes)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not merely a character cut at the 1 MiB boundary
+            raise UsageError(
+                f"{path}: not UTF-8 text (byte {error.start} cannot be decoded)"
+            ) from None
+        text = head[: error.start].decode("utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"{path}: the evaluation corpus holds no text")
+    if path.suffix.lower() == ".jsonl":
+        try:
+            record = json.loads(lines[0])
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path}: its first record is not JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{path}: expected JSON objects with a string 'text' field a line")
 
 
 def check_device(device: str | None) -> None:
@@ -317,6 +345,8 @@ def suite_request(loaded: LoadedSuite) -> RunRequest:
         dtype=parameters.dtype,
         threads=parameters.threads,
         corpus=loaded.corpus,
+        eval_corpus=loaded.eval_corpus,
+        eval_tokens=loaded.suite.eval_tokens,
     )
 
 

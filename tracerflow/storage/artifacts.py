@@ -1,13 +1,9 @@
 """The content-addressed artifact store: ``<home>/artifacts/<stage>/<key>/``, the one cache.
 
-A stage's key is ``sha256(stage code version + content hashes of its inputs + its parameters)``
-(``stage_key``), so a re-run finds exactly the folders whose inputs did not change. Folders are
-written atomically (``tracerflow.fsutil.atomic_directory``) with a manifest of their files'
-sha256; a folder is a stage's result only while every listed file still matches
-(``ArtifactStore.find``). Anything else (no marker, a file cut short, deleted or edited) is
-recomputed, with a warning that names the folder. Prefect keeps no cached result of its own: the
-stage tasks are thin wrappers that load from here or compute (``tracerflow.tasks.stage``).
-Results hold no paths: a task derives them from the store's root each run, so a home can move.
+A stage's key is the sha256 of its code version, its inputs' content hashes and its parameters
+(``stage_key``). A folder is written atomically with a manifest of its files' sha256 and counts as
+the stage's result only while every file still matches (``ArtifactStore.find``); anything else is
+recomputed, with a warning naming the folder. Results hold no paths, so a home can move.
 """
 
 from __future__ import annotations

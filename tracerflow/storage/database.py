@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 
 from tracerflow.errors import StorageError
 from tracerflow.hashing import canonical_json
+from tracerflow.storage.metrics import MetricsRecord, metrics_rows
 from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
 from tracerflow.storage.records import (
     ModelInfo,
@@ -191,7 +192,7 @@ def _upsert(table: str, key: str, row: dict[str, object]) -> str:
 
 
 def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
-    params = transcoder.activation_params
+    params = transcoder.activation_params or {}
     k = params.get("k")
     threshold_mean = params.get("threshold_mean")
     return {
@@ -206,7 +207,7 @@ def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
         "d_features": transcoder.d_features,
         "activation": transcoder.activation,
         "activation_params_json": (
-            canonical_json(params) if transcoder.activation is not None else None
+            canonical_json(params) if transcoder.activation_params is not None else None
         ),
         "k": int(k) if k is not None else None,
         "threshold_mean": float(threshold_mean) if threshold_mean is not None else None,
@@ -293,14 +294,32 @@ def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> in
     return len(records)
 
 
+def _insert_metrics(con: Connection, run: RunInfo, metrics: Sequence[MetricsRecord]) -> None:
+    """The run's transcoder metrics rows (after ``_insert_run``, in its transaction)."""
+    for record in metrics:
+        for table, key, row in (
+            ("transcoders", "transcoder_id", _transcoder_row(record.transcoder)),
+            ("models", "model_id", _model_row(record.model)),
+        ):
+            con.execute(_upsert(table, key, row), list(row.values()))
+        for row in metrics_rows(run.flow_run_id, record):
+            con.execute(
+                f"INSERT INTO transcoder_metrics ({', '.join(row)}) "
+                f"VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+
+
 def record_run(
     db_path: Path | str,
     run: RunInfo,
     records: list[ScoreRecord],
     guard: AbstractContextManager[object] | None = None,
     timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+    metrics: Sequence[MetricsRecord] = (),
 ) -> int:
-    """Write one flow run and its scores in one transaction; return the score rows added.
+    """Write one flow run, its scores and its transcoder metrics in one transaction; return the
+    score rows added.
 
     Idempotent on ``run.flow_run_id``: if the run is already recorded, nothing is added and
     nothing replaced (returns 0). Any failure rolls the whole run back and raises StorageError,
@@ -310,6 +329,7 @@ def record_run(
         guard: an outer context manager held around the write, e.g. a Prefect global
             concurrency limit when a Prefect server is in use.
         timeout_s: how long to wait for the file lock and for other processes to let go.
+        metrics: one record per evaluated transcoder (``transcoder_metrics`` rows).
     """
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +343,8 @@ def record_run(
                     "SELECT count(*) FROM runs WHERE flow_run_id = ?", [run.flow_run_id]
                 ).fetchone()
                 added = 0 if already and already[0] else _insert_run(con, run, records)
+                if not (already and already[0]):
+                    _insert_metrics(con, run, metrics)
                 con.execute("COMMIT")
             except Exception as error:
                 con.execute("ROLLBACK")

@@ -469,12 +469,117 @@ DROP TABLE prompt_ids;
 DROP MACRO tf_id_field;
 """
 
+MIGRATION_004 = """
+-- Transcoder quality metrics (the evaluate stage, docs/metrics.md): per run x transcoder x
+-- model x evaluation corpus, one row per layer and one for all layers (layer NULL). The
+-- whole-model columns (kl ... n_predictions) are on the all-layers row only.
+CREATE TABLE transcoder_metrics (
+    metrics_id VARCHAR PRIMARY KEY,         -- id('metrics', run, transcoder, model, corpus, layer)
+    flow_run_id VARCHAR NOT NULL,
+    transcoder_id VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,
+    corpus_name VARCHAR NOT NULL,           -- the corpus file, or 'prompts' (the run's prompts)
+    corpus_hash VARCHAR NOT NULL,           -- sha256 of the windowed tokens: equal hashes pair
+    corpus_n_tokens INTEGER NOT NULL,       -- text tokens evaluated (BOS not counted)
+    corpus_n_windows INTEGER NOT NULL,
+    metrics_version VARCHAR NOT NULL,
+    layer INTEGER,                          -- NULL: all layers
+    n_features INTEGER NOT NULL,
+    fvu DOUBLE,                             -- pooled over layers on the all-layers row
+    mse DOUBLE,                             -- summed over layers on the all-layers row
+    l0 DOUBLE,                              -- summed over layers on the all-layers row
+    dead_share DOUBLE,
+    dense_1pct_share DOUBLE,
+    dense_10pct_share DOUBLE,
+    density_histogram_json VARCHAR,         -- live features per log10-density bin (-7 .. 0)
+    kl DOUBLE,
+    top1_agreement DOUBLE,
+    ce_original DOUBLE,
+    ce_replacement DOUBLE,
+    ce_ablated DOUBLE,
+    ce_loss_recovered DOUBLE,
+    n_predictions INTEGER,
+    evaluate_key VARCHAR NOT NULL,          -- artifacts/evaluate/<key>: the per-token values
+    evaluation_seconds DOUBLE,
+    created_at TIMESTAMP NOT NULL
+);
+
+-- One wide row per metrics row, with the names a person searches by.
+CREATE VIEW transcoder_metrics_wide AS
+SELECT
+    x.*,
+    t.source AS transcoder_source,
+    t.content_hash AS transcoder_content_hash,
+    t.kind AS transcoder_kind,
+    m.name AS model_name,
+    r.flow_name,
+    r.deployment_name,
+    r.suite_name,
+    r.started_at AS run_started_at,
+    r.status AS run_status
+FROM transcoder_metrics x
+JOIN transcoders t USING (transcoder_id)
+JOIN models m USING (model_id)
+JOIN runs r USING (flow_run_id);
+
+-- The newest metrics per transcoder x model x evaluation corpus x layer.
+CREATE VIEW latest_transcoder_metrics AS
+SELECT * EXCLUDE (newest_first)
+FROM (
+    SELECT *, row_number() OVER (
+        PARTITION BY transcoder_id, model_id, corpus_hash, layer
+        ORDER BY created_at DESC, flow_run_id DESC
+    ) AS newest_first
+    FROM transcoder_metrics_wide
+)
+WHERE newest_first = 1;
+
+-- Every metrics row in time order per transcoder x model x corpus x layer, with the change
+-- since the previous run of the same series.
+CREATE VIEW transcoder_metrics_history AS
+SELECT
+    *,
+    fvu - lag(fvu) OVER series AS fvu_change,
+    l0 - lag(l0) OVER series AS l0_change,
+    kl - lag(kl) OVER series AS kl_change,
+    ce_loss_recovered - lag(ce_loss_recovered) OVER series AS ce_loss_recovered_change
+FROM transcoder_metrics_wide
+WINDOW series AS (
+    PARTITION BY transcoder_id, model_id, corpus_hash, layer
+    ORDER BY created_at, flow_run_id
+);
+
+-- transcoder_summary (graph scores over prompts) beside the newest all-layers metrics of the
+-- same transcoder and model, one row per evaluation corpus (none: metrics columns NULL).
+CREATE VIEW transcoder_quality AS
+SELECT
+    s.*,
+    q.corpus_name,
+    q.corpus_hash,
+    q.corpus_n_tokens,
+    q.metrics_version,
+    q.fvu,
+    q.mse,
+    q.l0,
+    q.dead_share,
+    q.dense_1pct_share,
+    q.dense_10pct_share,
+    q.kl,
+    q.top1_agreement,
+    q.ce_loss_recovered,
+    q.created_at AS metrics_at
+FROM transcoder_summary s
+LEFT JOIN latest_transcoder_metrics q
+    ON q.transcoder_id = s.transcoder_id AND q.model_name = s.model_name AND q.layer IS NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
     Migration(
         3, "ids that continue across migrations, attribution_threads (issue 11)", MIGRATION_003
     ),
+    Migration(4, "transcoder quality metrics (issue 15)", MIGRATION_004),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

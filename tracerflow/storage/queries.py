@@ -59,7 +59,7 @@ HISTORY_COLUMNS = (
     "model_name", "prompt", "params_hash", "status", "replacement_score",
     "previous_replacement_score", "replacement_change", "completeness_score",
     "previous_completeness_score", "completeness_change", "pruned_replacement_score",
-    "pruned_completeness_score", "error",
+    "pruned_completeness_score", "error", "run_started_at",
 )  # fmt: skip
 
 
@@ -378,4 +378,5 @@ def latest_transcoder(db_path: Path | str, source: str) -> TranscoderInfo | None
     if row is None:
         return None
     *fields, activation_params_json = row
-    return TranscoderInfo(*fields, activation_params=json.loads(activation_params_json or "{}"))
+    params = json.loads(activation_params_json) if activation_params_json is not None else None
+    return TranscoderInfo(*fields, activation_params=params)

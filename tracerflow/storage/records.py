@@ -13,7 +13,7 @@ name), so a series continues across migrations; the migrations compute the same 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,7 +85,7 @@ class TranscoderInfo(_Record):
     d_model: int | None
     d_features: int | None
     activation: str | None  # "topk" | "jump_relu" | "relu"
-    activation_params: dict[str, Any] = field(default_factory=dict)  # {"k": 16}, ...
+    activation_params: dict[str, Any] | None = None  # {"k": 16}, ...; None: unknown
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in TRANSCODER_KINDS:

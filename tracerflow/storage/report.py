@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -28,7 +28,9 @@ SCORES_PLOTTED = (
 def _per_run_means(
     rows: list[dict[str, Any]], score: str
 ) -> dict[str, list[tuple[datetime, float]]]:
-    """Per transcoder and suite, the mean of ``score`` over each run's successful prompts.
+    """Per transcoder and suite, the mean of ``score`` over each run's successful prompts, at the
+    run's start time (every transcoder of one run at the same time; the first score's time for
+    runs that recorded no start).
 
     Series are split by suite because a mean over different prompt sets is not comparable.
     """
@@ -36,7 +38,8 @@ def _per_run_means(
     for row in rows:
         if row["status"] == "ok" and row[score] is not None:
             label = f"{row['transcoder_source']} ({row['suite_name'] or 'no suite'})"
-            per_run[(label, row["flow_run_id"])].append((row["created_at"], row[score]))
+            at = row.get("run_started_at") or row["created_at"]
+            per_run[(label, row["flow_run_id"])].append((at, row[score]))
     series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for (label, _), points in per_run.items():
         series[label].append((min(t for t, _ in points), fmean(v for _, v in points)))
@@ -44,29 +47,95 @@ def _per_run_means(
 
 
 def history_png(rows: list[dict[str, Any]]) -> bytes:
-    """A PNG, one panel a score, one line per transcoder and suite: its mean per run over time."""
+    """A PNG of ``history_figure``."""
+    buffer = io.BytesIO()
+    history_figure(rows).savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def history_figure(rows: list[dict[str, Any]]) -> Any:
+    """A matplotlib ``Figure``, one panel a score, one line per transcoder and suite: its mean
+    per run over time."""
     if not any(row["status"] == "ok" for row in rows):
         raise StorageError("no successful scores to plot; widen --transcoder / --since")
     # The object API, not pyplot: no global backend, no display, safe inside a flow worker.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, DateFormatter
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(9, 6.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(SCORES_PLOTTED), 1, sharex=True)
-    for ax, (score, label) in zip(axes, SCORES_PLOTTED, strict=True):
-        for label, points in _per_run_means(rows, score).items():
+    for ax, (score, score_label) in zip(axes, SCORES_PLOTTED, strict=True):
+        for series_label, points in _per_run_means(rows, score).items():
             times, values = zip(*points, strict=True)
-            ax.plot(times, values, marker="o", label=label)
-        ax.set_ylabel(f"mean {label}")
+            ax.plot(times, values, marker="o", label=series_label)
+        ax.set_ylabel(f"mean {score_label}")
         ax.grid(alpha=0.3)
     axes[0].set_title("Score history: mean over each run's prompts")
     axes[0].legend(fontsize="small", loc="best")
-    axes[-1].set_xlabel("recorded at (UTC)")
+    axes[-1].set_xlabel("run started at (UTC)")
+    axes[-1].xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=8))
+    axes[-1].xaxis.set_major_formatter(DateFormatter("%Y-%m-%d %H:%M"))
+    times = {
+        at for series in _per_run_means(rows, SCORES_PLOTTED[0][0]).values() for at, _ in series
+    }
+    if len(times) == 1:  # one run: an hour either side, not years of empty axis
+        (only,) = times
+        axes[-1].set_xlim(only - timedelta(hours=1), only + timedelta(hours=1))
     figure.autofmt_xdate()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure
+
+
+def metrics_figure(rows: list[dict[str, Any]]) -> Any:
+    """A matplotlib ``Figure``: per-layer FVU, per-layer L0 and the log10-density histogram (all
+    layers) of each transcoder's newest metrics (``quality.latest_layer_metrics`` rows), one
+    line per transcoder, model and evaluation corpus."""
+    if not rows:
+        raise StorageError("no transcoder metrics recorded; run a flow first (tracerflow demo)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from tracerflow.evaluation.results import DENSITY_LOG10_BIN_WIDTH, DENSITY_LOG10_EDGES
+
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        corpus = Path(row["corpus_name"]).name
+        series[f"{row['transcoder_source']} ({corpus}, {row['model_name']})"].append(row)
+    figure = Figure(figsize=(9, 9), layout="constrained")
+    FigureCanvasAgg(figure)
+    fvu_ax, l0_ax, density_ax = figure.subplots(3, 1)
+    centres = [edge + DENSITY_LOG10_BIN_WIDTH / 2 for edge in DENSITY_LOG10_EDGES[:-1]]
+    for label, layers in sorted(series.items()):
+        layer_numbers = [row["layer"] for row in layers]
+        fvu_ax.plot(layer_numbers, [row["fvu"] for row in layers], marker="o", label=label)
+        l0_ax.plot(layer_numbers, [row["l0"] for row in layers], marker="o", label=label)
+        counts = [sum(row["density_histogram"][b] for row in layers) for b in range(len(centres))]
+        density_ax.step(centres, counts, where="mid", label=label)
+    fvu_ax.set_title("Transcoder quality: newest metrics per layer")
+    fvu_ax.set_ylabel("FVU")
+    l0_ax.set_ylabel("L0 (active features per token)")
+    for ax in (fvu_ax, l0_ax):
+        ax.set_xlabel("layer")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    density_ax.set_xlabel("log10 feature density (all layers; dead features not shown)")
+    density_ax.set_ylabel("features")
+    density_ax.grid(alpha=0.3)
+    fvu_ax.legend(fontsize="small", loc="best")
+    return figure
+
+
+def write_metrics_chart(db_path: Path | str, out: Path, transcoder: str | None = None) -> Path:
+    """Write the per-layer metrics chart (``metrics_figure``) to ``out`` (``.png``)."""
+    from tracerflow.storage.quality import latest_layer_metrics
+
+    if out.suffix.lower() != ".png":
+        raise StorageError(f"--out {out} must end in .png")
+    figure = metrics_figure(latest_layer_metrics(db_path, transcoder=transcoder))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, format="png", dpi=110)
+    return out
 
 
 def _cell(value: Any) -> str:

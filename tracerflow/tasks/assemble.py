@@ -17,6 +17,9 @@ from tracerflow.transcoders.conversion import parse_dtype
 
 _MODELS: dict[tuple[str, str, str, str], Any] = {}
 _LOCK = threading.Lock()
+# Held while a stage runs an assembled model with hooks of its own (attribution, evaluation):
+# hooks are model-global, so two stages must never use one model at the same time.
+MODEL_LOCK = threading.RLock()
 
 
 def assembled_model(model_name: str, converted_path: str, dtype: str, device: str) -> Any:

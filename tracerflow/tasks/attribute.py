@@ -25,7 +25,7 @@ from tracerflow.errors import AttributionError
 from tracerflow.parameters import AttributionParams
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import TENSORS_FILE, save_graph
-from tracerflow.tasks.assemble import assembled_model
+from tracerflow.tasks.assemble import MODEL_LOCK, assembled_model
 from tracerflow.tasks.results import (
     Attribution,
     AttributionStats,
@@ -89,7 +89,7 @@ def attribute_prompt(
     if folder is None:
         replacement_model = assembled_model(model.name, converted.path, model.dtype, model.device)
         check_prompt(prompt, replacement_model, model.name)
-        with store.write("attribute", key) as tmp_dir:
+        with MODEL_LOCK, store.write("attribute", key) as tmp_dir:
             stats = run_attribution(
                 prompt, replacement_model, params, threads, tmp_dir, model.device, progress
             )

@@ -1,13 +1,9 @@
 """Stage 6, export: viewer graph files for one graph, published into the home's graph folder.
 
-The files are written by ``tracerflow.viewer.graph_ids.write_graph_files``: circuit-tracer's
-``create_graph_files`` with unique node ids (circuit-tracer's error-node ids collide with layer-0
-feature ids). They go into a private artifact folder first, then are published: ``<slug>.json``
-replaced atomically in the shared graph-files folder and its ``graph-metadata.json`` entry merged
-under a file lock, so concurrent flows never lose an entry and the viewer never reads half a file.
-The published file and entry are part of the stage's result: each run checks them against the
-artifact folder and restores them, with a warning, when they are missing or changed.
-Pruning for export runs at the thread count the graph was attributed with, like scoring.
+The files (``viewer.graph_ids.write_graph_files``: circuit-tracer's, with unique node ids) are
+written into the stage's artifact folder, then published: ``<slug>.json`` replaced atomically and
+its ``graph-metadata.json`` entry merged under a file lock. Each run checks the published copy
+against the artifact folder and restores it, with a warning, when it is missing or changed.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ where a Prefect server is in use, by the global concurrency limit below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracerflow.storage.database import record_run
+from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.records import RunInfo, ScoreRecord
 
 # Name of the Prefect global concurrency limit that guards the DuckDB writer (one slot).
@@ -35,6 +37,12 @@ def _concurrency_guard(use_server_limit: bool) -> AbstractContextManager[Any]:
 
 @task(name="record", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def record_task(
-    database_path: Path, run: RunInfo, records: list[ScoreRecord], use_server_limit: bool = False
+    database_path: Path,
+    run: RunInfo,
+    records: list[ScoreRecord],
+    use_server_limit: bool = False,
+    metrics: Sequence[MetricsRecord] = (),
 ) -> int:
-    return record_run(database_path, run, records, guard=_concurrency_guard(use_server_limit))
+    return record_run(
+        database_path, run, records, guard=_concurrency_guard(use_server_limit), metrics=metrics
+    )

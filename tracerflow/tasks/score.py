@@ -1,13 +1,9 @@
 """Stage 5, score: replacement and completeness scores of a graph, unpruned and pruned.
 
-The unpruned scores are circuit-tracer's ``compute_graph_scores``. The pruned scores are the same
-computation on the graph pruned at the export thresholds, with pruned feature nodes counted as
-error, as in the circuit-tracing methods paper and Neuronpedia's subgraph score: a pruned feature's
-outgoing edges are added to the error node of its (layer, position), and its incoming edges are
-dropped (error nodes have no inputs). Edge pruning does not change these scores; only which nodes
-are explained does. docs/database.md ("The scores, defined") states it exactly.
-Scoring runs at the thread count the graph was attributed with (in any process, a Dask worker
-too), so the same graph gives the same scores bit for bit.
+Unpruned: circuit-tracer's ``compute_graph_scores``. Pruned: the same on the graph pruned at the
+export thresholds, pruned features counted as error (docs/database.md, "The scores, defined").
+Scoring runs at the thread count the graph was attributed with, so a graph's scores are the same
+bit for bit in any process.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The one cache policy every file-producing stage shares: the artifact store.
 
-A stage's pure function looks its key up in the store (``ArtifactStore.find``: the folder, its
-``_SUCCESS`` manifest and every file's sha256), loads the result when the folder is intact and
-computes it otherwise; it says which in the ``cached`` field of its typed result
-(``tasks.results``). The Prefect task around it keeps no cache and persists no result
-(``NO_CACHE``, ``persist_result=False``), so Prefect never reads, let alone unpickles, a result
-file, and no Prefect cache can disagree with the store. ``stage_task`` reports a store hit as
-Prefect's ``Cached`` state, as the UI shows it; a task that returns a state returns it when
-called, so flows ``submit`` stage tasks.
+A stage's pure function loads its result from the store when the folder is intact and computes
+it otherwise (``cached`` in its typed result). The Prefect task around it keeps no cache and
+persists no result, so Prefect never reads (let alone unpickles) a result file; a store hit shows
+as Prefect's ``Cached`` state. Stage tasks return a state, so flows ``submit`` them.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Unique node ids in exported graph files.
 
-circuit-tracer 0.5.0 (``frontend/graph_models.py``) names an error node ``0_{layer}_{pos}`` and a
-feature node ``{layer}_{feature}_{pos}``, so the error node of layer ``L`` at position ``p`` and
-layer-0 feature ``L`` at position ``p`` get the same id whenever both survive pruning (feature
-index < n_layers). Links refer to nodes by id only, so once written the file cannot say which
-of the two a link starts from, and the viewer, which keys nodes by id, silently draws one node
-and hangs both nodes' links on it. The fix therefore belongs before the links are written:
-``write_graph_files`` is circuit-tracer's ``create_graph_files`` with error nodes renamed
-``err_{layer}_{pos}`` (a prefix no feature, token ``E_...`` or logit id can have), always, so an
-error node's id does not depend on which features happen to be active.
-``find_node_id_collisions`` checks a file written by anything else.
+circuit-tracer 0.5.0 names an error node ``0_{layer}_{pos}`` and a feature node
+``{layer}_{feature}_{pos}``, so error node (L, p) and layer-0 feature L at p collide, and the
+viewer silently merges them. ``write_graph_files`` is circuit-tracer's ``create_graph_files`` with
+error nodes named ``err_{layer}_{pos}``; ``find_node_id_collisions`` checks any other file.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The list of graphs the viewer offers, and the index page that shows it.
 
 Graphs come from the graph-files folder (``graph-metadata.json`` names them, ``<slug>.json``
-holds each); scores, model and run date come from the score database when there is one.
+holds each); scores, model and run date come from the score database when there is one, and so
+does the table of each transcoder's newest quality metrics above the graphs.
 ``load_db_scores`` is the one place that talks to storage; without a database, or with one
 that cannot be read right now (held by a writer for longer than storage waits, newer schema,
 not a database), the index still lists every graph, with blank scores.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracerflow.storage.quality import latest_metrics
 from tracerflow.storage.queries import graph_index
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
 from tracerflow.viewer.slugs import is_valid_slug
@@ -112,6 +114,33 @@ def load_db_scores(db_path: Path | None) -> dict[str, dict[str, Any]]:
     }
 
 
+# The transcoder quality table: (label, row key, sort type), all layers (docs/metrics.md).
+QUALITY_COLUMNS = (
+    ("Transcoder", "transcoder_source", "text"),
+    ("Model", "model_name", "text"),
+    ("Evaluation corpus", "corpus_name", "text"),
+    ("Tokens", "corpus_n_tokens", "number"),
+    ("FVU", "fvu", "number"),
+    ("L0", "l0", "number"),
+    ("Dead", "dead_share", "number"),
+    ("KL", "kl", "number"),
+    ("Top-1", "top1_agreement", "number"),
+    ("CE recovered", "ce_loss_recovered", "number"),
+)
+
+
+def load_db_metrics(db_path: Path | None) -> list[dict[str, Any]]:
+    """Each transcoder's newest all-layers metrics; ``[]`` when there is no database, it cannot
+    be read right now, or it holds none (the same rules as ``load_db_scores``)."""
+    if db_path is None or not db_path.is_file():
+        return []
+    try:
+        return latest_metrics(db_path)
+    except Exception as exc:  # a locked or unreadable database must not take the viewer down
+        logger.warning("cannot read transcoder metrics from %s: %s", db_path, exc)
+        return []
+
+
 def strip_bos(prompt: str) -> str:
     """``prompt`` without a leading BOS token string (``KNOWN_BOS_TOKENS``), if it has one."""
     for bos in KNOWN_BOS_TOKENS:
@@ -169,10 +198,14 @@ def viewer_metadata(
 
 
 def render_index_html(
-    entries: Iterable[GraphEntry], graph_files_dir: Path, feature_packs: Iterable[str] = ()
+    entries: Iterable[GraphEntry],
+    graph_files_dir: Path,
+    feature_packs: Iterable[str] = (),
+    quality: Iterable[dict[str, Any]] = (),
 ) -> str:
-    """The index page: a sortable table of graphs, each row linking to the viewer, and a link
-    to the feature page of each transcoder with dashboards (``feature_packs``: their names)."""
+    """The index page: a sortable table of graphs, each row linking to the viewer, a link to
+    the feature page of each transcoder with dashboards (``feature_packs``: their names), and
+    the transcoders' quality metrics (``quality``: ``load_db_metrics`` rows)."""
     entries = list(entries)
     packs = sorted(feature_packs)
     rows = "\n".join(_render_row(entry, entry.scan in packs) for entry in entries)
@@ -190,6 +223,7 @@ def render_index_html(
 Click a column header to sort.</p>
 {empty}
 {_render_pack_list(packs)}
+{_render_quality(list(quality))}
 <table id="graphs" class="sortable">
 <thead><tr>{headers}</tr></thead>
 <tbody>
@@ -236,6 +270,31 @@ def _render_pack_list(packs: list[str]) -> str:
         f"<li><a href='/features/{name}.html'>{name}</a></li>" for name in packs
     )  # pack names are valid slugs: nothing to escape
     return f"<h2>Feature dashboards</h2>\n<ul class='feature-packs'>{links}</ul>"
+
+
+def _render_quality(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    headers = "".join(
+        f"<th data-type='{kind}' tabindex='0'>{html.escape(label)}</th>"
+        for label, _, kind in QUALITY_COLUMNS
+    )
+    body = "\n".join(
+        "<tr>"
+        + "".join(
+            _score_cell(_as_float(row.get(key)))
+            if kind == "number" and key != "corpus_n_tokens"
+            else _text_cell(_as_text(row.get(key)))
+            for _, key, kind in QUALITY_COLUMNS
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return (
+        "<h2>Transcoder quality (newest, all layers)</h2>\n"
+        f"<table id='quality' class='sortable'>\n<thead><tr>{headers}</tr></thead>\n"
+        f"<tbody>\n{body}\n</tbody>\n</table>\n<h2>Graphs</h2>"
+    )
 
 
 def _render_row(entry: GraphEntry, has_features: bool = False) -> str:

@@ -46,7 +46,12 @@ from tracerflow.viewer.features import (
     render_feature_page,
 )
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE, write_text_atomically
-from tracerflow.viewer.index import build_graph_index, render_index_html, viewer_metadata
+from tracerflow.viewer.index import (
+    build_graph_index,
+    load_db_metrics,
+    render_index_html,
+    viewer_metadata,
+)
 from tracerflow.viewer.slugs import InvalidSlugError, slug_from_graph_file_name, validate_slug
 
 logger = logging.getLogger(__name__)
@@ -231,7 +236,9 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             folder = self.server.graph_files_dir
             entries = build_graph_index(folder, self.server.db_path)
-            page = render_index_html(entries, folder, feature_pack_names(folder))
+            page = render_index_html(
+                entries, folder, feature_pack_names(folder), load_db_metrics(self.server.db_path)
+            )
             self._send_bytes(page.encode("utf-8"), CONTENT_TYPES[".html"], head=head)
         elif path == "/favicon.ico":
             self._send_bytes(b"", None, status=HTTPStatus.NO_CONTENT, head=head)
