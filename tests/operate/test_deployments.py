@@ -211,7 +211,8 @@ def screenshot_scores_table(api_url: str, flow_run_id: str, artifacts: list[dict
     from playwright.sync_api import sync_playwright
 
     ui = api_url.removesuffix("/api")
-    table = next(a for a in artifacts if a["type"] == "table")
+    # The scores table by its key: the run also has the transcoder-metrics table.
+    table = next(a for a in artifacts if a["type"] == "table" and a["key"] == "scores")
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
