@@ -124,7 +124,7 @@ class TokenCorpus:
         read lazily. ``ConfigError`` names the file (and line) when it cannot be read."""
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ConfigError(f"{path}: evaluation corpus file does not exist")
+            raise ConfigError(f"{path}: corpus file does not exist")
         read = _jsonl_documents if path.suffix.lower() in JSONL_SUFFIXES else _text_documents
         return cls(lambda: read(path), tokenizer, n_ctx, max_tokens=max_tokens, name=str(path))
 
@@ -198,6 +198,8 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
+                if b"\0" in raw:
+                    raise ConfigError(f"{path}:{line_number}: not text (it holds NUL bytes)")
                 try:
                     yield line_number, raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as error:
@@ -206,7 +208,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
                         f"{error.start} of the line)"
                     ) from error
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read the evaluation corpus ({error})") from error
+        raise ConfigError(f"{path}: cannot read the corpus ({error})") from error
 
 
 def _text_documents(path: Path) -> Iterator[str]:

@@ -23,7 +23,7 @@ runner = CliRunner()
         (["run", "--suite", "no-such-suite"], "suite 'no-such-suite' is not a file", 2),
         (
             ["run", "--preset", "toy-clt", "--eval-corpus", "/nonexistent.txt"],
-            "/nonexistent.txt: evaluation corpus file does not exist",
+            "/nonexistent.txt: --eval-corpus (eval_corpus) file does not exist",
             2,
         ),
         (
@@ -56,12 +56,12 @@ def test_bad_eval_corpus_contents_fail_in_one_line_naming_the_file(tmp_path):
     not_jsonl = tmp_path / "corpus.jsonl"
     not_jsonl.write_text('{"title": "no text field"}\n')
     for corpus, message in (
-        (binary, "not a text file"),
-        (not_jsonl, "expected JSON objects with a string 'text' field"),
+        (binary, "1: not text (it holds NUL bytes)"),
+        (not_jsonl, "1: expected a JSON object with a string 'text' field"),
     ):
         result = runner.invoke(app, ["run", "--preset", "toy-clt", "--eval-corpus", str(corpus)])
         assert result.exit_code == 2
-        assert f"{corpus}: {message}" in result.output
+        assert f"{corpus}:{message}" in result.output
         assert len(result.output.strip().splitlines()) == 1
 
 

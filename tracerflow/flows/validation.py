@@ -78,9 +78,9 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {request.dtype!r}")
     check_device(request.device)
     if request.corpus is not None:
-        check_corpus_file(request.corpus, read_all=check_items)
+        check_corpus_file(request.corpus, "--corpus (corpus)", read_all=check_items)
     if request.eval_corpus is not None:
-        check_eval_corpus(request.eval_corpus)
+        check_corpus_file(request.eval_corpus, "--eval-corpus (eval_corpus)", read_all=check_items)
     if not check_items:
         return
     for source in request.transcoders:
@@ -223,15 +223,16 @@ def toy_token_count(prompt: str) -> int:
     return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
 
 
-def check_corpus_file(corpus: str, read_all: bool = True) -> None:
-    """``--corpus``: an existing file; with ``read_all``, one that the corpus reader reads in
+def check_corpus_file(corpus: str, option: str, read_all: bool = True) -> None:
+    """A corpus file given as ``option`` (the dashboards' ``--corpus``, the metrics'
+    ``--eval-corpus``): an existing file; with ``read_all``, one that the corpus reader reads in
     full (UTF-8 text, or JSONL with a string ``text`` per line) and that holds some text. Reading
-    it costs one pass over the file (and importing torch, which the run imports anyway); a
-    deployment's run leaves that to its dashboards stage, which fails alone."""
+    it costs one pass over the file; a deployment's run leaves that to the stage that reads it,
+    which then fails alone."""
     path = Path(corpus).expanduser()
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise UsageError(f"{path}: --corpus (corpus) file {what}")
+        raise UsageError(f"{path}: {option} file {what}")
     if not read_all:
         return
     from tracerflow.corpus import read_documents
@@ -240,40 +241,7 @@ def check_corpus_file(corpus: str, read_all: bool = True) -> None:
     for document in read_documents(path):  # every line: a bad one further on is caught now
         has_text = has_text or bool(document.strip())
     if not has_text:
-        raise UsageError(f"{path}: --corpus (corpus) file holds no text")
-
-
-def check_eval_corpus(path_text: str) -> None:
-    """An evaluation corpus file that exists and reads as UTF-8 text; a ``.jsonl`` file's first
-    record must hold a string ``"text"`` (each later line is checked as the stage reads it)."""
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise UsageError(f"{path}: evaluation corpus file does not exist")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(1 << 20)
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read the evaluation corpus ({error.strerror})") from None
-    if b"\0" in head:
-        raise UsageError(f"{path}: not a text file (it holds NUL bytes)")
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(head) - 3:  # not merely a character cut at the 1 MiB boundary
-            raise UsageError(
-                f"{path}: not UTF-8 text (byte {error.start} cannot be decoded)"
-            ) from None
-        text = head[: error.start].decode("utf-8")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise UsageError(f"{path}: the evaluation corpus holds no text")
-    if path.suffix.lower() == ".jsonl":
-        try:
-            record = json.loads(lines[0])
-        except json.JSONDecodeError as error:
-            raise UsageError(f"{path}: its first record is not JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise UsageError(f"{path}: expected JSON objects with a string 'text' field a line")
+        raise UsageError(f"{path}: {option} file holds no text")
 
 
 def check_device(device: str | None) -> None:
