@@ -59,6 +59,14 @@ def test_the_attribute_key_is_the_one_stores_hold(monkeypatch: pytest.MonkeyPatc
     params = AttributionParams(batch_size=256)
     key = attribute.attribute_key(model, converted, PROMPT, params, threads=1)
     assert key == "625178c74b4261347a59d2cee5ed0d74fa4779712d3e72580ffa541fc88c4298"
+    # On CPU the CUDA opt-in changes nothing; on CUDA the two paths are two graphs.
+    assert attribute.attribute_key(model, converted, PROMPT, params, 1, True) == key
+    on_cuda = model.model_copy(update={"device": "cuda"})
+    cuda_keys = {
+        attribute.attribute_key(on_cuda, converted, PROMPT, params, 1, opted_in)
+        for opted_in in (False, True)
+    }
+    assert len(cuda_keys) == 2 and key not in cuda_keys
 
 
 def test_the_score_and_export_keys_and_the_slug_are_the_ones_stores_hold() -> None:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # $TRACERFLOW_ALLOW_OUTSIDE_PATHS=1 lets a suite's prompts_file name a file outside the
     # suite file's folder: the person running tracerflow grants it, never the suite's author.
     allow_outside_paths: bool = False
+    # $TRACERFLOW_CUDA_FAST_PATH=1 lets attribution on CUDA take tracerflow's fast path, which
+    # has not been validated on a GPU yet; unset, CUDA runs circuit-tracer's own attribution.
+    cuda_fast_path: bool = False
 
     @property
     def artifacts_dir(self) -> Path:

@@ -231,3 +231,17 @@ def test_offloading_gives_the_same_graph_and_puts_every_module_back(workdir, off
     for name, tensor in before.items():
         assert after[name].device == tensor.device, name
         assert torch.equal(after[name], tensor), name
+
+
+def test_cuda_takes_circuit_tracers_attribution_unless_the_user_opts_in():
+    """The fast path has not been validated on a GPU: CUDA runs circuit-tracer's own attribution
+    by default; TRACERFLOW_CUDA_FAST_PATH=1 (``fast_path_on_cuda``) opts in. What the fast path
+    does not cover takes circuit-tracer's path on any device."""
+    from tracerflow.attribution.run import CUDA_NOT_VALIDATED, stock_path_reason
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert stock_path_reason(cuda, None, fast_path_on_cuda=False) == CUDA_NOT_VALIDATED
+    assert stock_path_reason(cuda, None, fast_path_on_cuda=True) is None
+    assert stock_path_reason(cpu, None, fast_path_on_cuda=False) is None
+    assert stock_path_reason(cpu, "grouped-query attention", False) == "grouped-query attention"
+    assert stock_path_reason(cuda, "grouped-query attention", True) == "grouped-query attention"

@@ -260,6 +260,14 @@ def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):
     ]
 
 
+def test_each_row_records_which_attribution_computed_its_graph(home):
+    """On CPU the toy presets take the fast path, and the row says so (migration 005)."""
+    state, run_id = run_flow(["toy-clt"], PROMPTS[:1])
+    assert state.is_completed(), state.message
+    rows = db_rows("SELECT attribution_path FROM scores WHERE flow_run_id = ?", str(run_id))
+    assert rows == [("fast",)]
+
+
 def series_of(run_id) -> list[tuple]:
     return db_rows(
         "SELECT status, transcoder_id, model_id, params_hash, params_json FROM scores "

@@ -3,6 +3,7 @@ transaction, idempotent on the run, the same provenance as the scores, and its v
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tracerflow.errors import StorageError
 from tracerflow.evaluation import LayerMetrics, ReplacementFidelity, TranscoderMetrics
 from tracerflow.storage.database import open_database, reading, record_run
 from tracerflow.storage.metrics import MetricsRecord
-from tracerflow.storage.migrations import apply_migrations
+from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations
 from tracerflow.storage.quality import latest_metrics, metrics_history, metrics_of_run
 
 
@@ -171,9 +172,28 @@ def test_a_database_at_003_gains_the_table_and_keeps_its_scores(db_path: Path) -
     with duckdb.connect(str(db_path)) as con:
         apply_migrations(con, up_to=3)
     scores = [score(transcoder(OLD_CLT), IOI_PROMPTS[0], 0.8, 0.9)]
-    record_run(db_path, run_info("old-run"), scores)  # migrates to 004 first
+    record_run(db_path, run_info("old-run"), scores)  # migrates to the current version first
 
     with open_database(db_path) as con:
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone() == (4,)
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone() == (
+            CURRENT_VERSION,
+        )
         assert con.execute("SELECT count(*) FROM scores").fetchone() == (1,)
         assert con.execute("SELECT count(*) FROM transcoder_quality").fetchone() == (1,)
+
+
+def test_005_adds_the_attribution_path_and_a_row_records_it(db_path: Path) -> None:
+    """005 adds ``scores.attribution_path`` to a 004 database; a row says which attribution
+    computed its graph, or NULL when none ran."""
+    with duckdb.connect(str(db_path)) as con:
+        apply_migrations(con, up_to=4)
+        columns = {row[0] for row in con.execute("DESCRIBE scores").fetchall()}
+    assert "attribution_path" not in columns
+    ran = dataclasses.replace(
+        score(transcoder(OLD_CLT), IOI_PROMPTS[0], 0.8, 0.9), attribution_path="circuit-tracer"
+    )
+    never_ran = score(transcoder(OLD_CLT), IOI_PROMPTS[1], 0.8, 0.9)
+    record_run(db_path, run_info("run-a"), [ran, never_ran])  # migrates to 005 first
+    with reading(db_path) as con:
+        paths = con.execute("SELECT attribution_path FROM scores").fetchall()
+    assert sorted(paths, key=str) == [("circuit-tracer",), (None,)]

@@ -13,6 +13,7 @@ cover, it warns and runs circuit-tracer's own ``attribute``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from tracerflow.attribution.phases import Progress, run_fast_path
 from tracerflow.attribution.resources import Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
 from tracerflow.compat import circuit_tracer_mismatch
+
+logger = logging.getLogger(__name__)
 
 # ``batch_size`` keeps circuit-tracer's meaning. Besides rows per backward pass it sets how often
 # features are re-ranked when ``max_feature_nodes`` binds (every 4 batches), so it is part of what
@@ -116,6 +119,7 @@ def attribute(
     progress: Progress | None = None,
     block_size: int | None = None,
     threads: int | None = None,
+    fast_path_on_cuda: bool = False,
 ) -> AttributionResult:
     """Attribution graph of ``prompt`` under ``model`` (a circuit-tracer ``ReplacementModel``).
 
@@ -125,7 +129,8 @@ def attribute(
     ``block_size`` (None: per device) is the fast path's rows per backward pass.
     ``threads`` is torch's intra-op thread count for the call (None: the process's current
     setting); the process's setting is restored afterwards. The same inputs at the same thread
-    count on the same machine give the same graph, bit for bit.
+    count on the same machine give the same graph, bit for bit. On CUDA the fast path runs only
+    with ``fast_path_on_cuda`` (``stock_path_reason``).
     """
     with torch_threads(threads) as used_threads:
         device = torch.device(model.cfg.device)
@@ -136,7 +141,7 @@ def attribute(
             "max_feature_nodes": max_feature_nodes,
             "offload": offload,
         }
-        reason = fast_path_unavailable(model)
+        reason = stock_path_reason(device, fast_path_unavailable(model), fast_path_on_cuda)
         if reason is None:
             batch_size = batch_size or CIRCUIT_TRACER_BATCH_SIZE
             block_size = block_size or default_block_size(device)
@@ -180,6 +185,25 @@ def _peak_device_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
+# The fast path has not run on a GPU yet: until a GPU run shows it gives circuit-tracer's graph
+# there, faster, CUDA takes circuit-tracer's own attribution unless the user opts in.
+CUDA_NOT_VALIDATED = (
+    "CUDA, where the fast path has not been validated yet (TRACERFLOW_CUDA_FAST_PATH=1 opts in)"
+)
+
+
+def stock_path_reason(
+    device: torch.device, unavailable: str | None, fast_path_on_cuda: bool
+) -> str | None:
+    """Why this call takes circuit-tracer's own attribution, or None for the fast path:
+    ``unavailable`` (what the fast path does not cover), else an unvalidated device."""
+    if unavailable is not None:
+        return unavailable
+    if device.type == "cuda" and not fast_path_on_cuda:
+        return CUDA_NOT_VALIDATED
+    return None
+
+
 def _run_circuit_tracer(
     prompt: str | torch.Tensor,
     model: Any,
@@ -189,13 +213,17 @@ def _run_circuit_tracer(
     progress: Progress | None,
     options: dict[str, Any],
 ) -> tuple[Graph, dict[str, Usage]]:
-    """The fallback: circuit-tracer's own ``attribute``, with a warning that says why."""
-    warnings.warn(
-        f"tracerflow's fast attribution does not cover this model ({reason}); "
-        "running circuit-tracer's attribute, which is slower on CPU",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+    """circuit-tracer's own ``attribute``: a warning says why, unless it is the default for
+    the device (CUDA, not validated yet), which is logged."""
+    if reason == CUDA_NOT_VALIDATED:
+        logger.info("running circuit-tracer's attribute on %s", reason)
+    else:
+        warnings.warn(
+            f"tracerflow's fast attribution does not cover this model ({reason}); "
+            "running circuit-tracer's attribute, which is slower on CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     graph, usage = run_stock(prompt, model, echo=verbose, batch_size=batch_size, **options)
     if progress is not None:
         progress(len(graph.selected_features), len(graph.selected_features))

@@ -573,6 +573,14 @@ LEFT JOIN latest_transcoder_metrics q
     ON q.transcoder_id = s.transcoder_id AND q.model_name = s.model_name AND q.layer IS NULL;
 """
 
+MIGRATION_005 = """
+-- Which attribution computed a score's graph (issue 17): 'fast' (tracerflow's explicit
+-- backward) or 'circuit-tracer' (its own attribute: the default on CUDA until the fast path is
+-- validated there, and wherever the fast path does not cover the model). NULL before 005 and
+-- for an item whose attribution never ran.
+ALTER TABLE scores ADD COLUMN attribution_path VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -580,6 +588,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         3, "ids that continue across migrations, attribution_threads (issue 11)", MIGRATION_003
     ),
     Migration(4, "transcoder quality metrics (issue 15)", MIGRATION_004),
+    Migration(5, "which attribution path computed each graph (issue 17)", MIGRATION_005),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

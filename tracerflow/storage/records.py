@@ -186,6 +186,8 @@ class ScoreRecord(_Record):
     graph_files_path: str | None
     slug: str | None
     created_at: datetime
+    # "fast" or "circuit-tracer": which attribution computed the graph; None when none ran.
+    attribution_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in SCORE_STATUSES:

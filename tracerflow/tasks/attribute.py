@@ -57,7 +57,11 @@ def attribute_key(
     prompt: str,
     params: AttributionParams,
     threads: int,
+    fast_path_on_cuda: bool = False,
 ) -> str:
+    # On CUDA which path runs is a setting (circuit-tracer's unless opted in), and the two round
+    # differently: part of the key there. On CPU the path is fixed, and keys stay as they were.
+    on_cuda = {"fast_path_on_cuda": fast_path_on_cuda} if model.device.startswith("cuda") else {}
     return stage_key(
         "attribute",
         CODE_VERSION,
@@ -69,6 +73,7 @@ def attribute_key(
         device=model.device,
         threads=threads,
         versions=code_versions(),
+        **on_cuda,
     )
 
 
@@ -80,10 +85,11 @@ def attribute_prompt(
     threads: int,
     store: ArtifactStore,
     progress: Callable[[int, int], None] | None = None,
+    fast_path_on_cuda: bool = False,
 ) -> Attribution:
     """Attribute one prompt at ``threads`` intra-op threads unless the store has its graph;
     return the graph's folder and stats."""
-    key = attribute_key(model, converted, prompt, params, threads)
+    key = attribute_key(model, converted, prompt, params, threads, fast_path_on_cuda)
     folder = store.find("attribute", key)
     cached = folder is not None
     if folder is None:
@@ -91,7 +97,14 @@ def attribute_prompt(
         check_prompt(prompt, replacement_model, model.name)
         with MODEL_LOCK, store.write("attribute", key) as tmp_dir:
             stats = run_attribution(
-                prompt, replacement_model, params, threads, tmp_dir, model.device, progress
+                prompt,
+                replacement_model,
+                params,
+                threads,
+                tmp_dir,
+                model.device,
+                progress,
+                fast_path_on_cuda,
             )
             (tmp_dir / STATS_FILE).write_text(file_text(stats))
         folder = store.path("attribute", key)
@@ -123,6 +136,7 @@ def run_attribution(
     out_dir: Path,
     device: str,
     progress: Callable[[int, int], None] | None = None,
+    fast_path_on_cuda: bool = False,
 ) -> AttributionStats:
     """Attribute with tracerflow's fast path (circuit-tracer's own when unsupported) and save
     the graph into ``out_dir``; ``progress(done, total)`` follows the feature phase."""
@@ -137,6 +151,7 @@ def run_attribution(
             offload=params.offload,
             progress=progress,
             threads=threads,
+            fast_path_on_cuda=fast_path_on_cuda,
         )
     except RuntimeError as error:
         if "expected a non-empty list of Tensors" in str(error):
@@ -171,6 +186,7 @@ def attribute_task(
     params: AttributionParams,
     threads: int,
     store: ArtifactStore,
+    fast_path_on_cuda: bool = False,
 ) -> Attribution:
     logger = get_run_logger()
     logger.info("attributing %r with %s on %s", prompt[:60], converted.key[:12], model.name)
@@ -187,7 +203,9 @@ def attribute_task(
             update_progress_artifact(progress_id, progress=100.0 * done / total)
             logger.info("features attributed: %d of %d", done, total)
 
-    result = attribute_prompt(prompt, model, converted, params, threads, store, progress=report)
+    result = attribute_prompt(
+        prompt, model, converted, params, threads, store, report, fast_path_on_cuda
+    )
     update_progress_artifact(progress_id, progress=100.0)
     stats = result.stats
     logger.info(
