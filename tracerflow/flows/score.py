@@ -388,19 +388,12 @@ def score_record(item: ScoreItem, outcome: ItemOutcome, run_threads: int) -> Sco
         attribution_seconds=stats.attribution_seconds if stats else None,
         peak_memory_bytes=stats.peak_memory_bytes if stats else None,
         attribution_threads=stats.threads if stats else run_threads,
-        attribution_path=attribution_path(stats),
+        attribution_path=stats.path if stats else None,
         graph_path=attribution.graph_path if attribution else None,
         graph_files_path=exported.graph_files_path if exported else None,
         slug=exported.slug if exported else None,
         created_at=datetime.now(UTC),
     )
-
-
-def attribution_path(stats: AttributionStats | None) -> str | None:
-    """Which attribution computed the graph, as the scores table records it."""
-    if stats is None:
-        return None
-    return "fast" if stats.fast_path else "circuit-tracer"
 
 
 def model_info(model_name: str, stats: AttributionStats | None) -> ModelInfo:

@@ -213,6 +213,6 @@ def attribute_task(
         stats.attribution_seconds,
         stats.batch_size,
         stats.threads,
-        "fast" if stats.fast_path else "circuit-tracer's",
+        stats.path,
     )
     return result

@@ -84,6 +84,11 @@ class AttributionStats(_Frozen):
     model_d_vocab: int
     model_n_ctx: int
 
+    @property
+    def path(self) -> str:
+        """Which attribution computed the graph: ``fast`` or ``circuit-tracer`` (its own)."""
+        return "fast" if self.fast_path else "circuit-tracer"
+
 
 class Attribution(StageResult):
     """attribute: the graph's tensors file in the store, and how it was computed."""
