@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tracerflow.storage.store import Store, parse_store
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACERFLOW_", extra="ignore")
@@ -28,11 +30,22 @@ class Settings(BaseSettings):
     # $TRACERFLOW_CUDA_FAST_PATH=1 lets attribution on CUDA take tracerflow's fast path, which
     # has not been validated on a GPU yet; unset, CUDA runs circuit-tracer's own attribution.
     cuda_fast_path: bool = False
+    # $TRACERFLOW_STORE: where the score history lives: a .duckdb file, or
+    # ducklake:postgres:<libpq conninfo> for a team's DuckLake (docs/operations.md). Unset: the
+    # embedded file $TRACERFLOW_HOME/scores.duckdb.
+    store: str | None = None
+    # $TRACERFLOW_LAKE_DATA_PATH: a lake's Parquet folder, mounted at the same path on every
+    # machine. Needed to create a lake; unset, a lake's readers and writers use the folder its
+    # catalog recorded when it was created.
+    lake_data_path: Path | None = None
+    # $TRACERFLOW_ARTIFACT_ROOT: the content-addressed stage outputs. A folder shared by workers
+    # on several machines lets each reuse what another computed. Unset: $TRACERFLOW_HOME/artifacts.
+    artifact_root: Path | None = None
 
     @property
     def artifacts_dir(self) -> Path:
-        """Content-addressed stage outputs: ``artifacts/<stage>/<key>/``."""
-        return self.home / "artifacts"
+        """Content-addressed stage outputs: ``<artifact root>/<stage>/<key>/``."""
+        return self.artifact_root or self.home / "artifacts"
 
     @property
     def graph_files_dir(self) -> Path:
@@ -41,7 +54,13 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The embedded score database, the default store."""
         return self.home / "scores.duckdb"
+
+    @property
+    def score_store(self) -> Store:
+        """Where runs record their scores and readers read them (``$TRACERFLOW_STORE``)."""
+        return parse_store(self.store or self.database_path, self.lake_data_path)
 
     @property
     def prefect_home(self) -> Path:
@@ -57,6 +76,8 @@ def get_settings() -> Settings:
     """Read the settings now (not at import), so tests and the CLI can change the environment."""
     settings = Settings()
     settings.home = settings.home.expanduser().resolve()
+    if settings.artifact_root is not None:
+        settings.artifact_root = settings.artifact_root.expanduser().resolve()
     return settings
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from tracerflow.cli import history, plot, presets, run, server, sql, transcoders, view
+from tracerflow.cli import history, plot, presets, run, server, sql, store, transcoders, view
 from tracerflow.errors import TracerflowError
 
 
@@ -41,6 +41,7 @@ app.command("compare")(history.compare_command)
 app.command("sql")(sql.sql_command)
 app.add_typer(plot.plot_app, name="plot")
 app.add_typer(server.server_app, name="server")
+app.add_typer(store.store_app, name="store")
 app.command()(server.deploy)
 app.command("presets")(presets.presets_command)
 app.command("view")(view.view)

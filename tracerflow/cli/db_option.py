@@ -1,20 +1,30 @@
-"""``--db``, the score database option of every command that reads scores."""
+"""``--store`` (also spelled ``--db``), the score store option of every command that reads
+scores."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tracerflow.settings import get_settings
+from tracerflow.storage.store import Store, parse_store
 
-DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Score database [default: $TRACERFLOW_HOME/scores.duckdb]."),
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        "--db",
+        help="Score store: a .duckdb file or ducklake:postgres:<libpq conninfo> "
+        "[default: $TRACERFLOW_STORE, else $TRACERFLOW_HOME/scores.duckdb].",
+    ),
 ]
 
 
-def database_path(db: Path | None) -> Path:
-    """The database ``--db`` names, else the one under ``$TRACERFLOW_HOME``."""
-    return db if db is not None else get_settings().database_path
+def score_store(value: str | None) -> Store:
+    """The store ``--store`` names, else the configured one (``$TRACERFLOW_STORE`` or the file
+    under ``$TRACERFLOW_HOME``)."""
+    settings = get_settings()
+    if value is None:
+        return settings.score_store
+    return parse_store(value, settings.lake_data_path)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tracerflow.cli.db_option import DbOption, database_path
+from tracerflow.cli.db_option import StoreOption, score_store
 from tracerflow.cli.render import OutputFormat, csv_text, emit, json_text, rows_text
 from tracerflow.errors import StorageError
 from tracerflow.storage.quality import (
@@ -19,6 +19,7 @@ from tracerflow.storage.quality import (
     metrics_history,
 )
 from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
+from tracerflow.storage.store import parse_as_of
 
 HISTORY_TABLE_COLUMNS = (
     "created_at", "transcoder_source", "prompt", "status", "replacement_score",
@@ -53,14 +54,22 @@ def history_command(
             "empty), in any --format.",
         ),
     ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Read a DuckLake store as it was at this snapshot id or UTC time "
+            "(`tracerflow store snapshots` lists them)."
+        ),
+    ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
-    db: DbOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Every score, newest first, with the change since the previous run of the same series;
     in the table format, then the transcoder quality metrics (all layers) of each run."""
+    at = parse_as_of(as_of) if as_of is not None else None
     if metrics:
         quality = metrics_history(
-            database_path(db), transcoder=transcoder, since=since, all_layers_only=False
+            score_store(store), transcoder=transcoder, since=since, all_layers_only=False, as_of=at
         )
         emit(
             rows_text(
@@ -70,14 +79,14 @@ def history_command(
             )
         )
         return
-    rows = history(database_path(db), transcoder=transcoder, prompt=prompt, since=since)
+    rows = history(score_store(store), transcoder=transcoder, prompt=prompt, since=since, as_of=at)
     columns = HISTORY_TABLE_COLUMNS if output_format is OutputFormat.table else HISTORY_COLUMNS
     if not rows and output_format is OutputFormat.table:
         typer.echo("no scores match", err=True)
         return
     emit(rows_text(columns, [[r[c] for c in columns] for r in rows], output_format.value))
     if output_format is OutputFormat.table and prompt is None:
-        quality = metrics_history(database_path(db), transcoder=transcoder, since=since)
+        quality = metrics_history(score_store(store), transcoder=transcoder, since=since, as_of=at)
         if quality:
             typer.echo("\ntranscoder quality, all layers (tracerflow history --metrics: per layer)")
             typer.echo(
@@ -102,7 +111,7 @@ def compare_command(
         Path | None, typer.Option(help="Only these prompts: a text file, one prompt per line.")
     ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
-    db: DbOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Compare two transcoders prompt by prompt: B − A with its mean and 95% t interval."""
     prompts = None
@@ -112,8 +121,8 @@ def compare_command(
         except OSError as error:
             raise StorageError(f"cannot read --prompts-file {prompts_file}: {error}") from error
         prompts = [line for line in lines if line.strip()]
-    result = compare(database_path(db), source_a, source_b, prompts=prompts)
-    quality = compare_metrics(database_path(db), _artifacts_dir(), source_a, source_b)
+    result = compare(score_store(store), source_a, source_b, prompts=prompts)
+    quality = compare_metrics(score_store(store), _artifacts_dir(), source_a, source_b)
     if output_format is OutputFormat.json:
         emit(
             json_text(

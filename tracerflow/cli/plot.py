@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tracerflow.cli.db_option import DbOption, database_path
+from tracerflow.cli.db_option import StoreOption, score_store
 
 plot_app = typer.Typer(help="Charts of the score history.", no_args_is_help=True)
 
@@ -22,13 +22,13 @@ def plot_history_command(
         str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
     ] = None,
     since: Annotated[str | None, typer.Option(help="Only scores from this date on (UTC).")] = None,
-    db: DbOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Chart each transcoder's mean scores per run over time."""
     # Imported here: matplotlib costs a second, and the other commands do not need it.
     from tracerflow.storage.report import write_history_report
 
-    written = write_history_report(database_path(db), out, transcoder=transcoder, since=since)
+    written = write_history_report(score_store(store), out, transcoder=transcoder, since=since)
     typer.echo(f"wrote {written}")
 
 
@@ -38,10 +38,10 @@ def plot_metrics_command(
     transcoder: Annotated[
         str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
     ] = None,
-    db: DbOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Chart each transcoder's newest per-layer FVU and L0, and its feature density histogram."""
     from tracerflow.storage.report import write_metrics_chart
 
-    written = write_metrics_chart(database_path(db), out, transcoder=transcoder)
+    written = write_metrics_chart(score_store(store), out, transcoder=transcoder)
     typer.echo(f"wrote {written}")

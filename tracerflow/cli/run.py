@@ -3,11 +3,13 @@ its scores and where its database and graphs are."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from tracerflow.cli.db_option import StoreOption, score_store
 from tracerflow.cli.render import text_table
 from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
 from tracerflow.flows.report import METRICS_COLUMNS, SCORE_COLUMNS
@@ -18,6 +20,7 @@ from tracerflow.flows.validation import (
     suite_request,
     validate_run_request,
 )
+from tracerflow.storage.store import Store
 
 
 def run(
@@ -76,8 +79,10 @@ def run(
     eval_tokens: Annotated[
         int | None, typer.Option(help="at most this many evaluation tokens")
     ] = None,
+    store: StoreOption = None,
 ) -> None:
     """Score transcoders on prompts; record every score; export the graphs."""
+    use_store(store)
     if suite is not None:
         _run_suite(suite, dask_workers)
         return
@@ -118,11 +123,21 @@ def run(
     )
 
 
-def demo() -> None:
+def demo(store: StoreOption = None) -> None:
     """Score the built-in toy CLT and PLT on the built-in prompts (offline, about a minute)."""
     from tracerflow.presets import builtin_prompts
 
+    use_store(store)
     _run_scoring({"transcoders": ["toy-clt", "toy-plt"], "prompts": builtin_prompts()})
+
+
+def use_store(value: str | None) -> None:
+    """Make ``--store`` the run's store: checked now, then handed to the flow the way every
+    setting is, through ``$TRACERFLOW_STORE`` (the flow reads its settings when it starts)."""
+    if value is None:
+        return
+    score_store(value)  # a malformed value is refused here, before anything starts
+    os.environ["TRACERFLOW_STORE"] = value
 
 
 def _run_scoring(flow_kwargs: dict[str, Any]) -> None:
@@ -166,17 +181,17 @@ def _report(state: Any) -> None:
     elif isinstance(result, list):
         rows = result
     else:
-        rows = scores_of_run(settings.database_path, str(state.state_details.flow_run_id))
+        rows = scores_of_run(settings.score_store, str(state.state_details.flow_run_id))
     if rows:
         typer.echo("")
         typer.echo(scores_table(rows))
-    quality = _metrics_of_run(settings.database_path, str(state.state_details.flow_run_id))
+    quality = _metrics_of_run(settings.score_store, str(state.state_details.flow_run_id))
     if quality:
         typer.echo("")
         typer.echo("transcoder quality (all layers; docs/metrics.md)")
         typer.echo(metrics_table(quality))
     typer.echo("")
-    typer.echo(f"scores database   {settings.database_path}")
+    typer.echo(f"score store       {settings.score_store.describe()}")
     typer.echo(f"graph files       {settings.graph_files_dir}")
     typer.echo("view the graphs   tracerflow view")
     if not_recorded is not None:
@@ -200,13 +215,13 @@ def metrics_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _metrics_of_run(database_path: Path, flow_run_id: str) -> list[dict[str, Any]]:
+def _metrics_of_run(store: Store, flow_run_id: str) -> list[dict[str, Any]]:
     """The metrics the run recorded; none (and no error) when they cannot be read: the scores
     and paths above are what a run's report must not lose."""
     from tracerflow.storage.quality import metrics_of_run
 
     try:
-        return metrics_of_run(database_path, flow_run_id)
+        return metrics_of_run(store, flow_run_id)
     except TracerflowError:
         return []
 

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tracerflow.cli.db_option import DbOption, database_path
+from tracerflow.cli.db_option import StoreOption, score_store
 from tracerflow.cli.render import emit, rows_text, write_atomically
 from tracerflow.errors import StorageError
 from tracerflow.storage.queries import run_sql
+from tracerflow.storage.store import LakeStore, Store
 
 
 class SqlFormat(StrEnum):
@@ -33,26 +34,37 @@ def sql_command(
         typer.Option(help="Write the result to this file (never the database, never a folder)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Let --out replace a file.")] = False,
-    db: DbOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Run a read-only SQL query over the score database (see docs/database.md)."""
     if out is not None:
-        check_out_path(out, database_path(db), force)
-    columns, rows = run_sql(database_path(db), query)
+        check_out_path(out, score_store(store), force)
+    columns, rows = run_sql(score_store(store), query)
     if output_format is SqlFormat.parquet:
         _write_parquet(columns, rows, out)
         return
     emit(rows_text(columns, rows, output_format.value), out)
 
 
-def check_out_path(out: Path, db_path: Path, force: bool) -> None:
+def check_out_path(out: Path, store: Store, force: bool) -> None:
     """Refuse an ``--out`` that would destroy something: the score database (or its WAL or lock
-    file) under any name, a folder, or an existing file unless ``force``.
+    file) under any name, a file in a lake's data folder, a folder, or an existing file unless
+    ``force``.
 
     Raises:
         StorageError: one line naming ``out`` and why it is refused.
     """
-    for protected in (db_path, Path(f"{db_path}.wal"), Path(f"{db_path}.lock")):
+    if isinstance(store, LakeStore):
+        if store.data_path is not None and out.resolve().is_relative_to(store.data_path):
+            raise StorageError(
+                f"--out {out} is inside the lake's data folder {store.data_path}; write the "
+                "result elsewhere"
+            )
+        protected_files: tuple[Path, ...] = ()
+    else:
+        db_path = store.path
+        protected_files = (db_path, Path(f"{db_path}.wal"), Path(f"{db_path}.lock"))
+    for protected in protected_files:
         if _same_file(out, protected):
             raise StorageError(
                 f"--out {out} is the score database {protected}; write the result elsewhere"

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from tracerflow.cli.db_option import StoreOption, score_store
 from tracerflow.errors import TracerflowError
 from tracerflow.viewer.server import DEFAULT_HOST, DEFAULT_PORT, make_server
 
@@ -27,10 +28,7 @@ def view(
         Path | None,
         typer.Option(help="Graph-files folder. Default: $TRACERFLOW_HOME/graph-files."),
     ] = None,
-    db: Annotated[
-        Path | None,
-        typer.Option(help="Score database for the index. Default: $TRACERFLOW_HOME/scores.duckdb."),
-    ] = None,
+    store: StoreOption = None,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Refuse the viewer's Save (POST /save_graph).")
     ] = False,
@@ -40,9 +38,10 @@ def view(
 
     settings = get_settings()
     graph_dir = (graph_dir or settings.graph_files_dir).expanduser()
-    db_path = (db or settings.database_path).expanduser()
     try:
-        server = make_server(graph_dir, host=host, port=port, db_path=db_path, read_only=read_only)
+        server = make_server(
+            graph_dir, host=host, port=port, store=score_store(store), read_only=read_only
+        )
     except OSError as error:
         # Exit 1 like `tracerflow server up` on a taken port: the input is valid, the port busy.
         raise TracerflowError(

@@ -332,7 +332,7 @@ def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
     series), else only the source, every unknown fact None (never a placeholder that would start
     a series of its own)."""
     try:
-        known = latest_transcoder(run.settings.database_path, source)
+        known = latest_transcoder(run.settings.score_store, source)
     except StorageError as error:  # the rows are still recorded, under less
         get_run_logger().warning("could not look up %s's last transcoder: %s", source, error)
         known = None
@@ -427,7 +427,7 @@ def record_run(
     rows = [_row_of(record) for record in records]
     try:
         record_task(
-            run.settings.database_path,
+            run.settings.score_store,
             run_info(run, records),
             records,
             use_server_limit=_server_in_use(),
@@ -476,7 +476,7 @@ def warn_of_regressions(
     """Publish the run's scores to the UI and warn of each transcoder whose mean replacement
     score dropped by more than ``margin`` since the suite's previous run."""
     previous = (
-        previous_suite_run_scores(run.settings.database_path, run.suite_name, run.flow_run_id)
+        previous_suite_run_scores(run.settings.score_store, run.suite_name, run.flow_run_id)
         if run.suite_name
         else None
     )
@@ -497,7 +497,7 @@ def raise_if_any_failed(run: RunContext, records: list[ScoreRecord]) -> None:
         "recorded %d scores (%d failed) in %s",
         len(records),
         len(failed),
-        run.settings.database_path,
+        run.settings.score_store,
     )
     if failed:
         first = failed[0]

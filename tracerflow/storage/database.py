@@ -1,9 +1,10 @@
-"""Opening the score database and writing one flow run into it.
+"""Opening the score store and writing one flow run into it.
 
-DuckDB lets one process hold the file for writing and refuses every other process meanwhile, so a
-run writes once, at its end, in one transaction under a file lock (``scores.duckdb.lock``), and
-readers open read-only, locked down, and retry briefly. The rules: docs/database.md ("Who writes,
-who reads").
+The store is the embedded DuckDB file or a DuckLake (``store.py``). For the file: DuckDB lets one
+process hold it for writing and refuses every other process meanwhile, so a run writes once, at
+its end, in one transaction under a file lock (``scores.duckdb.lock``), and readers open
+read-only, locked down, and retry briefly. A lake takes concurrent writers on many hosts
+(``lake.py``). The rules: docs/database.md ("Who writes, who reads").
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from filelock import FileLock, Timeout
 
 from tracerflow.errors import StorageError
 from tracerflow.hashing import canonical_json
+from tracerflow.storage import lake
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
 from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
 from tracerflow.storage.records import (
@@ -31,6 +33,14 @@ from tracerflow.storage.records import (
     TranscoderInfo,
     stable_id,
     to_utc_naive,
+)
+from tracerflow.storage.store import (
+    AsOf,
+    FileStore,
+    LakeStore,
+    NoHistoryError,
+    Store,
+    parse_store,
 )
 
 Connection = duckdb.DuckDBPyConnection
@@ -79,9 +89,10 @@ def _retry_while_locked(connect: Callable[[], T], path: Path, timeout_s: float, 
 
 
 def open_database(
-    path: Path | str, read_only: bool = False, timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+    store: Store | Path | str, read_only: bool = False, timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
 ) -> Connection:
-    """Open the score database; writable opens create it and apply pending migrations.
+    """Open the score store; writable opens create it and apply pending migrations (a new lake
+    gets the current schema).
 
     A writable open takes the writer lock (``scores.duckdb.lock``) before it connects and holds
     it while it migrates, so it never migrates under another writer's feet; it lets go once the
@@ -89,9 +100,18 @@ def open_database(
     while the connection is open). The caller owns the connection and must close it soon.
     Flows should use `record_run` rather than holding one.
     """
-    path = Path(path)
+    store = parse_store(store)
     if read_only:
-        return open_reader(path)
+        return open_reader(store)
+    if isinstance(store, LakeStore):
+        con = lake.connect(store, read_only=False)
+        try:
+            lake.ensure_schema(con, store)
+        except BaseException:
+            con.close()
+            raise
+        return con
+    path = store.path
     path.parent.mkdir(parents=True, exist_ok=True)
     with _write_lock(path, timeout_s):
         con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
@@ -103,18 +123,32 @@ def open_database(
     return con
 
 
-def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Connection:
-    """A locked-down read-only connection at the current schema, retried while a writer holds it.
+def open_reader(
+    store: Store | Path | str,
+    timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    as_of: AsOf | None = None,
+) -> Connection:
+    """A locked-down read-only connection at the current schema.
 
-    A database written by an older tracerflow is migrated first (a short write under the lock).
-    A DuckDB file without tracerflow's ``schema_version`` table is refused, never migrated: a
-    reader leaves a file it did not create exactly as it found it, with no lock file beside it.
+    File: retried while a writer holds it; a database written by an older tracerflow is migrated
+    first (a short write under the lock); a DuckDB file without tracerflow's ``schema_version``
+    table is refused, never migrated: a reader leaves a file it did not create exactly as it
+    found it, with no lock file beside it. Lake: read at its newest snapshot, or at ``as_of``.
+    Raises NoHistoryError when the store holds no history yet.
     """
-    path = Path(path)
-    if not path.exists():
+    store = parse_store(store)
+    if isinstance(store, LakeStore):
+        return _open_lake_reader(store, as_of)
+    if as_of is not None:
         raise StorageError(
+            f"--as-of reads a lake's snapshots; the embedded file {store.path} keeps none "
+            f"(set TRACERFLOW_STORE to a ducklake:postgres: store for time travel)"
+        )
+    path = store.path
+    if not path.exists():
+        raise NoHistoryError(
             f"no score database at {path}: run a flow first (`tracerflow demo`), "
-            f"or point --db / TRACERFLOW_HOME at an existing one"
+            f"or point --store (TRACERFLOW_STORE) at an existing one"
         )
 
     def connect() -> Connection:
@@ -138,25 +172,70 @@ def open_reader(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> 
     if version == 0:
         raise StorageError(
             f"{path} is not a tracerflow score database (it has no schema_version table); "
-            f"read commands do not change it: point --db at a database tracerflow wrote"
+            f"read commands do not change it: point --store at a database tracerflow wrote"
         )
     if version > CURRENT_VERSION:
         raise StorageError(
             f"the score database {path} is at schema version {version}, newer than this "
             f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to read it"
         )
-    open_database(path).close()  # migrates under the writer lock
+    open_database(store).close()  # migrates under the writer lock
     return _retry_while_locked(connect, path, timeout_s, "read")
 
 
+def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
+    con = lake.connect(store, read_only=True, as_of=as_of)
+    try:
+        version = schema_version(con)
+    except BaseException:
+        con.close()
+        raise
+    if version == CURRENT_VERSION:
+        return con
+    con.close()
+    if version == 0:
+        raise NoHistoryError(
+            f"no score history in {store.describe()}"
+            + (f" at {as_of.describe()}" if as_of else "")
+            + ": a lake gets its tables from the first run that records into it"
+        )
+    raise StorageError(
+        f"the lake {store.describe()} is at schema version {version}, this tracerflow reads "
+        f"version {CURRENT_VERSION}; use the tracerflow that wrote it"
+    )
+
+
 @contextlib.contextmanager
-def reading(path: Path | str, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Iterator[Connection]:
-    """``with reading(db_path) as con:`` a reader that is closed as soon as the block ends."""
-    con = open_reader(path, timeout_s)
+def reading(
+    store: Store | Path | str,
+    timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    as_of: AsOf | None = None,
+) -> Iterator[Connection]:
+    """``with reading(store) as con:`` a reader that is closed as soon as the block ends.
+
+    A DuckDB error inside the block becomes one StorageError line; a lake whose data folder has
+    lost a file the catalog names is reported as damaged: a query never returns part of it.
+    """
+    store = parse_store(store)
+    con = open_reader(store, timeout_s, as_of)
     try:
         yield con
+    except duckdb.IOException as error:
+        missing = re.search(r'Cannot open file "([^"]+)"', str(error))
+        if isinstance(store, LakeStore) and missing:
+            raise StorageError(
+                f"the lake {store.describe()} is damaged: its data file {missing.group(1)} is "
+                f"missing (restore the data folder from a backup); nothing was read"
+            ) from error
+        raise StorageError(f"reading {store.describe()} failed: {_first_line(error)}") from error
+    except duckdb.Error as error:
+        raise StorageError(f"reading {store.describe()} failed: {_first_line(error)}") from error
     finally:
         con.close()
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
 
 
 @contextlib.contextmanager
@@ -176,18 +255,20 @@ def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
 
 
 def _upsert(table: str, key: str, row: dict[str, object]) -> str:
-    """INSERT of one row of ``table`` that, when its id is recorded already, only fills in the
+    """MERGE of one row into ``table`` that, when its id is recorded already, only fills in the
     columns still NULL there: the first recorded value of a fact stays, a later run that knows
-    one (a commit sha, a model shape) completes it, a later run that does not erases nothing."""
-    columns = ", ".join(row)
-    fill = ", ".join(
-        f"{column} = coalesce({table}.{column}, excluded.{column})"
-        for column in row
-        if column != key
-    )
+    one (a commit sha, a model shape) completes it, a later run that does not erases nothing.
+    A row with nothing to fill in is left untouched (no rewrite in a lake). MERGE rather than
+    ON CONFLICT: a lake has no keys to conflict on."""
+    others = [column for column in row if column != key]
+    source = ", ".join(f"? AS {column}" for column in row)
+    fillable = " OR ".join(f"(t.{c} IS NULL AND s.{c} IS NOT NULL)" for c in others)
+    fill = ", ".join(f"{c} = coalesce(t.{c}, s.{c})" for c in others)
+    values = ", ".join(f"s.{column}" for column in row)
     return (
-        f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' for _ in row)}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {fill}"
+        f"MERGE INTO {table} AS t USING (SELECT {source}) AS s ON t.{key} = s.{key} "
+        f"WHEN MATCHED AND ({fillable}) THEN UPDATE SET {fill} "
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(row)}) VALUES ({values})"
     )
 
 
@@ -312,7 +393,7 @@ def _insert_metrics(con: Connection, run: RunInfo, metrics: Sequence[MetricsReco
 
 
 def record_run(
-    db_path: Path | str,
+    store: Store | Path | str,
     run: RunInfo,
     records: list[ScoreRecord],
     guard: AbstractContextManager[object] | None = None,
@@ -324,35 +405,93 @@ def record_run(
 
     Idempotent on ``run.flow_run_id``: if the run is already recorded, nothing is added and
     nothing replaced (returns 0). Any failure rolls the whole run back and raises StorageError,
-    so a database never holds part of a run.
+    so a store never holds part of a run.
 
     Args:
-        guard: an outer context manager held around the write, e.g. a Prefect global
-            concurrency limit when a Prefect server is in use.
-        timeout_s: how long to wait for the file lock and for other processes to let go.
+        guard: an outer context manager held around the write of a file store, e.g. a Prefect
+            global concurrency limit when a Prefect server is in use (a lake needs none).
+        timeout_s: how long to wait for the file lock and for other processes to let go, or
+            for a lake's concurrent writers to let this one commit.
         metrics: one record per evaluated transcoder (``transcoder_metrics`` rows).
     """
-    db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with guard if guard is not None else contextlib.nullcontext(), _write_lock(db_path, timeout_s):
-        con = _retry_while_locked(lambda: duckdb.connect(str(db_path)), db_path, timeout_s, "write")
+    store = parse_store(store)
+
+    def write_run(con: Connection) -> int:
+        already = con.execute(
+            "SELECT count(*) FROM runs WHERE flow_run_id = ?", [run.flow_run_id]
+        ).fetchone()
+        if already and already[0]:
+            return 0
+        added = _insert_run(con, run, records)
+        _insert_metrics(con, run, metrics)
+        return added
+
+    try:
+        if isinstance(store, LakeStore):
+            return lake.write(store, write_run, timeout_s)
+        return write_file(store, write_run, guard, timeout_s)
+    except StorageError:
+        raise
+    except Exception as error:
+        raise StorageError(
+            f"recording flow run {run.flow_run_id} failed, nothing of it was written: {error}"
+        ) from error
+
+
+def write_file(
+    store: FileStore,
+    body: Callable[[Connection], T],
+    guard: AbstractContextManager[object] | None = None,
+    timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
+    prepare: Callable[[Connection], None] | None = None,
+) -> T:
+    """Run ``body`` in one transaction on the file, under the writer lock, after migrating it.
+    ``prepare`` runs once before, outside the transaction, on a connection that can also attach
+    a lake (``store copy``)."""
+    path = store.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect() -> Connection:
+        return lake.new_connection(str(path)) if prepare else duckdb.connect(str(path))
+
+    with guard if guard is not None else contextlib.nullcontext(), _write_lock(path, timeout_s):
+        con = _retry_while_locked(connect, path, timeout_s, "write")
         try:
             apply_migrations(con)
+            if prepare is not None:
+                prepare(con)
             con.execute("BEGIN TRANSACTION")
             try:
-                already = con.execute(
-                    "SELECT count(*) FROM runs WHERE flow_run_id = ?", [run.flow_run_id]
-                ).fetchone()
-                added = 0 if already and already[0] else _insert_run(con, run, records)
-                if not (already and already[0]):
-                    _insert_metrics(con, run, metrics)
+                added = body(con)
                 con.execute("COMMIT")
-            except Exception as error:
+            except BaseException:
                 con.execute("ROLLBACK")
-                raise StorageError(
-                    f"recording flow run {run.flow_run_id} failed, nothing of it was written: "
-                    f"{error}"
-                ) from error
+                raise
         finally:
             con.close()
     return added
+
+
+def lake_snapshots(store: Store | Path | str) -> list[dict[str, object]]:
+    """A lake's snapshots, newest first: id, time (UTC) and what each changed."""
+    store = parse_store(store)
+    if not isinstance(store, LakeStore):
+        raise StorageError(
+            f"{store.describe()} is the embedded file, which keeps no snapshots; a "
+            f"ducklake:postgres: store does"
+        )
+    with reading(store) as con:
+        rows = con.execute(
+            f"SELECT snapshot_id, snapshot_time, changes FROM ducklake_snapshots('{lake.CATALOG}') "
+            "ORDER BY snapshot_id DESC"
+        ).fetchall()
+    return [
+        {
+            "snapshot_id": snapshot_id,
+            "snapshot_time": to_utc_naive(time),
+            "changes": "; ".join(
+                f"{kind}: {', '.join(map(str, items))}" for kind, items in changes.items()
+            ),
+        }
+        for snapshot_id, time, changes in rows
+    ]

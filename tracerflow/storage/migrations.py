@@ -597,7 +597,8 @@ def schema_version(con: Connection) -> int:
     """The highest migration applied to this database; 0 for a new, empty file."""
     has_table = con.execute(
         "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_name = 'schema_version' AND table_schema = 'main'"
+        "WHERE table_name = 'schema_version' AND table_schema = 'main' "
+        "AND table_catalog = current_database()"
     ).fetchone()
     if not has_table or has_table[0] == 0:
         return 0

@@ -24,6 +24,7 @@ from tracerflow.errors import StorageError
 from tracerflow.storage.database import reading
 from tracerflow.storage.queries import _dicts, parse_since
 from tracerflow.storage.stats import MeanInterval, t975
+from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike
 
 PER_TOKEN_FILE = "per_token.safetensors"  # tracerflow.tasks.evaluate's (importing it needs torch)
 # The all-layers columns a person compares, in the order the tables show them.
@@ -37,34 +38,36 @@ METRICS_HISTORY_COLUMNS = (
 )  # fmt: skip
 
 
-def metrics_of_run(db_path: Path | str, flow_run_id: str) -> list[dict[str, Any]]:
+def metrics_of_run(store: StoreLike, flow_run_id: str) -> list[dict[str, Any]]:
     """One run's all-layers metrics, a row per transcoder, in ``flows.report.METRICS_COLUMNS``
     names; none when there is no database yet."""
-    if not Path(db_path).exists():
+    try:
+        with reading(store) as con:
+            rows = _dicts(
+                con,
+                "SELECT transcoder_source AS transcoder, corpus_name AS corpus, "
+                "corpus_n_tokens AS tokens, fvu, l0, dead_share, dense_1pct_share, kl, "
+                "top1_agreement, ce_loss_recovered "
+                "FROM transcoder_metrics_wide WHERE flow_run_id = ? AND layer IS NULL "
+                "ORDER BY transcoder",
+                [flow_run_id],
+            )
+    except NoHistoryError:
         return []
-    with reading(db_path) as con:
-        rows = _dicts(
-            con,
-            "SELECT transcoder_source AS transcoder, corpus_name AS corpus, "
-            "corpus_n_tokens AS tokens, fvu, l0, dead_share, dense_1pct_share, kl, "
-            "top1_agreement, ce_loss_recovered "
-            "FROM transcoder_metrics_wide WHERE flow_run_id = ? AND layer IS NULL "
-            "ORDER BY transcoder",
-            [flow_run_id],
-        )
     for row in rows:
         row["corpus"] = os.path.basename(row["corpus"])
     return rows
 
 
 def metrics_history(
-    db_path: Path | str,
+    store: StoreLike,
     transcoder: str | None = None,
     since: date | datetime | str | None = None,
     all_layers_only: bool = True,
+    as_of: AsOf | None = None,
 ) -> list[dict[str, Any]]:
     """Every recorded metrics row, newest first, with the change since the previous run of its
-    series (transcoder × model × evaluation corpus × layer)."""
+    series (transcoder × model × evaluation corpus × layer); ``as_of`` reads a lake as it was."""
     conditions, params = [], []
     if transcoder is not None:
         conditions.append("(transcoder_source = ? OR transcoder_id = ?)")
@@ -75,7 +78,7 @@ def metrics_history(
     if all_layers_only:
         conditions.append("layer IS NULL")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    with reading(db_path) as con:
+    with reading(store, as_of=as_of) as con:
         return _dicts(
             con,
             f"SELECT {', '.join(METRICS_HISTORY_COLUMNS)} FROM transcoder_metrics_history {where} "
@@ -84,9 +87,9 @@ def metrics_history(
         )
 
 
-def latest_metrics(db_path: Path | str) -> list[dict[str, Any]]:
+def latest_metrics(store: StoreLike) -> list[dict[str, Any]]:
     """The newest all-layers metrics per transcoder × model × evaluation corpus."""
-    with reading(db_path) as con:
+    with reading(store) as con:
         rows = _dicts(
             con,
             "SELECT transcoder_source, model_name, corpus_name, corpus_n_tokens, fvu, l0, "
@@ -100,16 +103,14 @@ def latest_metrics(db_path: Path | str) -> list[dict[str, Any]]:
     return rows
 
 
-def latest_layer_metrics(
-    db_path: Path | str, transcoder: str | None = None
-) -> list[dict[str, Any]]:
+def latest_layer_metrics(store: StoreLike, transcoder: str | None = None) -> list[dict[str, Any]]:
     """The newest metrics of every transcoder × model × corpus, per layer (layer order), with
     the density histogram as a list."""
     condition, params = "", []
     if transcoder is not None:
         condition = "AND (transcoder_source = ? OR transcoder_id = ?)"
         params = [transcoder, transcoder]
-    with reading(db_path) as con:
+    with reading(store) as con:
         rows = _dicts(
             con,
             "SELECT transcoder_source, model_name, corpus_name, corpus_hash, layer, fvu, l0, "
@@ -142,11 +143,11 @@ class MetricsPair:
 
 
 def compare_metrics(
-    db_path: Path | str, artifacts_dir: Path | str, source_a: str, source_b: str
+    store: StoreLike, artifacts_dir: Path | str, source_a: str, source_b: str
 ) -> list[MetricsPair]:
     """The newest all-layers metrics of A and B on every evaluation corpus both were evaluated on
     (same tokens, same model), B − A; empty when they share none."""
-    with reading(db_path) as con:
+    with reading(store) as con:
         rows = _dicts(
             con,
             "SELECT * FROM latest_transcoder_metrics WHERE layer IS NULL "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,6 +18,7 @@ from tracerflow.errors import StorageError
 from tracerflow.storage.database import reading
 from tracerflow.storage.records import TranscoderInfo, to_utc_naive
 from tracerflow.storage.stats import MeanInterval, mean_interval
+from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike
 
 # What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
 # read-only, no-file-access connection is the second wall behind this one.
@@ -64,10 +64,11 @@ HISTORY_COLUMNS = (
 
 
 def history(
-    db_path: Path | str,
+    store: StoreLike,
     transcoder: str | None = None,
     prompt: str | None = None,
     since: date | datetime | str | None = None,
+    as_of: AsOf | None = None,
 ) -> list[dict[str, Any]]:
     """Every score, newest first, each with the change since the previous run of its series.
 
@@ -78,6 +79,7 @@ def history(
         transcoder: a transcoder source (``georglange/...``) or a transcoder id.
         prompt: the exact prompt text.
         since: only scores recorded at or after this date/time (UTC).
+        as_of: read a lake as it was at this snapshot or time.
     """
     conditions, params = [], []
     if transcoder is not None:
@@ -90,7 +92,7 @@ def history(
         conditions.append("created_at >= ?")
         params.append(parse_since(since))
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    with reading(db_path) as con:
+    with reading(store, as_of=as_of) as con:
         return _dicts(
             con,
             f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
@@ -99,9 +101,9 @@ def history(
         )
 
 
-def transcoder_summary(db_path: Path | str) -> list[dict[str, Any]]:
+def transcoder_summary(store: StoreLike) -> list[dict[str, Any]]:
     """The `transcoder_summary` view: per transcoder, mean / min / max / 95% interval of scores."""
-    with reading(db_path) as con:
+    with reading(store) as con:
         return _dicts(
             con, "SELECT * FROM transcoder_summary ORDER BY transcoder_source, model_name", []
         )
@@ -142,7 +144,7 @@ def _known_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def compare(
-    db_path: Path | str,
+    store: StoreLike,
     source_a: str,
     source_b: str,
     prompts: list[str] | None = None,
@@ -150,7 +152,7 @@ def compare(
     """Paired comparison of two transcoder sources over their common prompts (B − A)."""
     if source_a == source_b:
         raise StorageError(f"compare needs two different transcoders, got {source_a!r} twice")
-    with reading(db_path) as con:
+    with reading(store) as con:
         known = _known_sources(con)
         for source in (source_a, source_b):
             if source not in known:
@@ -209,31 +211,33 @@ def compare(
     )
 
 
-def scores_of_run(db_path: Path | str, flow_run_id: str) -> list[dict[str, Any]]:
+def scores_of_run(store: StoreLike, flow_run_id: str) -> list[dict[str, Any]]:
     """The rows one (partly) failed run recorded, as `tracerflow run` prints them; none when
     there is no database yet."""
-    if not Path(db_path).exists():
+    try:
+        with reading(store) as con:
+            return _dicts(
+                con,
+                "SELECT transcoder_source AS transcoder, prompt, "
+                "replacement_score AS replacement, completeness_score AS completeness, "
+                "pruned_replacement_score AS pruned_replacement, "
+                "pruned_completeness_score AS pruned_completeness, "
+                "n_selected_features AS features, attribution_seconds AS seconds, status "
+                "FROM scores_wide WHERE flow_run_id = ? ORDER BY transcoder, prompt",
+                [flow_run_id],
+            )
+    except NoHistoryError:
         return []
-    with reading(db_path) as con:
-        return _dicts(
-            con,
-            "SELECT transcoder_source AS transcoder, prompt, replacement_score AS replacement, "
-            "completeness_score AS completeness, pruned_replacement_score AS pruned_replacement, "
-            "pruned_completeness_score AS pruned_completeness, n_selected_features AS features, "
-            "attribution_seconds AS seconds, status "
-            "FROM scores_wide WHERE flow_run_id = ? ORDER BY transcoder, prompt",
-            [flow_run_id],
-        )
 
 
-def run_sql(db_path: Path | str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def run_sql(store: StoreLike, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read query (SELECT, WITH ..., EXPLAIN) and return its columns and rows.
 
     Anything else (DELETE, DROP, INSERT, UPDATE, CREATE, ATTACH, COPY, EXPORT, INSTALL, LOAD,
     PRAGMA, SET, CALL, ...) raises StorageError before it runs, and the connection is read-only
     with no access to files besides the database, so nothing is changed or written either way.
     """
-    with reading(db_path) as con:
+    with reading(store) as con:
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as error:
@@ -262,12 +266,12 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
 
 
-def graph_index(db_path: Path | str) -> list[dict[str, Any]]:
+def graph_index(store: StoreLike) -> list[dict[str, Any]]:
     """One entry per exported graph (a score with a slug), from the newest record of each slug.
 
     The viewer's index page lists these, newest first.
     """
-    with reading(db_path) as con:
+    with reading(store) as con:
         return _dicts(
             con,
             """
@@ -313,41 +317,43 @@ class SuiteRunScores:
 
 
 def previous_suite_run_scores(
-    db_path: Path | str, suite_name: str, before_flow_run_id: str
+    store: StoreLike, suite_name: str, before_flow_run_id: str
 ) -> SuiteRunScores | None:
     """The rows of the run of ``suite_name`` before ``before_flow_run_id``, or None.
 
     "Before" is by start time when ``before_flow_run_id`` is recorded already; otherwise it is
     the newest recorded run of the suite. Runs without any successful score are skipped.
     """
-    if not Path(db_path).exists():
+    try:
+        with reading(store) as con:
+            previous = con.execute(
+                """
+                SELECT r.flow_run_id, r.started_at
+                FROM runs r
+                WHERE r.suite_name = $suite AND r.flow_run_id <> $current
+                  AND r.started_at < coalesce(
+                      (SELECT started_at FROM runs WHERE flow_run_id = $current),
+                      'infinity'::TIMESTAMP)
+                  AND EXISTS (SELECT 1 FROM scores s
+                              WHERE s.flow_run_id = r.flow_run_id AND s.status = 'ok')
+                ORDER BY r.started_at DESC, r.flow_run_id DESC
+                LIMIT 1
+                """,
+                {"suite": suite_name, "current": before_flow_run_id},  # type: ignore[arg-type]
+            ).fetchone()
+            if previous is None:
+                return None
+            rows = con.execute(
+                """
+                SELECT transcoder_source, model_name, prompt, params_hash, status, replacement_score
+                FROM scores_wide
+                WHERE flow_run_id = ?
+                ORDER BY transcoder_source, prompt
+                """,
+                [previous[0]],
+            ).fetchall()
+    except NoHistoryError:
         return None
-    with reading(db_path) as con:
-        previous = con.execute(
-            """
-            SELECT r.flow_run_id, r.started_at
-            FROM runs r
-            WHERE r.suite_name = $suite AND r.flow_run_id <> $current
-              AND r.started_at < coalesce(
-                  (SELECT started_at FROM runs WHERE flow_run_id = $current), 'infinity'::TIMESTAMP)
-              AND EXISTS (SELECT 1 FROM scores s
-                          WHERE s.flow_run_id = r.flow_run_id AND s.status = 'ok')
-            ORDER BY r.started_at DESC, r.flow_run_id DESC
-            LIMIT 1
-            """,
-            {"suite": suite_name, "current": before_flow_run_id},  # type: ignore[arg-type]
-        ).fetchone()
-        if previous is None:
-            return None
-        rows = con.execute(
-            """
-            SELECT transcoder_source, model_name, prompt, params_hash, status, replacement_score
-            FROM scores_wide
-            WHERE flow_run_id = ?
-            ORDER BY transcoder_source, prompt
-            """,
-            [previous[0]],
-        ).fetchall()
     return SuiteRunScores(
         flow_run_id=previous[0],
         started_at=_aware(previous[1]),
@@ -355,26 +361,27 @@ def previous_suite_run_scores(
     )
 
 
-def latest_transcoder(db_path: Path | str, source: str) -> TranscoderInfo | None:
+def latest_transcoder(store: StoreLike, source: str) -> TranscoderInfo | None:
     """The transcoder most recently scored under ``source`` (by its newest score row), or None.
 
     A run that fails before it knows the transcoder's weights (a download or a conversion that
     fails) records its rows under this one, so they stay in the series of its earlier runs.
     """
-    if not Path(db_path).exists():
+    try:
+        with reading(store) as con:
+            row = con.execute(
+                """
+                SELECT t.source, t.revision, t.commit_sha, t.content_hash, t.kind, t.n_layers,
+                       t.d_model, t.d_features, t.activation, t.activation_params_json
+                FROM transcoders t JOIN scores s USING (transcoder_id)
+                WHERE t.source = ?
+                ORDER BY s.created_at DESC, s.flow_run_id DESC
+                LIMIT 1
+                """,
+                [source],
+            ).fetchone()
+    except NoHistoryError:
         return None
-    with reading(db_path) as con:
-        row = con.execute(
-            """
-            SELECT t.source, t.revision, t.commit_sha, t.content_hash, t.kind, t.n_layers,
-                   t.d_model, t.d_features, t.activation, t.activation_params_json
-            FROM transcoders t JOIN scores s USING (transcoder_id)
-            WHERE t.source = ?
-            ORDER BY s.created_at DESC, s.flow_run_id DESC
-            LIMIT 1
-            """,
-            [source],
-        ).fetchone()
     if row is None:
         return None
     *fields, activation_params_json = row

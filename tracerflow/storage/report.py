@@ -18,6 +18,7 @@ from typing import Any
 
 from tracerflow.errors import StorageError
 from tracerflow.storage.queries import history, transcoder_summary
+from tracerflow.storage.store import StoreLike
 
 SCORES_PLOTTED = (
     ("replacement_score", "replacement score"),
@@ -126,13 +127,13 @@ def metrics_figure(rows: list[dict[str, Any]]) -> Any:
     return figure
 
 
-def write_metrics_chart(db_path: Path | str, out: Path, transcoder: str | None = None) -> Path:
+def write_metrics_chart(store: StoreLike, out: Path, transcoder: str | None = None) -> Path:
     """Write the per-layer metrics chart (``metrics_figure``) to ``out`` (``.png``)."""
     from tracerflow.storage.quality import latest_layer_metrics
 
     if out.suffix.lower() != ".png":
         raise StorageError(f"--out {out} must end in .png")
-    figure = metrics_figure(latest_layer_metrics(db_path, transcoder=transcoder))
+    figure = metrics_figure(latest_layer_metrics(store, transcoder=transcoder))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, format="png", dpi=110)
     return out
@@ -191,7 +192,7 @@ img {{ max-width: 100%; }}
 
 
 def write_history_report(
-    db_path: Path | str,
+    store: StoreLike,
     out: Path,
     transcoder: str | None = None,
     since: str | None = None,
@@ -200,14 +201,14 @@ def write_history_report(
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html"):
         raise StorageError(f"--out {out} must end in .png (a chart) or .html (a report)")
-    rows = history(db_path, transcoder=transcoder, since=since)
+    rows = history(store, transcoder=transcoder, since=since)
     if not rows:
         raise StorageError("no scores match; nothing to plot")
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
         out.write_bytes(history_png(rows))
     else:
-        summary = transcoder_summary(db_path)
+        summary = transcoder_summary(store)
         if transcoder is not None:
             summary = [
                 s for s in summary if transcoder in (s["transcoder_source"], s["transcoder_id"])

@@ -1,15 +1,15 @@
-"""Stage 7, record: one write of the whole flow run into the DuckDB score store.
+"""Stage 7, record: one write of the whole flow run into the score store.
 
 Idempotent on the flow run id (recording the same run twice adds nothing) and all-or-nothing
-(one transaction); concurrent flow runs are serialised by a file lock in the storage layer and,
-where a Prefect server is in use, by the global concurrency limit below.
+(one transaction). Into the embedded file, concurrent flow runs are serialised by a file lock in
+the storage layer and, where a Prefect server is in use, by the global concurrency limit below;
+a DuckLake takes concurrent writers from many hosts and needs neither.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from tracerflow.storage.database import record_run
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.records import RunInfo, ScoreRecord
+from tracerflow.storage.store import FileStore, Store
 
 # Name of the Prefect global concurrency limit that guards the DuckDB writer (one slot).
 DATABASE_WRITE_LIMIT = "tracerflow-duckdb-writer"
@@ -35,14 +36,15 @@ def _concurrency_guard(use_server_limit: bool) -> AbstractContextManager[Any]:
     return concurrency(DATABASE_WRITE_LIMIT, occupy=1, timeout_seconds=600, strict=True)
 
 
+# Retried: a lake's PostgreSQL may be restarting, a file's lock may be held; the write is
+# idempotent on the flow run id, so a retry never records a run twice.
 @task(name="record", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def record_task(
-    database_path: Path,
+    store: Store,
     run: RunInfo,
     records: list[ScoreRecord],
     use_server_limit: bool = False,
     metrics: Sequence[MetricsRecord] = (),
 ) -> int:
-    return record_run(
-        database_path, run, records, guard=_concurrency_guard(use_server_limit), metrics=metrics
-    )
+    guard = _concurrency_guard(use_server_limit and isinstance(store, FileStore))
+    return record_run(store, run, records, guard=guard, metrics=metrics)

@@ -21,6 +21,7 @@ from typing import Any
 
 from tracerflow.storage.quality import latest_metrics
 from tracerflow.storage.queries import graph_index
+from tracerflow.storage.store import NoHistoryError, StoreLike
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
 from tracerflow.viewer.slugs import is_valid_slug
 
@@ -93,19 +94,21 @@ def read_graph_metadata(graph_files_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def load_db_scores(db_path: Path | None) -> dict[str, dict[str, Any]]:
+def load_db_scores(store: StoreLike | None) -> dict[str, dict[str, Any]]:
     """Per slug, the index's fields (``DB_COLUMNS``) from storage's ``graph_index``.
 
     The adapter between the viewer and the score database: nothing else in the viewer imports
     storage. ``graph_index`` gives one row per slug, its newest score. ``{}`` when there is no
     database or it cannot be read.
     """
-    if db_path is None or not db_path.is_file():
+    if store is None:
         return {}
     try:
-        rows = graph_index(db_path)
+        rows = graph_index(store)
+    except NoHistoryError:
+        return {}
     except Exception as exc:  # a locked or unreadable database must not take the viewer down
-        logger.warning("cannot read scores from %s: %s", db_path, exc)
+        logger.warning("cannot read scores from %s: %s", store, exc)
         return {}
     return {
         row["slug"]: {key: row.get(column) for key, column in DB_COLUMNS.items()}
@@ -129,15 +132,17 @@ QUALITY_COLUMNS = (
 )
 
 
-def load_db_metrics(db_path: Path | None) -> list[dict[str, Any]]:
+def load_db_metrics(store: StoreLike | None) -> list[dict[str, Any]]:
     """Each transcoder's newest all-layers metrics; ``[]`` when there is no database, it cannot
     be read right now, or it holds none (the same rules as ``load_db_scores``)."""
-    if db_path is None or not db_path.is_file():
+    if store is None:
         return []
     try:
-        return latest_metrics(db_path)
+        return latest_metrics(store)
+    except NoHistoryError:
+        return []
     except Exception as exc:  # a locked or unreadable database must not take the viewer down
-        logger.warning("cannot read transcoder metrics from %s: %s", db_path, exc)
+        logger.warning("cannot read transcoder metrics from %s: %s", store, exc)
         return []
 
 
@@ -149,7 +154,7 @@ def strip_bos(prompt: str) -> str:
     return prompt
 
 
-def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> list[GraphEntry]:
+def build_graph_index(graph_files_dir: Path, store: StoreLike | None = None) -> list[GraphEntry]:
     """Every viewable graph, newest first, with database scores merged in by slug.
 
     Without a database row, the prompt is the metadata's without its BOS token, the transcoder
@@ -157,7 +162,7 @@ def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> lis
     ``model`` / ``recorded_at`` keys, and the run date falls back to the graph file's
     modification time.
     """
-    scores = load_db_scores(db_path)
+    scores = load_db_scores(store)
     entries = []
     for meta in read_graph_metadata(graph_files_dir):
         slug = meta["slug"]
@@ -184,12 +189,12 @@ def build_graph_index(graph_files_dir: Path, db_path: Path | None = None) -> lis
 
 
 def viewer_metadata(
-    graph_files_dir: Path, db_path: Path | None = None
+    graph_files_dir: Path, store: StoreLike | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """What the viewer page reads as ``data/graph-metadata.json``: only the viewable graphs,
     each with its four scores (``SCORE_KEYS``, ``null`` when unknown) for the graph page."""
     graphs = read_graph_metadata(graph_files_dir)
-    scores = {entry.slug: entry for entry in build_graph_index(graph_files_dir, db_path)}
+    scores = {entry.slug: entry for entry in build_graph_index(graph_files_dir, store)}
     for graph in graphs:
         entry = scores.get(graph["slug"])
         for key in SCORE_KEYS:

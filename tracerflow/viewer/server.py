@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from tracerflow.storage.store import StoreLike
 from tracerflow.viewer.features import (
     FEATURE_LIST_PATH,
     FeatureFile,
@@ -121,11 +122,11 @@ class ViewerServer(ThreadingHTTPServer):
         *,
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
-        db_path: Path | None = None,
+        store: StoreLike | None = None,
         read_only: bool = False,
     ) -> None:
         self.graph_files_dir = graph_files_dir.expanduser().resolve()
-        self.db_path = db_path
+        self.store = store
         self.read_only = read_only
         self.routes = static_routes()
         self.save_lock = threading.Lock()
@@ -148,11 +149,11 @@ def make_server(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    db_path: Path | None = None,
+    store: StoreLike | None = None,
     read_only: bool = False,
 ) -> ViewerServer:
     """Bind the viewer server (``port=0``: any free port; see ``ViewerServer.url``)."""
-    return ViewerServer(graph_files_dir, host=host, port=port, db_path=db_path, read_only=read_only)
+    return ViewerServer(graph_files_dir, host=host, port=port, store=store, read_only=read_only)
 
 
 def _allowed_hosts(host: str, port: int) -> frozenset[str] | None:
@@ -235,9 +236,9 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
     def _get(self, path: str, head: bool = False) -> None:
         if path in ("/", "/index.html"):
             folder = self.server.graph_files_dir
-            entries = build_graph_index(folder, self.server.db_path)
+            entries = build_graph_index(folder, self.server.store)
             page = render_index_html(
-                entries, folder, feature_pack_names(folder), load_db_metrics(self.server.db_path)
+                entries, folder, feature_pack_names(folder), load_db_metrics(self.server.store)
             )
             self._send_bytes(page.encode("utf-8"), CONTENT_TYPES[".html"], head=head)
         elif path == "/favicon.ico":
@@ -246,7 +247,7 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             file_path = self.server.routes[path]
             self._send_bytes(file_path.read_bytes(), CONTENT_TYPES[file_path.suffix], head=head)
         elif path == f"/data/{GRAPH_METADATA_FILE}":
-            metadata = viewer_metadata(self.server.graph_files_dir, self.server.db_path)
+            metadata = viewer_metadata(self.server.graph_files_dir, self.server.store)
             self._send_bytes(json.dumps(metadata).encode("utf-8"), "application/json", head=head)
         elif path.startswith("/graph_data/"):
             graph_path = self._graph_path(path.removeprefix("/graph_data/"))

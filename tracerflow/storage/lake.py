@@ -1,0 +1,315 @@
+"""Connections to a DuckLake store: the catalog in PostgreSQL, Parquet data under a data path.
+
+The two DuckDB extensions come from pinned PyPI packages (DuckDB's signed binaries) and are
+loaded from an ``extension_directory`` built from them; nothing is downloaded at run time and
+autoinstall is off. The lake holds the same tables, views and macros as the embedded file: its
+schema is created once, in one transaction, from an in-memory database the migrations built, so
+the two cannot drift (DuckLake has no PRIMARY KEY or UNIQUE constraints; the writer keeps ids
+unique itself).
+
+Writers on several hosts commit concurrently. DuckLake settles races between plain appends by
+itself, but two runs that both insert the same new transcoder would both see it missing; so every
+write also rewrites the one row of ``lake_writes``, which makes any two overlapping writes
+conflict, and the later one is rolled back and retried from the start against the new snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from tracerflow.errors import StorageError
+from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
+from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, mask_password
+
+Connection = duckdb.DuckDBPyConnection
+T = TypeVar("T")
+
+CATALOG = "lake"
+# (PyPI package, file in the package, file name DuckDB loads it under). The postgres extension's
+# entry point is named after the file, so it must be called postgres_scanner.
+EXTENSIONS = (
+    ("duckdb_extension_ducklake", "ducklake", "ducklake"),
+    ("duckdb_extension_postgres", "postgres", "postgres_scanner"),
+)
+# The one-row table every write rewrites, so that overlapping writes conflict (see above).
+WRITER_TURN_TABLE = "lake_writes"
+
+
+def extension_directory() -> Path:
+    """A folder laid out as DuckDB expects (``<dir>/v<version>/<platform>/<name>.duckdb_extension``)
+    whose files link to the ones the pinned packages installed."""
+    version = f"v{duckdb.__version__}"
+    platform = str(duckdb.execute("PRAGMA platform").fetchone()[0])  # type: ignore[index]
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tracerflow"
+    folder = root / "duckdb-extensions" / version / platform
+    folder.mkdir(parents=True, exist_ok=True)
+    for package, name, load_as in EXTENSIONS:
+        try:
+            module = importlib.import_module(package)
+        except ImportError as error:
+            raise StorageError(
+                f"a DuckLake store needs the {package.replace('_', '-')}=={duckdb.__version__} "
+                f"package; reinstall tracerflow (`pip install -e .`)"
+            ) from error
+        source = (
+            Path(module.__file__ or "").parent / "extensions" / version / f"{name}.duckdb_extension"
+        )
+        if not source.is_file():
+            raise StorageError(
+                f"{package.replace('_', '-')} has no extension for DuckDB {duckdb.__version__} "
+                f"(looked for {source}); install the version matching duckdb=={duckdb.__version__}"
+            )
+        target = folder / f"{load_as}.duckdb_extension"
+        if not (target.is_symlink() and target.resolve() == source.resolve()):
+            staging = folder / f".{load_as}.{os.getpid()}.tmp"
+            staging.unlink(missing_ok=True)
+            staging.symlink_to(source)
+            staging.replace(target)  # atomic: a concurrent process sees the old or the new link
+    return root / "duckdb-extensions"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(store: LakeStore, read_only: bool, as_of: AsOf | None = None) -> Connection:
+    """A connection with the lake attached as its default catalog; read-only connections are
+    locked down.
+
+    A read-only connection cannot write the lake (``READ_ONLY``), read files outside the data
+    path, attach anything else or change settings, so a query typed by a person changes nothing.
+    """
+    con = new_connection()
+    try:
+        attach(con, store, CATALOG, read_only=read_only, as_of=as_of)
+        con.execute(f"USE {CATALOG}")
+        if read_only:
+            data_path = store.data_path or _recorded_data_path(con, CATALOG)
+            con.execute(f"SET allowed_directories = [{_quote(str(data_path))}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def new_connection(database: str = ":memory:") -> Connection:
+    """A DuckDB connection (to ``database``) with the lake's extensions loaded from the pinned
+    packages; it never downloads an extension."""
+    con = duckdb.connect(
+        database,
+        config={
+            "extension_directory": str(extension_directory()),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        },
+    )
+    try:
+        con.execute("LOAD ducklake")
+        con.execute("LOAD postgres")
+    except duckdb.Error as error:
+        con.close()
+        raise StorageError(f"cannot load DuckDB's ducklake/postgres extensions: {error}") from error
+    return con
+
+
+def attach(
+    con: Connection, store: LakeStore, alias: str, read_only: bool, as_of: AsOf | None = None
+) -> None:
+    """``ATTACH`` the lake to ``con`` as ``alias`` (at ``as_of``, when given)."""
+    options = []
+    if store.data_path is not None:
+        options.append(f"DATA_PATH {_quote(str(store.data_path) + os.sep)}")
+    if read_only:
+        options.append("READ_ONLY")
+    if as_of is not None and as_of.snapshot is not None:
+        options.append(f"SNAPSHOT_VERSION {int(as_of.snapshot)}")
+    elif as_of is not None and as_of.time is not None:
+        options.append(f"SNAPSHOT_TIME {_quote(as_of.time.isoformat(sep=' '))}")
+    statement = f"ATTACH {_quote(store.url)} AS {alias}"
+    try:
+        con.execute(statement + (f" ({', '.join(options)})" if options else ""))
+    except duckdb.Error as error:
+        raise _lake_error(store, error, read_only) from error
+
+
+def _recorded_data_path(con: Connection, alias: str) -> str:
+    row = con.execute(
+        f"SELECT value FROM ducklake_options({_quote(alias)}) WHERE option_name = 'data_path'"
+    ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> StorageError:
+    """One clear line for the failures a user meets, the password never shown."""
+    text = mask_password(str(error).replace(store.conninfo, mask_password(store.conninfo)))
+    where = store.describe()
+    if "creating a new DuckLake is explicitly disabled" in text:
+        return NoHistoryError(
+            f"no score history in {where}: the lake is created by the first run that records "
+            f"into it (`tracerflow run --store ...`) or by `tracerflow store copy`"
+        )
+    if "data_path is not set" in text:
+        return StorageError(
+            f"{where} is a new lake and needs a data folder for its Parquet files: set "
+            f"TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
+        )
+    if "Unable to connect to Postgres" in text or "could not connect" in text.lower():
+        reason = text.split("failed:", 1)[-1].strip().splitlines()[0] if "failed:" in text else ""
+        return StorageError(
+            f"cannot reach the lake's PostgreSQL catalog ({where}){': ' + reason if reason else ''}"
+        )
+    if "No snapshot found" in text:
+        return StorageError(f"{where}: {text.split('Error:', 1)[-1].strip()}")
+    action = "read" if read_only else "open for writing"
+    return StorageError(f"cannot {action} the lake {where}: {text.strip().splitlines()[0]}")
+
+
+# --- schema -------------------------------------------------------------------------------
+
+
+def schema_statements() -> list[str]:
+    """The current schema as CREATE statements a lake accepts: tables (without PRIMARY KEY and
+    UNIQUE, which DuckLake lacks), then macros, then views, in the order they were created."""
+    template = duckdb.connect()
+    try:
+        apply_migrations(template)
+        statements = []
+        for (name,) in template.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+            "AND NOT temporary ORDER BY table_oid"
+        ).fetchall():
+            columns = template.execute(
+                "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+                "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
+                [name],
+            ).fetchall()
+            body = ", ".join(
+                f'"{column}" {data_type}{"" if nullable else " NOT NULL"}'
+                for column, data_type, nullable in columns
+            )
+            statements.append(f'CREATE TABLE "{name}" ({body})')
+        for name, parameters, definition in template.execute(
+            "SELECT function_name, parameters, macro_definition FROM duckdb_functions() "
+            "WHERE function_type = 'macro' AND NOT internal AND schema_name = 'main' "
+            "AND database_name = 'memory'"
+        ).fetchall():
+            statements.append(f"CREATE MACRO {name}({', '.join(parameters)}) AS {definition}")
+        for (sql,) in template.execute(
+            "SELECT sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
+            "ORDER BY view_oid"
+        ).fetchall():
+            statements.append(sql.rstrip().rstrip(";"))
+        return statements
+    finally:
+        template.close()
+
+
+def _migration_rows() -> list[tuple[int, str]]:
+    from tracerflow.storage.migrations import MIGRATIONS
+
+    return [(migration.version, migration.name) for migration in MIGRATIONS]
+
+
+def ensure_schema(con: Connection, store: LakeStore) -> None:
+    """Create tracerflow's tables and views in a new lake; refuse one at another version."""
+    version = schema_version(con)
+    if version == CURRENT_VERSION:
+        return
+    if version > CURRENT_VERSION:
+        raise StorageError(
+            f"the lake {store.describe()} is at schema version {version}, newer than this "
+            f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to use it"
+        )
+    if version > 0:
+        raise StorageError(
+            f"the lake {store.describe()} is at schema version {version}, older than this "
+            f"tracerflow ({CURRENT_VERSION}), and lakes are not migrated in place yet: copy its "
+            f"history into a new lake with the tracerflow that wrote it (`tracerflow store copy`)"
+        )
+
+    def create(con: Connection) -> None:
+        for statement in schema_statements():
+            con.execute(statement)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for number, name in _migration_rows():
+            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [number, name, now])
+        con.execute(f"CREATE TABLE {WRITER_TURN_TABLE} (writes BIGINT NOT NULL)")
+        con.execute(f"INSERT INTO {WRITER_TURN_TABLE} VALUES (0)")
+
+    # Two writers creating the same new lake conflict ("two creates of the same name"); the one
+    # that loses retries, finds the schema there and goes on.
+    _in_transaction(
+        con, create, timeout_s=60.0, done=lambda c: schema_version(c) == CURRENT_VERSION
+    )
+
+
+# --- writes -------------------------------------------------------------------------------
+
+
+def _is_conflict(error: duckdb.Error) -> bool:
+    """A commit DuckLake refused because a concurrent one changed what this one touched."""
+    return isinstance(error, duckdb.TransactionException) or "conflict" in str(error).lower()
+
+
+def _in_transaction(
+    con: Connection,
+    body: Callable[[Connection], T],
+    timeout_s: float,
+    done: Callable[[Connection], bool] | None = None,
+) -> T | None:
+    """Run ``body`` in one transaction, retried from the start while it conflicts with a
+    concurrent write (jittered backoff from 20 ms to 1 s, for up to ``timeout_s``). ``done``,
+    checked before each attempt, ends the loop early when a concurrent writer did the work."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        if done is not None and done(con):
+            return None
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = body(con)
+            con.execute("COMMIT")
+            return result
+        except BaseException as error:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            retry = isinstance(error, duckdb.Error) and _is_conflict(error)
+            if not retry or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 1.0)
+
+
+def write(
+    store: LakeStore,
+    body: Callable[[Connection], T],
+    timeout_s: float,
+    prepare: Callable[[Connection], None] | None = None,
+) -> T:
+    """Run ``body`` in one lake transaction that takes the writer's turn; conflicts retried.
+    ``prepare`` runs once before, outside the transaction (an ATTACH cannot run inside one)."""
+
+    def take_turn_then(con: Connection) -> T:
+        con.execute(f"UPDATE {WRITER_TURN_TABLE} SET writes = writes + 1")
+        return body(con)
+
+    con = connect(store, read_only=False)
+    try:
+        ensure_schema(con, store)
+        if prepare is not None:
+            prepare(con)
+        return _in_transaction(con, take_turn_then, timeout_s)  # type: ignore[return-value]
+    finally:
+        con.close()
