@@ -7,7 +7,9 @@
     model: toy-gpt2                           # optional: else each preset's model
     parameters: {max_feature_nodes: 512, node_threshold: 0.8}
     regression_margin: 0.02                   # a drop larger than this is a regression
-    task_runner: {kind: dask, workers: 2}     # optional fan-out
+    task_runner: {kind: dask, workers: 2}     # optional fan-out over processes of one run
+    fan_out: true                             # optional: a child flow run per transcoder on
+                                              # the work pool (workers on many machines)
     eval_corpus: held-out.txt                 # optional: the evaluate stage's tokens (a file
     eval_tokens: 4096                         # in the suite's folder) and their cap
     corpus: grammar.jsonl                     # optional: the feature dashboards' corpus
@@ -68,6 +70,7 @@ class Suite(BaseModel):
     parameters: Parameters = Field(default_factory=Parameters)
     regression_margin: float = Field(default=0.02, ge=0.0)
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
+    fan_out: bool = False  # each transcoder a child flow run on the work pool (flows/fan_out.py)
     eval_corpus: str | None = None  # the evaluate stage's corpus (None: the preset's, prompts)
     eval_tokens: int | None = Field(default=None, ge=1)
 

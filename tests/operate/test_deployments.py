@@ -45,18 +45,22 @@ def test_registering_twice_yields_the_same_deployments(prefect_server, api_url, 
     register(REPO / "deployments" / "prefect.yaml", api_url)
     second = read_deployments(api_url)
 
-    assert set(first) == {"toy-nightly", "gpt2-16k-nightly"}
+    assert set(first) == {"toy-nightly", "gpt2-16k-nightly", "score-suite-transcoder"}
+    expected_schedules = {
+        "toy-nightly": [("0 2 * * *", "UTC")],
+        "gpt2-16k-nightly": [("0 3 * * *", "UTC")],
+        "score-suite-transcoder": [],  # started by a fanned-out suite run, never scheduled
+    }
     for name, deployment in first.items():
         again = second[name]
         assert again["id"] == deployment["id"]
-        assert (
-            schedules_of(again)
-            == schedules_of(deployment)
-            == [("0 2 * * *" if name == "toy-nightly" else "0 3 * * *", "UTC")]
-        )
-        assert again["parameters"] == deployment["parameters"] == {"suite": name}
+        assert schedules_of(again) == schedules_of(deployment) == expected_schedules[name]
         assert again["work_pool_name"] == WORK_POOL
         assert again["path"] is None  # no checkout path baked in
+        if name == "score-suite-transcoder":
+            assert again["entrypoint"] == "tracerflow/flows/fan_out.py:suite_transcoder_flow"
+            continue
+        assert again["parameters"] == deployment["parameters"] == {"suite": name}
         assert again["entrypoint"] == "tracerflow/flows/suite.py:suite_flow"
 
 

@@ -475,8 +475,11 @@ def warn_of_regressions(
 ) -> None:
     """Publish the run's scores to the UI and warn of each transcoder whose mean replacement
     score dropped by more than ``margin`` since the suite's previous run."""
+    transcoders = sorted({row["transcoder"] for row in rows})
     previous = (
-        previous_suite_run_scores(run.settings.score_store, run.suite_name, run.flow_run_id)
+        previous_suite_run_scores(
+            run.settings.score_store, run.suite_name, run.flow_run_id, transcoders
+        )
         if run.suite_name
         else None
     )

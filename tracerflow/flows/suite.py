@@ -1,9 +1,10 @@
 """The suite flow: run ``score_flow`` for one suite file, tagged with the suite's name.
 
-This is what the scheduled deployments run (``deployments/prefect.yaml``). The suite may ask for
-a Dask task runner, which fans transcoders × prompts out over worker processes (one per GPU in a
-real deployment); each worker assembles its model once, and the DuckDB write still happens once,
-at the end, in the flow's own process.
+This is what the scheduled deployments run (``deployments/prefect.yaml``). Two ways to spread a
+suite: a Dask task runner fans transcoders × prompts out over worker processes of one run (one
+per GPU in a real deployment; the write still happens once, at the end, in the flow's own
+process), and ``fan_out`` makes each transcoder its own child flow run on the work pool, so
+workers on several machines split the suite (``fan_out.py``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,21 @@ def task_runner_for(spec: TaskRunnerSpec) -> Any:
 
 
 @flow(name="score-suite", log_prints=True)
-def suite_flow(suite: str = "toy-nightly", dask_workers: int | None = None) -> list[dict[str, Any]]:
+def suite_flow(
+    suite: str = "toy-nightly", dask_workers: int | None = None, fan_out: bool | None = None
+) -> list[dict[str, Any]]:
     """Score a suite (a built-in suite name or a path to a suite YAML file).
 
     ``dask_workers`` overrides the suite's task runner with a local Dask cluster of that size.
+    ``fan_out`` (default: the suite's ``fan_out``) runs each transcoder as a child flow run on
+    the work pool instead; the suite file must then be readable by every worker (a built-in
+    suite, or a path on a shared folder).
     """
     loaded = load_suite(suite)
+    if loaded.suite.fan_out if fan_out is None else fan_out:
+        from tracerflow.flows.fan_out import fan_out_suite
+
+        return fan_out_suite(suite, loaded)
     spec = loaded.suite.task_runner
     if dask_workers:
         spec = TaskRunnerSpec(kind="dask", workers=dask_workers)

@@ -8,6 +8,7 @@ return dicts give timezone-aware datetimes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -317,13 +318,20 @@ class SuiteRunScores:
 
 
 def previous_suite_run_scores(
-    store: StoreLike, suite_name: str, before_flow_run_id: str
+    store: StoreLike,
+    suite_name: str,
+    before_flow_run_id: str,
+    transcoders: Sequence[str] | None = None,
 ) -> SuiteRunScores | None:
     """The rows of the run of ``suite_name`` before ``before_flow_run_id``, or None.
 
     "Before" is by start time when ``before_flow_run_id`` is recorded already; otherwise it is
-    the newest recorded run of the suite. Runs without any successful score are skipped.
+    the newest recorded run of the suite. Runs without any successful score are skipped. With
+    ``transcoders`` (sources), only runs that scored one of them count, and only their rows are
+    returned: a suite fanned out over workers records one run per transcoder, and a transcoder's
+    previous run is its own, not a sibling's.
     """
+    sources = list(transcoders) if transcoders is not None else None
     try:
         with reading(store) as con:
             previous = con.execute(
@@ -334,12 +342,14 @@ def previous_suite_run_scores(
                   AND r.started_at < coalesce(
                       (SELECT started_at FROM runs WHERE flow_run_id = $current),
                       'infinity'::TIMESTAMP)
-                  AND EXISTS (SELECT 1 FROM scores s
-                              WHERE s.flow_run_id = r.flow_run_id AND s.status = 'ok')
+                  AND EXISTS (
+                      SELECT 1 FROM scores_wide s
+                      WHERE s.flow_run_id = r.flow_run_id AND s.status = 'ok'
+                        AND ($sources IS NULL OR list_contains($sources, s.transcoder_source)))
                 ORDER BY r.started_at DESC, r.flow_run_id DESC
                 LIMIT 1
                 """,
-                {"suite": suite_name, "current": before_flow_run_id},  # type: ignore[arg-type]
+                {"suite": suite_name, "current": before_flow_run_id, "sources": sources},
             ).fetchone()
             if previous is None:
                 return None
@@ -347,10 +357,11 @@ def previous_suite_run_scores(
                 """
                 SELECT transcoder_source, model_name, prompt, params_hash, status, replacement_score
                 FROM scores_wide
-                WHERE flow_run_id = ?
+                WHERE flow_run_id = $run
+                  AND ($sources IS NULL OR list_contains($sources, transcoder_source))
                 ORDER BY transcoder_source, prompt
                 """,
-                [previous[0]],
+                {"run": previous[0], "sources": sources},
             ).fetchall()
     except NoHistoryError:
         return None
