@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.hub_cache import HubCache
+    from tests.postgres import PostgresServer
 
 # Nothing in the test suite may reach the Hub; fail fast instead of retrying for 25 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,6 +49,22 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (~1 s to start), started by the first test
+    that asks for it and stopped, its folder removed, at the end."""
+    from tests.postgres import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_pg_database(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's server for this test; its libpq conninfo."""
+    return postgres.create_database(f"test_{uuid.uuid4().hex[:16]}")
 
 
 @pytest.fixture
