@@ -117,12 +117,13 @@ class PostgresServer:
         if not DATABASE_NAME.fullmatch(name):
             raise ValueError(f"database name must match {DATABASE_NAME.pattern}, got {name!r}")
         port = self._require_port()
-        subprocess.run(
+        result = subprocess.run(
             ["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if result.returncode != 0:
+            raise RuntimeError(f"createdb {name}: {result.stderr.strip()}")
         return self.conninfo(name)
 
     def conninfo(self, database: str) -> str:
@@ -136,10 +137,11 @@ class PostgresServer:
         """Run ``sql`` in ``database``; return psql's unaligned, tuples-only output."""
         result = subprocess.run(
             ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.conninfo(database), "-c", sql],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if result.returncode != 0:  # say what PostgreSQL said, not only psql's exit status
+            raise RuntimeError(f"psql in {database}: {result.stderr.strip()}")
         return result.stdout.strip()
 
     def __enter__(self) -> PostgresServer:

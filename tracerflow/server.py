@@ -1,14 +1,18 @@
 """A local Prefect server for the UI, without learning Prefect first: ``tracerflow server up``.
 
 It is Prefect's own ``prefect server start``, bound to 127.0.0.1, started in its own session so it
-outlives the command, with its pid and log under ``$TRACERFLOW_HOME/server/``. ``up`` returns once
-``/api/health`` answers (``--background`` alone returns before the server is healthy).
+outlives the command, with its pid, URL, database and log under ``$TRACERFLOW_HOME/server/``.
+``up`` returns once ``/api/health`` answers (``--background`` alone returns before the server is
+healthy). Its database is SQLite under ``$TRACERFLOW_HOME/prefect`` unless ``--database`` or
+``PREFECT_API_DATABASE_CONNECTION_URL`` names a PostgreSQL one; a password in that URL is never
+written or printed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +21,20 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from tracerflow.errors import ConfigError, TracerflowError
 from tracerflow.settings import Settings
 
 DEFAULT_PORT = 4200
+# The async drivers Prefect's server supports (its docs: SQLite and PostgreSQL only).
+DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
+DATABASE_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"
+# Prefect reads its newer name first: when both are set, that one is the database it uses.
+DATABASE_ENV_NEWER = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+PASSWORD_PARAMETER = re.compile(r"([?&])password=[^&#]*")
+# A Python exception line of a traceback (`asyncpg.exceptions.InvalidPasswordError: ...`).
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|error)(: .*)?$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,7 @@ class ServerStatus:
     pid: int | None
     url: str | None
     log_path: Path
+    database: str | None = None  # the server's database URL, its password masked
 
     @property
     def api_url(self) -> str | None:
@@ -39,6 +53,62 @@ class ServerStatus:
 
 def server_dir(settings: Settings) -> Path:
     return settings.home / "server"
+
+
+def _split(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme, userinfo, hostport, rest) of ``url``, by string surgery rather than a URL
+    parser, so that nothing else of the URL changes and a malformed one is handled all the same."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return None
+    netloc_end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, _, hostport = rest[:netloc_end].rpartition("@")
+    return scheme, userinfo, hostport, rest[netloc_end:]
+
+
+def mask_password(url: str) -> str:
+    """``url`` with any password (``user:PASSWORD@host`` or ``?password=``) replaced by ``***``."""
+    parts = _split(url)
+    if parts is None:
+        return url
+    scheme, userinfo, hostport, tail = parts
+    if ":" in userinfo:
+        userinfo = f"{userinfo.split(':', 1)[0]}:***"
+    tail = PASSWORD_PARAMETER.sub(r"\1password=***", tail)
+    return f"{scheme}://{userinfo}{'@' if userinfo else ''}{hostport}{tail}"
+
+
+def _passwords(url: str) -> list[str]:
+    """Every password ``url`` holds, as written and percent-decoded."""
+    parts = _split(url)
+    if parts is None:
+        return []
+    _, userinfo, _, tail = parts
+    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    found += [match.group(0).split("=", 1)[1] for match in PASSWORD_PARAMETER.finditer(tail)]
+    return [variant for password in found if password for variant in (password, unquote(password))]
+
+
+def database_url(settings: Settings, database: str | None = None) -> str:
+    """The database the server will use: ``database``, else Prefect's own environment variables,
+    else SQLite under Prefect's home. Raises ConfigError naming a URL of another kind."""
+    url = (
+        database
+        or os.environ.get(DATABASE_ENV_NEWER)
+        or os.environ.get(DATABASE_ENV)
+        or f"sqlite+aiosqlite:///{prefect_home(settings)}/prefect.db"
+    )
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            f"database URL must start with postgresql+asyncpg:// or sqlite+aiosqlite://, got "
+            f"{mask_password(url)!r}"
+        )
+    return url
+
+
+def prefect_home(settings: Settings) -> str:
+    return os.environ.get("PREFECT_HOME", str(settings.prefect_home))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -62,8 +132,10 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
 def status(settings: Settings) -> ServerStatus:
     folder = server_dir(settings)
     pid_file, url_file = folder / "server.pid", folder / "server.url"
+    database_file = folder / "server.database"
     pid = int(pid_file.read_text()) if pid_file.exists() else None
     url = url_file.read_text().strip() if url_file.exists() else None
+    database = database_file.read_text().strip() if database_file.exists() else None
     running = pid is not None and _pid_alive(pid)
     return ServerStatus(
         running=running,
@@ -71,15 +143,32 @@ def status(settings: Settings) -> ServerStatus:
         pid=pid if running else None,
         url=url if running else None,
         log_path=folder / "server.log",
+        database=database if running else None,
     )
 
 
 def up(
-    settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT, timeout: float = 120.0
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    timeout: float = 120.0,
+    database: str | None = None,
 ) -> ServerStatus:
-    """Start the server unless one of ours is running; wait until it is healthy."""
+    """Start the server unless one of ours is running; wait until it is healthy.
+
+    ``database``: a ``postgresql+asyncpg://`` or ``sqlite+aiosqlite://`` URL (see
+    ``database_url`` for the default). If the server exits while starting (its database cannot
+    be reached, say), this raises at once with the reason from its log.
+    """
+    url_of_database = database_url(settings, database)
+    masked_database = mask_password(url_of_database)
     current = status(settings)
     if current.running:
+        if database is not None and current.database != masked_database:
+            raise TracerflowError(
+                f"a server is already running (pid {current.pid}) on {current.database}; "
+                "`tracerflow server down` it first"
+            )
         return current
     if not 1 <= port <= 65535:
         raise ConfigError(f"port must be 1-65535, got {port}")
@@ -90,13 +179,18 @@ def up(
         raise TracerflowError(f"another server already answers on {url}; choose another --port")
     env = {
         **os.environ,
-        "PREFECT_HOME": os.environ.get("PREFECT_HOME", str(settings.prefect_home)),
+        "PREFECT_HOME": prefect_home(settings),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_UI_API_URL": f"{url}/api",
+        # Set, never inherited, so that server.database names the database the server uses.
+        DATABASE_ENV_NEWER: url_of_database,
     }
     env.pop("PREFECT_API_URL", None)  # the server must not try to talk to another server
-    log = open(folder / "server.log", "ab")  # noqa: SIM115 (the child keeps the file open)
+    env.pop(DATABASE_ENV, None)
+    log_path = folder / "server.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")  # noqa: SIM115 (the child keeps the file open)
     process = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         stdout=log,
@@ -107,12 +201,14 @@ def up(
     )
     (folder / "server.pid").write_text(str(process.pid))
     (folder / "server.url").write_text(url)
+    (folder / "server.database").write_text(masked_database)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            reason = _exit_reason(log_path, log_start, url_of_database)
             raise TracerflowError(
-                f"the Prefect server exited with code {process.returncode}; "
-                f"see {folder / 'server.log'}"
+                f"the Prefect server on {masked_database} exited with code {process.returncode}"
+                f"{f' ({reason})' if reason else ''}; see {log_path}"
             )
         if is_healthy(url):
             return status(settings)
@@ -122,6 +218,20 @@ def up(
         f"the Prefect server did not become healthy within {timeout:.0f} s; see "
         f"{folder / 'server.log'}"
     )
+
+
+def _exit_reason(log_path: Path, start: int, database: str) -> str:
+    """The last exception line the server logged since ``start`` (else its last line), with the
+    database password masked should the line quote the URL."""
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        lines = [line.strip() for line in log.read().decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    exceptions = [line for line in lines if EXCEPTION_LINE.match(line)]
+    reason = (exceptions or lines or [""])[-1]
+    for password in _passwords(database):
+        reason = reason.replace(password, "***")
+    return reason
 
 
 def down(settings: Settings, timeout: float = 30.0) -> bool:

@@ -21,14 +21,23 @@ def up(
     host: Annotated[str, typer.Option(help="bind address; 127.0.0.1 unless told otherwise")] = (
         "127.0.0.1"
     ),
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="the server's database: postgresql+asyncpg://USER[:PASSWORD]@HOST:PORT/DB or "
+            "sqlite+aiosqlite:///PATH; default $PREFECT_API_DATABASE_CONNECTION_URL, else SQLite "
+            "under $TRACERFLOW_HOME/prefect"
+        ),
+    ] = None,
 ) -> None:
     """Start the server (returns once it is healthy) and print how to point flows at it."""
     from tracerflow import server
 
-    started = server.up(get_settings(), host=host, port=port)
+    started = server.up(get_settings(), host=host, port=port, database=database)
     typer.echo(f"Prefect server running (pid {started.pid}) at {started.url}")
     typer.echo(f"UI                 {started.url}")
     typer.echo(f"point flows at it  export PREFECT_API_URL={started.api_url}")
+    typer.echo(f"database           {started.database}")
     typer.echo(f"log                {started.log_path}")
 
 
@@ -52,7 +61,8 @@ def server_status() -> None:
         typer.echo("not running")
         raise typer.Exit(1)
     typer.echo(
-        f"{'healthy' if current.healthy else 'not answering'}: pid {current.pid}, {current.url}"
+        f"{'healthy' if current.healthy else 'not answering'}: pid {current.pid}, {current.url}, "
+        f"database {current.database or 'unknown'}"
     )
     if not current.healthy:
         raise typer.Exit(1)
