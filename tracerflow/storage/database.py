@@ -48,6 +48,8 @@ T = TypeVar("T")
 
 DEFAULT_WRITE_TIMEOUT_S = 60.0
 DEFAULT_READ_TIMEOUT_S = 10.0
+# Rows an INSERT statement carries at most (a run of 1 000 prompts is a few statements).
+INSERT_BATCH_ROWS = 200
 
 # Readers cannot touch files besides the database, load extensions or change settings, so a
 # query typed by a person cannot write anything through `COPY ... TO`, `EXPORT`, or `SET`.
@@ -254,22 +256,53 @@ def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
         lock.release()
 
 
-def _upsert(table: str, key: str, row: dict[str, object]) -> str:
-    """MERGE of one row into ``table`` that, when its id is recorded already, only fills in the
+def _merge_rows(con: Connection, table: str, key: str, rows: Sequence[dict[str, object]]) -> None:
+    """One MERGE of ``rows`` into ``table`` that, for an id recorded already, only fills in the
     columns still NULL there: the first recorded value of a fact stays, a later run that knows
     one (a commit sha, a model shape) completes it, a later run that does not erases nothing.
     A row with nothing to fill in is left untouched (no rewrite in a lake). MERGE rather than
-    ON CONFLICT: a lake has no keys to conflict on."""
-    others = [column for column in row if column != key]
-    source = ", ".join(f"? AS {column}" for column in row)
+    ON CONFLICT: a lake has no keys to conflict on. Rows sharing an id are combined first, the
+    same way (the first value of each column that is not NULL)."""
+    combined: dict[object, dict[str, object]] = {}
+    for row in rows:
+        known = combined.setdefault(row[key], dict(row))
+        for column, value in row.items():
+            if known[column] is None:
+                known[column] = value
+    if not combined:
+        return
+    columns = list(next(iter(combined.values())))
+    others = [column for column in columns if column != key]
     fillable = " OR ".join(f"(t.{c} IS NULL AND s.{c} IS NOT NULL)" for c in others)
     fill = ", ".join(f"{c} = coalesce(t.{c}, s.{c})" for c in others)
-    values = ", ".join(f"s.{column}" for column in row)
-    return (
-        f"MERGE INTO {table} AS t USING (SELECT {source}) AS s ON t.{key} = s.{key} "
+    placeholders = ", ".join("(" + ", ".join("?" for _ in columns) + ")" for _ in combined)
+    con.execute(
+        f"MERGE INTO {table} AS t USING (VALUES {placeholders}) AS s({', '.join(columns)}) "
+        f"ON t.{key} = s.{key} "
         f"WHEN MATCHED AND ({fillable}) THEN UPDATE SET {fill} "
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(row)}) VALUES ({values})"
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
+        f"VALUES ({', '.join('s.' + c for c in columns)})",
+        [row[column] for row in combined.values() for column in columns],
     )
+
+
+def _insert_rows(con: Connection, table: str, key: str, rows: Sequence[dict[str, object]]) -> None:
+    """INSERT ``rows`` into ``table`` in a few statements (a lake plans each one against its
+    catalog, so one statement a row is slow). Two rows with one id are refused, as the file's
+    PRIMARY KEY would, since a lake has no keys to refuse them."""
+    ids = [row[key] for row in rows]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        # Wrapped by record_run: "recording flow run ... failed, nothing of it was written".
+        raise ValueError(f"two {table} rows of one run have the same {key} {duplicate}")
+    for start in range(0, len(rows), INSERT_BATCH_ROWS):
+        batch = rows[start : start + INSERT_BATCH_ROWS]
+        columns = list(batch[0])
+        placeholders = ", ".join("(" + ", ".join("?" for _ in columns) + ")" for _ in batch)
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {placeholders}",
+            [row[column] for row in batch for column in columns],
+        )
 
 
 def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
@@ -355,41 +388,27 @@ def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> in
             run.device, run.host, datetime.now(UTC).replace(tzinfo=None),
         ],
     )  # fmt: skip
-    for record in records:
-        for table, key, row in (
-            ("transcoders", "transcoder_id", _transcoder_row(record.transcoder)),
-            ("models", "model_id", _model_row(record.model)),
-            (
-                "prompts",
-                "prompt_id",
-                {"prompt_id": record.prompt_id, "text": record.prompt, "n_tokens": record.n_tokens},
-            ),
-        ):
-            con.execute(_upsert(table, key, row), list(row.values()))
-        # A failure here (a duplicate key, a value DuckDB refuses) rolls back the whole run.
-        score_row = _score_row(run, record)
-        con.execute(
-            f"INSERT INTO scores ({', '.join(score_row)}) "
-            f"VALUES ({', '.join('?' for _ in score_row)})",
-            list(score_row.values()),
-        )
+    _merge_rows(
+        con, "transcoders", "transcoder_id", [_transcoder_row(r.transcoder) for r in records]
+    )
+    _merge_rows(con, "models", "model_id", [_model_row(r.model) for r in records])
+    prompts = [
+        {"prompt_id": r.prompt_id, "text": r.prompt, "n_tokens": r.n_tokens} for r in records
+    ]
+    _merge_rows(con, "prompts", "prompt_id", prompts)
+    # A failure here (a duplicate id, a value DuckDB refuses) rolls back the whole run.
+    _insert_rows(con, "scores", "score_id", [_score_row(run, record) for record in records])
     return len(records)
 
 
 def _insert_metrics(con: Connection, run: RunInfo, metrics: Sequence[MetricsRecord]) -> None:
     """The run's transcoder metrics rows (after ``_insert_run``, in its transaction)."""
-    for record in metrics:
-        for table, key, row in (
-            ("transcoders", "transcoder_id", _transcoder_row(record.transcoder)),
-            ("models", "model_id", _model_row(record.model)),
-        ):
-            con.execute(_upsert(table, key, row), list(row.values()))
-        for row in metrics_rows(run.flow_run_id, record):
-            con.execute(
-                f"INSERT INTO transcoder_metrics ({', '.join(row)}) "
-                f"VALUES ({', '.join('?' for _ in row)})",
-                list(row.values()),
-            )
+    _merge_rows(
+        con, "transcoders", "transcoder_id", [_transcoder_row(m.transcoder) for m in metrics]
+    )
+    _merge_rows(con, "models", "model_id", [_model_row(m.model) for m in metrics])
+    rows = [row for record in metrics for row in metrics_rows(run.flow_run_id, record)]
+    _insert_rows(con, "transcoder_metrics", "metrics_id", rows)
 
 
 def record_run(
