@@ -93,7 +93,16 @@ class PostgresServer:
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (a fault test's restart)."""
+        self.pause()
+        self.resume()
+
+    def pause(self) -> None:
+        """Shut the server down, keeping its data and port, until ``resume`` (a fault test's
+        outage)."""
         self._shut_down()
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port and data."""
         self._pg_ctl("start", "-w", "-l", str(self.log_path), "-o", self._server_options())
 
     @property

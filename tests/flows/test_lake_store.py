@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresServer
 from tracerflow.flows.score import score_flow
 from tracerflow.settings import get_settings
 from tracerflow.storage import queries
@@ -64,3 +67,85 @@ def test_store_commands_fail_in_one_line_with_exit_2_on_bad_stores(tmp_path: Pat
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert "pw@" not in result.stderr
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own: the test takes it down, which the session's must not."""
+    with PostgresServer() as server:
+        yield server
+
+
+def lake_env(monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer, tmp_path: Path) -> str:
+    url = f"ducklake:postgres:{postgres.create_database('lake')}"
+    monkeypatch.setenv("TRACERFLOW_STORE", url)
+    monkeypatch.setenv("TRACERFLOW_LAKE_DATA_PATH", str(tmp_path / "lake-data"))
+    return url
+
+
+def test_a_run_whose_lake_is_down_fails_in_one_line_and_a_rerun_records_it_once(
+    home: Path, own_postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    lake_env(monkeypatch, own_postgres, tmp_path)
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    args = ("run", "--transcoder", "toy-clt", "--prompt", "The cat sat on the")
+    own_postgres.pause()  # down for the whole run, its record retries included
+    failed = tracerflow(*args)
+    own_postgres.resume()
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    # Prefect's own log lines go to stderr too; the verdict is the one `error:` line, last.
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert errors == failed.stderr.strip().splitlines()[-1:], failed.stderr[-3000:]
+    (line,) = errors
+    assert line.startswith("error: the run was not recorded: cannot reach the lake's PostgreSQL")
+    assert "a re-run will record it" in line
+
+    rerun = tracerflow(*args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    store = get_settings().score_store
+    assert queries.run_sql(store, "SELECT count(*) FROM runs")[1] == [(1,)]
+    assert queries.run_sql(store, "SELECT count(*), count(DISTINCT prompt_id) FROM scores")[1] == [
+        (1, 1)
+    ]
+
+
+def test_a_lake_restarted_while_the_record_stage_retries_lets_the_run_complete(
+    home: Path, own_postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    lake_env(monkeypatch, own_postgres, tmp_path)
+    own_postgres.pause()
+    resumed = threading.Event()
+
+    def resume_once_the_record_stage_failed() -> None:
+        """Bring PostgreSQL back once the record stage has failed and awaits its retry."""
+        with get_client(sync_client=True) as client:
+            while not resumed.is_set():
+                runs = client.read_task_runs(
+                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="record"))
+                )
+                if any(run.state and run.state.name == "AwaitingRetry" for run in runs):
+                    own_postgres.resume()
+                    resumed.set()
+                    return
+                resumed.wait(0.2)
+
+    watcher = threading.Thread(target=resume_once_the_record_stage_failed, daemon=True)
+    watcher.start()
+    try:
+        state = score_flow(["toy-clt"], ["The cat sat on the"], return_state=True)
+    finally:
+        resumed.set()
+        watcher.join(timeout=30)
+        if not own_postgres.running:
+            own_postgres.resume()
+
+    assert state.is_completed(), state.message
+    flow_run_id = str(state.state_details.flow_run_id)
+    recorded = queries.scores_of_run(get_settings().score_store, flow_run_id)
+    assert [row["status"] for row in recorded] == ["ok"]
