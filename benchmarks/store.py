@@ -3,10 +3,11 @@
 Starts its own PostgreSQL (``tests/postgres.py``: PostgreSQL 15, fsync off) and measures, in one
 run, side by side:
 
-  1. writes: ``--runs`` recorded runs (default 1 000; each a toy-nightly-sized run: 3 transcoders
-     × 6 prompts = 18 score rows) written one by one, each through ``record_run`` as a flow run
-     writes it (a fresh connection, one transaction), into a file and into a lake: the median and
-     p95 seconds a write, as a ratio;
+  1. writes: a history of ``--runs`` runs (default 1 000; each a toy-nightly-sized run: 3
+     transcoders × 6 prompts = 18 score rows), each its own transaction (a lake snapshot each),
+     into a file and into a lake; the last ``--timed`` of them through ``record_run`` as a flow
+     run writes (a fresh connection, one transaction), file and lake alternating so both see the
+     same machine: the median and p95 seconds a write, as a ratio;
   2. queries on that same 1 000-run history: ``history``, ``transcoder_summary``, ``graph_index``
      and a ``sql`` aggregate, median of ``--repeats``, as ratios; then again on the lake after
      DuckLake's own maintenance (``ducklake_flush_inlined_data``: small writes are inlined in
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.postgres import PostgresServer
 from tests.storage.builders import run_info, score, transcoder
 from tracerflow.storage import lake, queries
-from tracerflow.storage.database import record_run
+from tracerflow.storage.database import _insert_run, open_database, record_run
 from tracerflow.storage.records import ScoreRecord
 from tracerflow.storage.store import FileStore, LakeStore, Store, parse_store
 
@@ -56,6 +57,7 @@ START = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="runs in the history (part 1-2)")
+    parser.add_argument("--timed", type=int, default=50, help="of them, written by record_run")
     parser.add_argument("--repeats", type=int, default=5, help="query repeats (median)")
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--runs-each", type=int, default=25)
@@ -86,15 +88,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def write_history(store: Store, runs: int, label: str) -> list[float]:
-    seconds = []
-    for number in range(runs):
+def build_history(store: Store, runs: int) -> None:
+    """Runs 0..runs-1, each in its own transaction on one connection: the statements
+    ``record_run`` makes, without a new connection (and extension load) a run."""
+    if isinstance(store, LakeStore):
+        con = lake.connect(store, read_only=False)
+        lake.ensure_schema(con, store)
+    else:
+        con = open_database(store)
+    try:
+        for number in range(runs):
+            run, records = run_records(number)
+            con.execute("BEGIN TRANSACTION")
+            if isinstance(store, LakeStore):
+                con.execute(f"UPDATE {lake.WRITER_TURN_TABLE} SET writes = writes + 1")
+            _insert_run(con, run, records)
+            con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def timed_writes(stores: list[Store], first: int, count: int) -> list[list[float]]:
+    """``record_run`` of runs first.., the stores taking turns; seconds a write, per store."""
+    seconds: list[list[float]] = [[] for _ in stores]
+    for number in range(first, first + count):
         run, records = run_records(number)
-        began = time.perf_counter()
-        record_run(store, run, records)
-        seconds.append(time.perf_counter() - began)
-        if (number + 1) % 100 == 0:
-            print(f"  {label}: {number + 1}/{runs} runs written", flush=True)
+        for i, store in enumerate(stores):
+            began = time.perf_counter()
+            record_run(store, run, records)
+            seconds[i].append(time.perf_counter() - began)
     return seconds
 
 
@@ -109,16 +131,16 @@ QUERIES: dict[str, Callable[[Store], Any]] = {
 }
 
 
-def time_queries(store: Store, repeats: int) -> dict[str, float]:
-    timings = {}
-    for name, query in QUERIES.items():
-        samples = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            query(store)
-            samples.append(time.perf_counter() - began)
-        timings[name] = statistics.median(samples)
-    return timings
+def time_queries(stores: list[Store], repeats: int) -> list[dict[str, float]]:
+    """Median seconds of each query on each store, the stores taking turns."""
+    samples: list[dict[str, list[float]]] = [{name: [] for name in QUERIES} for _ in stores]
+    for _ in range(repeats):
+        for name, query in QUERIES.items():
+            for i, store in enumerate(stores):
+                began = time.perf_counter()
+                query(store)
+                samples[i][name].append(time.perf_counter() - began)
+    return [{name: statistics.median(v) for name, v in per.items()} for per in samples]
 
 
 # --- concurrent writers (spawned processes) -------------------------------------------------
@@ -183,7 +205,7 @@ def faults(store: LakeStore, kills: int, write_s: float) -> str:
     rng = random.Random(0)
     victims = [
         spawn.Process(
-            target=killed_writer, args=(store.url, 200_000 + k, rng.uniform(0.2, 1.5) * write_s)
+            target=killed_writer, args=(store.url, 200_000 + k, rng.uniform(0.3, 2.0) * write_s)
         )
         for k in range(kills)
     ]
@@ -220,28 +242,33 @@ def main() -> None:
     with PostgresServer() as postgres:
         file_store = FileStore(folder / "history.duckdb")
         lake_store = LakeStore(postgres.create_database("history"), folder / "history-lake")
-        print(f"1. writes: {args.runs} runs of {len(TRANSCODERS) * len(PROMPTS)} rows, one by one")
-        file_writes = write_history(file_store, args.runs, "file")
-        lake_writes = write_history(lake_store, args.runs, "lake")
+        built = args.runs - args.timed
+        print(f"1. a history of {args.runs} runs of {len(TRANSCODERS) * len(PROMPTS)} rows")
+        for store in (file_store, lake_store):
+            began = time.perf_counter()
+            build_history(store, built)
+            print(f"   {store.describe()}: {built} runs in {time.perf_counter() - began:.0f} s")
+        file_writes, lake_writes = timed_writes([file_store, lake_store], built, args.timed)
+        print(f"   the last {args.timed} through record_run, file and lake taking turns:")
         for label, stat in (("median", statistics.median), ("p95", lambda v: percentile(v, 0.95))):
             f, lk = stat(file_writes), stat(lake_writes)
             times = f"file {f * 1000:7.1f} ms  lake {lk * 1000:7.1f} ms"
             print(f"   {label} write: {times}  lake/file ×{lk / f:.1f}")
 
         print(f"2. queries on the {args.runs}-run history (median of {args.repeats})")
-        file_q = time_queries(file_store, args.repeats)
-        lake_q = time_queries(lake_store, args.repeats)
+        file_q, lake_q = time_queries([file_store, lake_store], args.repeats)
         with lake.connect(lake_store, read_only=False) as con:
             began = time.perf_counter()
             con.execute("CALL ducklake_flush_inlined_data('lake')")
             flush_s = time.perf_counter() - began
-        flushed_q = time_queries(lake_store, args.repeats)
+        file_again, flushed_q = time_queries([file_store, lake_store], args.repeats)
         header = ("file", "lake", "ratio", "flushed", "ratio")
         print(f"   {'query':30s} " + " ".join(f"{h:>9s}" for h in header))
         for name in QUERIES:
             f, lk, fl = file_q[name], lake_q[name], flushed_q[name]
+            f2 = file_again[name]
             cells = (f"{f * 1000:7.1f}ms", f"{lk * 1000:7.1f}ms", f"×{lk / f:5.1f}")
-            cells += (f"{fl * 1000:7.1f}ms", f"×{fl / f:5.1f}")
+            cells += (f"{fl * 1000:7.1f}ms", f"×{fl / f2:5.1f}")
             print(f"   {name:30s} " + " ".join(f"{c:>9s}" for c in cells))
         print(f"   (flushing the lake's inlined rows to Parquet took {flush_s:.1f} s)")
 
