@@ -10,6 +10,7 @@ CheckpointError        2      a checkpoint or converted folder is missing or mal
 SourceError            2      a source that cannot be resolved (no such repo, no access)
 SourceError retryable  1      network trouble: the attempt failed, a later one may not
 StorageError           2      the database, query or ``--out`` file named cannot be used
+StoreUnreachableError  1      a lake's PostgreSQL catalog cannot be reached right now
 RunNotRecordedError    1      a run finished but its write to the database failed
 AttributionError       1      attribution failed on an input
 TracerflowError        1      any other failure, e.g. a run that failed
@@ -59,6 +60,12 @@ class StorageError(TracerflowError):
     """The artifact store or the score database cannot be read or written."""
 
     exit_code = 2
+
+
+class StoreUnreachableError(StorageError):
+    """A lake's PostgreSQL catalog cannot be reached: the store is fine, a later try may work."""
+
+    exit_code = 1
 
 
 class UsageError(ConfigError):

@@ -67,6 +67,11 @@ def test_store_commands_fail_in_one_line_with_exit_2_on_bad_stores(tmp_path: Pat
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert "pw@" not in result.stderr
+    # A lake whose PostgreSQL is down is not bad input: a later try may work (exit 1).
+    down = "ducklake:postgres:dbname=x host=127.0.0.1 port=1 user=u password=sekrit"
+    result = tracerflow("history", "--store", down)
+    assert result.returncode == 1 and "cannot reach the lake's PostgreSQL" in result.stderr
+    assert "sekrit" not in result.stderr
 
 
 @pytest.fixture

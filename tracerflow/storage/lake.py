@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import duckdb
 
-from tracerflow.errors import StorageError
+from tracerflow.errors import StorageError, StoreUnreachableError
 from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
 from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, mask_password
 
@@ -167,7 +167,7 @@ def _lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> Stora
         )
     if "Unable to connect to Postgres" in text or "could not connect" in text.lower():
         reason = text.split("failed:", 1)[-1].strip().splitlines()[0] if "failed:" in text else ""
-        return StorageError(
+        return StoreUnreachableError(
             f"cannot reach the lake's PostgreSQL catalog ({where}){': ' + reason if reason else ''}"
         )
     if "No snapshot found" in text:
