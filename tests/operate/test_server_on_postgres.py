@@ -119,6 +119,9 @@ def test_the_server_keeps_flow_runs_in_the_postgresql_database_it_was_given(
         assert f"database           {mask_password(url)}\n" in up.stdout
         status = tracerflow(["server", "status"], env)
         assert status.stdout.strip().endswith(f"database {mask_password(url)}"), status.stdout
+        other = tracerflow(["server", "up", "--database", "sqlite+aiosqlite:///x.db"], env)
+        assert other.returncode == 1 and "a server is already running" in other.stderr
+        assert mask_password(url) in other.stderr
         server_folder = tmp_path / "home" / "server"
         for shown in (up.stdout, status.stdout, *(p.read_text() for p in server_folder.iterdir())):
             assert PASSWORD not in shown
