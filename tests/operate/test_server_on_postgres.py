@@ -98,8 +98,8 @@ def test_an_unreachable_database_fails_up_at_once_in_one_line(
     assert line.startswith(f"error: the Prefect server on {mask_password(url)} exited"), line
     assert "Connect call failed" in line, line  # the reason, read from the server's log
     assert PASSWORD not in result.stdout + result.stderr
-    # Well under `up`'s 120 s health timeout: the server's exit is noticed, not waited out.
-    assert elapsed < 60, elapsed
+    # Under `up`'s 120 s health timeout (19 s measured at load 8 on 2 cores): the exit is noticed.
+    assert elapsed < 90, elapsed
     assert tracerflow(["server", "status"], env).stdout.strip() == "not running"
 
 
