@@ -166,8 +166,8 @@ def up(
     if current.running:
         if database is not None and current.database != masked_database:
             raise TracerflowError(
-                f"a server is already running (pid {current.pid}) on {current.database}; "
-                "`tracerflow server down` it first"
+                f"a server is already running (pid {current.pid}) on "
+                f"{current.database or 'an unrecorded database'}; `tracerflow server down` it first"
             )
         return current
     if not 1 <= port <= 65535:

@@ -98,8 +98,8 @@ def test_an_unreachable_database_fails_up_at_once_in_one_line(
     assert line.startswith(f"error: the Prefect server on {mask_password(url)} exited"), line
     assert "Connect call failed" in line, line  # the reason, read from the server's log
     assert PASSWORD not in result.stdout + result.stderr
-    # Well under `up`'s 120 s health timeout: the server's exit is noticed, not waited out.
-    assert elapsed < 60, elapsed
+    # Under `up`'s 120 s health timeout (19 s measured at load 8 on 2 cores): the exit is noticed.
+    assert elapsed < 90, elapsed
     assert tracerflow(["server", "status"], env).stdout.strip() == "not running"
 
 
@@ -119,6 +119,9 @@ def test_the_server_keeps_flow_runs_in_the_postgresql_database_it_was_given(
         assert f"database           {mask_password(url)}\n" in up.stdout
         status = tracerflow(["server", "status"], env)
         assert status.stdout.strip().endswith(f"database {mask_password(url)}"), status.stdout
+        other = tracerflow(["server", "up", "--database", "sqlite+aiosqlite:///x.db"], env)
+        assert other.returncode == 1 and "a server is already running" in other.stderr
+        assert mask_password(url) in other.stderr
         server_folder = tmp_path / "home" / "server"
         for shown in (up.stdout, status.stdout, *(p.read_text() for p in server_folder.iterdir())):
             assert PASSWORD not in shown
