@@ -129,6 +129,27 @@ def test_previous_suite_run_of_a_run_not_yet_recorded_is_the_newest_one(
     assert previous is not None and previous.flow_run_id == "nightly-4"
 
 
+def test_a_fanned_out_transcoder_s_previous_run_is_its_own_not_a_sibling_s(
+    db_path: Path,
+) -> None:
+    """A fanned-out suite records one run per transcoder: the PLT's child of tonight must be
+    paired with the PLT's child of last night, not with tonight's CLT child that finished first."""
+    for night, source, kind in ((0, OLD_CLT, "clt"), (0, PLT, "plt"), (1, OLD_CLT, "clt")):
+        started = FIRST_NIGHT + timedelta(days=night, minutes=1 if kind == "plt" else 0)
+        record_run(
+            db_path,
+            run_info(f"night-{night}-{kind}", started),
+            [score(transcoder(source, kind), p, 0.7 + night / 10, 0.9) for p in IOI_PROMPTS],
+        )
+
+    previous = previous_suite_run_scores(db_path, "ioi", "night-1-plt", transcoders=[PLT])
+    assert previous is not None and previous.flow_run_id == "night-0-plt"
+    assert {s.transcoder for s in previous.scores} == {PLT}
+    # Without the transcoders, the newest run of the suite: a sibling.
+    unpaired = previous_suite_run_scores(db_path, "ioi", "night-1-plt")
+    assert unpaired is not None and unpaired.flow_run_id == "night-1-clt"
+
+
 def test_the_first_run_of_a_suite_has_no_previous_run(db_path: Path) -> None:
     record_run(db_path, run_info("first"), [score(transcoder(), IOI_PROMPTS[0], 0.7, 0.9)])
 

@@ -29,7 +29,7 @@ import duckdb
 
 from tracerflow.errors import StorageError, StoreUnreachableError
 from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
-from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, mask_password
+from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, mask_conninfo
 
 Connection = duckdb.DuckDBPyConnection
 T = TypeVar("T")
@@ -153,7 +153,7 @@ def _recorded_data_path(con: Connection, alias: str) -> str:
 
 def _lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> StorageError:
     """One clear line for the failures a user meets, the password never shown."""
-    text = mask_password(str(error).replace(store.conninfo, mask_password(store.conninfo)))
+    text = mask_conninfo(str(error).replace(store.conninfo, mask_conninfo(store.conninfo)))
     where = store.describe()
     if "creating a new DuckLake is explicitly disabled" in text:
         return NoHistoryError(

@@ -46,7 +46,7 @@ class LakeStore:
 
     def describe(self) -> str:
         """The URL with any password masked: safe for logs, errors and the UI."""
-        return LAKE_PREFIX + mask_password(self.conninfo)
+        return LAKE_PREFIX + mask_conninfo(self.conninfo)
 
 
 Store = FileStore | LakeStore
@@ -58,8 +58,9 @@ class NoHistoryError(StorageError):
     """The store holds no tracerflow history yet (no file, or a lake nobody has written)."""
 
 
-def mask_password(conninfo: str) -> str:
-    """``password=secret`` (libpq key/value) and ``user:secret@`` (URI) shown as ``***``."""
+def mask_conninfo(conninfo: str) -> str:
+    """A libpq conninfo with its password shown as ``***``: ``password=secret`` (key/value form)
+    and ``user:secret@`` (URI form). Prefect's database URLs: ``server.mask_password``."""
     masked = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)", r"\1***", conninfo)
     return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", masked)
 
@@ -79,7 +80,7 @@ def parse_store(value: str | Path | Store, data_path: Path | str | None = None) 
     if text.startswith("ducklake:"):
         if not text.startswith(LAKE_PREFIX):
             raise ConfigError(
-                f"store {mask_password(text)!r}: only DuckLake catalogs in PostgreSQL are "
+                f"store {mask_conninfo(text)!r}: only DuckLake catalogs in PostgreSQL are "
                 f"supported, as {LAKE_PREFIX}<libpq conninfo> (e.g. "
                 f"'{LAKE_PREFIX}dbname=lake host=db.example port=5432 user=tracerflow')"
             )
@@ -93,7 +94,7 @@ def parse_store(value: str | Path | Store, data_path: Path | str | None = None) 
         return LakeStore(conninfo, folder)
     if not text or "://" in text:
         raise ConfigError(
-            f"store {mask_password(text)!r} is neither a path to a .duckdb file nor "
+            f"store {mask_conninfo(text)!r} is neither a path to a .duckdb file nor "
             f"{LAKE_PREFIX}<libpq conninfo>"
         )
     return FileStore(Path(text).expanduser())
