@@ -45,7 +45,7 @@ def test_demo_prints_the_scores_table_and_where_things_are(demo_run):
     scores = demo_run.stdout.split("transcoder quality")[0].splitlines()  # the metrics follow
     table = [line for line in scores if line.startswith(("toy-clt ", "toy-plt "))]
     assert len(table) == 12 and all(line.rstrip().endswith("ok") for line in table)
-    assert f"scores database   {demo_run.home / 'scores.duckdb'}" in lines
+    assert f"score store       {demo_run.home / 'scores.duckdb'}" in lines
     assert "view the graphs   tracerflow view" in lines
     assert (demo_run.home / "scores.duckdb").is_file()
 
