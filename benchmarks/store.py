@@ -11,7 +11,8 @@ run, side by side:
   2. queries on that same 1 000-run history: ``history``, ``transcoder_summary``, ``graph_index``
      and a ``sql`` aggregate, median of ``--repeats``, as ratios; then again on the lake after
      DuckLake's own maintenance (``ducklake_flush_inlined_data``: small writes are inlined in
-     the catalog until flushed to Parquet);
+     the catalog until flushed to Parquet; ``ducklake_merge_adjacent_files``: a run's small
+     files merged);
   3. concurrent writers: ``--writers`` processes × ``--runs-each`` runs at once, into one new
      lake and into one new file: rows/s, the p95 commit latency (a write's wall time, its
      conflicts retried inside it) and a check that every row landed exactly once;
@@ -62,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--runs-each", type=int, default=25)
     parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument(
+        "--parts", default="1,2,3,4", help="which parts to run (3 and 4 stand alone; 2 needs 1)"
+    )
     return parser.parse_args()
 
 
@@ -205,7 +209,7 @@ def faults(store: LakeStore, kills: int, write_s: float) -> str:
     rng = random.Random(0)
     victims = [
         spawn.Process(
-            target=killed_writer, args=(store.url, 200_000 + k, rng.uniform(0.3, 2.0) * write_s)
+            target=killed_writer, args=(store.url, 200_000 + k, rng.uniform(0.3, 4.0) * write_s)
         )
         for k in range(kills)
     ]
@@ -240,56 +244,78 @@ def main() -> None:
     args = parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tracerflow-store-bench-"))
     with PostgresServer() as postgres:
-        file_store = FileStore(folder / "history.duckdb")
-        lake_store = LakeStore(postgres.create_database("history"), folder / "history-lake")
-        built = args.runs - args.timed
-        print(f"1. a history of {args.runs} runs of {len(TRANSCODERS) * len(PROMPTS)} rows")
-        for store in (file_store, lake_store):
-            began = time.perf_counter()
-            build_history(store, built)
-            print(f"   {store.describe()}: {built} runs in {time.perf_counter() - began:.0f} s")
-        file_writes, lake_writes = timed_writes([file_store, lake_store], built, args.timed)
-        print(f"   the last {args.timed} through record_run, file and lake taking turns:")
-        for label, stat in (("median", statistics.median), ("p95", lambda v: percentile(v, 0.95))):
-            f, lk = stat(file_writes), stat(lake_writes)
-            times = f"file {f * 1000:7.1f} ms  lake {lk * 1000:7.1f} ms"
-            print(f"   {label} write: {times}  lake/file ×{lk / f:.1f}")
+        parts = {int(part) for part in args.parts.split(",")}
+        lake_writes: list[float] = []
+        if 1 in parts:
+            lake_writes = history_and_queries(args, postgres, folder, 2 in parts)
+        if 3 in parts:
+            concurrent_writers(args, postgres, folder)
+        if 4 in parts:
+            print(f"4. faults: {args.kills} writers killed mid-write beside {args.kills} others")
+            fault_lake = LakeStore(postgres.create_database("faults"), folder / "faults-lake")
+            record_run(fault_lake, run_info("create"), [])
+            if not lake_writes:  # how long a write takes, to time the kills
+                lake_writes = timed_writes([fault_lake], 150_000, 3)[0]
+            print("   " + faults(fault_lake, args.kills, statistics.median(lake_writes)))
 
-        print(f"2. queries on the {args.runs}-run history (median of {args.repeats})")
-        file_q, lake_q = time_queries([file_store, lake_store], args.repeats)
-        with lake.connect(lake_store, read_only=False) as con:
-            began = time.perf_counter()
-            con.execute("CALL ducklake_flush_inlined_data('lake')")
-            flush_s = time.perf_counter() - began
-        file_again, flushed_q = time_queries([file_store, lake_store], args.repeats)
-        header = ("file", "lake", "ratio", "flushed", "ratio")
-        print(f"   {'query':30s} " + " ".join(f"{h:>9s}" for h in header))
-        for name in QUERIES:
-            f, lk, fl = file_q[name], lake_q[name], flushed_q[name]
-            f2 = file_again[name]
-            cells = (f"{f * 1000:7.1f}ms", f"{lk * 1000:7.1f}ms", f"×{lk / f:5.1f}")
-            cells += (f"{fl * 1000:7.1f}ms", f"×{fl / f2:5.1f}")
-            print(f"   {name:30s} " + " ".join(f"{c:>9s}" for c in cells))
-        print(f"   (flushing the lake's inlined rows to Parquet took {flush_s:.1f} s)")
 
-        total = args.writers * args.runs_each
-        rows = total * len(TRANSCODERS) * len(PROMPTS)
-        print(f"3. {args.writers} writer processes × {args.runs_each} runs at once ({rows} rows)")
-        for label, store in (
-            ("lake", LakeStore(postgres.create_database("concurrent"), folder / "concurrent-lake")),
-            ("file", FileStore(folder / "concurrent.duckdb")),
-        ):
-            record_run(store, run_info("create"), [])  # a new store, created before the clock
-            elapsed, latencies = concurrent(store, args.writers, args.runs_each)
-            rate = f"{rows / elapsed:6.0f} rows/s, {total / elapsed:5.1f} runs/s"
-            p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
-            latency = f"commit p50 {p50:.2f} s p95 {p95:.2f} s"
-            print(f"   {label}: {elapsed:6.1f} s, {rate}, {latency}; {exactly_once(store, total)}")
+def history_and_queries(
+    args: argparse.Namespace, postgres: PostgresServer, folder: Path, queries_too: bool
+) -> list[float]:
+    """Parts 1 and 2; returns the lake's timed write seconds."""
+    file_store = FileStore(folder / "history.duckdb")
+    lake_store = LakeStore(postgres.create_database("history"), folder / "history-lake")
+    built = args.runs - args.timed
+    print(f"1. a history of {args.runs} runs of {len(TRANSCODERS) * len(PROMPTS)} rows")
+    for store in (file_store, lake_store):
+        began = time.perf_counter()
+        build_history(store, built)
+        print(f"   {store.describe()}: {built} runs in {time.perf_counter() - began:.0f} s")
+    file_writes, lake_writes = timed_writes([file_store, lake_store], built, args.timed)
+    print(f"   the last {args.timed} through record_run, file and lake taking turns:")
+    for label, stat in (("median", statistics.median), ("p95", lambda v: percentile(v, 0.95))):
+        f, lk = stat(file_writes), stat(lake_writes)
+        times = f"file {f * 1000:7.1f} ms  lake {lk * 1000:7.1f} ms"
+        print(f"   {label} write: {times}  lake/file ×{lk / f:.1f}")
 
-        print(f"4. faults: {args.kills} writers killed mid-write beside {args.kills} others")
-        fault_lake = LakeStore(postgres.create_database("faults"), folder / "faults-lake")
-        record_run(fault_lake, run_info("create"), [])
-        print("   " + faults(fault_lake, args.kills, statistics.median(lake_writes)))
+    if not queries_too:
+        return lake_writes
+    print(f"2. queries on the {args.runs}-run history (median of {args.repeats})")
+    file_q, lake_q = time_queries([file_store, lake_store], args.repeats)
+    with lake.connect(lake_store, read_only=False) as con:
+        began = time.perf_counter()
+        # DuckLake's own maintenance: inlined rows to Parquet, then small files merged.
+        con.execute("CALL ducklake_flush_inlined_data('lake')")
+        con.execute("CALL ducklake_merge_adjacent_files('lake')")
+        flush_s = time.perf_counter() - began
+    file_again, flushed_q = time_queries([file_store, lake_store], args.repeats)
+    header = ("file", "lake", "ratio", "compacted", "ratio")
+    print(f"   {'query':30s} " + " ".join(f"{h:>9s}" for h in header))
+    for name in QUERIES:
+        f, lk, fl = file_q[name], lake_q[name], flushed_q[name]
+        f2 = file_again[name]
+        cells = (f"{f * 1000:7.1f}ms", f"{lk * 1000:7.1f}ms", f"×{lk / f:5.1f}")
+        cells += (f"{fl * 1000:7.1f}ms", f"×{fl / f2:5.1f}")
+        print(f"   {name:30s} " + " ".join(f"{c:>9s}" for c in cells))
+    print(f"   (compacting: flush inlined rows, merge adjacent files, took {flush_s:.1f} s)")
+    return lake_writes
+
+
+def concurrent_writers(args: argparse.Namespace, postgres: PostgresServer, folder: Path) -> None:
+    """Part 3."""
+    total = args.writers * args.runs_each
+    rows = total * len(TRANSCODERS) * len(PROMPTS)
+    print(f"3. {args.writers} writer processes × {args.runs_each} runs at once ({rows} rows)")
+    for label, store in (
+        ("lake", LakeStore(postgres.create_database("concurrent"), folder / "concurrent-lake")),
+        ("file", FileStore(folder / "concurrent.duckdb")),
+    ):
+        record_run(store, run_info("create"), [])  # a new store, created before the clock
+        elapsed, latencies = concurrent(store, args.writers, args.runs_each)
+        rate = f"{rows / elapsed:6.0f} rows/s, {total / elapsed:5.1f} runs/s"
+        p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
+        latency = f"commit p50 {p50:.2f} s p95 {p95:.2f} s"
+        print(f"   {label}: {elapsed:6.1f} s, {rate}, {latency}; {exactly_once(store, total)}")
 
 
 if __name__ == "__main__":

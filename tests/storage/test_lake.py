@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import multiprocessing
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,46 @@ def test_a_writer_killed_mid_write_leaves_no_part_of_its_run(
     # The lake still takes writes (no lock left behind).
     record_run(store, run_info("after"), [score(transcoder(OLD_CLT), "later", 0.7, 0.9)])
     assert rows(store, "SELECT count(*) FROM runs") == [(2,)]
+
+
+def record_and_die_during_commit(url: str, run_id: str, delay_s: float) -> None:
+    """Insert a whole run, then SIGKILL this process ``delay_s`` into its COMMIT."""
+    import threading
+
+    def insert_then_arm(con: duckdb.DuckDBPyConnection) -> int:
+        from tracerflow.storage.database import _insert_run
+
+        _insert_run(
+            con,
+            run_info(run_id),
+            [score(transcoder(OLD_CLT), prompt, 0.7, 0.9) for prompt in IOI_PROMPTS],
+        )
+        threading.Timer(delay_s, lambda: os.kill(os.getpid(), 9)).start()
+        return 0  # COMMIT runs next, with the kill on its way
+
+    lake.write(parse_store(url), insert_then_arm, timeout_s=60)  # type: ignore[arg-type]
+    time.sleep(30)  # committed before the kill landed: wait for it
+
+
+def test_a_writer_killed_during_its_commit_leaves_its_run_whole_or_absent(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    store = new_lake(postgres, tmp_path, "killed_in_commit")
+    record_run(store, run_info("before"), [score(transcoder(OLD_CLT), "kept", 0.7, 0.9)])
+    spawn = multiprocessing.get_context("spawn")
+    for n, delay_s in enumerate((0.0, 0.005, 0.02, 0.05, 0.2)):
+        worker = spawn.Process(
+            target=record_and_die_during_commit, args=(store.url, f"killed-{n}", delay_s)
+        )
+        worker.start()
+        worker.join(timeout=120)
+        assert worker.exitcode == -9
+
+    per_run = dict(rows(store, "SELECT flow_run_id, count(*) FROM scores GROUP BY 1"))
+    assert per_run.pop("before") == 1
+    assert all(count == len(IOI_PROMPTS) for count in per_run.values()), per_run
+    runs = {run for (run,) in rows(store, "SELECT flow_run_id FROM runs")} - {"before"}
+    assert runs == set(per_run)  # a run row exactly when its scores are there
 
 
 def test_history_as_of_a_snapshot_or_a_time_shows_the_lake_as_it_was(

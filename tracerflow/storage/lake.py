@@ -116,6 +116,8 @@ def new_connection(database: str = ":memory:") -> Connection:
         },
     )
     try:
+        # A long query in a flow run or a worker must not draw bars into its log.
+        con.execute("SET enable_progress_bar = false")
         con.execute("LOAD ducklake")
         con.execute("LOAD postgres")
     except duckdb.Error as error:
