@@ -71,7 +71,7 @@ def test_the_viewer_index_leaves_a_foreign_database_unchanged(
     graph_files_dir = tmp_path / "graph-files"
     graph_files_dir.mkdir()
     before = folder_state(foreign_db.parent)
-    server = make_server(graph_files_dir, port=0, db_path=foreign_db)
+    server = make_server(graph_files_dir, port=0, store=foreign_db)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
