@@ -33,7 +33,7 @@ from tracerflow.tasks.results import (
     ModelSpec,
     file_text,
 )
-from tracerflow.tasks.stage import stage_task
+from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 
 CODE_VERSION = "4"  # 4: the graph in safetensors + JSON, no longer a pickled graph.pt
 STATS_FILE = "attribution.json"
@@ -178,41 +178,66 @@ def run_attribution(
     )
 
 
-@stage_task("attribute")
+class ChunkProgress:
+    """One progress artifact for a chunk's attributions, updated at most every 2 s (an API call
+    per block, or per prompt, would cost small graphs more than their attribution)."""
+
+    def __init__(self, n_prompts: int, description: str) -> None:
+        self.n_prompts = n_prompts
+        self.artifact_id = create_progress_artifact(progress=0.0, description=description)
+        self.last_report = 0.0
+
+    def within(self, index: int) -> Callable[[int, int], None]:
+        """``progress(done, total)`` of the chunk's prompt number ``index``."""
+
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if total and now - self.last_report >= 2.0:
+                self.last_report = now
+                share = (index + done / total) / self.n_prompts
+                update_progress_artifact(self.artifact_id, progress=100.0 * share)
+                get_run_logger().info("prompt %d of %d: features attributed: %d of %d",
+                                      index + 1, self.n_prompts, done, total)  # fmt: skip
+
+        return report
+
+    def finish(self) -> None:
+        update_progress_artifact(self.artifact_id, progress=100.0)
+
+
+@chunk_task("attribute")
 def attribute_task(
-    prompt: str,
+    prompts: list[str],
     model: ModelSpec,
     converted: ConvertedTranscoder,
     params: AttributionParams,
     threads: int,
     store: ArtifactStore,
     fast_path_on_cuda: bool = False,
-) -> Attribution:
+) -> ChunkResults:
+    """Attribute a chunk of prompts: each an ``Attribution``, or a ``PromptFailure``."""
     logger = get_run_logger()
-    logger.info("attributing %r with %s on %s", prompt[:60], converted.key[:12], model.name)
-    progress_id = create_progress_artifact(
-        progress=0.0, description=f"attribution of {prompt[:60]!r}"
+    progress = ChunkProgress(
+        len(prompts), f"attribution of {len(prompts)} prompts with {converted.key[:12]}"
     )
-    last_report = [0.0]
 
-    def report(done: int, total: int) -> None:
-        # At most every 2 s: an API call per block would slow small graphs down.
-        now = time.monotonic()
-        if now - last_report[0] >= 2.0 and total:
-            last_report[0] = now
-            update_progress_artifact(progress_id, progress=100.0 * done / total)
-            logger.info("features attributed: %d of %d", done, total)
+    def attribute_one(index: int, prompt: str) -> Attribution:
+        result = attribute_prompt(
+            prompt, model, converted, params, threads, store, progress.within(index),
+            fast_path_on_cuda,
+        )  # fmt: skip
+        if not result.cached:  # a store hit has nothing to say
+            stats = result.stats
+            logger.info(
+                "attributed %r in %.1f s (batch size %d, %d threads, %s path)",
+                prompt[:60],
+                stats.attribution_seconds,
+                stats.batch_size,
+                stats.threads,
+                stats.path,
+            )
+        return result
 
-    result = attribute_prompt(
-        prompt, model, converted, params, threads, store, report, fast_path_on_cuda
-    )
-    update_progress_artifact(progress_id, progress=100.0)
-    stats = result.stats
-    logger.info(
-        "attributed in %.1f s (batch size %d, %d threads, %s path)",
-        stats.attribution_seconds,
-        stats.batch_size,
-        stats.threads,
-        stats.path,
-    )
-    return result
+    results = for_each_prompt("attribute", prompts, list(enumerate(prompts)), attribute_one)
+    progress.finish()
+    return results

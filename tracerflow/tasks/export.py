@@ -19,7 +19,7 @@ from tracerflow.hashing import sha256_text
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, ExportedGraph, ScoredGraph
-from tracerflow.tasks.stage import stage_task
+from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 from tracerflow.viewer.graph_ids import (
     GRAPH_METADATA_FILE,
     add_graph_metadata_entry,
@@ -119,17 +119,26 @@ def _published_entry(graph_files_dir: Path, slug: str) -> dict[str, Any] | None:
         return None
 
 
-@stage_task("export")
+@chunk_task("export")
 def export_task(
-    attribution: Attribution,
-    scored: ScoredGraph,
-    slug: str,
+    prompts: list[str],
+    attributions: ChunkResults,
+    scored: ChunkResults,
+    slugs: list[str],
     scan: str,
     node_threshold: float,
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
-) -> ExportedGraph:
-    return export_graph(
-        attribution, scored, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+) -> ChunkResults:
+    """Export a chunk's graphs: each an ``ExportedGraph``, or the ``PromptFailure`` that stopped
+    it."""
+
+    def export_one(attribution: Attribution, scores: ScoredGraph, slug: str) -> ExportedGraph:
+        return export_graph(
+            attribution, scores, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+        )
+
+    return for_each_prompt(
+        "export", prompts, list(zip(attributions, scored, slugs, strict=True)), export_one
     )
