@@ -299,10 +299,10 @@ def submit_transcoder(
     return items, submit_dashboards(run, source, model, converted, scan, exports, request)
 
 
-def prompt_chunks(prompts: Sequence[str], size: int = PROMPTS_PER_TASK) -> list[tuple[str, ...]]:
-    """The prompts in order, in as few chunks of at most ``size`` as can be, of equal sizes
-    (within one): 33 prompts are chunks of 17 and 16, not 32 and 1."""
-    n_chunks = -(-len(prompts) // size)
+def prompt_chunks(prompts: Sequence[str], size: int | None = None) -> list[tuple[str, ...]]:
+    """The prompts in order, in as few chunks of at most ``size`` (``PROMPTS_PER_TASK``) as can
+    be, of equal sizes within one: 33 prompts are chunks of 16 and 17, not 32 and 1."""
+    n_chunks = -(-len(prompts) // (size or PROMPTS_PER_TASK))
     bounds = [len(prompts) * i // n_chunks for i in range(n_chunks + 1)]
     return [tuple(prompts[start:end]) for start, end in itertools.pairwise(bounds)]
 

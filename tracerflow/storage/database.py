@@ -175,18 +175,20 @@ def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
         lock.release()
 
 
-def _upsert(table: str, key: str, row: dict[str, object]) -> str:
-    """INSERT of one row of ``table`` that, when its id is recorded already, only fills in the
-    columns still NULL there: the first recorded value of a fact stays, a later run that knows
-    one (a commit sha, a model shape) completes it, a later run that does not erases nothing."""
+def _upsert(table: str, key: str, row: dict[str, object], n_rows: int = 1) -> str:
+    """INSERT of ``n_rows`` rows of ``table`` (with ``row``'s columns, distinct ids) that, when
+    an id is recorded already, only fills in the columns still NULL there: the first recorded
+    value of a fact stays, a later run that knows one (a commit sha, a model shape) completes it,
+    a later run that does not erases nothing."""
     columns = ", ".join(row)
     fill = ", ".join(
         f"{column} = coalesce({table}.{column}, excluded.{column})"
         for column in row
         if column != key
     )
+    placeholders = f"({', '.join('?' for _ in row)})"
     return (
-        f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' for _ in row)}) "
+        f"INSERT INTO {table} ({columns}) VALUES {', '.join(placeholders for _ in range(n_rows))} "
         f"ON CONFLICT ({key}) DO UPDATE SET {fill}"
     )
 
@@ -274,25 +276,56 @@ def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> in
             run.device, run.host, datetime.now(UTC).replace(tzinfo=None),
         ],
     )  # fmt: skip
+    parents: dict[tuple[str, str], list[dict[str, object]]] = {
+        ("transcoders", "transcoder_id"): [],
+        ("models", "model_id"): [],
+        ("prompts", "prompt_id"): [],
+    }
     for record in records:
-        for table, key, row in (
-            ("transcoders", "transcoder_id", _transcoder_row(record.transcoder)),
-            ("models", "model_id", _model_row(record.model)),
-            (
-                "prompts",
-                "prompt_id",
-                {"prompt_id": record.prompt_id, "text": record.prompt, "n_tokens": record.n_tokens},
-            ),
-        ):
-            con.execute(_upsert(table, key, row), list(row.values()))
-        # A failure here (a duplicate key, a value DuckDB refuses) rolls back the whole run.
-        score_row = _score_row(run, record)
-        con.execute(
-            f"INSERT INTO scores ({', '.join(score_row)}) "
-            f"VALUES ({', '.join('?' for _ in score_row)})",
-            list(score_row.values()),
+        parents["transcoders", "transcoder_id"].append(_transcoder_row(record.transcoder))
+        parents["models", "model_id"].append(_model_row(record.model))
+        parents["prompts", "prompt_id"].append(
+            {"prompt_id": record.prompt_id, "text": record.prompt, "n_tokens": record.n_tokens}
         )
+    for (table, key), rows in parents.items():
+        _upsert_rows(con, table, key, rows)
+    # A failure here (a duplicate key, a value DuckDB refuses) rolls back the whole run.
+    _insert_rows(con, "scores", [_score_row(run, record) for record in records])
     return len(records)
+
+
+def _upsert_rows(con: Connection, table: str, key: str, rows: list[dict[str, object]]) -> None:
+    """``_upsert`` of every row in order, in few statements (a statement costs DuckDB
+    milliseconds; a suite has hundreds of rows): identical rows once, then one statement for the
+    first row of each id, then one per later row of an id already in it (DuckDB updates a row
+    once per statement), which fills in what the earlier ones left NULL, as row by row would."""
+    distinct = list(dict.fromkeys(tuple(row.items()) for row in rows))
+    first: dict[object, dict[str, object]] = {}
+    later: list[dict[str, object]] = []
+    for items in distinct:
+        row = dict(items)
+        if row[key] in first:
+            later.append(row)
+        else:
+            first[row[key]] = row
+    for batch in (list(first.values()), *([row] for row in later)):
+        if batch:
+            con.execute(
+                _upsert(table, key, batch[0], n_rows=len(batch)),
+                [value for row in batch for value in row.values()],
+            )
+
+
+def _insert_rows(con: Connection, table: str, rows: list[dict[str, object]]) -> None:
+    """One INSERT of ``rows`` (all with the same columns) into ``table``."""
+    if not rows:
+        return
+    placeholders = f"({', '.join('?' for _ in rows[0])})"
+    con.execute(
+        f"INSERT INTO {table} ({', '.join(rows[0])}) "
+        f"VALUES {', '.join(placeholders for _ in rows)}",
+        [value for row in rows for value in row.values()],
+    )
 
 
 def _insert_metrics(con: Connection, run: RunInfo, metrics: Sequence[MetricsRecord]) -> None:

@@ -8,6 +8,7 @@ against the artifact folder and restores it, with a warning, when it is missing 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -112,11 +113,30 @@ def publish(
 
 def _published_entry(graph_files_dir: Path, slug: str) -> dict[str, Any] | None:
     """The entry of ``slug`` in the shared ``graph-metadata.json``; None if none or unreadable."""
+    metadata_path = graph_files_dir / GRAPH_METADATA_FILE
     try:
-        graphs = json.loads((graph_files_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
-        return next((g for g in graphs if g.get("slug") == slug), None)
+        return _published_entries(metadata_path, _file_identity(metadata_path)).get(slug)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    """What changes when the file is rewritten (atomically: a new inode) or edited in place."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _published_entries(
+    metadata_path: Path, identity: tuple[int, int, int]
+) -> dict[str, dict[str, Any]]:
+    """Every entry of a ``graph-metadata.json`` by slug, parsed once per version of the file
+    (``identity``): a suite's cached re-run checks each of its N graphs against an index of N,
+    and parsing the index per graph made that quadratic."""
+    entries: dict[str, dict[str, Any]] = {}
+    for graph in json.loads(metadata_path.read_text())["graphs"]:
+        entries.setdefault(graph.get("slug"), graph)  # the first, as a reader scanning finds it
+    return entries
 
 
 @chunk_task("export")
