@@ -9,6 +9,7 @@ inputs give the same graph, bit for bit, so it is part of the key and of every s
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable
@@ -41,6 +42,13 @@ STATS_FILE = "attribution.json"
 
 def code_versions() -> dict[str, str]:
     """The versions that determine an attribution graph, part of its key and of every row."""
+    return dict(_loaded_code_versions())
+
+
+@functools.cache
+def _loaded_code_versions() -> dict[str, str]:
+    # Once per process: reading a distribution's metadata costs milliseconds, paid per prompt,
+    # and the code this process runs is the code it loaded.
     import tracerflow
 
     return {
