@@ -16,6 +16,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import torch
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -187,30 +188,49 @@ def run_attribution(
 
 
 class ChunkProgress:
-    """One progress artifact for a chunk's attributions, updated at most every 2 s (an API call
-    per block, or per prompt, would cost small graphs more than their attribution)."""
+    """A chunk's attribution progress in one artifact, created when its first prompt is
+    computed (a chunk the store holds in full shows none) and updated at most every 2 s: an API
+    call per block, or per prompt, would cost small graphs more than their attribution."""
 
     def __init__(self, n_prompts: int, description: str) -> None:
         self.n_prompts = n_prompts
-        self.artifact_id = create_progress_artifact(progress=0.0, description=description)
+        self.description = description
+        self.artifact_id: UUID | None = None
         self.last_report = 0.0
 
+    def _show(self, share: float, *, now: bool = False) -> bool:
+        """Show ``share`` (0-1) of the chunk done, unless shown less than 2 s ago (``now``:
+        regardless); returns whether it did."""
+        moment = time.monotonic()
+        if not now and moment - self.last_report < 2.0:
+            return False
+        self.last_report = moment
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(
+                progress=100.0 * share, description=self.description
+            )
+        else:
+            update_progress_artifact(self.artifact_id, progress=100.0 * share)
+        return True
+
     def within(self, index: int) -> Callable[[int, int], None]:
-        """``progress(done, total)`` of the chunk's prompt number ``index``."""
+        """``progress(done, total)`` of the features of the chunk's prompt number ``index``."""
 
         def report(done: int, total: int) -> None:
-            now = time.monotonic()
-            if total and now - self.last_report >= 2.0:
-                self.last_report = now
-                share = (index + done / total) / self.n_prompts
-                update_progress_artifact(self.artifact_id, progress=100.0 * share)
+            if total and self._show((index + done / total) / self.n_prompts):
                 get_run_logger().info("prompt %d of %d: features attributed: %d of %d",
                                       index + 1, self.n_prompts, done, total)  # fmt: skip
 
         return report
 
+    def computed(self, index: int) -> None:
+        """Prompt number ``index`` was computed: the chunk shows progress from now on."""
+        if self.artifact_id is None:
+            self._show((index + 1) / self.n_prompts, now=True)
+
     def finish(self) -> None:
-        update_progress_artifact(self.artifact_id, progress=100.0)
+        if self.artifact_id is not None:
+            update_progress_artifact(self.artifact_id, progress=100.0)
 
 
 @chunk_task("attribute")
@@ -235,6 +255,7 @@ def attribute_task(
             fast_path_on_cuda,
         )  # fmt: skip
         if not result.cached:  # a store hit has nothing to say
+            progress.computed(index)
             stats = result.stats
             logger.info(
                 "attributed %r in %.1f s (batch size %d, %d threads, %s path)",
