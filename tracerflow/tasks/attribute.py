@@ -254,19 +254,22 @@ def attribute_task(
             prompt, model, converted, params, threads, store, progress.within(index),
             fast_path_on_cuda,
         )  # fmt: skip
-        if not result.cached:  # a store hit has nothing to say
+        if not result.cached:
             progress.computed(index)
-            stats = result.stats
-            logger.info(
-                "attributed %r in %.1f s (batch size %d, %d threads, %s path)",
-                prompt[:60],
-                stats.attribution_seconds,
-                stats.batch_size,
-                stats.threads,
-                stats.path,
-            )
         return result
 
     results = for_each_prompt("attribute", prompts, list(enumerate(prompts)), attribute_one)
     progress.finish()
+    # One line per chunk, not per prompt: each prompt's seconds are in the run's scores table.
+    computed = [r for r in results if isinstance(r, Attribution) and not r.cached]
+    if computed:
+        logger.info(
+            "attributed %d of %d prompts in %.1f s (%d from the store; %d threads, %s path)",
+            len(computed),
+            len(prompts),
+            sum(r.stats.attribution_seconds or 0.0 for r in computed),
+            sum(isinstance(r, Attribution) and r.cached for r in results),
+            threads,
+            computed[0].stats.path,
+        )
     return results
