@@ -237,6 +237,7 @@ def test_prompts_are_chunked_in_order_into_equal_chunks_of_at_most_the_limit():
     assert [len(chunk) for chunk in chunks] == [16, 17]
     assert [p for chunk in chunks for p in chunk] == prompts
     assert prompt_chunks(prompts[:1]) == [(prompts[0],)]
+    assert prompt_chunks([]) == []
     assert [len(chunk) for chunk in prompt_chunks(prompts[:10], size=4)] == [3, 3, 4]
 
 

@@ -4,7 +4,9 @@
                                                         (per transcoder) -> dashboards
 
 Each stage is a cached task whose files live in the artifact store under a content key, so a
-re-run recomputes exactly what changed (and nothing at all when nothing did). A failing prompt
+re-run recomputes exactly what changed (and nothing at all when nothing did). The per-prompt
+stages run a chunk of a transcoder's prompts per task run (``PROMPTS_PER_TASK``), each prompt
+keeping its own store entry per stage. A failing prompt
 fails its own items with a clear message; every other item's scores are still recorded, then the
 run ends Failed so the UI and the CLI say so. A transcoder's feature dashboards run once its
 exports are done; a failed one fails the run only after every score is recorded
@@ -302,6 +304,8 @@ def submit_transcoder(
 def prompt_chunks(prompts: Sequence[str], size: int | None = None) -> list[tuple[str, ...]]:
     """The prompts in order, in as few chunks of at most ``size`` (``PROMPTS_PER_TASK``) as can
     be, of equal sizes within one: 33 prompts are chunks of 16 and 17, not 32 and 1."""
+    if not prompts:
+        return []
     n_chunks = -(-len(prompts) // (size or PROMPTS_PER_TASK))
     bounds = [len(prompts) * i // n_chunks for i in range(n_chunks + 1)]
     return [tuple(prompts[start:end]) for start, end in itertools.pairwise(bounds)]
