@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.storage.builders import GPT2, NOTEBOOK_PARAMS, run_info, score, transcoder
-from tracerflow.flows.report import paired_changes, summarise
+from tracerflow.flows.report import graphs_markdown, paired_changes, summarise
 from tracerflow.storage import record_run
 from tracerflow.storage.queries import PromptScore, SuiteRunScores, previous_suite_run_scores
 from tracerflow.storage.records import params_hash
@@ -187,3 +187,14 @@ def test_the_summary_lists_each_evaluated_transcoder_s_metrics() -> None:
     assert row["corpus"] == "held-out.txt" and row["fvu"] == pytest.approx(0.15)
     assert "| toy-clt | held-out.txt | 40 | 0.1500 | 32.0000 |" in markdown
     assert metrics_markdown([]) == ""
+
+
+def test_the_graphs_artifact_links_every_exported_graph_once() -> None:
+    exported = {"transcoder": "toy-clt", "prompt": "Mary [and] John", "slug": "toy-clt-1"}
+    failed = {"transcoder": "toy-clt", "prompt": "too long", "slug": None}
+    lines = graphs_markdown([exported, failed]).splitlines()
+    links = [line for line in lines if line.startswith("- ")]
+    assert links == [
+        r"- [toy-clt: Mary \[and\] John](http://127.0.0.1:8041/graph.html?slug=toy-clt-1)"
+    ]
+    assert graphs_markdown([failed]) == ""

@@ -181,16 +181,64 @@ def test_second_run_executes_no_stage_and_rewrites_no_file(home):
     assert artifact_files(home) == files_before
 
 
+def stage_folders(home) -> dict[str, set[str]]:
+    """Stage -> the keys of its folders in the artifact store."""
+    return {
+        stage.name: {folder.name for folder in stage.iterdir()}
+        for stage in (home / "artifacts").iterdir()
+    }
+
+
 def test_changing_one_prompt_recomputes_only_that_prompt(home):
+    """Both prompts run in one task run per stage (one chunk); each keeps its own store entry
+    per stage, so the changed prompt is computed and the other read back, untouched."""
     run_flow(["toy-clt"], PROMPTS)
+    folders_before, files_before = stage_folders(home), artifact_files(home)
     state, run_id = run_flow(
         ["toy-clt"], [PROMPTS[0], "Alice and Bob went to the park, Bob gave a book to"]
     )
     assert state.is_completed(), state.message
     states = task_states(run_id)
+    folders_after = stage_folders(home)
     for stage in ("attribute", "score", "export"):
-        assert sorted(states[stage]) == ["Cached", "Completed"], (stage, states[stage])
+        assert states[stage] == ["Completed"], (stage, states[stage])  # one computed prompt
+        assert len(folders_after[stage] - folders_before[stage]) == 1, stage
     assert set(states["convert"]) == {"Cached"}
+    files_after = artifact_files(home)
+    rewritten = [path for path, mtime in files_before.items() if files_after.get(path) != mtime]
+    # The transcoder's dashboards folder adds the new graph's features: it is not per prompt.
+    assert {path.relative_to(home / "artifacts").parts[0] for path in rewritten} <= {"dashboards"}
+
+
+def test_prompts_beyond_one_chunk_run_in_one_task_per_chunk_and_stage(home, monkeypatch):
+    """Three prompts at two per task run: two chunks per stage, every prompt recorded; a prompt
+    that fails in one chunk fails only its own row."""
+    from tracerflow.flows import score
+
+    monkeypatch.setattr(score, "PROMPTS_PER_TASK", 2)
+    too_long = " ".join(["Mary and John went to the store."] * 200)
+    prompts = [PROMPTS[0], too_long, PROMPTS[1]]
+    state, run_id = run_flow(["toy-clt"], prompts)
+    assert state.is_failed() and "1 of 3 items failed" in state.message
+    states = task_states(run_id)
+    for stage in ("attribute", "score", "export"):
+        assert sorted(states[stage]) == ["Completed", "Completed"], (stage, states[stage])
+    rows = dict(
+        db_rows("SELECT prompt, status FROM scores_wide WHERE flow_run_id = ?", str(run_id))
+    )
+    assert rows == {PROMPTS[0]: "ok", too_long: "failed", PROMPTS[1]: "ok"}
+
+
+def test_prompts_are_chunked_in_order_into_equal_chunks_of_at_most_the_limit():
+    from tracerflow.flows.score import PROMPTS_PER_TASK, prompt_chunks
+
+    prompts = [f"prompt {i}" for i in range(PROMPTS_PER_TASK + 1)]
+    chunks = prompt_chunks(prompts)
+    assert [len(chunk) for chunk in chunks] == [16, 17]
+    assert [p for chunk in chunks for p in chunk] == prompts
+    assert prompt_chunks(prompts[:1]) == [(prompts[0],)]
+    assert prompt_chunks([]) == []
+    assert [len(chunk) for chunk in prompt_chunks(prompts[:10], size=4)] == [3, 3, 4]
 
 
 def test_deleting_a_stage_folder_recomputes_that_stage(home):

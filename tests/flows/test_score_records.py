@@ -13,6 +13,7 @@ from tracerflow.tasks.results import (
     ExportedGraph,
     GraphScores,
     ScoredGraph,
+    error_text,
 )
 
 TRANSCODER = TranscoderRun(
@@ -71,7 +72,7 @@ def test_an_ok_item_records_its_scores_graph_and_model_shape() -> None:
 
 def test_an_item_that_failed_after_attribution_keeps_attributions_facts_but_no_score() -> None:
     error = AttributionError("scoring failed")
-    record = score_record(ITEM, ItemOutcome(ATTRIBUTION, error=error), run_threads=1)
+    record = score_record(ITEM, ItemOutcome(ATTRIBUTION, error=error_text(error)), run_threads=1)
     assert (record.status, record.error) == ("failed", "AttributionError: scoring failed")
     assert record.replacement_score is None and record.n_selected_features is None
     assert (record.n_tokens, record.graph_path, record.model.n_ctx) == (
@@ -84,7 +85,7 @@ def test_an_item_that_failed_after_attribution_keeps_attributions_facts_but_no_s
 
 def test_an_item_that_failed_before_attribution_records_no_model_shape() -> None:
     error = SourceError("no such repo")
-    record = score_record(ITEM, ItemOutcome(error=error), run_threads=3)
+    record = score_record(ITEM, ItemOutcome(error=error_text(error)), run_threads=3)
     assert record.status == "failed" and record.error == "SourceError: no such repo"
     model = record.model
     assert (model.name, model.n_layers, model.d_model, model.d_vocab, model.n_ctx) == (

@@ -15,7 +15,7 @@ import pytest
 from tests.operate.conftest import home_of
 from tracerflow.deploy import WORK_POOL, register
 from tracerflow.flows.report import REGRESSION_EVENT
-from tracerflow.flows.score import run_parameters
+from tracerflow.flows.score import prompt_chunks, run_parameters
 from tracerflow.flows.validation import RunRequest
 from tracerflow.storage.database import record_run
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
@@ -173,11 +173,12 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     suite = load_suite("toy-nightly")
     assert len(table) == len(suite.suite.transcoders) * len(suite.prompts)
     assert {row["status"] for row in table} == {"ok"}
-    # One attribution progress per graph and one evaluate progress per transcoder (unkeyed), one
-    # dashboards progress (keyed) per transcoder.
+    # One attribution progress per chunk of prompts and one evaluate progress per transcoder
+    # (unkeyed), one dashboards progress (keyed) per transcoder.
     progress = [a for a in artifacts if a["type"] == "progress" and not a["key"]]
+    n_chunks = len(suite.suite.transcoders) * len(prompt_chunks(suite.prompts))
     n_evaluations = len(suite.suite.transcoders)  # one evaluate task per transcoder
-    assert len(progress) == len(table) + n_evaluations
+    assert len(progress) == n_chunks + n_evaluations
     assert all(a["data"] == 100.0 for a in progress)
     dashboards = [a for a in artifacts if a["type"] == "progress" and a["key"]]
     assert len(dashboards) == len(suite.suite.transcoders)
@@ -185,8 +186,8 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     assert all(a["data"] == 100.0 for a in dashboards)
     quality = json.loads(by_key["transcoder-metrics"]["data"])
     assert sorted(row["transcoder"] for row in quality) == sorted(suite.suite.transcoders)
-    # Prefect stores a link artifact as markdown "[text](url)": one per graph, to the viewer.
-    links = [a["data"] for a in artifacts if a["type"] == "markdown" and not a["key"]]
+    # One markdown artifact lists every graph as a link "- [text](url)" to the viewer.
+    links = [line for line in by_key["graphs"]["data"].splitlines() if line.startswith("- [")]
     assert len(links) == len(table)
     assert all("](http://127.0.0.1:8041/graph.html?slug=" in link for link in links)
     summary = by_key["summary"]["data"]

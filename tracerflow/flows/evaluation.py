@@ -61,19 +61,19 @@ def evaluation_corpus(source: str, request: RunRequest) -> EvaluationCorpus:
 def submit_evaluations(
     run: RunContext, request: RunRequest, items: Sequence[ScoreItem]
 ) -> list[TranscoderEvaluation]:
-    """Submit one evaluate task per transcoder that was prepared, after all its items' stages."""
+    """Submit one evaluate task per transcoder that was prepared, after all its chunks' stages."""
     evaluations = []
     seen: set[str] = set()
     for item in items:
         if item.converted is None or item.model is None or item.transcoder.source in seen:
             continue
         seen.add(item.transcoder.source)
-        upstream = [
-            allow_failure(future)
+        chunks = {
+            id(other.chunk): other.chunk
             for other in items
-            if other.transcoder.source == item.transcoder.source and other.stages
-            for future in other.stages
-        ]
+            if other.transcoder.source == item.transcoder.source and other.chunk
+        }
+        upstream = [allow_failure(future) for chunk in chunks.values() for future in chunk.stages]
         corpus = evaluation_corpus(item.transcoder.source, request)
         future = evaluate_task.submit(
             item.model, item.converted, corpus, run.store, wait_for=upstream

@@ -1,6 +1,6 @@
 """What a flow run shows in the Prefect UI: a scores table, a summary with the change versus the
-previous run of the same suite, a link per graph, and a ``tracerflow.score.regressed`` event when
-a transcoder's replacement score drops by more than the suite's margin.
+previous run of the same suite, the links to its graphs, and a ``tracerflow.score.regressed``
+event when a transcoder's replacement score drops by more than the suite's margin.
 
 The change is paired: per transcoder it compares only the prompts both runs scored successfully,
 with the same model and the same parameters (``params_hash``), so a prompt added to or dropped
@@ -12,6 +12,7 @@ out); ``publish`` turns its output into Prefect artifacts and events.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
@@ -119,6 +120,26 @@ def viewer_url(slug: str) -> str:
     """The graph's page in ``tracerflow view`` (``TRACERFLOW_VIEWER_URL`` if served elsewhere)."""
     base = os.environ.get("TRACERFLOW_VIEWER_URL", "http://127.0.0.1:8041").rstrip("/")
     return f"{base}/graph.html?slug={slug}"
+
+
+def graphs_markdown(rows: list[dict[str, Any]]) -> str:
+    """The run's graphs, a list of links to their pages in ``tracerflow view``; empty when no
+    graph was exported. One artifact for the run: a link artifact per graph cost the Prefect
+    API more than a toy suite's whole work."""
+    lines = [
+        f"[{_link_text(row['transcoder'])}: {_link_text(row['prompt'][:60])}]"
+        f"({viewer_url(row['slug'])})"
+        for row in rows
+        if row.get("slug")
+    ]
+    if not lines:
+        return ""
+    return "\n".join(["# Graphs of this run", "", *(f"- {line}" for line in lines)])
+
+
+def _link_text(text: str) -> str:
+    """``text`` as a markdown link's text: brackets and backslashes escaped, on one line."""
+    return re.sub(r"([\\\[\]])", r"\\\1", " ".join(text.split()))
 
 
 def prompt_scores(rows: list[dict[str, Any]]) -> list[PromptScore]:
@@ -286,11 +307,7 @@ def publish(
     metrics: list[MetricsRecord] | None = None,
 ) -> list[Regression]:
     """Create the run's artifacts and emit one event per regression."""
-    from prefect.artifacts import (
-        create_link_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.events import emit_event
 
     table = [{key: _rounded(row[key]) for key in SCORE_COLUMNS} for row in rows]
@@ -305,13 +322,11 @@ def publish(
         )
         markdown += "\n\n" + metrics_markdown(quality)
     create_markdown_artifact(markdown=markdown, key="summary", description="Run summary")
-    for row in rows:
-        if row.get("slug"):
-            create_link_artifact(
-                link=viewer_url(row["slug"]),
-                link_text=f"{row['transcoder']}: {row['prompt'][:60]}",
-                description="Open the attribution graph in `tracerflow view`",
-            )
+    graphs = graphs_markdown(rows)
+    if graphs:
+        create_markdown_artifact(
+            markdown=graphs, key="graphs", description="Open each graph in `tracerflow view`"
+        )
     for regression in regressions:
         emit_event(
             event=REGRESSION_EVENT,

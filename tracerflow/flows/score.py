@@ -4,7 +4,9 @@
                                                         (per transcoder) -> dashboards
 
 Each stage is a cached task whose files live in the artifact store under a content key, so a
-re-run recomputes exactly what changed (and nothing at all when nothing did). A failing prompt
+re-run recomputes exactly what changed (and nothing at all when nothing did). The per-prompt
+stages run a chunk of a transcoder's prompts per task run (``PROMPTS_PER_TASK``), each prompt
+keeping its own store entry per stage. A failing prompt
 fails its own items with a clear message; every other item's scores are still recorded, then the
 run ends Failed so the UI and the CLI say so. A transcoder's feature dashboards run once its
 exports are done; a failed one fails the run only after every score is recorded
@@ -13,8 +15,10 @@ exports are done; a failed one fails the run only after every score is recorded
 
 from __future__ import annotations
 
+import itertools
 import platform
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -64,7 +68,9 @@ from tracerflow.tasks.results import (
     ExportedGraph,
     GraphScores,
     ModelSpec,
+    PromptFailure,
     ScoredGraph,
+    error_text,
 )
 from tracerflow.tasks.score import score_task
 
@@ -113,7 +119,7 @@ def score_flow(
     submitted = [submit_transcoder(run, source, request) for source in transcoders]
     items = [item for transcoder_items, _ in submitted for item in transcoder_items]
     evaluations = submit_evaluations(run, request, items)
-    records = [score_record(item, outcome_of(item), run.threads) for item in items]
+    records = [score_record(item, outcome, run.threads) for item, outcome in outcomes_of(items)]
     evaluated = collect_evaluations(evaluations)
     rows = record_run(run, records, evaluated.records)
     warn_of_regressions(run, rows, regression_margin, evaluated.records)
@@ -150,16 +156,34 @@ class TranscoderRun:
     parameters: RunParameters
 
 
+# Prompts per task run of the attribute, score and export stages. A task run costs the Prefect
+# API tens of milliseconds, more than a toy prompt's whole work; a chunk of 32 makes that cost
+# small per prompt, while each prompt keeps its own store entry per stage (caching stays per
+# prompt). The price: a Dask fan-out spreads chunks, not prompts, over its workers.
+PROMPTS_PER_TASK = 32
+
+
+@dataclass(frozen=True)
+class PromptChunk:
+    """Some prompts of one transcoder and the futures of their stages (attribute, score,
+    export): one task run per stage, whose result lists each prompt's result in order."""
+
+    prompts: tuple[str, ...]
+    stages: tuple[PrefectFuture[Any], PrefectFuture[Any], PrefectFuture[Any]]
+
+
 @dataclass(frozen=True)
 class ScoreItem:
-    """One transcoder × prompt: the transcoder its row is recorded under, and its stages'
-    futures (attribute, score, export), or the error that failed it before they were submitted."""
+    """One transcoder × prompt: the transcoder its row is recorded under, and the chunk its
+    stages run in (its place there: ``index``), or the error that failed it before they were
+    submitted."""
 
     transcoder: TranscoderRun
     prompt: str
     recorded_as: TranscoderInfo
-    stages: tuple[PrefectFuture[Any], PrefectFuture[Any], PrefectFuture[Any]] | None = None
-    error: BaseException | None = None
+    chunk: PromptChunk | None = None
+    index: int = 0
+    error: str | None = None  # as the row records it
     model: ModelSpec | None = None  # with converted: None when the transcoder failed to prepare
     converted: ConvertedTranscoder | None = None
 
@@ -171,7 +195,7 @@ class ItemOutcome:
     attribution: Attribution | None = None
     scored: ScoredGraph | None = None
     exported: ExportedGraph | None = None
-    error: BaseException | None = None
+    error: str | None = None  # as the row records it
 
 
 def start_run(request: RunRequest, suite_name: str | None) -> RunContext:
@@ -252,8 +276,9 @@ def submit_transcoder(
     except Exception as error:
         logger.error("transcoder %s failed: %s", source, error)
         recorded_as = failed_transcoder_info(run, source)
+        failed = error_text(error)
         return [
-            ScoreItem(transcoder, prompt, recorded_as, error=error) for prompt in request.prompts
+            ScoreItem(transcoder, prompt, recorded_as, error=failed) for prompt in request.prompts
         ], None
     model = ModelSpec(
         name=transcoder.model_name,
@@ -262,34 +287,42 @@ def submit_transcoder(
         device=run.device,
     )
     recorded_as = transcoder_info(snapshot, converted)
-    items = [
-        ScoreItem(
-            transcoder,
-            prompt,
-            recorded_as,
-            submit_prompt(run, transcoder, model, converted, prompt),
-            model=model,
-            converted=converted,
-        )
-        for prompt in request.prompts
+    chunks = [
+        submit_chunk(run, transcoder, model, converted, prompts)
+        for prompts in prompt_chunks(request.prompts)
     ]
-    exports = [item.stages[2] for item in items if item.stages is not None]
+    items = [
+        ScoreItem(transcoder, prompt, recorded_as, chunk, index, model=model, converted=converted)
+        for chunk in chunks
+        for index, prompt in enumerate(chunk.prompts)
+    ]
+    exports = [chunk.stages[2] for chunk in chunks]
     scan = viewer_scan(converted.content_hash)
     return items, submit_dashboards(run, source, model, converted, scan, exports, request)
 
 
-def submit_prompt(
+def prompt_chunks(prompts: Sequence[str], size: int | None = None) -> list[tuple[str, ...]]:
+    """The prompts in order, in as few chunks of at most ``size`` (``PROMPTS_PER_TASK``) as can
+    be, of equal sizes within one: 33 prompts are chunks of 16 and 17, not 32 and 1."""
+    if not prompts:
+        return []
+    n_chunks = -(-len(prompts) // (size or PROMPTS_PER_TASK))
+    bounds = [len(prompts) * i // n_chunks for i in range(n_chunks + 1)]
+    return [tuple(prompts[start:end]) for start, end in itertools.pairwise(bounds)]
+
+
+def submit_chunk(
     run: RunContext,
     transcoder: TranscoderRun,
     model: ModelSpec,
     converted: ConvertedTranscoder,
-    prompt: str,
-) -> tuple[PrefectFuture[Any], PrefectFuture[Any], PrefectFuture[Any]]:
-    """Submit one prompt's attribute, score and export stages; returns their futures."""
+    prompts: tuple[str, ...],
+) -> PromptChunk:
+    """Submit the attribute, score and export stages of a chunk of prompts."""
     parameters = transcoder.parameters
     thresholds = (parameters.node_threshold, parameters.edge_threshold)
     attribution = attribute_task.submit(
-        prompt,
+        list(prompts),
         model,
         converted,
         parameters.attribution,
@@ -297,17 +330,18 @@ def submit_prompt(
         run.store,
         run.settings.cuda_fast_path,
     )
-    scored = score_task.submit(attribution, *thresholds, run.store)
+    scored = score_task.submit(list(prompts), attribution, *thresholds, run.store)
     exported = export_task.submit(
+        list(prompts),
         attribution,
         scored,
-        graph_slug(transcoder.source, converted.content_hash, prompt),
+        [graph_slug(transcoder.source, converted.content_hash, prompt) for prompt in prompts],
         viewer_scan(converted.content_hash),  # one per transcoder: its feature pack's name
         *thresholds,
         run.store,
         run.settings.graph_files_dir,
     )
-    return attribution, scored, exported
+    return PromptChunk(prompts, (attribution, scored, exported))
 
 
 def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder) -> TranscoderInfo:
@@ -354,17 +388,38 @@ def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
 # --- collect each item's outcome into a record ------------------------------------------------
 
 
-def outcome_of(item: ScoreItem) -> ItemOutcome:
-    """Wait for an item's stages in order; a failed stage keeps what the ones before it gave."""
-    if item.stages is None:
-        return ItemOutcome(error=item.error)
-    results: list[Any] = []
-    try:
-        for future in item.stages:
-            results.append(future.result())
-    except Exception as error:
-        return ItemOutcome(*results, error=error)
-    return ItemOutcome(*results)
+def outcomes_of(items: Sequence[ScoreItem]) -> list[tuple[ScoreItem, ItemOutcome]]:
+    """Each item with its outcome, waiting for each chunk's stages once."""
+    by_chunk: dict[int, list[ItemOutcome]] = {}
+    outcomes = []
+    for item in items:
+        if item.chunk is None:
+            outcomes.append((item, ItemOutcome(error=item.error)))
+            continue
+        if id(item.chunk) not in by_chunk:
+            by_chunk[id(item.chunk)] = chunk_outcomes(item.chunk)
+        outcomes.append((item, by_chunk[id(item.chunk)][item.index]))
+    return outcomes
+
+
+def chunk_outcomes(chunk: PromptChunk) -> list[ItemOutcome]:
+    """Each prompt's outcome in a chunk: its stages' results in order, up to the one that
+    failed it (a whole stage that failed, which should not happen, fails every prompt)."""
+    results: list[list[Any]] = [[] for _ in chunk.prompts]
+    errors: list[str | None] = [None for _ in chunk.prompts]
+    for future in chunk.stages:
+        try:
+            stage_results = future.result()
+        except Exception as error:
+            stage_results = [PromptFailure.of("chunk", error)] * len(chunk.prompts)
+        for index, result in enumerate(stage_results):
+            if errors[index] is not None:
+                continue
+            if isinstance(result, PromptFailure):
+                errors[index] = result.error
+            else:
+                results[index].append(result)
+    return [ItemOutcome(*given, error=error) for given, error in zip(results, errors, strict=True)]
 
 
 def score_record(item: ScoreItem, outcome: ItemOutcome, run_threads: int) -> ScoreRecord:
@@ -382,7 +437,7 @@ def score_record(item: ScoreItem, outcome: ItemOutcome, run_threads: int) -> Sco
         n_tokens=stats.n_tokens if stats else None,
         params=item.transcoder.parameters.recorded(),
         status="ok" if ok else "failed",
-        error=None if ok else f"{type(outcome.error).__name__}: {outcome.error}",
+        error=outcome.error,
         **recorded_scores(scores),
         phase_seconds=stats.phase_seconds if stats else None,
         attribution_seconds=stats.attribution_seconds if stats else None,

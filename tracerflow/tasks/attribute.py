@@ -9,12 +9,14 @@ inputs give the same graph, bit for bit, so it is part of the key and of every s
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import torch
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -33,7 +35,7 @@ from tracerflow.tasks.results import (
     ModelSpec,
     file_text,
 )
-from tracerflow.tasks.stage import stage_task
+from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 
 CODE_VERSION = "4"  # 4: the graph in safetensors + JSON, no longer a pickled graph.pt
 STATS_FILE = "attribution.json"
@@ -41,6 +43,13 @@ STATS_FILE = "attribution.json"
 
 def code_versions() -> dict[str, str]:
     """The versions that determine an attribution graph, part of its key and of every row."""
+    return dict(_loaded_code_versions())
+
+
+@functools.cache
+def _loaded_code_versions() -> dict[str, str]:
+    # Once per process: reading a distribution's metadata costs milliseconds, paid per prompt,
+    # and the code this process runs is the code it loaded.
     import tracerflow
 
     return {
@@ -178,41 +187,89 @@ def run_attribution(
     )
 
 
-@stage_task("attribute")
+class ChunkProgress:
+    """A chunk's attribution progress in one artifact, created when its first prompt is
+    computed (a chunk the store holds in full shows none) and updated at most every 2 s: an API
+    call per block, or per prompt, would cost small graphs more than their attribution."""
+
+    def __init__(self, n_prompts: int, description: str) -> None:
+        self.n_prompts = n_prompts
+        self.description = description
+        self.artifact_id: UUID | None = None
+        self.last_report = 0.0
+
+    def _show(self, share: float, *, now: bool = False) -> bool:
+        """Show ``share`` (0-1) of the chunk done, unless shown less than 2 s ago (``now``:
+        regardless); returns whether it did."""
+        moment = time.monotonic()
+        if not now and moment - self.last_report < 2.0:
+            return False
+        self.last_report = moment
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(
+                progress=100.0 * share, description=self.description
+            )
+        else:
+            update_progress_artifact(self.artifact_id, progress=100.0 * share)
+        return True
+
+    def within(self, index: int) -> Callable[[int, int], None]:
+        """``progress(done, total)`` of the features of the chunk's prompt number ``index``."""
+
+        def report(done: int, total: int) -> None:
+            if total and self._show((index + done / total) / self.n_prompts):
+                get_run_logger().info("prompt %d of %d: features attributed: %d of %d",
+                                      index + 1, self.n_prompts, done, total)  # fmt: skip
+
+        return report
+
+    def computed(self, index: int) -> None:
+        """Prompt number ``index`` was computed: the chunk shows progress from now on."""
+        if self.artifact_id is None:
+            self._show((index + 1) / self.n_prompts, now=True)
+
+    def finish(self) -> None:
+        if self.artifact_id is not None:
+            update_progress_artifact(self.artifact_id, progress=100.0)
+
+
+@chunk_task("attribute")
 def attribute_task(
-    prompt: str,
+    prompts: list[str],
     model: ModelSpec,
     converted: ConvertedTranscoder,
     params: AttributionParams,
     threads: int,
     store: ArtifactStore,
     fast_path_on_cuda: bool = False,
-) -> Attribution:
+) -> ChunkResults:
+    """Attribute a chunk of prompts: each an ``Attribution``, or a ``PromptFailure``."""
     logger = get_run_logger()
-    logger.info("attributing %r with %s on %s", prompt[:60], converted.key[:12], model.name)
-    progress_id = create_progress_artifact(
-        progress=0.0, description=f"attribution of {prompt[:60]!r}"
+    progress = ChunkProgress(
+        len(prompts), f"attribution of {len(prompts)} prompts with {converted.key[:12]}"
     )
-    last_report = [0.0]
 
-    def report(done: int, total: int) -> None:
-        # At most every 2 s: an API call per block would slow small graphs down.
-        now = time.monotonic()
-        if now - last_report[0] >= 2.0 and total:
-            last_report[0] = now
-            update_progress_artifact(progress_id, progress=100.0 * done / total)
-            logger.info("features attributed: %d of %d", done, total)
+    def attribute_one(index: int, prompt: str) -> Attribution:
+        result = attribute_prompt(
+            prompt, model, converted, params, threads, store, progress.within(index),
+            fast_path_on_cuda,
+        )  # fmt: skip
+        if not result.cached:
+            progress.computed(index)
+        return result
 
-    result = attribute_prompt(
-        prompt, model, converted, params, threads, store, report, fast_path_on_cuda
-    )
-    update_progress_artifact(progress_id, progress=100.0)
-    stats = result.stats
-    logger.info(
-        "attributed in %.1f s (batch size %d, %d threads, %s path)",
-        stats.attribution_seconds,
-        stats.batch_size,
-        stats.threads,
-        stats.path,
-    )
-    return result
+    results = for_each_prompt("attribute", prompts, list(enumerate(prompts)), attribute_one)
+    progress.finish()
+    # One line per chunk, not per prompt: each prompt's seconds are in the run's scores table.
+    computed = [r for r in results if isinstance(r, Attribution) and not r.cached]
+    if computed:
+        logger.info(
+            "attributed %d of %d prompts in %.1f s (%d from the store; %d threads, %s path)",
+            len(computed),
+            len(prompts),
+            sum(r.stats.attribution_seconds or 0.0 for r in computed),
+            sum(isinstance(r, Attribution) and r.cached for r in results),
+            threads,
+            computed[0].stats.path,
+        )
+    return results

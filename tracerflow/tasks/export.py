@@ -8,6 +8,7 @@ against the artifact folder and restores it, with a warning, when it is missing 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ from tracerflow.hashing import sha256_text
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, ExportedGraph, ScoredGraph
-from tracerflow.tasks.stage import stage_task
+from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 from tracerflow.viewer.graph_ids import (
     GRAPH_METADATA_FILE,
     add_graph_metadata_entry,
@@ -112,24 +113,52 @@ def publish(
 
 def _published_entry(graph_files_dir: Path, slug: str) -> dict[str, Any] | None:
     """The entry of ``slug`` in the shared ``graph-metadata.json``; None if none or unreadable."""
+    metadata_path = graph_files_dir / GRAPH_METADATA_FILE
     try:
-        graphs = json.loads((graph_files_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
-        return next((g for g in graphs if g.get("slug") == slug), None)
+        return _published_entries(metadata_path, _file_identity(metadata_path)).get(slug)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-@stage_task("export")
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    """What changes when the file is rewritten (atomically: a new inode) or edited in place."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _published_entries(
+    metadata_path: Path, identity: tuple[int, int, int]
+) -> dict[str, dict[str, Any]]:
+    """Every entry of a ``graph-metadata.json`` by slug, parsed once per version of the file
+    (``identity``): a suite's cached re-run checks each of its N graphs against an index of N,
+    and parsing the index per graph made that quadratic."""
+    entries: dict[str, dict[str, Any]] = {}
+    for graph in json.loads(metadata_path.read_text())["graphs"]:
+        entries.setdefault(graph.get("slug"), graph)  # the first, as a reader scanning finds it
+    return entries
+
+
+@chunk_task("export")
 def export_task(
-    attribution: Attribution,
-    scored: ScoredGraph,
-    slug: str,
+    prompts: list[str],
+    attributions: ChunkResults,
+    scored: ChunkResults,
+    slugs: list[str],
     scan: str,
     node_threshold: float,
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
-) -> ExportedGraph:
-    return export_graph(
-        attribution, scored, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+) -> ChunkResults:
+    """Export a chunk's graphs: each an ``ExportedGraph``, or the ``PromptFailure`` that stopped
+    it."""
+
+    def export_one(attribution: Attribution, scores: ScoredGraph, slug: str) -> ExportedGraph:
+        return export_graph(
+            attribution, scores, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+        )
+
+    return for_each_prompt(
+        "export", prompts, list(zip(attributions, scored, slugs, strict=True)), export_one
     )

@@ -126,3 +126,20 @@ class ExportedGraph(StageResult):
     key: str
     slug: str
     graph_files_path: str
+
+
+class PromptFailure(_Frozen):
+    """A prompt whose stage failed, in a chunk's results: the stage and the error as the prompt's
+    row records it. Text, not the exception: it crosses Dask workers whatever the error was."""
+
+    stage: str
+    error: str  # "<error type>: <message>"
+
+    @classmethod
+    def of(cls, stage: str, error: BaseException) -> PromptFailure:
+        return cls(stage=stage, error=error_text(error))
+
+
+def error_text(error: BaseException) -> str:
+    """An error as a failed row records it."""
+    return f"{type(error).__name__}: {error}"

@@ -17,7 +17,7 @@ from tracerflow.attribution import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, GraphScores, ScoredGraph, file_text
-from tracerflow.tasks.stage import stage_task
+from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 
 CODE_VERSION = "1"
 SCORES_FILE = "scores.json"
@@ -106,8 +106,18 @@ def score_attribution(
     return ScoredGraph(key=key, scores=scores, cached=cached)
 
 
-@stage_task("score")
+@chunk_task("score")
 def score_task(
-    attribution: Attribution, node_threshold: float, edge_threshold: float, store: ArtifactStore
-) -> ScoredGraph:
-    return score_attribution(attribution, node_threshold, edge_threshold, store)
+    prompts: list[str],
+    attributions: ChunkResults,
+    node_threshold: float,
+    edge_threshold: float,
+    store: ArtifactStore,
+) -> ChunkResults:
+    """Score a chunk's graphs: each a ``ScoredGraph``, or the ``PromptFailure`` that stopped it."""
+    return for_each_prompt(
+        "score",
+        prompts,
+        [(attribution,) for attribution in attributions],
+        lambda attribution: score_attribution(attribution, node_threshold, edge_threshold, store),
+    )

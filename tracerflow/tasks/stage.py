@@ -4,22 +4,29 @@ A stage's pure function loads its result from the store when the folder is intac
 it otherwise (``cached`` in its typed result). The Prefect task around it keeps no cache and
 persists no result, so Prefect never reads (let alone unpickles) a result file; a store hit shows
 as Prefect's ``Cached`` state. Stage tasks return a state, so flows ``submit`` them.
+
+The per-prompt stages (attribute, score, export) run a chunk of prompts per task run
+(``chunk_task``): a task run costs the Prefect API far more than a toy prompt's work, and each
+prompt still has its own store entry per stage, so caching stays per prompt. A prompt that fails
+is a ``PromptFailure`` in the chunk's results and the chunk's other prompts go on.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
-from tracerflow.tasks.results import StageResult
+from tracerflow.tasks.results import PromptFailure, StageResult
 
 P = ParamSpec("P")
 R = TypeVar("R", bound=StageResult)
+ChunkResults = list[Any]  # each prompt's StageResult, or its PromptFailure, in the chunk's order
 
 
 def stage_state(result: R) -> State[R]:
@@ -38,3 +45,52 @@ def stage_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, 
         return task(name=name, cache_policy=NO_CACHE, persist_result=False, **options)(run)
 
     return decorate
+
+
+def chunk_state(stage: str, results: ChunkResults) -> State[ChunkResults]:
+    """A chunk task's state: ``Cached`` when the store had every result it gave, else
+    ``Completed``, with a message counting the prompts that failed at this stage."""
+    given = [result for result in results if isinstance(result, StageResult)]
+    failed = sum(isinstance(r, PromptFailure) and r.stage == stage for r in results)
+    cached = bool(given) and not failed and all(result.cached for result in given)
+    message = f"{failed} of {len(results)} prompts failed" if failed else None
+    return Completed(data=results, name="Cached" if cached else "Completed", message=message)
+
+
+def chunk_task(
+    name: str, **options: Any
+) -> Callable[[Callable[P, ChunkResults]], Task[P, State[ChunkResults]]]:
+    """``@task`` for a stage over a chunk of prompts (see above); it returns the chunk's state."""
+
+    def decorate(chunk_fn: Callable[P, ChunkResults]) -> Task[P, State[ChunkResults]]:
+        @functools.wraps(chunk_fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> State[ChunkResults]:
+            return chunk_state(name, chunk_fn(*args, **kwargs))
+
+        return task(name=name, cache_policy=NO_CACHE, persist_result=False, **options)(run)
+
+    return decorate
+
+
+def for_each_prompt(
+    stage: str,
+    prompts: Sequence[str],
+    upstream: Sequence[Sequence[Any]],
+    compute: Callable[..., StageResult],
+) -> ChunkResults:
+    """``compute(*upstream results)`` for each prompt of a chunk: a prompt an earlier stage
+    failed keeps that failure; one that fails here becomes a ``PromptFailure`` (logged), and
+    the others go on. ``upstream``: per prompt, the results of the stages this one reads."""
+    logger = get_run_logger()
+    results: ChunkResults = []
+    for prompt, inputs in zip(prompts, upstream, strict=True):
+        earlier = next((value for value in inputs if isinstance(value, PromptFailure)), None)
+        if earlier is not None:
+            results.append(earlier)
+            continue
+        try:
+            results.append(compute(*inputs))
+        except Exception as error:
+            logger.error("%s of %r failed: %s", stage, prompt[:60], error)
+            results.append(PromptFailure.of(stage, error))
+    return results
