@@ -28,7 +28,12 @@ from typing import TypeVar
 import duckdb
 
 from tracerflow.errors import StorageError, StoreUnreachableError
-from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
+from tracerflow.storage.migrations import (
+    CURRENT_VERSION,
+    MIGRATIONS,
+    apply_migrations,
+    schema_version,
+)
 from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, mask_conninfo
 
 Connection = duckdb.DuckDBPyConnection
@@ -218,12 +223,6 @@ def schema_statements() -> list[str]:
         template.close()
 
 
-def _migration_rows() -> list[tuple[int, str]]:
-    from tracerflow.storage.migrations import MIGRATIONS
-
-    return [(migration.version, migration.name) for migration in MIGRATIONS]
-
-
 def ensure_schema(con: Connection, store: LakeStore) -> None:
     """Create tracerflow's tables and views in a new lake; refuse one at another version."""
     version = schema_version(con)
@@ -245,8 +244,11 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
         for statement in schema_statements():
             con.execute(statement)
         now = datetime.now(UTC).replace(tzinfo=None)
-        for number, name in _migration_rows():
-            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [number, name, now])
+        for migration in MIGRATIONS:  # the lake is born at the current version, with its history
+            con.execute(
+                "INSERT INTO schema_version VALUES (?, ?, ?)",
+                [migration.version, migration.name, now],
+            )
         con.execute(f"CREATE TABLE {WRITER_TURN_TABLE} (writes BIGINT NOT NULL)")
         con.execute(f"INSERT INTO {WRITER_TURN_TABLE} VALUES (0)")
 
