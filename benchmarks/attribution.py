@@ -202,16 +202,6 @@ def run_worker(args: argparse.Namespace) -> None:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     out: dict[str, Any] = {**spec, "rss_before": rss_before, "error": error}
     if error is None:
-        replacement, completeness = compute_graph_scores(graph)
-        torch.save(
-            {
-                "adjacency": graph.adjacency_matrix,
-                "active_features": graph.active_features,
-                "selected_features": graph.selected_features,
-                "logit_targets": [tuple(t) for t in graph.logit_targets],
-            },
-            spec["graph_path"],
-        )
         out.update(
             batch_size=batch_size,
             peak_rss=peak,
@@ -221,11 +211,43 @@ def run_worker(args: argparse.Namespace) -> None:
             n_positions=len(graph.input_tokens),
             n_active=len(graph.active_features),
             n_selected=len(graph.selected_features),
-            scores=[replacement, completeness],
             threads=torch.get_num_threads(),
             usage={name: vars(phase) for name, phase in usage.items()},
         )
+    # The attribution's figures first: what follows can need more memory than it did.
     print("RESULT " + json.dumps(out), flush=True)
+    if error is not None:
+        return
+    if spec["save_graph"]:  # only where another run's graph is compared with it
+        torch.save(
+            {
+                "adjacency": graph.adjacency_matrix,
+                "active_features": graph.active_features,
+                "selected_features": graph.selected_features,
+                "logit_targets": [tuple(t) for t in graph.logit_targets],
+            },
+            spec["graph_path"],
+        )
+    # circuit-tracer's compute_graph_scores holds two more copies of the dense adjacency (|A| and
+    # its row-normalised copy): 22 GB more at 256 tokens. Skip it, saying so, where it cannot fit.
+    needed = 2 * graph.adjacency_matrix.nbytes
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        reason = f"skipped: scoring needs {needed / 1e9:.1f} GB more, {available / 1e9:.1f} free"
+        print("SCORES " + json.dumps({"scores": None, "scores_note": reason}), flush=True)
+        return
+    print("SCORES " + json.dumps({"scores": list(compute_graph_scores(graph))}), flush=True)
+
+
+def available_memory_bytes() -> int | None:
+    """The kernel's MemAvailable (Linux), else None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def sweep_prompt(tokenizer: Any, n_tokens: int) -> Any:
@@ -253,6 +275,11 @@ def measure(args: argparse.Namespace, argv: list[str], spec: dict[str, Any]) -> 
         tail = proc.stderr.strip().splitlines()[-3:]
         return {**spec, "error": f"{reason}: {' | '.join(tail)}"}
     result = json.loads(lines[-1][len("RESULT ") :])
+    scores = [line for line in proc.stdout.splitlines() if line.startswith("SCORES ")]
+    if scores:
+        result.update(json.loads(scores[-1][len("SCORES ") :]))
+    elif result.get("error") is None:
+        result.update(scores=None, scores_note=f"scoring failed: exit {proc.returncode}")
     result["process_s"] = time.perf_counter() - started
     return result
 
@@ -354,9 +381,14 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
         f"tracerflow: batch_size/block_size {ours['batch_size']}; "
         f"{ours.get('threads')} torch threads"
     )
+    scores = (
+        f"({ours['scores'][0]:.6f}, {ours['scores'][1]:.6f})"
+        if ours.get("scores")
+        else ours.get("scores_note", "-")
+    )
     print(
         f"{kind}: {ours['n_active']} active features, {ours['n_selected']} selected; scores "
-        f"(replacement, completeness) = ({ours['scores'][0]:.6f}, {ours['scores'][1]:.6f})"
+        f"(replacement, completeness) = {scores}"
     )
 
 
@@ -410,6 +442,8 @@ def measure_length(
                 "label": label,
                 "n_tokens": n_tokens,
                 "graph_path": str(args.workdir / graph_name),
+                # Kept only where circuit-tracer's graph is compared with tracerflow's.
+                "save_graph": any(config[0] == "stock" for config in to_run),
             }
             runs[label].append(measure(args, argv, spec))
     results = []
