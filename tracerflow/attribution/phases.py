@@ -66,7 +66,7 @@ class _EdgeRows:
     Where ``edges`` keeps a row depends on ``by_node``. When every active feature is visited
     (``max_feature_nodes`` does not bind), nothing re-reads the rows before packaging, so
     ``edges`` is the graph's square adjacency matrix itself [n_nodes, n_nodes] and a row lands at
-    its node index: packaging then copies nothing (at 256 tokens a copy of that matrix is 11 GB).
+    its node index: packaging then copies nothing (at 256 tokens a copy of that matrix is 10 GB).
     Otherwise ``edges`` [n_features + n_logits, n_nodes] keeps rows in visiting order, which is
     what circuit-tracer's re-ranking reads.
     """
