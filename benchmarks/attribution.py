@@ -15,6 +15,13 @@ checks that every run produced the same graph.
     python benchmarks/attribution.py --kinds clt --stock-batch-sizes 64 --repeats 3
     python benchmarks/attribution.py --device cuda
     python benchmarks/attribution.py --short --threads 1      # then --threads 2: which is faster
+    python benchmarks/attribution.py --n-tokens 16,32,64,128 --stock-batch-sizes 64 --threads 1 \
+        --plot docs/attribution-length.png                   # cost against prompt length
+
+``--n-tokens`` sweeps prompt length: each prompt is exactly N tokens of a fixed English text
+(repeated as needed) after the BOS token circuit-tracer prepends, so the model sees N + 1
+positions. circuit-tracer runs at a length only while its time, estimated from its previous
+length (cost grows about as the square of the positions), stays within ``--stock-budget-s``.
 
 Every run uses one torch thread count (``--threads``, default torch's for this machine): which
 count is fastest depends on the machine and its load, so it is measured here, side by side, and
@@ -32,12 +39,34 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 PHASES = ("precompute", "forward", "inputs", "logits", "features", "package")
 GPT2_VOCAB = 50257
+N_CTX = 1024  # the synthetic model's context length (synthetic.model_config)
+# The sweep's prompts: token ids of this text, repeated and cut to the length asked for.
+SWEEP_TEXT = (
+    "Mary and John went to the store, John gave a drink to Mary. "
+    "Alice and Bob went to the park, Bob gave a book to Alice. "
+    "When Tom and Sue went to the office, Sue handed a letter to Tom. "
+    "The cat sat on the mat and the dog sat on the log. "
+)
+
+
+def positive_ints(text: str) -> list[int]:
+    """``16,32,64`` -> [16, 32, 64]; anything else is an argparse error naming the value."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,11 +105,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tracerflow-bench"
     )
+    parser.add_argument(
+        "--n-tokens",
+        type=positive_ints,
+        default=None,
+        help="prompt lengths to sweep, e.g. 16,32,64,128 (default: the notebook's prompt)",
+    )
+    parser.add_argument(
+        "--stock-budget-s",
+        type=float,
+        default=600.0,
+        help="skip circuit-tracer at a length whose estimated time exceeds this (seconds)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="write the sweep's curves to this PNG"
+    )
+    parser.add_argument(
+        "--from-json",
+        type=lambda text: [Path(item) for item in text.split(",") if item],
+        default=None,
+        help="print the tables and --plot from saved --json files (comma-separated); run nothing",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the lengths already in --json (same settings) and measure only the others",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.short:
         args.layers, args.d_model, args.heads, args.features = 4, 256, 4, 4096
+    if args.resume and args.json is None:
+        parser.error("--resume: needs --json, the file of the run to resume")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        parser.error(f"--plot: expected a .png path, got {str(args.plot)!r}")
+    if args.n_tokens is not None and max(args.n_tokens) >= N_CTX:
+        parser.error(f"--n-tokens: at most {N_CTX - 1} (the model's context, BOS included)")
     return args
 
 
@@ -119,6 +180,9 @@ def run_worker(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # for circuit-tracer and tracerflow alike
     model = build_model(args, spec["kind"])
+    prompt: str | torch.Tensor = NOTEBOOK_PROMPT
+    if spec["n_tokens"] is not None:
+        prompt = sweep_prompt(model.tokenizer, spec["n_tokens"])
     rss_before = current_rss_bytes()
     options = {"max_feature_nodes": args.max_feature_nodes, "batch_size": spec["batch_size"]}
     error = None
@@ -127,18 +191,34 @@ def run_worker(args: argparse.Namespace) -> None:
             reset_peak_rss()
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            graph, usage = run_stock(NOTEBOOK_PROMPT, model, **options)
+            graph, usage = run_stock(prompt, model, **options)
             batch_size = str(spec["batch_size"])
             peak = peak_rss_bytes()
         else:
-            result = attribute(NOTEBOOK_PROMPT, model, block_size=args.block_size, **options)
+            result = attribute(prompt, model, block_size=args.block_size, **options)
             graph, usage, peak = result.graph, result.phase_usage, result.peak_rss_bytes
             batch_size = f"{result.batch_size}/{result.block_size}"
     except (RuntimeError, MemoryError) as exc:  # the API default can exhaust memory
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     out: dict[str, Any] = {**spec, "rss_before": rss_before, "error": error}
     if error is None:
-        replacement, completeness = compute_graph_scores(graph)
+        out.update(
+            batch_size=batch_size,
+            peak_rss=peak,
+            peak_device=(
+                torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
+            ),
+            n_positions=len(graph.input_tokens),
+            n_active=len(graph.active_features),
+            n_selected=len(graph.selected_features),
+            threads=torch.get_num_threads(),
+            usage={name: vars(phase) for name, phase in usage.items()},
+        )
+    # The attribution's figures first: what follows can need more memory than it did.
+    print("RESULT " + json.dumps(out), flush=True)
+    if error is not None:
+        return
+    if spec["save_graph"]:  # only where another run's graph is compared with it
         torch.save(
             {
                 "adjacency": graph.adjacency_matrix,
@@ -148,19 +228,35 @@ def run_worker(args: argparse.Namespace) -> None:
             },
             spec["graph_path"],
         )
-        out.update(
-            batch_size=batch_size,
-            peak_rss=peak,
-            peak_device=(
-                torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
-            ),
-            n_active=len(graph.active_features),
-            n_selected=len(graph.selected_features),
-            scores=[replacement, completeness],
-            threads=torch.get_num_threads(),
-            usage={name: vars(phase) for name, phase in usage.items()},
-        )
-    print("RESULT " + json.dumps(out), flush=True)
+    # circuit-tracer's compute_graph_scores holds two more copies of the dense adjacency (|A| and
+    # its row-normalised copy): 22 GB more at 256 tokens. Skip it, saying so, where it cannot fit.
+    needed = 2 * graph.adjacency_matrix.nbytes
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        reason = f"skipped: scoring needs {needed / 1e9:.1f} GB more, {available / 1e9:.1f} free"
+        print("SCORES " + json.dumps({"scores": None, "scores_note": reason}), flush=True)
+        return
+    print("SCORES " + json.dumps({"scores": list(compute_graph_scores(graph))}), flush=True)
+
+
+def available_memory_bytes() -> int | None:
+    """The kernel's MemAvailable (Linux), else None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def sweep_prompt(tokenizer: Any, n_tokens: int) -> Any:
+    """Exactly ``n_tokens`` token ids [n_tokens] of ``SWEEP_TEXT``, repeated as needed."""
+    import torch
+
+    ids = tokenizer(SWEEP_TEXT, add_special_tokens=False).input_ids
+    repeats = -(-n_tokens // len(ids))
+    return torch.tensor((ids * repeats)[:n_tokens])
 
 
 # ---------------------------------------------------------------- orchestration (parent process)
@@ -179,6 +275,11 @@ def measure(args: argparse.Namespace, argv: list[str], spec: dict[str, Any]) -> 
         tail = proc.stderr.strip().splitlines()[-3:]
         return {**spec, "error": f"{reason}: {' | '.join(tail)}"}
     result = json.loads(lines[-1][len("RESULT ") :])
+    scores = [line for line in proc.stdout.splitlines() if line.startswith("SCORES ")]
+    if scores:
+        result.update(json.loads(scores[-1][len("SCORES ") :]))
+    elif result.get("error") is None:
+        result.update(scores=None, scores_note=f"scoring failed: exit {proc.returncode}")
     result["process_s"] = time.perf_counter() - started
     return result
 
@@ -229,6 +330,9 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for result in results:
         label = result["label"]
+        if result.get("skipped"):
+            print(f"| {label:<24} | {result['batch_size']!s:>7} | {result['skipped']}")
+            continue
         if result.get("error"):
             print(f"| {label:<24} | {result['batch_size']!s:>7} | failed: {result['error']}")
             continue
@@ -247,7 +351,7 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
     )
     print("|" + "-" * 32 + ("|" + "-" * 21) * len(PHASES) + "|")
     for result in results:
-        if result.get("error"):
+        if result.get("error") or result.get("skipped"):
             continue
         usage = result["usage"]
         cells = [
@@ -262,7 +366,7 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
         return
     print()
     for result in results:
-        if result is ours or result.get("error"):
+        if result is ours or result.get("error") or result.get("skipped"):
             continue
         wall = result["usage"]["total"]["wall_s"] / ours["usage"]["total"]["wall_s"]
         feats = result["usage"]["features"]["wall_s"] / max(
@@ -277,10 +381,228 @@ def print_table(kind: str, results: list[dict[str, Any]], args: argparse.Namespa
         f"tracerflow: batch_size/block_size {ours['batch_size']}; "
         f"{ours.get('threads')} torch threads"
     )
+    scores = (
+        f"({ours['scores'][0]:.6f}, {ours['scores'][1]:.6f})"
+        if ours.get("scores")
+        else ours.get("scores_note", "-")
+    )
     print(
         f"{kind}: {ours['n_active']} active features, {ours['n_selected']} selected; scores "
-        f"(replacement, completeness) = ({ours['scores'][0]:.6f}, {ours['scores'][1]:.6f})"
+        f"(replacement, completeness) = {scores}"
     )
+
+
+def skip_reason(
+    previous: dict[str, Any] | None, n_tokens: int | None, budget_s: float
+) -> str | None:
+    """Why circuit-tracer does not run at this length, or None. ``previous`` is its last run
+    at a shorter length (measured or failed): from a measured one its wall time here is
+    estimated, its cost growing about as the square of the positions (BOS included)."""
+    if previous is None or n_tokens is None:
+        return None
+    if previous.get("error"):
+        return f"skipped (failed at {previous['n_tokens']} tokens)"
+    scale = (n_tokens + 1) / (previous["n_tokens"] + 1)
+    estimate = previous["usage"]["total"]["wall_s"] * scale**2
+    if estimate > budget_s:
+        return f"skipped (estimated {estimate:.0f} s > budget {budget_s:.0f} s)"
+    return None
+
+
+def measure_length(
+    args: argparse.Namespace,
+    argv: list[str],
+    kind: str,
+    n_tokens: int | None,
+    previous_stock: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every configuration at one prompt length, medians over ``--repeats`` alternating rounds;
+    circuit-tracer's runs are skipped where ``--stock-budget-s`` says so."""
+    stock_sizes = [int(b) for b in args.stock_batch_sizes.split(",") if b]
+    configs = [("stock", b, f"circuit-tracer b={b}") for b in stock_sizes]
+    configs.append(("fast", args.batch_size, "tracerflow"))
+    skipped = {
+        label: reason
+        for path, _, label in configs
+        if path == "stock"
+        and (reason := skip_reason(previous_stock.get(label), n_tokens, args.stock_budget_s))
+    }
+    to_run = [config for config in configs if config[2] not in skipped]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for _, _, label in to_run}
+    length = "prompt" if n_tokens is None else f"{n_tokens}tok"
+    for round_index in range(args.repeats):
+        # Alternate the order every round so slow drift on a shared machine hits all runs.
+        ordered = to_run if round_index % 2 == 0 else to_run[::-1]
+        for path, batch_size, label in ordered:
+            graph_name = f"graph-{kind}-{length}-{path}-{batch_size}-{round_index}.pt"
+            spec = {
+                "kind": kind,
+                "path": path,
+                "batch_size": batch_size,
+                "label": label,
+                "n_tokens": n_tokens,
+                "graph_path": str(args.workdir / graph_name),
+                # Kept only where circuit-tracer's graph is compared with tracerflow's.
+                "save_graph": any(config[0] == "stock" for config in to_run),
+            }
+            runs[label].append(measure(args, argv, spec))
+    results = []
+    for path, batch_size, label in configs:
+        if label in skipped:
+            results.append(
+                {"label": label, "path": path, "batch_size": batch_size, "skipped": skipped[label]}
+            )
+        else:
+            results.append(median_run(runs[label]))
+        results[-1]["n_tokens"] = n_tokens
+    ours = results[-1]
+    for result in results[:-1]:
+        if not result.get("error") and not result.get("skipped") and not ours.get("error"):
+            result["graph_check"] = same_graph(result["graph_path"], ours["graph_path"])
+    return results
+
+
+def print_sweep(kind: str, lengths: list[dict[str, Any]]) -> None:
+    """One line per length: the fastest circuit-tracer run that ran against tracerflow.
+
+    Wall time is what a user waits; CPU time (user + system) is what the run itself cost, and on
+    a machine shared with other work it moves less with their load than wall time does."""
+    print(f"\n## {kind.upper()}: cost against prompt length\n")
+    print(
+        "| n_tokens | positions | active features | circuit-tracer wall s | tracerflow wall s "
+        "| ratio (wall) | circuit-tracer CPU s | tracerflow CPU s | ratio (CPU) "
+        "| circuit-tracer peak RSS GB | tracerflow peak RSS GB | graph |"
+    )
+    print("|" + "---|" * 12)
+    for length in lengths:
+        ours, stock = sweep_pair(length["results"])
+        if ours.get("error"):
+            print(f"| {length['n_tokens']} | | | | failed: {ours['error']} |" + " |" * 7)
+            continue
+        ours_wall, ours_cpu = wall_and_cpu(ours)
+        cells = [str(length["n_tokens"]), str(ours["n_positions"]), str(ours["n_active"])]
+        if stock.get("skipped") or stock.get("error"):
+            reason = stock.get("skipped") or f"failed: {stock['error']}"
+            cells += [reason, f"{ours_wall:.1f}", "-", "-", f"{ours_cpu:.1f}", "-"]
+            cells += ["-", gb(ours["peak_rss"]), "-"]
+        else:
+            stock_wall, stock_cpu = wall_and_cpu(stock)
+            cells += [
+                f"{stock_wall:.1f} (b={stock['batch_size']})",
+                f"{ours_wall:.1f}",
+                f"×{stock_wall / ours_wall:.1f}",
+                f"{stock_cpu:.1f}",
+                f"{ours_cpu:.1f}",
+                f"×{stock_cpu / ours_cpu:.1f}",
+                gb(stock["peak_rss"]),
+                gb(ours["peak_rss"]),
+                stock.get("graph_check", "-"),
+            ]
+        print("| " + " | ".join(cells) + " |")
+
+
+def wall_and_cpu(result: dict[str, Any]) -> tuple[float, float]:
+    """The attribution call's wall seconds and CPU seconds (user + system)."""
+    total = result["usage"]["total"]
+    return total["wall_s"], total["user_s"] + total["system_s"]
+
+
+def sweep_pair(results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """tracerflow's result and the fastest circuit-tracer run (else the first, skipped or not)."""
+    ours = next(r for r in results if r["path"] == "fast")
+    stock_runs = [r for r in results if r["path"] == "stock"]
+    ran = [r for r in stock_runs if not r.get("skipped") and not r.get("error")]
+    if ran:
+        return ours, min(ran, key=lambda r: r["usage"]["total"]["wall_s"])
+    return ours, stock_runs[0] if stock_runs else {"skipped": "not asked for"}
+
+
+def plot_sweep(path: Path, sweeps: dict[str, list[dict[str, Any]]], title: str) -> None:
+    """Wall time and CPU time (log-log) and peak RSS against prompt length, per kind, for both
+    runs. CPU time is the steadier curve on a machine shared with other work."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    figure, (wall_axes, cpu_axes, rss_axes) = plt.subplots(1, 3, figsize=(15, 4.8))
+    colors = {"clt": "tab:blue", "plt": "tab:orange"}
+    for kind, lengths in sweeps.items():
+        for which, style in (("circuit-tracer", "--o"), ("tracerflow", "-s")):
+            points = []
+            for length in lengths:
+                ours, stock = sweep_pair(length["results"])
+                run = ours if which == "tracerflow" else stock
+                if run.get("usage"):
+                    points.append((length["n_tokens"], *wall_and_cpu(run), run["peak_rss"]))
+            if not points:
+                continue
+            n_tokens, walls, cpus, peaks = zip(*points, strict=True)
+            label = f"{kind.upper()} {which}"
+            color = colors.get(kind)
+            wall_axes.plot(n_tokens, walls, style, color=color, label=label)
+            cpu_axes.plot(n_tokens, cpus, style, color=color, label=label)
+            rss_axes.plot(n_tokens, [peak / 1e9 for peak in peaks], style, color=color, label=label)
+    rss_axes.axhline(24, color="grey", linewidth=0.8, linestyle=":")
+    rss_axes.text(0.02, 24.4, "24 GB: this machine's memory", color="grey", fontsize=8,
+                  transform=rss_axes.get_yaxis_transform())  # fmt: skip
+    lengths_swept = sorted(
+        {length["n_tokens"] for lengths in sweeps.values() for length in lengths}
+    )
+    for axes, ylabel in (
+        (wall_axes, "attribution wall time (s)"),
+        (cpu_axes, "attribution CPU time, user + system (s)"),
+        (rss_axes, "peak RSS (GB)"),
+    ):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(lengths_swept, [str(n) for n in lengths_swept])
+        axes.set_xlabel("prompt tokens (after BOS)")
+        axes.set_ylabel(ylabel)
+        axes.grid(True, which="both", linewidth=0.3)
+        axes.legend(fontsize=8)
+    wall_axes.set_yscale("log")
+    cpu_axes.set_yscale("log")
+    figure.suptitle(textwrap.fill(title, 120), fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
+def describe(args: argparse.Namespace, torch_version: str) -> str:
+    return (
+        f"model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab "
+        f"{args.vocab}; transcoders: {args.features} features/layer, PerLayerTopK k={args.k}; "
+        f"max_feature_nodes={args.max_feature_nodes}; device {args.device}, "
+        f"{args.threads or 'default'} threads; torch {torch_version}"
+    )
+
+
+def report(saved: dict[str, Any], plot: Path | None) -> None:
+    """The sweep tables (when lengths were swept) and the plot, from results in memory or JSON."""
+    sweeps = {
+        kind: lengths
+        for kind, lengths in saved["kinds"].items()
+        if any(length["n_tokens"] is not None for length in lengths)
+    }
+    for kind, lengths in sweeps.items():
+        print_sweep(kind, lengths)
+    if plot is not None:
+        if not sweeps:
+            raise SystemExit("error: --plot needs a --n-tokens sweep")
+        plot_sweep(plot, sweeps, saved["settings"])
+
+
+def resumed(args: argparse.Namespace, settings: str) -> dict[str, Any]:
+    """The results saved in ``--json`` by a run with the same settings (none if no file yet)."""
+    if not args.json.is_file():
+        return {"settings": settings, "kinds": {}}
+    saved = json.loads(args.json.read_text())
+    if saved.get("settings") != settings:
+        raise SystemExit(
+            f"error: --resume: {args.json} was written with other settings: {saved.get('settings')}"
+        )
+    return saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,47 +611,44 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         run_worker(args)
         return
+    if args.from_json:
+        saved: dict[str, Any] = {"settings": "", "kinds": {}}
+        for json_path in args.from_json:
+            loaded = json.loads(json_path.read_text())
+            saved["settings"] = saved["settings"] or loaded["settings"]
+            saved["kinds"].update(loaded["kinds"])
+        report(saved, args.plot)
+        return
     import torch
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(
-        f"# model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab "
-        f"{args.vocab}; transcoders: {args.features} features/layer, PerLayerTopK k={args.k}; "
-        f"max_feature_nodes={args.max_feature_nodes}; device {args.device}, "
-        f"{args.threads or torch.get_num_threads()} threads; torch {torch.__version__}"
-    )
-    stock_sizes = [int(b) for b in args.stock_batch_sizes.split(",") if b]
-    all_results: dict[str, list[dict[str, Any]]] = {}
+    settings = describe(args, torch.__version__)
+    print(f"# {settings}")
+    saved = resumed(args, settings) if args.resume else {"settings": settings, "kinds": {}}
     for kind in [k for k in args.kinds.split(",") if k]:
         build_model(args, kind)  # write the transcoder files once, outside the measurements
-        configs = [("stock", b, f"circuit-tracer b={b}") for b in stock_sizes]
-        configs.append(("fast", args.batch_size, "tracerflow"))
-        runs: dict[str, list[dict[str, Any]]] = {label: [] for _, _, label in configs}
-        for round_index in range(args.repeats):
-            # Alternate the order every round so slow drift on a shared machine hits all runs.
-            ordered = configs if round_index % 2 == 0 else configs[::-1]
-            for path, batch_size, label in ordered:
-                graph_path = str(
-                    args.workdir / f"graph-{kind}-{path}-{batch_size}-{round_index}.pt"
-                )
-                spec = {
-                    "kind": kind,
-                    "path": path,
-                    "batch_size": batch_size,
-                    "label": label,
-                    "graph_path": graph_path,
-                }
-                runs[label].append(measure(args, argv, spec))
-        results = [median_run(runs[label]) for _, _, label in configs]
-        ours = results[-1]
-        for result in results[:-1]:
-            if not result.get("error") and not ours.get("error"):
-                result["graph_check"] = same_graph(result["graph_path"], ours["graph_path"])
-        print(f"\n## {kind.upper()}\n")
-        print_table(kind, results, args)
-        all_results[kind] = results
-    if args.json:
-        args.json.write_text(json.dumps(all_results, indent=2))
+        done = saved["kinds"].setdefault(kind, [])
+        # circuit-tracer's last run (measured or failed) per configuration: what skips it later.
+        previous_stock: dict[str, dict[str, Any]] = {}
+        for length in done:
+            for result in length["results"]:
+                if result["path"] == "stock" and not result.get("skipped"):
+                    previous_stock[result["label"]] = result
+        for n_tokens in args.n_tokens or [None]:
+            if any(length["n_tokens"] == n_tokens for length in done):
+                print(f"\n## {kind.upper()}, {n_tokens} tokens: kept from {args.json}")
+                continue
+            results = measure_length(args, argv, kind, n_tokens, previous_stock)
+            for result in results:
+                if result["path"] == "stock" and not result.get("skipped"):
+                    previous_stock[result["label"]] = result
+            length = "the notebook's prompt" if n_tokens is None else f"{n_tokens} tokens"
+            print(f"\n## {kind.upper()}, {length}\n", flush=True)
+            print_table(kind, results, args)
+            done.append({"n_tokens": n_tokens, "results": results})
+            if args.json:  # after every length, so a long sweep cut short keeps what it measured
+                args.json.write_text(json.dumps(saved, indent=2))
+    report(saved, args.plot)
 
 
 if __name__ == "__main__":

@@ -245,3 +245,16 @@ def test_cuda_takes_circuit_tracers_attribution_unless_the_user_opts_in():
     assert stock_path_reason(cpu, None, fast_path_on_cuda=False) is None
     assert stock_path_reason(cpu, "grouped-query attention", False) == "grouped-query attention"
     assert stock_path_reason(cuda, "grouped-query attention", True) == "grouped-query attention"
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7])
+def test_packaging_a_few_rows_at_a_time_gives_the_same_graph(workdir, monkeypatch, chunk_rows):
+    """With ``max_feature_nodes`` binding, packaging gathers rows from visiting order into the
+    matrix in chunks; chunks that split the features and logits unevenly change nothing."""
+    import tracerflow.attribution.phases as phases
+
+    model = make_model(workdir, "plt")
+    expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=8, max_feature_nodes=45)
+    monkeypatch.setattr(phases, "_PACKAGE_CHUNK_ROWS", chunk_rows)
+    result = attribute(NOTEBOOK_PROMPT, model, batch_size=8, max_feature_nodes=45)
+    assert_same_graph(expected, result.graph)

@@ -56,12 +56,19 @@ class _Phases:
 
 @dataclass
 class _EdgeRows:
-    """The rows attributed so far, as circuit-tracer lays them out.
+    """The rows attributed so far.
 
-    ``edges[row]`` holds one target node's edges from every source node (selected-or-not
-    features, then errors [layer][position], then tokens); ``node_of_row[row]`` is that target's
-    node index. Rows are filled in visiting order: the logits first, then features as they are
-    visited; ``n_rows`` counts the rows filled.
+    Each row holds one target node's edges from every source node (selected-or-not features,
+    then errors [layer][position], then tokens); ``node_of_row[row]`` is the target node of the
+    ``row``-th row visited: the logits first, then features as they are visited; ``n_rows``
+    counts the rows filled.
+
+    Where ``edges`` keeps a row depends on ``by_node``. When every active feature is visited
+    (``max_feature_nodes`` does not bind), nothing re-reads the rows before packaging, so
+    ``edges`` is the graph's square adjacency matrix itself [n_nodes, n_nodes] and a row lands at
+    its node index: packaging then copies nothing (at 256 tokens a copy of that matrix is 10 GB).
+    Otherwise ``edges`` [n_features + n_logits, n_nodes] keeps rows in visiting order, which is
+    what circuit-tracer's re-ranking reads.
     """
 
     edges: torch.Tensor
@@ -72,7 +79,14 @@ class _EdgeRows:
     n_features: int  # feature rows to fill: max_feature_nodes, capped at n_active
     n_logits: int
     logit_offset: int  # first logit node: features, then (n_layers + 1) * n_pos error/token nodes
+    by_node: bool
     n_rows: int = 0
+
+    def store(self, visit_rows: torch.Tensor, nodes: torch.Tensor, edges: torch.Tensor) -> None:
+        """Keep ``edges`` [n, n_sources] as the rows of targets ``nodes``, visited as rows
+        ``visit_rows``."""
+        self.edges[nodes if self.by_node else visit_rows, : self.logit_offset] = edges.cpu()
+        self.node_of_row[visit_rows] = nodes.to(torch.int32)
 
 
 def run_fast_path(
@@ -179,8 +193,10 @@ def _allocate_rows(
     n_active = activation_matrix._nnz()
     n_features = min(max_feature_nodes or n_active, n_active)
     logit_offset = n_active + (n_layers + 1) * n_pos
+    n_nodes = logit_offset + n_logits
+    by_node = n_features == n_active
     return _EdgeRows(
-        edges=torch.zeros(n_features + n_logits, logit_offset + n_logits),
+        edges=torch.zeros(n_nodes if by_node else n_features + n_logits, n_nodes),
         node_of_row=torch.zeros(n_features + n_logits, dtype=torch.int32),
         n_layers=n_layers,
         n_pos=n_pos,
@@ -188,6 +204,7 @@ def _allocate_rows(
         n_features=n_features,
         n_logits=n_logits,
         logit_offset=logit_offset,
+        by_node=by_node,
     )
 
 
@@ -201,8 +218,8 @@ def _attribute_logits(backward: Any, targets: Any, rows: _EdgeRows, block_size: 
             positions=torch.full((n,), rows.n_pos - 1),
             inject_values=block,
         )
-        rows.edges[start : start + n, : rows.logit_offset] = edges.cpu()
-        rows.node_of_row[start : start + n] = torch.arange(start, start + n) + rows.logit_offset
+        visit_rows = torch.arange(start, start + n)
+        rows.store(visit_rows, visit_rows + rows.logit_offset, edges)
     rows.n_rows = rows.n_logits
 
 
@@ -235,11 +252,10 @@ def _attribute_features(
             edges = backward.rows(
                 feat_layers[features], feat_pos[features], ctx.encoder_vecs[features]
             )
-            rows.edges[rows.n_rows + slots, : rows.logit_offset] = edges.cpu()
+            rows.store(rows.n_rows + slots, features, edges)
             n_visited += len(features)
             if progress is not None:
                 progress(n_visited, rows.n_features)
-        rows.node_of_row[rows.n_rows : rows.n_rows + len(pending)] = pending.to(torch.int32)
         visited[pending] = True
         rows.n_rows += len(pending)
     return visited
@@ -275,18 +291,7 @@ def _package_graph(
     """circuit-tracer's graph: rows in node order, unselected feature columns dropped, and the
     square adjacency matrix (features, errors, tokens, logits) with empty error/token rows."""
     selected_features = torch.where(visited)[0]
-    edges, rows.edges = rows.edges, torch.empty(0)  # let the big buffer go as soon as it can
-    if rows.n_features < rows.n_active:
-        total_nodes = rows.logit_offset + rows.n_logits
-        non_feature_nodes = torch.arange(rows.n_active, total_nodes)
-        edges = edges[:, torch.cat([selected_features, non_feature_nodes])]
-    edges = edges[rows.node_of_row.argsort()]
-    n_nodes = edges.shape[1]
-    adjacency = torch.zeros(n_nodes, n_nodes)
-    adjacency[: rows.n_features] = edges[: rows.n_features]
-    adjacency[-rows.n_logits :] = edges[rows.n_features :]
-    del edges
-
+    adjacency = _take_adjacency(rows, selected_features)
     activation_matrix = ctx.activation_matrix
     return Graph(
         input_string=model.tokenizer.decode(input_ids),
@@ -301,3 +306,32 @@ def _package_graph(
         cfg=model.model_config,
         scan=model.scan,
     )
+
+
+# Rows gathered per copy when packaging from visiting order: each copy's temporary stays small.
+_PACKAGE_CHUNK_ROWS = 1024
+
+
+def _take_adjacency(rows: _EdgeRows, selected_features: torch.Tensor) -> torch.Tensor:
+    """The square adjacency [n_nodes, n_nodes], taking ``rows.edges`` (which it empties).
+
+    Rows kept by node are the matrix already. Rows kept in visiting order are sorted by node,
+    with unselected feature columns dropped, a chunk of rows at a time straight into the matrix:
+    the buffer and the matrix are the only large tensors alive at once."""
+    edges, rows.edges = rows.edges, torch.empty(0)
+    if rows.by_node:
+        return edges
+    non_feature_nodes = torch.arange(rows.n_active, rows.logit_offset + rows.n_logits)
+    columns = torch.cat([selected_features, non_feature_nodes])
+    n_nodes = len(columns)
+    # Targets in node order land in the matrix's first n_features rows (features) and its last
+    # n_logits rows (logits); error and token rows stay empty.
+    order = rows.node_of_row.argsort()
+    matrix_rows = torch.cat(
+        [torch.arange(rows.n_features), torch.arange(n_nodes - rows.n_logits, n_nodes)]
+    )
+    adjacency = torch.zeros(n_nodes, n_nodes)
+    for start in range(0, len(order), _PACKAGE_CHUNK_ROWS):
+        chunk = slice(start, start + _PACKAGE_CHUNK_ROWS)
+        adjacency[matrix_rows[chunk]] = edges[order[chunk]][:, columns]
+    return adjacency
