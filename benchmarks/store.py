@@ -95,11 +95,7 @@ def percentile(values: list[float], q: float) -> float:
 def build_history(store: Store, runs: int) -> None:
     """Runs 0..runs-1, each in its own transaction on one connection: the statements
     ``record_run`` makes, without a new connection (and extension load) a run."""
-    if isinstance(store, LakeStore):
-        con = lake.connect(store, read_only=False)
-        lake.ensure_schema(con, store)
-    else:
-        con = open_database(store)
+    con = open_database(store)
     try:
         for number in range(runs):
             run, records = run_records(number)

@@ -106,13 +106,7 @@ def open_database(
     if read_only:
         return open_reader(store)
     if isinstance(store, LakeStore):
-        con = lake.connect(store, read_only=False)
-        try:
-            lake.ensure_schema(con, store)
-        except BaseException:
-            con.close()
-            raise
-        return con
+        return lake.open_writer(store)
     path = store.path
     path.parent.mkdir(parents=True, exist_ok=True)
     with _write_lock(path, timeout_s):

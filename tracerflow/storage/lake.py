@@ -309,11 +309,21 @@ def write(
         con.execute(f"UPDATE {WRITER_TURN_TABLE} SET writes = writes + 1")
         return body(con)
 
-    con = connect(store, read_only=False)
+    con = open_writer(store)
     try:
-        ensure_schema(con, store)
         if prepare is not None:
             prepare(con)
         return _in_transaction(con, take_turn_then, timeout_s)  # type: ignore[return-value]
     finally:
         con.close()
+
+
+def open_writer(store: LakeStore) -> Connection:
+    """A writable connection to the lake, its schema created first when the lake is new."""
+    con = connect(store, read_only=False)
+    try:
+        ensure_schema(con, store)
+    except BaseException:
+        con.close()
+        raise
+    return con
