@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tracerflow.storage.store import Store, parse_store
+if TYPE_CHECKING:
+    from tracerflow.storage.store import Store
 
 
 class Settings(BaseSettings):
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     @property
     def score_store(self) -> Store:
         """Where runs record their scores and readers read them (``$TRACERFLOW_STORE``)."""
+        # Imported here: importing the storage package loads DuckDB, which reading a setting
+        # (every command, every flow) does not need.
+        from tracerflow.storage.store import parse_store
+
         return parse_store(self.store or self.database_path, self.lake_data_path)
 
     @property
