@@ -169,12 +169,12 @@ def build_model(args: argparse.Namespace, kind: str) -> Any:
 def run_worker(args: argparse.Namespace) -> None:
     """Build the model, attribute once, write the graph's comparable parts, print usage JSON."""
     import torch
-    from circuit_tracer.graph import compute_graph_scores
 
     from tracerflow.attribution import attribute
     from tracerflow.attribution.resources import current_rss_bytes, peak_rss_bytes, reset_peak_rss
     from tracerflow.attribution.stock import run_stock
     from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT
+    from tracerflow.scoring import graph_scores
 
     spec = json.loads(args.worker)
     if args.threads is not None:
@@ -228,15 +228,16 @@ def run_worker(args: argparse.Namespace) -> None:
             },
             spec["graph_path"],
         )
-    # circuit-tracer's compute_graph_scores holds two more copies of the dense adjacency (|A| and
-    # its row-normalised copy): 22 GB more at 256 tokens. Skip it, saying so, where it cannot fit.
-    needed = 2 * graph.adjacency_matrix.nbytes
+    # Scoring (circuit-tracer's compute_graph_scores, computed by tracerflow/scoring.py) holds one
+    # more copy of the dense adjacency: 10.3 GB at 256 tokens. Skip it, saying so, where it
+    # cannot fit.
+    needed = graph.adjacency_matrix.nbytes
     available = available_memory_bytes()
     if available is not None and needed > available:
         reason = f"skipped: scoring needs {needed / 1e9:.1f} GB more, {available / 1e9:.1f} free"
         print("SCORES " + json.dumps({"scores": None, "scores_note": reason}), flush=True)
         return
-    print("SCORES " + json.dumps({"scores": list(compute_graph_scores(graph))}), flush=True)
+    print("SCORES " + json.dumps({"scores": list(graph_scores(graph))}), flush=True)
 
 
 def available_memory_bytes() -> int | None:

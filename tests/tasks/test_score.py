@@ -7,7 +7,8 @@ import torch
 from circuit_tracer.graph import Graph, compute_graph_scores
 from transformer_lens import HookedTransformerConfig
 
-from tracerflow.tasks.score import prune_features_into_error, score_graph
+from tracerflow.scoring import merge_pruned_features_into_error
+from tracerflow.tasks.score import score_graph
 
 N_LAYERS, N_POS = 2, 3
 
@@ -60,8 +61,8 @@ def test_pruned_features_are_merged_into_their_error_nodes():
     graph = random_graph()
     graph.logit_targets = [None, None]  # two logits
     keep = torch.tensor([True, False, True, False])
-    pruned = prune_features_into_error(graph, keep)
-    torch.testing.assert_close(pruned.adjacency_matrix, reference_prune(graph, keep.tolist()))
+    pruned = merge_pruned_features_into_error(graph, keep, torch.empty_like(graph.adjacency_matrix))
+    torch.testing.assert_close(pruned, reference_prune(graph, keep.tolist()))
     assert torch.equal(graph.adjacency_matrix, random_graph().adjacency_matrix), "input unchanged"
 
 
@@ -78,10 +79,13 @@ def test_keeping_every_node_gives_the_unpruned_scores():
 def test_pruning_everything_explains_nothing_through_features():
     graph = random_graph(2)
     graph.logit_targets = [None, None]
-    pruned = prune_features_into_error(graph, torch.zeros(4, dtype=torch.bool))
-    replacement, completeness = compute_graph_scores(pruned)
+    unpruned_replacement = compute_graph_scores(graph)[0]
+    graph.adjacency_matrix = merge_pruned_features_into_error(
+        graph, torch.zeros(4, dtype=torch.bool), torch.empty_like(graph.adjacency_matrix)
+    )
+    replacement, completeness = compute_graph_scores(graph)
     # With every feature turned into error, tokens reach logits only directly.
-    assert replacement <= compute_graph_scores(graph)[0] + 1e-6
+    assert replacement <= unpruned_replacement + 1e-6
     assert 0.0 <= completeness <= 1.0
 
 

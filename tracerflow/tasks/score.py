@@ -2,6 +2,7 @@
 
 Unpruned: circuit-tracer's ``compute_graph_scores``. Pruned: the same on the graph pruned at the
 export thresholds, pruned features counted as error (docs/database.md, "The scores, defined").
+Both computed by tracerflow/scoring.py, in one working copy of the adjacency.
 Scoring runs at the thread count the graph was attributed with, so a graph's scores are the same
 bit for bit in any process.
 """
@@ -11,68 +12,47 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
+from circuit_tracer.graph import Graph
 
 from tracerflow.attribution import torch_threads
+from tracerflow.scoring import (
+    GraphLayout,
+    influence_and_scores,
+    logit_weights,
+    merge_pruned_features_into_error,
+    prune,
+)
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, GraphScores, ScoredGraph, file_text
 from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 SCORES_FILE = "scores.json"
 
 
-def prune_features_into_error(graph: Graph, keep_features: torch.Tensor) -> Graph:
-    """A copy of ``graph`` where every selected feature not in ``keep_features`` (a bool mask over
-    the selected features) is merged into the error node at its layer and position.
-
-    Node order in the adjacency matrix (rows: targets, columns: sources): selected features, then
-    errors [layer][position], then tokens, then logits.
-    """
-    n_features = len(graph.selected_features)
-    n_pos = graph.n_pos
-    adjacency = graph.adjacency_matrix.clone()
-    pruned = (~keep_features).nonzero().squeeze(1)
-    layer_pos = graph.active_features[graph.selected_features[pruned]][:, :2]
-    error_nodes = n_features + layer_pos[:, 0] * n_pos + layer_pos[:, 1]
-    # Outgoing edges of a pruned feature now leave from its error node...
-    adjacency.index_add_(1, error_nodes, adjacency[:, pruned])
-    # ...and the feature itself is gone: no edges out, no edges in.
-    adjacency[:, pruned] = 0
-    adjacency[pruned, :] = 0
-    return Graph(
-        input_string=graph.input_string,
-        input_tokens=graph.input_tokens,
-        active_features=graph.active_features,
-        adjacency_matrix=adjacency,
-        cfg=graph.cfg,
-        selected_features=graph.selected_features,
-        activation_values=graph.activation_values,
-        logit_targets=graph.logit_targets,
-        logit_probabilities=graph.logit_probabilities,
-        scan=graph.scan,
-        vocab_size=graph.vocab_size,
-    )
-
-
 def score_graph(graph: Graph, node_threshold: float, edge_threshold: float) -> GraphScores:
-    replacement, completeness = compute_graph_scores(graph)
-    n_features = len(graph.selected_features)
-    node_mask = prune_graph(graph, node_threshold, edge_threshold).node_mask
-    keep_features = node_mask[:n_features]
-    pruned_replacement, pruned_completeness = compute_graph_scores(
-        prune_features_into_error(graph, keep_features)
-    )
+    """Unpruned and pruned scores of ``graph``, in one N x N working buffer (tracerflow/scoring.py:
+    circuit-tracer's numbers, without its copies of the adjacency)."""
+    layout = GraphLayout.of(graph)
+    weights = logit_weights(graph)
+    work = torch.empty_like(graph.adjacency_matrix)
+    unpruned = influence_and_scores(graph.adjacency_matrix, layout, weights, work)
+    node_mask = prune(
+        graph, node_threshold, edge_threshold, work=work, node_influence=unpruned.node_influence
+    ).node_mask
+    keep_features = node_mask[: layout.n_features]
+    merged = merge_pruned_features_into_error(graph, keep_features, out=work)
+    pruned = influence_and_scores(merged, layout, weights, work=merged)
     return GraphScores(
-        replacement_score=replacement,
-        completeness_score=completeness,
-        pruned_replacement_score=pruned_replacement,
-        pruned_completeness_score=pruned_completeness,
+        replacement_score=unpruned.replacement,
+        completeness_score=unpruned.completeness,
+        pruned_replacement_score=pruned.replacement,
+        pruned_completeness_score=pruned.completeness,
         n_active_features=len(graph.active_features),
-        n_selected_features=n_features,
+        n_selected_features=layout.n_features,
         n_kept_features=int(keep_features.sum()),
-        n_logits=len(graph.logit_targets),
+        n_logits=layout.n_logits,
         logit_cumulative_prob=float(graph.logit_probabilities.sum()),
         n_pos=int(graph.n_pos),
     )

@@ -88,12 +88,13 @@ def write_graph_files(
         The path of the graph file written.
     """
     import torch
-    from circuit_tracer.graph import prune_graph
     from circuit_tracer.utils.create_graph_files import (
         build_model,
         create_nodes,
         create_used_nodes_and_edges,
     )
+
+    from tracerflow.scoring import prune  # circuit-tracer's prune_graph, in less memory
 
     slug = validate_slug(slug)
     graph_files_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def write_graph_files(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     graph.to(device)
     node_mask, edge_mask, cumulative_scores = (
-        t.cpu() for t in prune_graph(graph, node_threshold, edge_threshold)
+        t.cpu() for t in prune(graph, node_threshold, edge_threshold)
     )
     graph.to("cpu")
 
