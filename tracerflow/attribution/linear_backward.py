@@ -268,20 +268,38 @@ class LinearBackward:
         giving the gradient at resid_pre (in place).
 
         ``nonzero``: indices into the flattened ``[P' * B]`` of the only non-zero gradient rows,
-        when known (a block's top layer: just the injected sources), so that the W_O product
-        runs on those rows alone.
+        at most one per row, when known (a block's top layer: just the injected sources).
         """
         extent, batch, d_model = grad.shape
+        if nonzero is not None:
+            self._single_position_attention_transpose_add(layer, grad, nonzero)
+            return
         flat = grad.view(extent * batch, d_model)
-        if nonzero is None:
-            g_z = torch.matmul(flat, self.w_o_heads[layer])  # [H, P' * B, d_head]
-        else:
-            g_z = flat.new_zeros(self.n_heads, extent * batch, self.d_head)
-            g_z[:, nonzero] = torch.matmul(flat[nonzero], self.w_o_heads[layer])
+        g_z = torch.matmul(flat, self.w_o_heads[layer])  # [H, P' * B, d_head]
         pattern_t = self.patterns_t[layer][:, :extent, :extent]  # causal: keys < P' suffice
         g_v = torch.bmm(pattern_t, g_z.view(self.n_heads, extent, batch * self.d_head))
         g_v = g_v.view(self.n_heads, extent * batch, self.d_head).transpose(0, 1)
         flat.addmm_(g_v.reshape(extent * batch, self.n_heads * self.d_head), self.w_v_eff[layer])
+
+    def _single_position_attention_transpose_add(
+        self, layer: int, grad: torch.Tensor, nonzero: torch.Tensor
+    ) -> None:
+        """``_attention_transpose_add`` where each row's gradient is non-zero at one query
+        position only (the flattened ``nonzero``, one per row at most).
+
+        Through W_O and W_V such a row is one vector per head, which the transposed pattern only
+        scales per key position: so W_V runs on one vector per row and head, not on every
+        position's (it was a whole ``[P' * B, d] x [d, d]`` GEMM, 1/(2l - 1) of a layer-l
+        block's work), and the pattern enters as a ``[P', H] x [H, d]`` product per row.
+        """
+        batch, d_model = grad.shape[1], grad.shape[2]
+        positions, rows = nonzero // batch, nonzero % batch
+        g_z = torch.matmul(grad.view(-1, d_model)[nonzero], self.w_o_heads[layer])  # [H, n, d_h]
+        per_head = torch.bmm(g_z, self.w_v_eff[layer].view(self.n_heads, self.d_head, d_model))
+        # coefficients [n, P', H]: pattern_t[h, key, position of row i]
+        coefficients = self.patterns_t[layer][:, : grad.shape[0]].index_select(2, positions)
+        spread = torch.bmm(coefficients.permute(2, 1, 0), per_head.transpose(0, 1))  # [n, P', d]
+        grad[:, rows] += spread.transpose(0, 1)
 
     def rows(
         self, layers: torch.Tensor, positions: torch.Tensor, inject_values: torch.Tensor

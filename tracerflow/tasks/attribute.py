@@ -37,7 +37,9 @@ from tracerflow.tasks.results import (
 )
 from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
 
-CODE_VERSION = "4"  # 4: the graph in safetensors + JSON, no longer a pickled graph.pt
+# 4: the graph in safetensors + JSON, no longer a pickled graph.pt. 5: a block's top layer runs
+# W_V once per row (the adjacency moves in the last bits).
+CODE_VERSION = "5"
 STATS_FILE = "attribution.json"
 
 
