@@ -12,10 +12,10 @@ checks that every run produced the same graph.
 
     python benchmarks/attribution.py                       # the notebook's shape, CLT and PLT
     python benchmarks/attribution.py --short               # 4 layers, d 256, 4096 features
-    python benchmarks/attribution.py --kinds clt --stock-batch-sizes 64 --repeats 3
+    python benchmarks/attribution.py --kinds clt --stock-batch-sizes 8 --repeats 3
     python benchmarks/attribution.py --device cuda
     python benchmarks/attribution.py --short --threads 1      # then --threads 2: which is faster
-    python benchmarks/attribution.py --n-tokens 16,32,64,128 --stock-batch-sizes 64 --threads 1 \
+    python benchmarks/attribution.py --n-tokens 16,32,64,128 --stock-batch-sizes 8,16 --threads 1 \
         --plot docs/attribution-length.png                   # cost against prompt length
 
 ``--n-tokens`` sweeps prompt length: each prompt is exactly N tokens of a fixed English text
@@ -81,8 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-feature-nodes", type=int, default=None)
     parser.add_argument(
         "--stock-batch-sizes",
-        default="512,64",
-        help="circuit-tracer batch sizes to run: its default (512) and its best on this CPU",
+        default="512,8,16",
+        help="circuit-tracer batch sizes to run: its API default (512) and its best on this CPU "
+        "(8 for a CLT, 16 for a PLT in a 2026-11-30 sweep from 4 to 128)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=None, help="tracerflow's batch_size (default: 512)"
