@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 from tracerflow.attribution import attribute, torch_threads  # noqa: E402
 from tracerflow.flows.score import score_flow  # noqa: E402
+from tracerflow.flows.temporary_server import prefect_api  # noqa: E402
 from tracerflow.models import load_replacement_model  # noqa: E402
 from tracerflow.presets import get_preset  # noqa: E402
 from tracerflow.storage.graphs import load_graph, save_graph  # noqa: E402
@@ -108,9 +109,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     threads = args.threads
 
-    # As `tracerflow run` runs by default: Prefect's temporary server, started once per process.
+    # As `tracerflow run` runs by default: tracerflow's temporary Prefect server, started once
+    # per process.
     os.environ.pop("PREFECT_API_URL", None)
-    with tempfile.TemporaryDirectory() as tmp:
+    with prefect_api(), tempfile.TemporaryDirectory() as tmp:
         preset = get_preset(args.transcoder)
         transcoders = load_converted(
             convert(resolve_source(args.transcoder).path, Path(tmp) / "direct-converted"),

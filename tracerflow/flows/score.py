@@ -29,6 +29,7 @@ from prefect import flow, runtime
 from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 import tracerflow
 from tracerflow.attribution import default_threads
@@ -484,9 +485,9 @@ def record_run(
         record_task(
             run.settings.score_store,
             run_info(run, records),
-            records,
+            quote(records),  # hundreds of rows: not for Prefect to walk field by field
             use_server_limit=_server_in_use(),
-            metrics=metrics or [],
+            metrics=quote(metrics or []),
         )
     except Exception as error:
         raise RunNotRecordedError(

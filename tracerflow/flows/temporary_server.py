@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from tracerflow.errors import TracerflowError
 
@@ -48,7 +49,7 @@ def prefect_api() -> Iterator[str]:
         previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = api_url  # for worker processes (Dask) too
         try:
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            with temporary_settings(updates=run_settings(api_url)):
                 yield api_url
         finally:
             if previous is None:
@@ -57,6 +58,22 @@ def prefect_api() -> Iterator[str]:
                 os.environ["PREFECT_API_URL"] = previous
             _deliver_queued_logs()
             stop(process)
+
+
+def run_settings(api_url: str) -> dict[Any, Any]:
+    """The Prefect settings a run against the temporary server at ``api_url`` runs with.
+
+    Flow run heartbeats are off unless the user set them (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``):
+    they let a lasting server mark a run that died as crashed, but this server dies with the run,
+    so nobody can read them, and the end of every flow run waited up to 1 s for Prefect's
+    heartbeat thread (it sleeps in 1 s steps).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    settings: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" not in os.environ:
+        settings[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    return settings
 
 
 def _start() -> tuple[subprocess.Popen[bytes], str]:

@@ -14,7 +14,7 @@ is a ``PromptFailure`` in the chunk's results and the chunk's other prompts go o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
@@ -26,7 +26,31 @@ from tracerflow.tasks.results import PromptFailure, StageResult
 
 P = ParamSpec("P")
 R = TypeVar("R", bound=StageResult)
-ChunkResults = list[Any]  # each prompt's StageResult, or its PromptFailure, in the chunk's order
+
+
+class ChunkResults:
+    """A chunk's results in its prompts' order: each prompt's stage result, or the
+    ``PromptFailure`` that stopped it.
+
+    A plain iterable on purpose, not a list: Prefect walks every list, dict, dataclass and model
+    among a task's parameters, field by field, looking for futures, and walking each chunk's
+    results in the score and export tasks was a third of a fully cached 500-prompt re-run
+    (docs/performance.md, "The flow's overhead").
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = list(items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"ChunkResults({self.items!r})"
 
 
 def stage_state(result: R) -> State[R]:
@@ -82,7 +106,7 @@ def for_each_prompt(
     failed keeps that failure; one that fails here becomes a ``PromptFailure`` (logged), and
     the others go on. ``upstream``: per prompt, the results of the stages this one reads."""
     logger = get_run_logger()
-    results: ChunkResults = []
+    results: list[Any] = []
     for prompt, inputs in zip(prompts, upstream, strict=True):
         earlier = next((value for value in inputs if isinstance(value, PromptFailure)), None)
         if earlier is not None:
@@ -93,4 +117,4 @@ def for_each_prompt(
         except Exception as error:
             logger.error("%s of %r failed: %s", stage, prompt[:60], error)
             results.append(PromptFailure.of(stage, error))
-    return results
+    return ChunkResults(results)
