@@ -38,7 +38,7 @@ def test_the_attribute_key_is_the_one_stores_hold(monkeypatch: pytest.MonkeyPatc
     # The installed versions are part of the key; fixed here so the key is the same everywhere.
     versions = {
         "tracerflow": "0.0",
-        "attribute_stage": "4",
+        "attribute_stage": "5",
         "circuit_tracer": "0.1",
         "torch": "2.0",
     }
@@ -58,7 +58,7 @@ def test_the_attribute_key_is_the_one_stores_hold(monkeypatch: pytest.MonkeyPatc
     )
     params = AttributionParams(batch_size=256)
     key = attribute.attribute_key(model, converted, PROMPT, params, threads=1)
-    assert key == "625178c74b4261347a59d2cee5ed0d74fa4779712d3e72580ffa541fc88c4298"
+    assert key == "c5125cd26f9c98024bfc57b09d320f683ed3ea94a310dd2b3a14823f135ab692"
     # On CPU the CUDA opt-in changes nothing; on CUDA the two paths are two graphs.
     assert attribute.attribute_key(model, converted, PROMPT, params, 1, True) == key
     on_cuda = model.model_copy(update={"device": "cuda"})
@@ -72,7 +72,7 @@ def test_the_attribute_key_is_the_one_stores_hold(monkeypatch: pytest.MonkeyPatc
 def test_the_score_and_export_keys_and_the_slug_are_the_ones_stores_hold() -> None:
     assert (
         score_key("d" * 64, 0.8, 0.98)
-        == "39198afe27d52f9a7752fe1368567b5754cb7b5ebf0e1d5a8036c5c8d7871504"
+        == "04839c19e7f42458053de7d33ca77bd1b709fbb795139feb56d54b7fcc9c8dcf"
     )
     assert (
         export_key("e" * 64, "toy-clt-aaaaaaaa-12345678", 0.8, 0.98)
