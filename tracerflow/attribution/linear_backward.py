@@ -261,19 +261,10 @@ class LinearBackward:
         error_row = self.n_features + layer * self.n_pos
         buffer[error_row : error_row + self.n_pos] += entries[n_feature_rows:]
 
-    def _attention_transpose_add(
-        self, layer: int, grad: torch.Tensor, nonzero: torch.Tensor | None = None
-    ) -> None:
+    def _attention_transpose_add(self, layer: int, grad: torch.Tensor) -> None:
         """grad at resid_mid ``[P', B, d]`` += its path back through frozen attention and ln1,
-        giving the gradient at resid_pre (in place).
-
-        ``nonzero``: indices into the flattened ``[P' * B]`` of the only non-zero gradient rows,
-        at most one per row, when known (a block's top layer: just the injected sources).
-        """
+        giving the gradient at resid_pre (in place)."""
         extent, batch, d_model = grad.shape
-        if nonzero is not None:
-            self._single_position_attention_transpose_add(layer, grad, nonzero)
-            return
         flat = grad.view(extent * batch, d_model)
         g_z = torch.matmul(flat, self.w_o_heads[layer])  # [H, P' * B, d_head]
         pattern_t = self.patterns_t[layer][:, :extent, :extent]  # causal: keys < P' suffice
@@ -285,7 +276,8 @@ class LinearBackward:
         self, layer: int, grad: torch.Tensor, nonzero: torch.Tensor
     ) -> None:
         """``_attention_transpose_add`` where each row's gradient is non-zero at one query
-        position only (the flattened ``nonzero``, one per row at most).
+        position only: ``nonzero`` indexes those entries in the flattened ``[P' * B]``, at most
+        one per row (a block's top layer: just the injected sources).
 
         Through W_O and W_V such a row is one vector per head, which the transposed pattern only
         scales per key position: so W_V runs on one vector per row and head, not on every
@@ -347,7 +339,10 @@ class LinearBackward:
                 grad[positions[mask], rows[mask]] = inject_values[mask]
             if layer == 0 and self.token_kernel is not None:
                 break  # the token kernel stands in for layer 0's attention
-            self._attention_transpose_add(layer, grad, nonzero if layer == top else None)
+            if layer == top:
+                self._single_position_attention_transpose_add(layer, grad, nonzero)
+            else:
+                self._attention_transpose_add(layer, grad)
         token_row = self.n_features + self.n_layers * self.n_pos
         if self.token_kernel is not None:  # grad is at resid_mid 0
             kernel = self.token_kernel[:extent, :extent].reshape(extent, extent * self.d_model)
