@@ -7,7 +7,8 @@ tests/test_scoring.py checks the functions here against those. Only the memory d
 With every active feature kept, a graph's adjacency is a dense N x N float32 matrix: 10.3 GB at
 256 tokens (N = 50 812, docs/performance.md). circuit-tracer's functions each allocate |A| and its
 row-normalised copy, ``prune_graph`` also a pruned clone, the edge scores, and a sort of all N^2
-edge scores with int64 indices: the score stage held about eight N x N copies at once. Here:
+edge scores with int64 indices: the score stage held seven N x N matrices beside the adjacency at
+once (``benchmarks/scoring.py``). Here:
 
 - the adjacency is only read (a graph loaded from safetensors is a private file mapping, whose
   clean pages the kernel may drop and read again);
@@ -187,16 +188,16 @@ def prune(
     edge_mask = work >= threshold
 
     # From here on as prune_graph: drop feature and error nodes left without outgoing edges and
-    # features left without incoming ones, until nothing changes (at most n_layers + 1 rounds).
-    old_node_mask = node_mask.clone()
-    node_mask[:-n_kept_always] &= edge_mask[:, :-n_kept_always].any(0)
-    node_mask[: layout.n_features] &= edge_mask[: layout.n_features].any(1)
-    while not torch.all(node_mask == old_node_mask):
-        old_node_mask[:] = node_mask
-        edge_mask[~node_mask] = False
-        edge_mask[:, ~node_mask] = False
+    # features left without incoming ones, and the dropped nodes' edges, until nothing changes
+    # (at most n_layers + 1 rounds).
+    while True:
+        old_node_mask = node_mask.clone()
         node_mask[:-n_kept_always] &= edge_mask[:, :-n_kept_always].any(0)
         node_mask[: layout.n_features] &= edge_mask[: layout.n_features].any(1)
+        if torch.equal(node_mask, old_node_mask):
+            break
+        edge_mask[~node_mask] = False
+        edge_mask[:, ~node_mask] = False
 
     sorted_scores, sorted_indices = torch.sort(node_influence, descending=True)
     cumulative = torch.cumsum(sorted_scores, dim=0) / torch.sum(sorted_scores)
