@@ -39,6 +39,7 @@ from tracerflow.attribution import attribute, torch_threads  # noqa: E402
 from tracerflow.flows.score import score_flow  # noqa: E402
 from tracerflow.flows.temporary_server import prefect_api  # noqa: E402
 from tracerflow.models import load_replacement_model  # noqa: E402
+from tracerflow.parameters import RunRequest  # noqa: E402
 from tracerflow.presets import get_preset  # noqa: E402
 from tracerflow.storage.graphs import load_graph, save_graph  # noqa: E402
 from tracerflow.tasks.download import resolve_source  # noqa: E402
@@ -121,7 +122,8 @@ def main() -> None:
         model = load_replacement_model(preset.model, transcoders, device="cpu")
 
         def flow(prompts: list[str]) -> object:
-            return score_flow([args.transcoder], prompts, threads=threads)
+            request = RunRequest(transcoders=[args.transcoder], prompts=prompts, threads=threads)
+            return score_flow(request)
 
         def loop(prompts: list[str], out_dir: Path) -> None:
             out_dir.mkdir()

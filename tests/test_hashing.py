@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tracerflow.flows.score import run_parameters
-from tracerflow.flows.validation import RunRequest
-from tracerflow.parameters import AttributionParams
+from tracerflow.parameters import AttributionParams, RunRequest
+from tracerflow.presets import run_parameters
 from tracerflow.storage.artifacts import stage_key
 from tracerflow.storage.records import ModelInfo, TranscoderInfo, params_hash, prompt_id
 from tracerflow.tasks import attribute

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tracerflow.errors import ConfigError
-from tracerflow.parameters import AttributionParams, RunParameters
+from tracerflow.errors import ConfigError, UsageError
+from tracerflow.parameters import (
+    CIRCUIT_TRACER_BATCH_SIZE,
+    AttributionParams,
+    RunOptions,
+    RunParameters,
+    RunRequest,
+    run_request,
+)
 from tracerflow.presets import Preset
 
 
@@ -53,3 +60,95 @@ def test_the_recorded_parameters_are_the_flat_set_a_row_hashes() -> None:
         "node_threshold": 0.8,
         "edge_threshold": 0.98,
     }
+
+
+def test_the_default_batch_size_is_circuit_tracers_own() -> None:
+    import inspect
+
+    import circuit_tracer
+
+    stock_default = inspect.signature(circuit_tracer.attribute).parameters["batch_size"].default
+    assert AttributionParams().batch_size == CIRCUIT_TRACER_BATCH_SIZE == stock_default
+
+
+def test_a_run_option_wins_over_the_preset_which_wins_over_the_default() -> None:
+    preset = RunParameters(
+        attribution=AttributionParams(max_n_logits=5, batch_size=64), node_threshold=0.5
+    )
+    options = RunOptions(max_n_logits=7, edge_threshold=0.9)
+    resolved = options.parameters_for(preset)
+    assert resolved.recorded() == {
+        "max_n_logits": 7,  # the run's
+        "desired_logit_prob": 0.95,  # neither: the default
+        "max_feature_nodes": 8192,
+        "batch_size": 64,  # the preset's
+        "offload": None,
+        "node_threshold": 0.5,  # the preset's
+        "edge_threshold": 0.9,  # the run's
+    }
+    assert RunOptions().parameters_for(None) == RunParameters()
+
+
+def test_every_graph_parameter_is_a_run_option_with_the_same_limits_and_help() -> None:
+    graph_fields = {**AttributionParams.model_fields, **RunParameters.model_fields}
+    del graph_fields["attribution"]
+    for name, field in graph_fields.items():
+        option = RunOptions.model_fields[name]
+        assert option.default is None, name  # None: the preset's, else the default
+        assert option.description == field.description and field.description, name
+        assert option.metadata == field.metadata, name
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_n_logits": 0}, "--max-n-logits (max_n_logits) must be a whole number >= 1, got 0"),
+        (
+            {"desired_logit_prob": 0.0},
+            "--desired-logit-prob (desired_logit_prob) must be in (0, 1]",
+        ),
+        ({"dtype": "float64"}, "--dtype (dtype) must be one of float32, float16, bfloat16"),
+        ({"device": "cuda:x"}, "--device (device) must be cpu, cuda or cuda:N, got 'cuda:x'"),
+        ({"threads": 0}, "--threads (threads) must be a whole number >= 1, got 0"),
+        ({"transcoders": []}, "give at least one --transcoder or a --preset"),
+        ({"prompts": []}, "give at least one --prompt or a --prompts-file"),
+    ],
+)
+def test_a_bad_run_request_is_one_usage_error_naming_the_option(values, message) -> None:
+    request = {"transcoders": ["toy-clt"], "prompts": ["The cat sat on the"], **values}
+    with pytest.raises(UsageError) as raised:
+        run_request(**request)
+    assert str(raised.value).startswith(message)
+
+
+def test_every_run_option_is_a_command_line_option_with_its_help_and_type() -> None:
+    import typer
+
+    from tracerflow.cli import app
+
+    command = typer.main.get_command(app)
+    run = command.get_command(typer.Context(command), "run")
+    options = {param.name: param for param in run.params}
+    for name, field in RunOptions.model_fields.items():
+        option = options[name]
+        assert option.opts == [f"--{name.replace('_', '-')}"], name
+        assert option.default == field.default, name
+        assert field.description and option.help.startswith(field.description), name
+        assert option.metavar in ("TEXT", "INTEGER", "FLOAT", ""), (name, option.metavar)
+    assert "the preset's, else 10" in options["max_n_logits"].help  # a default typer cannot show
+
+
+def test_the_scoring_flows_parameter_schema_is_the_request_models() -> None:
+    """What a deployment's run form shows and checks: every run option with its limits and
+    help, from the same model."""
+    from prefect.utilities.callables import parameter_schema
+
+    from tracerflow.flows.score import score_flow
+
+    schema = parameter_schema(score_flow).model_dump()
+    assert schema["properties"]["request"]["$ref"] == "#/definitions/RunRequest"
+    properties = schema["definitions"]["RunRequest"]["properties"]
+    assert set(properties) == set(RunRequest.model_fields)
+    assert properties["max_n_logits"]["anyOf"][0] == {"minimum": 1, "type": "integer"}
+    assert properties["max_n_logits"]["description"] == "most logit targets to attribute from"
+    assert properties["dtype"]["enum"] == ["float32", "float16", "bfloat16"]

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tracerflow.errors import ConfigError
-from tracerflow.parameters import AttributionParams, RunParameters, parameter_field
+from tracerflow.parameters import AttributionParams, RunOptions, RunParameters, parameter_field
 from tracerflow.toy.grammar import BUILTIN_PROMPTS as _BUILTIN_PROMPTS
 
 PACKAGE_PREFIX = "package:"
@@ -139,6 +139,26 @@ def list_presets() -> list[Preset]:
 def find_preset(name: str) -> Preset | None:
     """The preset called ``name``, or None when ``name`` is not a preset (a path, a repo id)."""
     return next((preset for preset in _load_presets() if preset.name == name), None)
+
+
+def run_parameters(source: str, options: RunOptions) -> RunParameters:
+    """A transcoder's parameters in a run: the run's ``options`` where they give one, else its
+    preset's when ``source`` is a preset, else the defaults (``RunOptions.parameters_for``)."""
+    preset = find_preset(source)
+    return options.parameters_for(preset.run_parameters() if preset is not None else None)
+
+
+def preset_file(source: str, field: Literal["eval_corpus", "dashboard_corpus"]) -> str | None:
+    """The file the preset called ``source`` names in ``field`` (a path, or a ``package:``
+    reference resolved in the installed package); None when ``source`` is no preset or its
+    preset names none."""
+    preset = find_preset(source)
+    value = getattr(preset, field) if preset is not None else None
+    if value is None:
+        return None
+    if value.startswith(PACKAGE_PREFIX):
+        return str(resolve_package_path(value))
+    return str(Path(value).expanduser().resolve())
 
 
 def get_preset(name: str) -> Preset:

@@ -27,26 +27,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from tracerflow.errors import ConfigError
-from tracerflow.parameters import AttributionParams, RunParameters, override_field
+from tracerflow.parameters import RunOptions, parameter_field
 from tracerflow.settings import get_settings
 
+# The options a suite sets at its top level (files resolved in the suite's folder); every other
+# run option goes under ``parameters:``.
+SUITE_LEVEL_OPTIONS = ("model", "corpus", "eval_corpus", "eval_tokens")
 
-class Parameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Overrides of the preset's parameters, within the limits tracerflow.parameters states.
-    max_n_logits: int | None = override_field(AttributionParams, "max_n_logits")
-    desired_logit_prob: float | None = override_field(AttributionParams, "desired_logit_prob")
-    max_feature_nodes: int | None = override_field(AttributionParams, "max_feature_nodes")
-    batch_size: int | None = override_field(AttributionParams, "batch_size")
-    offload: Literal["cpu", "disk"] | None = None
-    node_threshold: float | None = override_field(RunParameters, "node_threshold")
-    edge_threshold: float | None = override_field(RunParameters, "edge_threshold")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    threads: int | None = Field(default=None, ge=1)  # torch's intra-op threads for attribution
+# A suite's ``parameters:``: the run's options (tracerflow.parameters.RunOptions), their types,
+# defaults, limits and help, less the suite-level ones. Plain pydantic (not RunOptions' frozen
+# model), so a bad value is a ValidationError that ``load_suite`` turns into file:line: field.
+Parameters = create_model(
+    "Parameters",
+    __config__=ConfigDict(extra="forbid"),
+    **{
+        name: (field.annotation, field)
+        for name, field in RunOptions.model_fields.items()
+        if name not in SUITE_LEVEL_OPTIONS
+    },
+)  # type: ignore[call-overload]
 
 
 class TaskRunnerSpec(BaseModel):
@@ -65,14 +67,14 @@ class Suite(BaseModel):
     transcoders: list[str] = Field(min_length=1)
     prompts: list[str] = Field(default_factory=list)
     prompts_file: str | None = None
-    model: str | None = None
+    model: str | None = parameter_field(RunOptions, "model")
     corpus: str | None = None  # dashboards corpus file (text or JSONL), in the suite's folder
-    parameters: Parameters = Field(default_factory=Parameters)
+    parameters: Parameters = Field(default_factory=Parameters)  # type: ignore[valid-type]
     regression_margin: float = Field(default=0.02, ge=0.0)
     task_runner: TaskRunnerSpec = Field(default_factory=TaskRunnerSpec)
     fan_out: bool = False  # each transcoder a child flow run on the work pool (flows/fan_out.py)
     eval_corpus: str | None = None  # the evaluate stage's corpus (None: the preset's, prompts)
-    eval_tokens: int | None = Field(default=None, ge=1)
+    eval_tokens: int | None = parameter_field(RunOptions, "eval_tokens")
 
     @model_validator(mode="after")
     def _needs_prompts(self) -> Suite:

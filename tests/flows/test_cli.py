@@ -72,8 +72,8 @@ def test_demo_prints_the_transcoder_metrics_under_the_scores(demo_run):
     assert heading > last_score
     header, _, clt, plt = lines[heading + 1 : heading + 5]
     assert header.split() == [
-        "transcoder", "corpus", "tokens", "fvu", "l0", "dead_share", "dense_1pct_share", "kl",
-        "top1_agreement", "ce_loss_recovered",
+        "transcoder_source", "corpus_name", "corpus_n_tokens", "fvu", "l0", "dead_share",
+        "dense_1pct_share", "kl", "top1_agreement", "ce_loss_recovered",
     ]  # fmt: skip
     for row, source in ((clt, "toy-clt"), (plt, "toy-plt")):
         cells = row.split()

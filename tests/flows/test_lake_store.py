@@ -13,8 +13,11 @@ import pytest
 
 from tests.postgres import PostgresServer
 from tracerflow.flows.score import score_flow
+from tracerflow.parameters import RunRequest
 from tracerflow.settings import get_settings
 from tracerflow.storage import queries
+
+CAT_REQUEST = RunRequest(transcoders=["toy-clt"], prompts=["The cat sat on the"])
 
 
 def tracerflow(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,7 +37,7 @@ def test_a_run_records_into_the_lake_the_setting_names_and_the_commands_read_it(
     monkeypatch.setenv("TRACERFLOW_STORE", url)
     monkeypatch.setenv("TRACERFLOW_LAKE_DATA_PATH", str(tmp_path / "lake-data"))
 
-    state = score_flow(["toy-clt"], ["The cat sat on the"], return_state=True)
+    state = score_flow(CAT_REQUEST, return_state=True)
 
     assert state.is_completed()
     flow_run_id = str(state.state_details.flow_run_id)
@@ -143,7 +146,7 @@ def test_a_lake_restarted_while_the_record_stage_retries_lets_the_run_complete(
     watcher = threading.Thread(target=resume_once_the_record_stage_failed, daemon=True)
     watcher.start()
     try:
-        state = score_flow(["toy-clt"], ["The cat sat on the"], return_state=True)
+        state = score_flow(CAT_REQUEST, return_state=True)
     finally:
         resumed.set()
         watcher.join(timeout=30)

@@ -34,8 +34,8 @@ def scores(values: dict[str, float | None], params: str = PARAMS) -> list[Prompt
 def rows(values: dict[str, float | None], params: str = PARAMS) -> list[dict[str, Any]]:
     """This run's rows as ``score_flow`` hands them to ``publish``."""
     return [
-        {"transcoder": s.transcoder, "model": s.model, "prompt": s.prompt,
-         "params_hash": s.params_hash, "status": s.status, "replacement": s.replacement_score,
+        {"transcoder_source": s.transcoder, "model_name": s.model, "prompt": s.prompt,
+         "params_hash": s.params_hash, "status": s.status, "replacement_score": s.replacement_score,
          "error": None if s.status == "ok" else "AttributionError: too long"}
         for s in scores(values, params)
     ]  # fmt: skip
@@ -184,14 +184,14 @@ def test_the_summary_lists_each_evaluated_transcoder_s_metrics() -> None:
     markdown = metrics_markdown([row])
 
     assert list(row) == METRICS_COLUMNS
-    assert row["corpus"] == "held-out.txt" and row["fvu"] == pytest.approx(0.15)
+    assert row["corpus_name"] == "held-out.txt" and row["fvu"] == pytest.approx(0.15)
     assert "| toy-clt | held-out.txt | 40 | 0.1500 | 32.0000 |" in markdown
     assert metrics_markdown([]) == ""
 
 
 def test_the_graphs_artifact_links_every_exported_graph_once() -> None:
-    exported = {"transcoder": "toy-clt", "prompt": "Mary [and] John", "slug": "toy-clt-1"}
-    failed = {"transcoder": "toy-clt", "prompt": "too long", "slug": None}
+    exported = {"transcoder_source": "toy-clt", "prompt": "Mary [and] John", "slug": "toy-clt-1"}
+    failed = {"transcoder_source": "toy-clt", "prompt": "too long", "slug": None}
     lines = graphs_markdown([exported, failed]).splitlines()
     links = [line for line in lines if line.startswith("- ")]
     assert links == [

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from tracerflow.flows.score import score_flow
 from tracerflow.models import toy_model_config
+from tracerflow.parameters import RunRequest
 from tracerflow.presets import builtin_prompts, get_preset
 from tracerflow.settings import get_settings
 from tracerflow.tasks.download import resolve_source
@@ -43,8 +44,9 @@ def task_states(flow_run_id) -> dict[str, list[str]]:
     return {name: [run.state.name for run in runs] for name, runs in task_runs(flow_run_id).items()}
 
 
-def run_flow(transcoders, prompts, **kwargs):
-    state = score_flow(transcoders, prompts, return_state=True, **kwargs)
+def run_flow(transcoders, prompts, **options):
+    request = RunRequest(transcoders=transcoders, prompts=prompts, **options)
+    state = score_flow(request, return_state=True)
     return state, state.state_details.flow_run_id
 
 
@@ -283,7 +285,9 @@ def test_recording_the_same_run_twice_adds_no_row(home):
 
 @pytest.mark.parametrize("bad", [{"max_n_logits": 0}, {"desired_logit_prob": 1.5}])
 def test_bad_parameters_fail_with_a_clear_message(home, bad):
-    state, _ = run_flow(["toy-clt"], PROMPTS[:1], **bad)
+    # As a deployment passes them: JSON, checked by the flow's parameter model, not the CLI.
+    request = {"transcoders": ["toy-clt"], "prompts": PROMPTS[:1], **bad}
+    state = score_flow(request, return_state=True)
     assert state.is_failed()
     assert next(iter(bad)) in state.message
 

@@ -4,7 +4,8 @@ stages gave before the failure, with every fact it never learned None (never a p
 from __future__ import annotations
 
 from tracerflow.errors import AttributionError, SourceError
-from tracerflow.flows.score import ItemOutcome, ScoreItem, TranscoderRun, score_record
+from tracerflow.flows.records import score_record
+from tracerflow.flows.run_types import ItemOutcome, ScoreItem, TranscoderRun
 from tracerflow.parameters import AttributionParams, RunParameters
 from tracerflow.storage.records import TranscoderInfo
 from tracerflow.tasks.results import (
@@ -22,7 +23,12 @@ TRANSCODER = TranscoderRun(
     parameters=RunParameters(attribution=AttributionParams(batch_size=64)),
 )
 RECORDED_AS = TranscoderInfo("toy-clt", None, None, "a" * 64, "clt", 3, 64, 128, "topk", {"k": 12})
-ITEM = ScoreItem(TRANSCODER, "The cat sat on the", RECORDED_AS)
+
+
+def item(outcome: ItemOutcome) -> ScoreItem:
+    return ScoreItem(TRANSCODER, "The cat sat on the", RECORDED_AS, outcome)
+
+
 ATTRIBUTION = Attribution(
     key="k" * 64,
     graph_path="/home/artifacts/attribute/k/graph.safetensors",
@@ -61,7 +67,7 @@ EXPORTED = ExportedGraph(key="e" * 64, slug="toy-clt-aaaaaaaa-12345678", graph_f
 
 
 def test_an_ok_item_records_its_scores_graph_and_model_shape() -> None:
-    record = score_record(ITEM, ItemOutcome(ATTRIBUTION, SCORED, EXPORTED), run_threads=1)
+    record = score_record(item(ItemOutcome(ATTRIBUTION, SCORED, EXPORTED)), run_threads=1)
     assert (record.status, record.error) == ("ok", None)
     assert (record.replacement_score, record.pruned_completeness_score) == (0.7, 0.85)
     assert (record.n_selected_features, record.n_pos, record.n_tokens) == (200, 6, 6)
@@ -72,7 +78,7 @@ def test_an_ok_item_records_its_scores_graph_and_model_shape() -> None:
 
 def test_an_item_that_failed_after_attribution_keeps_attributions_facts_but_no_score() -> None:
     error = AttributionError("scoring failed")
-    record = score_record(ITEM, ItemOutcome(ATTRIBUTION, error=error_text(error)), run_threads=1)
+    record = score_record(item(ItemOutcome(ATTRIBUTION, error=error_text(error))), run_threads=1)
     assert (record.status, record.error) == ("failed", "AttributionError: scoring failed")
     assert record.replacement_score is None and record.n_selected_features is None
     assert (record.n_tokens, record.graph_path, record.model.n_ctx) == (
@@ -85,7 +91,7 @@ def test_an_item_that_failed_after_attribution_keeps_attributions_facts_but_no_s
 
 def test_an_item_that_failed_before_attribution_records_no_model_shape() -> None:
     error = SourceError("no such repo")
-    record = score_record(ITEM, ItemOutcome(error=error_text(error)), run_threads=3)
+    record = score_record(item(ItemOutcome(error=error_text(error))), run_threads=3)
     assert record.status == "failed" and record.error == "SourceError: no such repo"
     model = record.model
     assert (model.name, model.n_layers, model.d_model, model.d_vocab, model.n_ctx) == (

@@ -15,8 +15,9 @@ import pytest
 from tests.operate.conftest import home_of
 from tracerflow.deploy import WORK_POOL, register
 from tracerflow.flows.report import REGRESSION_EVENT
-from tracerflow.flows.score import prompt_chunks, run_parameters
-from tracerflow.flows.validation import RunRequest
+from tracerflow.flows.score import prompt_chunks
+from tracerflow.parameters import RunRequest
+from tracerflow.presets import run_parameters
 from tracerflow.storage.database import record_run
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.suites import load_suite
@@ -71,7 +72,9 @@ def inject_previous_run(home: Path) -> None:
 
     def params_of(source: str) -> dict:
         # The suite sets no parameters: the preset's.
-        return run_parameters(source, RunRequest([source], suite.prompts)).recorded()
+        return run_parameters(
+            source, RunRequest(transcoders=[source], prompts=suite.prompts)
+        ).recorded()
 
     yesterday = datetime.now(UTC) - timedelta(days=1)
     run = RunInfo(
@@ -185,7 +188,7 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     assert all(a["key"].startswith("dashboards-tracerflow-") for a in dashboards)
     assert all(a["data"] == 100.0 for a in dashboards)
     quality = json.loads(by_key["transcoder-metrics"]["data"])
-    assert sorted(row["transcoder"] for row in quality) == sorted(suite.suite.transcoders)
+    assert sorted(row["transcoder_source"] for row in quality) == sorted(suite.suite.transcoders)
     # One markdown artifact lists every graph as a link "- [text](url)" to the viewer.
     links = [line for line in by_key["graphs"]["data"].splitlines() if line.startswith("- [")]
     assert len(links) == len(table)
@@ -234,7 +237,7 @@ def screenshot_scores_table(api_url: str, flow_run_id: str, artifacts: list[dict
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{ui}/artifacts/artifact/{table['id']}", wait_until="networkidle")
-            page.get_by_text("replacement").first.wait_for(timeout=60_000)
+            page.get_by_text("replacement_score").first.wait_for(timeout=60_000)
             page.get_by_text("toy-clt").first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS_DIR / "prefect-ui-scores-table.png"), full_page=True)
             page.goto(f"{ui}/runs/flow-run/{flow_run_id}", wait_until="networkidle")

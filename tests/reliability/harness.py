@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from tracerflow.attribution import torch_threads
 from tracerflow.flows.score import score_flow
+from tracerflow.parameters import RunRequest
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.score import score_graph
 
@@ -40,7 +41,8 @@ class Row:
 def run(home: Path, prompts: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Row]:
     """Score ``prompts`` with the toy CLT in ``home``; the run's rows by prompt."""
     monkeypatch.setenv("TRACERFLOW_HOME", str(home))
-    state = score_flow([TOY], prompts, threads=THREADS, return_state=True)
+    request = RunRequest(transcoders=[TOY], prompts=prompts, threads=THREADS)
+    state = score_flow(request, return_state=True)
     run_id = str(state.state_details.flow_run_id)
     with duckdb.connect(str(home / "scores.duckdb"), read_only=True) as con:
         rows = con.execute(

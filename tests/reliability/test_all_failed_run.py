@@ -33,6 +33,6 @@ def test_a_run_whose_every_item_failed_is_labelled_failed(
 def test_the_run_status_follows_its_items(statuses: list[str], run_status: str) -> None:
     from types import SimpleNamespace
 
-    from tracerflow.flows.score import run_status as status_of
+    from tracerflow.flows.records import run_status as status_of
 
     assert status_of([SimpleNamespace(status=s) for s in statuses]) == run_status  # type: ignore[misc]

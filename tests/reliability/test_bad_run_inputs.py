@@ -89,13 +89,19 @@ CASES: dict[str, tuple[object, str]] = {
         [*TOY, "--edge-threshold", "2"],
         "--edge-threshold (edge_threshold)",
     ),
-    "unknown device": ([*TOY, "--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
+    "unknown device": (
+        [*TOY, "--device", "tpu"],
+        "--device (device) must be cpu, cuda or cuda:N, got 'tpu'",
+    ),
     "unknown dtype": (
         [*TOY, "--dtype", "nonsense"],
-        "--dtype must be one of float32, float16, bfloat16, got 'nonsense'",
+        "--dtype (dtype) must be one of float32, float16, bfloat16, got 'nonsense'",
     ),
-    "float64": ([*TOY, "--dtype", "float64"], "--dtype must be one of"),
-    "unknown offload": ([*TOY, "--offload", "tape"], "--offload must be one of cpu, disk"),
+    "float64": ([*TOY, "--dtype", "float64"], "--dtype (dtype) must be one of"),
+    "unknown offload": (
+        [*TOY, "--offload", "tape"],
+        "--offload (offload) must be one of cpu, disk",
+    ),
     "binary prompts file": (
         lambda tmp: [*TOY, "--prompts-file", str(write(tmp / "p.bin", bytes(range(256))))],
         "p.bin: not a text file (it holds NUL bytes)",

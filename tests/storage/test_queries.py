@@ -198,11 +198,12 @@ def test_scores_of_run_reads_back_one_runs_rows_as_run_prints_them(populated_db:
     recorded = [row for row in history(populated_db) if row["flow_run_id"] == "nightly-1"]
     assert len(rows) == len(recorded) > 0
     assert list(rows[0]) == [
-        "transcoder", "prompt", "replacement", "completeness", "pruned_replacement",
-        "pruned_completeness", "features", "seconds", "status",
+        "transcoder_source", "prompt", "replacement_score", "completeness_score",
+        "pruned_replacement_score", "pruned_completeness_score", "n_selected_features",
+        "attribution_seconds", "status",
     ]  # fmt: skip
-    assert [(r["transcoder"], r["prompt"]) for r in rows] == sorted(
-        (r["transcoder"], r["prompt"]) for r in rows
+    assert [(r["transcoder_source"], r["prompt"]) for r in rows] == sorted(
+        (r["transcoder_source"], r["prompt"]) for r in rows
     )
     assert scores_of_run(populated_db, "no-such-run") == []
     assert scores_of_run(populated_db.parent / "none.duckdb", "nightly-1") == []

@@ -15,8 +15,8 @@ import torch
 
 from tracerflow import toy
 from tracerflow.flows.evaluation import evaluation_corpus
-from tracerflow.flows.validation import RunRequest
 from tracerflow.models import model_identity
+from tracerflow.parameters import RunRequest
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.tasks.convert import convert_snapshot
 from tracerflow.tasks.download import download
@@ -130,9 +130,15 @@ def test_the_corpus_is_the_request_s_then_the_preset_s_then_the_prompts(tmp_path
     mine.write_text("Alice and Bob went to the park\n")
     prompts = ["Mary and John went to the store, John gave a drink to"]
 
-    given = evaluation_corpus("toy-clt", RunRequest(["toy-clt"], prompts, eval_corpus=str(mine)))
-    preset = evaluation_corpus("toy-clt", RunRequest(["toy-clt"], prompts, eval_tokens=50))
-    folder = evaluation_corpus(str(tmp_path), RunRequest([str(tmp_path)], prompts))
+    given = evaluation_corpus(
+        "toy-clt", RunRequest(transcoders=["toy-clt"], prompts=prompts, eval_corpus=str(mine))
+    )
+    preset = evaluation_corpus(
+        "toy-clt", RunRequest(transcoders=["toy-clt"], prompts=prompts, eval_tokens=50)
+    )
+    folder = evaluation_corpus(
+        str(tmp_path), RunRequest(transcoders=[str(tmp_path)], prompts=prompts)
+    )
 
     assert given.path == str(mine.resolve())
     assert preset.path == str(toy.eval_corpus_path().resolve()) and preset.max_tokens == 50

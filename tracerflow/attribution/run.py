@@ -26,17 +26,17 @@ from tracerflow.attribution.phases import Progress, run_fast_path
 from tracerflow.attribution.resources import Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
 from tracerflow.compat import circuit_tracer_mismatch
+from tracerflow.parameters import CIRCUIT_TRACER_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
 # ``batch_size`` keeps circuit-tracer's meaning. Besides rows per backward pass it sets how often
 # features are re-ranked when ``max_feature_nodes`` binds (every 4 batches), so it is part of what
-# defines the graph. The fast path defaults to circuit-tracer's own default, so that its default
-# graph is circuit-tracer's default graph; it computes rows in blocks of its own size, which
-# leaves the graph unchanged. circuit-tracer itself (the fallback) gets a size its CPU path can
-# afford: at 512 it pads every backward to 512 rows and needs GBs per pass.
-CIRCUIT_TRACER_BATCH_SIZE = 512
-FALLBACK_BATCH_SIZE = {"cpu": 64, "cuda": CIRCUIT_TRACER_BATCH_SIZE}
+# defines the graph, on either path. Its default is circuit-tracer's own
+# (``tracerflow.parameters.CIRCUIT_TRACER_BATCH_SIZE``), so that the default graph is
+# circuit-tracer's default graph; the fast path computes rows in blocks of its own size, which
+# leaves the graph unchanged, while circuit-tracer's own path (the fallback) pads every backward
+# pass to ``batch_size`` rows: give it a smaller batch size on a CPU.
 # Rows per explicit backward block. On CPU it is GEMM-bound and a block only touches positions up
 # to its last source (sources are sorted by layer, then position; ~16 per position at k=16):
 # 32 measured best of 16/32/64/128 at the notebook's shape (docs/performance.md).
@@ -113,7 +113,7 @@ def attribute(
     max_n_logits: int = 10,
     desired_logit_prob: float = 0.95,
     max_feature_nodes: int | None = None,
-    batch_size: int | None = None,
+    batch_size: int = CIRCUIT_TRACER_BATCH_SIZE,
     offload: Literal["cpu", "disk"] | None = None,
     verbose: bool = False,
     progress: Progress | None = None,
@@ -124,8 +124,8 @@ def attribute(
     """Attribution graph of ``prompt`` under ``model`` (a circuit-tracer ``ReplacementModel``).
 
     Arguments mean what they mean for ``circuit_tracer.attribute``; the graph equals its graph
-    at the same ``batch_size`` (None: circuit-tracer's default, 512; on the fallback path, a size
-    the device can afford). ``progress(done, total)`` is called as feature rows are computed.
+    at the same ``batch_size`` (default: circuit-tracer's, 512). ``progress(done, total)`` is
+    called as feature rows are computed.
     ``block_size`` (None: per device) is the fast path's rows per backward pass.
     ``threads`` is torch's intra-op thread count for the call (None: the process's current
     setting); the process's setting is restored afterwards. The same inputs at the same thread
@@ -143,7 +143,6 @@ def attribute(
         }
         reason = stock_path_reason(device, fast_path_unavailable(model), fast_path_on_cuda)
         if reason is None:
-            batch_size = batch_size or CIRCUIT_TRACER_BATCH_SIZE
             block_size = block_size or default_block_size(device)
             graph, usage = run_fast_path(
                 prompt,
@@ -155,9 +154,6 @@ def attribute(
                 **options,
             )
         else:
-            batch_size = batch_size or FALLBACK_BATCH_SIZE.get(
-                device.type, CIRCUIT_TRACER_BATCH_SIZE
-            )
             block_size = batch_size
             graph, usage = _run_circuit_tracer(
                 prompt, model, reason, batch_size, verbose, progress, options

@@ -15,8 +15,10 @@ StoreOption = Annotated[
     typer.Option(
         "--store",
         "--db",
+        # Parentheses, not brackets: rich help reads [...] as markup and drops it.
         help="Score store: a .duckdb file or ducklake:postgres:<libpq conninfo> "
-        "[default: $TRACERFLOW_STORE, else $TRACERFLOW_HOME/scores.duckdb].",
+        "(default: $TRACERFLOW_STORE, else $TRACERFLOW_HOME/scores.duckdb).",
+        metavar="TEXT",
     ),
 ]
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tracerflow.cells import cell_text
 from tracerflow.errors import StorageError
 
 # A rule under the header and nothing else, in ASCII so a table reads the same in any terminal,
@@ -140,14 +141,5 @@ _MAX_CELL = 48
 
 
 def _cell(column: str, value: Any) -> str:
-    if column.endswith(("_change", "difference")) and isinstance(value, float):
-        text = f"{value:+.4f}"
-    elif value is None:
-        text = ""
-    elif isinstance(value, float):
-        text = f"{value:.4f}"
-    elif isinstance(value, datetime):
-        text = value.strftime("%Y-%m-%d %H:%M:%S")
-    else:
-        text = str(value)
+    text = cell_text(value, signed=column.endswith(("_change", "difference")))
     return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"

@@ -10,76 +10,49 @@ from typing import Annotated, Any
 import typer
 
 from tracerflow.cli.db_option import StoreOption, score_store
-from tracerflow.cli.render import text_table
+from tracerflow.cli.options import typer_signature
+from tracerflow.cli.render import rows_text
 from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
 from tracerflow.flows.report import METRICS_COLUMNS, SCORE_COLUMNS
 from tracerflow.flows.validation import (
     check_preset,
     read_prompts_file,
-    request_of,
     suite_request,
     validate_run_request,
 )
+from tracerflow.parameters import RunOptions, RunRequest, run_request
 from tracerflow.storage.store import Store
 
 
 def run(
     transcoder: Annotated[
         list[str] | None,
-        typer.Option(help="preset name, local checkpoint folder or owner/repo[@revision]"),
+        typer.Option(
+            help="preset name, local checkpoint folder, or Hub repo owner/repo or "
+            "owner/repo@revision (repeatable)",
+            metavar="TEXT",
+        ),
     ] = None,
-    prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeatable)")] = None,
-    prompts_file: Annotated[Path | None, typer.Option(help="one prompt per line")] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option(help="a prompt (repeatable)", metavar="TEXT")
+    ] = None,
+    prompts_file: Annotated[
+        Path | None, typer.Option(help="one prompt per line", metavar="PATH")
+    ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="a preset: its transcoder, model and defaults")
+        str | None,
+        typer.Option(help="a preset: its transcoder, model and defaults", metavar="TEXT"),
     ] = None,
     suite: Annotated[
-        str | None, typer.Option(help="a suite file (or built-in suite name) to run once")
+        str | None,
+        typer.Option(help="a suite file (or built-in suite name) to run once", metavar="TEXT"),
     ] = None,
     dask_workers: Annotated[
-        int | None, typer.Option(help="fan out over a local Dask cluster of this size")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="TransformerLens model name")] = None,
-    max_n_logits: int | None = None,
-    desired_logit_prob: float | None = None,
-    max_feature_nodes: int | None = None,
-    batch_size: int | None = None,
-    offload: str | None = None,
-    node_threshold: float | None = None,
-    edge_threshold: float | None = None,
-    dtype: str = "float32",
-    threads: Annotated[
         int | None,
-        typer.Option(
-            help="torch threads for attribution (default: TRACERFLOW_THREADS, else "
-            "torch's default for this machine); recorded with every score"
-        ),
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any)")] = None,
-    corpus: Annotated[
-        Path | None,
-        typer.Option(
-            help="feature dashboards' corpus: text (a document a line) or JSONL ('text' per "
-            "line); default: the preset's corpus, else the prompts"
-        ),
-    ] = None,
-    all_features: Annotated[
-        bool,
-        typer.Option(
-            "--all-features", help="feature dashboards for every feature, not only the graphs'"
-        ),
-    ] = False,
-    eval_corpus: Annotated[
-        str | None,
-        typer.Option(
-            help="text (one document a line) or .jsonl file the transcoder metrics are computed "
-            "on (default: the preset's held-out corpus, else the prompts)"
-        ),
-    ] = None,
-    eval_tokens: Annotated[
-        int | None, typer.Option(help="at most this many evaluation tokens")
+        typer.Option(help="fan out over a local Dask cluster of this size", metavar="INTEGER"),
     ] = None,
     store: StoreOption = None,
+    **options: Any,
 ) -> None:
     """Score transcoders on prompts; record every score; export the graphs."""
     use_store(store)
@@ -89,38 +62,21 @@ def run(
     if preset is not None:
         check_preset(preset)
     transcoders = list(transcoder or []) + ([preset] if preset else [])
-    if not transcoders:
-        raise UsageError("give at least one --transcoder or a --preset")
     prompts = list(prompt or [])
     if prompts_file is not None:
         prompts += read_prompts_file(prompts_file)
-    if not prompts and preset is None:
-        raise UsageError("give at least one --prompt or a --prompts-file")
-    if not prompts:
+    if not prompts and preset is not None:
         from tracerflow.presets import builtin_prompts
 
         prompts = builtin_prompts()
-    _run_scoring(
-        {
-            "transcoders": transcoders,
-            "prompts": prompts,
-            "model": model,
-            "max_n_logits": max_n_logits,
-            "desired_logit_prob": desired_logit_prob,
-            "max_feature_nodes": max_feature_nodes,
-            "batch_size": batch_size,
-            "offload": offload,
-            "node_threshold": node_threshold,
-            "edge_threshold": edge_threshold,
-            "dtype": dtype,
-            "threads": threads,
-            "device": device,
-            "corpus": None if corpus is None else str(corpus),
-            "all_features": all_features,
-            "eval_corpus": eval_corpus,
-            "eval_tokens": eval_tokens,
-        }
-    )
+    _run_scoring(run_request(transcoders=transcoders, prompts=prompts, **options))
+
+
+# ``tracerflow run``'s options: its own (above), then one per run option, derived from
+# ``RunOptions`` (type, default, limits and help stated there), then ``--store``.
+run.__signature__ = typer_signature(  # type: ignore[attr-defined]
+    run, RunOptions, before="store"
+)
 
 
 def demo(store: StoreOption = None) -> None:
@@ -128,7 +84,7 @@ def demo(store: StoreOption = None) -> None:
     from tracerflow.presets import builtin_prompts
 
     use_store(store)
-    _run_scoring({"transcoders": ["toy-clt", "toy-plt"], "prompts": builtin_prompts()})
+    _run_scoring(run_request(transcoders=["toy-clt", "toy-plt"], prompts=builtin_prompts()))
 
 
 def use_store(value: str | None) -> None:
@@ -140,16 +96,16 @@ def use_store(value: str | None) -> None:
     os.environ["TRACERFLOW_STORE"] = value
 
 
-def _run_scoring(flow_kwargs: dict[str, Any]) -> None:
+def _run_scoring(request: RunRequest) -> None:
     """Check the request (a bad input raises before anything starts), then run the scoring flow
     on a temporary Prefect server unless PREFECT_API_URL names one, and report it."""
-    validate_run_request(request_of(flow_kwargs))
+    validate_run_request(request)
     from tracerflow.flows.temporary_server import prefect_api
 
     with prefect_api():
         from tracerflow.flows.score import score_flow
 
-        _report(score_flow(**flow_kwargs, return_state=True))
+        _report(score_flow(request, return_state=True))
 
 
 def _run_suite(suite: str, dask_workers: int | None) -> None:
@@ -201,17 +157,15 @@ def _report(state: Any) -> None:
 
 
 def scores_table(rows: list[dict[str, Any]]) -> str:
-    """A run's scores as a text table: four decimals, ``-`` for none, long prompts cut."""
-    return text_table(
-        SCORE_COLUMNS, [[_score_cell(row.get(column)) for column in SCORE_COLUMNS] for row in rows]
-    )
+    """A run's scores as `tracerflow history` prints scores: the database's column names,
+    four decimals, an empty cell for none, long prompts cut."""
+    return rows_text(SCORE_COLUMNS, [[row.get(c) for c in SCORE_COLUMNS] for row in rows], "table")
 
 
 def metrics_table(rows: list[dict[str, Any]]) -> str:
-    """A run's transcoder metrics as a text table, in the scores table's number format."""
-    return text_table(
-        METRICS_COLUMNS,
-        [[_score_cell(row.get(column)) for column in METRICS_COLUMNS] for row in rows],
+    """A run's transcoder metrics, as the scores table prints them."""
+    return rows_text(
+        METRICS_COLUMNS, [[row.get(c) for c in METRICS_COLUMNS] for row in rows], "table"
     )
 
 
@@ -224,12 +178,3 @@ def _metrics_of_run(store: Store, flow_run_id: str) -> list[dict[str, Any]]:
         return metrics_of_run(store, flow_run_id)
     except TracerflowError:
         return []
-
-
-def _score_cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    text = str(value)
-    return text if len(text) <= 48 else text[:45] + "..."

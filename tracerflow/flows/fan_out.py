@@ -12,7 +12,6 @@ child's work lands in one history and is reused by whichever worker runs it next
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, replace
 from typing import Any
 from uuid import UUID
 
@@ -46,10 +45,10 @@ def suite_transcoder_flow(suite: str, transcoder: str) -> list[dict[str, Any]]:
             f"suite {loaded.suite.name} has no transcoder {transcoder!r} "
             f"(it has: {', '.join(loaded.suite.transcoders)})"
         )
-    request = replace(suite_request(loaded), transcoders=[transcoder])
+    request = suite_request(loaded).model_copy(update={"transcoders": [transcoder]})
     with tags(f"suite:{loaded.suite.name}"):
         return score_flow.with_options(flow_run_name=f"{loaded.suite.name}-{transcoder}-scores")(
-            **asdict(request),
+            request,
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
         )

@@ -17,28 +17,30 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
+from tracerflow.cells import cell_text
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.queries import PromptScore, SuiteRunScores
 
 REGRESSION_EVENT = "tracerflow.score.regressed"
 # The columns of a run's scores table, in the UI and on the command line.
+# The database's column names (docs/database.md), as `tracerflow history` and `sql` show them.
 SCORE_COLUMNS = [
-    "transcoder",
+    "transcoder_source",
     "prompt",
-    "replacement",
-    "completeness",
-    "pruned_replacement",
-    "pruned_completeness",
-    "features",
-    "seconds",
+    "replacement_score",
+    "completeness_score",
+    "pruned_replacement_score",
+    "pruned_completeness_score",
+    "n_selected_features",
+    "attribution_seconds",
     "status",
 ]
 # The columns of a run's transcoder metrics table (all layers; docs/metrics.md), the same in
 # the UI, on the command line (under the scores) and in the viewer index.
 METRICS_COLUMNS = [
-    "transcoder",
-    "corpus",
-    "tokens",
+    "transcoder_source",
+    "corpus_name",
+    "corpus_n_tokens",
     "fvu",
     "l0",
     "dead_share",
@@ -54,9 +56,9 @@ def metrics_row(record: MetricsRecord) -> dict[str, Any]:
     everything = record.metrics["all_layers"]
     fidelity = record.metrics["fidelity"]
     return {
-        "transcoder": record.transcoder.source,
-        "corpus": os.path.basename(record.corpus_name),
-        "tokens": record.corpus_n_tokens,
+        "transcoder_source": record.transcoder.source,
+        "corpus_name": os.path.basename(record.corpus_name),
+        "corpus_n_tokens": record.corpus_n_tokens,
         **{name: everything[name] for name in ("fvu", "l0", "dead_share", "dense_1pct_share")},
         **{name: fidelity[name] for name in ("kl", "top1_agreement", "ce_loss_recovered")},
     }
@@ -73,11 +75,7 @@ def metrics_markdown(rows: list[dict[str, Any]]) -> str:
         "|" + "---|" * len(METRICS_COLUMNS),
     ]
     for row in rows:
-        cells = [
-            f"{row[c]:.4f}" if isinstance(row[c], float) else "" if row[c] is None else str(row[c])
-            for c in METRICS_COLUMNS
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cell_text(row[c]) for c in METRICS_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -127,7 +125,7 @@ def graphs_markdown(rows: list[dict[str, Any]]) -> str:
     graph was exported. One artifact for the run: a link artifact per graph cost the Prefect
     API more than a toy suite's whole work."""
     lines = [
-        f"[{_link_text(row['transcoder'])}: {_link_text(row['prompt'][:60])}]"
+        f"[{_link_text(row['transcoder_source'])}: {_link_text(row['prompt'][:60])}]"
         f"({viewer_url(row['slug'])})"
         for row in rows
         if row.get("slug")
@@ -146,12 +144,12 @@ def prompt_scores(rows: list[dict[str, Any]]) -> list[PromptScore]:
     """This run's rows (``score_flow``'s) in the form the previous run is read in."""
     return [
         PromptScore(
-            row["transcoder"],
-            row["model"],
+            row["transcoder_source"],
+            row["model_name"],
             row["prompt"],
             row["params_hash"],
             row["status"],
-            row["replacement"],
+            row["replacement_score"],
         )
         for row in rows
     ]
@@ -232,12 +230,6 @@ def _note(change: TranscoderChange, previous: SuiteRunScores | None) -> str:
     return "; ".join(parts)
 
 
-def _cell(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return ""
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
 def _rounded(value: Any) -> Any:
     """Four decimals are what a person compares; the database keeps full precision."""
     return round(value, 4) if isinstance(value, float) else value
@@ -282,9 +274,10 @@ def summarise(
                   if s.transcoder == change.transcoder and s.status == "ok"
                   and s.replacement_score is not None]  # fmt: skip
         lines.append(
-            f"| {change.transcoder} | {_cell(fmean(all_ok) if all_ok else None)} "
-            f"| {change.n_matched} | {_cell(change.previous_mean)} | {_cell(change.current_mean)} "
-            f"| {_cell(change.change, signed=True)} | {_note(change, previous)} |"
+            f"| {change.transcoder} | {cell_text(fmean(all_ok) if all_ok else None)} "
+            f"| {change.n_matched} | {cell_text(change.previous_mean)} "
+            f"| {cell_text(change.current_mean)} | {cell_text(change.change, signed=True)} "
+            f"| {_note(change, previous)} |"
         )
     for regression in regressions:
         lines += [
@@ -295,7 +288,10 @@ def summarise(
             f"margin {margin:.4f}).",
         ]
     for row in failed:
-        lines += ["", f"Failed: `{row['transcoder']}` on {row['prompt'][:60]!r}: {row['error']}"]
+        lines += [
+            "",
+            f"Failed: `{row['transcoder_source']}` on {row['prompt'][:60]!r}: {row['error']}",
+        ]
     return "\n".join(lines), regressions
 
 

@@ -9,7 +9,6 @@ workers on several machines split the suite (``fan_out.py``).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, tags
@@ -55,7 +54,7 @@ def suite_flow(
         return score_flow.with_options(
             task_runner=task_runner_for(spec), flow_run_name=f"{loaded.suite.name}-scores"
         )(
-            **asdict(suite_request(loaded)),
+            suite_request(loaded),
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
         )

@@ -1,4 +1,4 @@
-"""Check a run request before anything starts: prompts, sources, numbers, device and dtype.
+"""Check a run request before anything starts: prompts, sources, files and the device.
 
 Pure and cheap (no torch, no Prefect, no weights), so the CLI runs it before it starts a Prefect
 server and a typo costs a second, not a temporary server and a failed row; the scoring flow runs
@@ -12,70 +12,35 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tracerflow.errors import UsageError
+from tracerflow.parameters import RunRequest, run_request
 
 if TYPE_CHECKING:
     from tracerflow.suites import LoadedSuite
 
 DEFAULT_MODEL = "gpt2"
-DTYPES = ("float32", "float16", "bfloat16")
-OFFLOADS = ("cpu", "disk")
 # For models whose context is not known without loading them: far beyond what attribution can
 # take on any model tracerflow runs (its graph is dense in the number of tokens).
 MAX_PROMPT_CHARS = 8192
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _MAX_HEADER_BYTES = 100_000_000
 # tracerflow.transcoders.checkpoint's names; importing it would import torch.
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "checkpoint.safetensors"  # safetensors' own limit on the JSON header
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """What a run was asked to do, as given (None: the preset's or the notebook's default)."""
-
-    transcoders: Sequence[str]
-    prompts: Sequence[str]
-    model: str | None = None
-    max_n_logits: int | None = None
-    desired_logit_prob: float | None = None
-    max_feature_nodes: int | None = None
-    batch_size: int | None = None
-    offload: str | None = None
-    node_threshold: float | None = None
-    edge_threshold: float | None = None
-    dtype: str = "float32"
-    threads: int | None = None
-    device: str | None = None
-    corpus: str | None = None  # the dashboards' corpus file (None: the preset's, else the prompts)
-    all_features: bool = False  # dashboards for every feature, not only the graphs' ones
-    eval_corpus: str | None = None  # the evaluate stage's corpus file (None: preset's, prompts)
-    eval_tokens: int | None = None  # cap on the evaluation tokens
-
-
 def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
-    """Raise ``UsageError`` naming the first bad input of ``request``; return None when all are
-    fine. Reads only small files (presets, checkpoint headers, the toy tokenizer).
+    """Raise ``UsageError`` naming the first bad input of ``request`` that its model cannot
+    check by itself (each value's limits are checked when the request is made): files, sources,
+    prompts and devices. Reads only small files (presets, checkpoint headers, the toy tokenizer).
 
     ``check_items=False`` checks the run's parameters only and leaves each source and prompt to
     its own items, which then fail and are recorded in their series (what a scheduled run wants:
     one broken checkout tonight must not hide the others' scores).
     """
-    if not request.transcoders:
-        raise UsageError("give at least one --transcoder or a --preset")
-    if not request.prompts:
-        raise UsageError("give at least one --prompt or a --prompts-file")
-    _check_numbers(request)
-    if request.offload is not None and request.offload not in OFFLOADS:
-        raise UsageError(f"--offload must be one of {', '.join(OFFLOADS)}, got {request.offload!r}")
-    if request.dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {request.dtype!r}")
     check_device(request.device)
     if request.corpus is not None:
         check_corpus_file(request.corpus, "--corpus (corpus)", read_all=check_items)
@@ -89,26 +54,6 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     for model in sorted(models):
         for index, prompt in enumerate(request.prompts, start=1):
             check_prompt(prompt, model, index)
-
-
-def _check_numbers(request: RunRequest) -> None:
-    """Each number against the limits its parameter model states (``tracerflow.parameters``)."""
-    from tracerflow.parameters import NUMERIC_PARAMETERS, limits_text, within_limits
-
-    for name in NUMERIC_PARAMETERS:
-        value = getattr(request, name)
-        if value is not None and not within_limits(name, value):
-            raise UsageError(f"{_flag(name)} must be {limits_text(name)}, got {value!r}")
-    # Run settings, not graph parameters: whole numbers >= 1 (threads like the setting's).
-    for name in ("threads", "eval_tokens"):
-        value = getattr(request, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise UsageError(f"{_flag(name)} must be a whole number >= 1, got {value!r}")
-
-
-def _flag(name: str) -> str:
-    """``max_n_logits`` -> ``--max-n-logits (max_n_logits)``: the CLI's name and the flow's."""
-    return f"--{name.replace('_', '-')} ({name})"
 
 
 def model_for_source(source: str, model: str | None) -> str:
@@ -245,12 +190,8 @@ def check_corpus_file(corpus: str, option: str, read_all: bool = True) -> None:
 
 
 def check_device(device: str | None) -> None:
-    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device only where CUDA is usable."""
-    if device is None:
-        return
-    if not _DEVICE.match(device):
-        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if device.startswith("cuda"):
+    """A CUDA device only where CUDA is usable (its name's form is the request model's check)."""
+    if device is not None and device.startswith("cuda"):
         count = cuda_device_count()
         index = int(device.partition(":")[2] or 0)
         if count == 0:
@@ -298,27 +239,12 @@ def read_prompts_file(path: Path) -> list[str]:
 
 def suite_request(loaded: LoadedSuite) -> RunRequest:
     """The run request a suite makes (what ``suite_flow`` passes to the scoring flow)."""
-    parameters = loaded.suite.parameters
-    return RunRequest(
+    return run_request(
+        **loaded.suite.parameters.model_dump(exclude_none=True),
         transcoders=loaded.suite.transcoders,
         prompts=loaded.prompts,
         model=loaded.suite.model,
-        max_n_logits=parameters.max_n_logits,
-        desired_logit_prob=parameters.desired_logit_prob,
-        max_feature_nodes=parameters.max_feature_nodes,
-        batch_size=parameters.batch_size,
-        offload=parameters.offload,
-        node_threshold=parameters.node_threshold,
-        edge_threshold=parameters.edge_threshold,
-        dtype=parameters.dtype,
-        threads=parameters.threads,
         corpus=loaded.corpus,
         eval_corpus=loaded.eval_corpus,
         eval_tokens=loaded.suite.eval_tokens,
     )
-
-
-def request_of(parameters: dict[str, Any]) -> RunRequest:
-    """A ``RunRequest`` from the scoring flow's keyword parameters (extra ones ignored)."""
-    fields = RunRequest.__dataclass_fields__
-    return RunRequest(**{name: value for name, value in parameters.items() if name in fields})

@@ -45,17 +45,16 @@ def metrics_of_run(store: StoreLike, flow_run_id: str) -> list[dict[str, Any]]:
         with reading(store) as con:
             rows = _dicts(
                 con,
-                "SELECT transcoder_source AS transcoder, corpus_name AS corpus, "
-                "corpus_n_tokens AS tokens, fvu, l0, dead_share, dense_1pct_share, kl, "
-                "top1_agreement, ce_loss_recovered "
+                "SELECT transcoder_source, corpus_name, corpus_n_tokens, fvu, l0, dead_share, "
+                "dense_1pct_share, kl, top1_agreement, ce_loss_recovered "
                 "FROM transcoder_metrics_wide WHERE flow_run_id = ? AND layer IS NULL "
-                "ORDER BY transcoder",
+                "ORDER BY transcoder_source",
                 [flow_run_id],
             )
     except NoHistoryError:
         return []
     for row in rows:
-        row["corpus"] = os.path.basename(row["corpus"])
+        row["corpus_name"] = os.path.basename(row["corpus_name"])
     return rows
 
 

@@ -219,12 +219,10 @@ def scores_of_run(store: StoreLike, flow_run_id: str) -> list[dict[str, Any]]:
         with reading(store) as con:
             return _dicts(
                 con,
-                "SELECT transcoder_source AS transcoder, prompt, "
-                "replacement_score AS replacement, completeness_score AS completeness, "
-                "pruned_replacement_score AS pruned_replacement, "
-                "pruned_completeness_score AS pruned_completeness, "
-                "n_selected_features AS features, attribution_seconds AS seconds, status "
-                "FROM scores_wide WHERE flow_run_id = ? ORDER BY transcoder, prompt",
+                "SELECT transcoder_source, prompt, replacement_score, completeness_score, "
+                "pruned_replacement_score, pruned_completeness_score, n_selected_features, "
+                "attribution_seconds, status "
+                "FROM scores_wide WHERE flow_run_id = ? ORDER BY transcoder_source, prompt",
                 [flow_run_id],
             )
     except NoHistoryError:

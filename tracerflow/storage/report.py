@@ -16,6 +16,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from tracerflow.cells import cell_text
 from tracerflow.errors import StorageError
 from tracerflow.storage.queries import history, transcoder_summary
 from tracerflow.storage.store import StoreLike
@@ -140,13 +141,7 @@ def write_metrics_chart(store: StoreLike, out: Path, transcoder: str | None = No
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return html.escape(str(value))
+    return html.escape(cell_text(value))
 
 
 def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

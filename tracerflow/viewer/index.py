@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracerflow.cells import cell_text
 from tracerflow.storage.quality import latest_metrics
 from tracerflow.storage.queries import graph_index
 from tracerflow.storage.store import NoHistoryError, StoreLike
@@ -336,7 +337,7 @@ def _text_cell(value: str | None) -> str:
 def _score_cell(value: float | None) -> str:
     if value is None:
         return "<td class='score' data-sort=''>&ndash;</td>"
-    return f"<td class='score' data-sort='{value!r}'>{value:.4f}</td>"
+    return f"<td class='score' data-sort='{value!r}'>{cell_text(value)}</td>"
 
 
 def _as_text(value: Any) -> str | None:
