@@ -1,5 +1,7 @@
-"""A bad run input is refused before anything starts: one line, exit 2, no Prefect server, nothing
-written to the score database, in well under the 16-19 s a temporary Prefect server costs."""
+"""A bad run input is refused before anything starts: one line, exit 2, no Prefect server (its
+log is never opened), nothing written to the score database. The seconds each refusal took are
+printed (about half a second here, against 16-19 s for a temporary Prefect server), not asserted:
+a loaded machine stretches them, and what matters is that no server started."""
 
 from __future__ import annotations
 
@@ -14,9 +16,6 @@ import pytest
 
 from tracerflow.flows.validation import cuda_device_count
 
-# The command takes about half a second here; the bound leaves room for a loaded CI machine and
-# still fails when a Prefect server (10-20 s) starts first.
-MAX_SECONDS = 5.0
 TOY = ["--preset", "toy-clt"]
 
 
@@ -200,6 +199,12 @@ def run_cli(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProce
     return result, time.monotonic() - started
 
 
+def assert_nothing_started(home: Path) -> None:
+    """No temporary Prefect server was started (it opens its log first) and no database made."""
+    assert not (home / "prefect" / "temporary-server.log").exists()
+    assert not (home / "scores.duckdb").exists()
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_bad_run_input_is_refused_at_once_in_one_line(case: str, tmp_path: Path) -> None:
     arguments, message = CASES[case]
@@ -215,8 +220,7 @@ def test_a_bad_run_input_is_refused_at_once_in_one_line(case: str, tmp_path: Pat
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stdout == ""
-    assert seconds < MAX_SECONDS
-    assert not (home / "scores.duckdb").exists()
+    assert_nothing_started(home)
 
 
 @pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has CUDA")
@@ -226,8 +230,7 @@ def test_cuda_without_cuda_is_refused_at_once(tmp_path: Path) -> None:
     print(f"--device cuda: {seconds:.2f} s")
     assert result.returncode == 2
     assert result.stderr == "error: --device cuda: CUDA is not available on this machine\n"
-    assert seconds < MAX_SECONDS
-    assert not (tmp_path / "home" / "scores.duckdb").exists()
+    assert_nothing_started(tmp_path / "home")
 
 
 def test_a_bad_input_leaves_an_existing_database_untouched(tmp_path: Path) -> None:
