@@ -20,7 +20,7 @@ def convert(
     """Convert a crosslayer-transcoder checkpoint to circuit-tracer's files, exactly."""
     from tracerflow.transcoders import convert as convert_checkpoint
     from tracerflow.transcoders.conversion import parse_dtype
-    from tracerflow.transcoders.describe import describe_folder
+    from tracerflow.transcoders.formats import describe_folder
 
     out_dir = convert_checkpoint(source, out, dtype=parse_dtype(dtype))
     typer.echo(f"converted {source} -> {out_dir}")
@@ -33,7 +33,7 @@ def inspect(
 ) -> None:
     """Describe a checkpoint or converted folder: kind, layers, features, activation, sizes."""
     # Imported here, as in `convert`: reading checkpoints pulls in torch, which `--help` need not.
-    from tracerflow.transcoders.describe import describe_folder
+    from tracerflow.transcoders.formats import describe_folder
 
     fields = describe_folder(path)
     if format == "json":

@@ -10,13 +10,12 @@ exists) is said at each check below.
 from __future__ import annotations
 
 import json
-import re
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracerflow.errors import UsageError
+from tracerflow.errors import CheckpointError, UsageError
 from tracerflow.parameters import RunRequest, run_request
+from tracerflow.sources import parse_repo_source
 
 if TYPE_CHECKING:
     from tracerflow.suites import LoadedSuite
@@ -25,11 +24,6 @@ DEFAULT_MODEL = "gpt2"
 # For models whose context is not known without loading them: far beyond what attribution can
 # take on any model tracerflow runs (its graph is dense in the number of tokens).
 MAX_PROMPT_CHARS = 8192
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_MAX_HEADER_BYTES = 100_000_000
-# tracerflow.transcoders.checkpoint's names; importing it would import torch.
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "checkpoint.safetensors"  # safetensors' own limit on the JSON header
 
 
 def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
@@ -76,9 +70,9 @@ def check_preset(name: str) -> None:
 
 
 def check_source(source: str) -> None:
-    """A preset, a checkpoint folder (``config.yaml`` and ``checkpoint.safetensors`` with a readable
-    header; the convert stage reads it in full), or ``owner/name[@revision]`` by its pattern
-    (whether the repo exists is the download stage's question); ``UsageError`` otherwise."""
+    """A preset, a checkpoint folder that passes its format's door checks (the convert stage
+    reads it in full), or ``owner/name[@revision]`` by its pattern (whether the repo exists is
+    the download stage's question); ``UsageError`` otherwise."""
     from tracerflow.presets import find_preset, list_presets
 
     if find_preset(source) is not None:
@@ -90,7 +84,7 @@ def check_source(source: str) -> None:
     repo_id = source.partition("@")[0]
     if source.startswith(("/", ".", "~")) or repo_id.count("/") > 1:
         raise UsageError(f"transcoder folder '{source}' does not exist")
-    if _REPO_ID.match(repo_id):
+    if parse_repo_source(source) is not None:
         return
     known = ", ".join(preset.name for preset in list_presets())
     raise UsageError(
@@ -100,34 +94,17 @@ def check_source(source: str) -> None:
 
 
 def check_checkpoint_folder(folder: Path, source: str) -> None:
-    """A crosslayer-transcoder checkpoint folder: ``config.yaml`` that parses to a mapping and a
-    ``checkpoint.safetensors`` whose header reads (the tensors are checked when converted)."""
-    import yaml
+    """A checkpoint folder of a format the registry knows, with its files there and its format's
+    cheap checks passed (for a crosslayer-transcoder checkpoint: ``config.yaml`` parses and
+    ``checkpoint.safetensors`` has a readable header; the tensors are checked when converted)."""
+    from tracerflow.transcoders.formats import check_source_folder
 
     if not folder.is_dir():
         raise UsageError(f"transcoder source '{source}' is a file, not a checkpoint folder")
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise UsageError(
-            f"'{source}' is not a transcoder checkpoint folder: no {' or '.join(missing)}"
-        )
     try:
-        config = yaml.safe_load((folder / CONFIG_FILE).read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
-        raise UsageError(f"{folder / CONFIG_FILE}: not readable YAML ({error})") from None
-    if not isinstance(config, dict) or "model" not in config:
-        raise UsageError(f"{folder / CONFIG_FILE}: not a crosslayer-transcoder config (no 'model')")
-    weights = folder / WEIGHTS_FILE
-    try:
-        with weights.open("rb") as handle:
-            (size,) = struct.unpack("<Q", handle.read(8))
-            if not 0 < size <= _MAX_HEADER_BYTES:
-                raise ValueError(f"header length {size}")
-            header = json.loads(handle.read(size))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a mapping")
-    except (struct.error, ValueError, OSError) as error:
-        raise UsageError(f"{weights}: not a safetensors file ({error})") from None
+        check_source_folder(folder, source)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
 
 
 def check_prompt(prompt: str, model: str, index: int) -> None:

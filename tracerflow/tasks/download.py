@@ -15,27 +15,27 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tracerflow.errors import SourceError
+from tracerflow.errors import CheckpointError, SourceError
 from tracerflow.fsutil import sha256_file
+from tracerflow.sources import parse_repo_source
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.results import CheckpointSnapshot, file_text
 from tracerflow.tasks.stage import stage_task
-from tracerflow.transcoders.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from tracerflow.transcoders import formats
 from tracerflow.transcoders.conversion import content_hash
 
 CODE_VERSION = "1"
 SNAPSHOT_FILE = "snapshot.json"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None] | None:
-    """``owner/name[@revision]`` -> (repo id, revision); None when it is not a Hub source."""
-    repo_id, _, revision = source.partition("@")
-    if not _REPO_ID.match(repo_id) or Path(source).expanduser().exists():
+    """``owner/name[@revision]`` -> (repo id, revision); None when it is not a Hub source (an
+    existing folder of that name is a local source)."""
+    if Path(source).expanduser().exists():
         return None
-    return repo_id, revision or None
+    return parse_repo_source(source)
 
 
 def unpreset(source: str) -> str:
@@ -73,14 +73,15 @@ def resolve_source(source: str) -> CheckpointSnapshot:
 
 
 def download_from_hub(source: str, repo_id: str, revision: str | None) -> CheckpointSnapshot:
-    """``snapshot_download`` the checkpoint files of a Hub repo; the commit sha comes from the
-    snapshot folder (``.../snapshots/<sha>``), which is how the HF cache pins a revision."""
+    """``snapshot_download`` the checkpoint files of a Hub repo (those of every checkpoint format
+    the registry knows); the commit sha comes from the snapshot folder (``.../snapshots/<sha>``),
+    which is how the HF cache pins a revision."""
     from huggingface_hub import snapshot_download
 
     try:
         folder = Path(
             snapshot_download(
-                repo_id, revision=revision, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]
+                repo_id, revision=revision, allow_patterns=formats.download_patterns()
             )
         )
     except OSError as error:  # huggingface_hub's and requests' errors are all OSErrors
@@ -153,13 +154,17 @@ def hub_error(error: OSError, repo_id: str, revision: str | None) -> SourceError
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of the checkpoint files. In the HF cache, LFS files are symlinks to blobs named by
-    their sha256: use that name instead of re-reading several GB."""
+    """sha256 of the checkpoint files, as its format names them. In the HF cache, LFS files are
+    symlinks to blobs named by their sha256: use that name instead of re-reading several GB."""
+    try:
+        checkpoint_format = formats.source_format(folder)
+    except CheckpointError as error:
+        raise SourceError(str(error)) from None
     hashes = {}
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
+    for name in checkpoint_format.files(folder):
         path = folder / name
         if not path.is_file():
-            raise SourceError(f"{folder}: no {name}; not a crosslayer-transcoder checkpoint")
+            raise SourceError(f"{folder}: no {name}; not a {checkpoint_format.title}")
         target = path.resolve().name
         hashes[name] = target if path.is_symlink() and _SHA256.match(target) else sha256_file(path)
     return hashes
@@ -199,7 +204,9 @@ def _local_fingerprint(source: str) -> str | None:
     if not folder.is_dir():
         return None
     stats = [
-        (folder / name).stat() for name in (CONFIG_FILE, WEIGHTS_FILE) if (folder / name).exists()
+        (folder / name).stat()
+        for name in formats.checkpoint_files(folder)
+        if (folder / name).exists()
     ]
     return f"{folder.resolve()}|" + "|".join(f"{s.st_size}:{s.st_mtime_ns}" for s in stats)
 

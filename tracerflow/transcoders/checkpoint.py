@@ -3,6 +3,8 @@
 Each ``class_path`` of ``config.yaml`` is matched against a fixed table of known classes (never
 imported), and the tensors we expect are read one by one through ``safe_open`` (memory-mapped), so
 a 4.4 GB checkpoint is never held twice. The format and tensor layout: docs/checkpoints.md.
+torch is imported only where tensors are read, so that the format registry
+(``tracerflow.transcoders.formats``) can name this format's files and detect it without torch.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 import yaml
 from safetensors import safe_open
 
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "checkpoint.safetensors"
@@ -168,6 +172,8 @@ class TensorReader:
         self._handle = handle
 
     def _read(self, key: str, index: int | None = None) -> torch.Tensor:
+        import torch
+
         try:
             tensor = (
                 self._handle.get_tensor(key)
@@ -222,6 +228,8 @@ class TensorReader:
 
     def decoder_bias(self, target: int, dtype: torch.dtype) -> torch.Tensor:
         """Folded decoder bias of one target layer, ``[d]`` (zeros for PLTs stored without one)."""
+        import torch
+
         if "decoder.b" in self.checkpoint.tensor_shapes:
             bias = self._read("decoder.b", target)
         else:
@@ -234,6 +242,8 @@ class TensorReader:
 
     def clt_decoder_from(self, source: int, dtype: torch.dtype) -> torch.Tensor:
         """Folded decoders of one CLT source layer to every later layer: ``[F, L - source, d]``."""
+        import torch
+
         n_layers = self.checkpoint.n_layers
         out = torch.empty(
             self.checkpoint.d_features, n_layers - source, self.checkpoint.d_model, dtype=dtype

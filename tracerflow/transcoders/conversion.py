@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 import tracerflow
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import atomic_directory, is_complete
-from tracerflow.transcoders.checkpoint import Checkpoint, read_checkpoint
+from tracerflow.transcoders.checkpoint import Checkpoint
+from tracerflow.transcoders.formats import read_source
 from tracerflow.transcoders.manifest import ActivationSpec, Manifest
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,13 +51,14 @@ def convert(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Convert a crosslayer-transcoder checkpoint into circuit-tracer files in ``out_dir``.
+    """Convert the checkpoint in ``checkpoint_dir`` (of a format the registry,
+    ``tracerflow.transcoders.formats``, reads) into circuit-tracer files in ``out_dir``.
 
     Atomic: everything is written to a temporary sibling folder that is renamed into place
     after the manifest; on any error no ``out_dir`` is left behind (or the old one is kept).
     Returns ``out_dir``.
     """
-    checkpoint = read_checkpoint(checkpoint_dir)
+    checkpoint = read_source(checkpoint_dir)
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite:
         state = "a finished conversion" if is_complete(out_dir) else "a folder"

@@ -1,0 +1,71 @@
+"""What a transcoder format module provides to the registry (``tracerflow.transcoders.formats``).
+
+Nothing here imports torch: detecting a folder's format, naming its files and the run's door
+checks must stay cheap, since the CLI runs them before it starts anything. Reading tensors is
+each format's ``read``, which may import torch when it is called.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracerflow.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from tracerflow.transcoders.checkpoint import Checkpoint
+
+# safetensors' own limit on the JSON header; a larger length means the file is not safetensors.
+_MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """A kind of folder ``tracerflow inspect`` describes.
+
+    ``detect(folder)`` scores how much the folder looks like this format from file names and at
+    most one small read (a config, a header): 0 not at all, 1 certainly, in between when some of
+    its files are there (reading it then names the missing ones). The registry takes the highest
+    score. ``describe(folder)`` is what ``inspect`` prints, one flat mapping of field to value.
+    """
+
+    name: str  # a stable identifier: crosslayer-transcoder, tracerflow-converted
+    title: str  # what inspect prints as its format, and errors name
+    file_patterns: tuple[str, ...]  # its files, as names or glob patterns
+    detect: Callable[[Path], float]
+    describe: Callable[[Path], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SourceFormat(FolderFormat):
+    """A checkpoint format a run starts from: downloaded, checked at the door, then converted.
+
+    ``files(folder)`` are the files that make up the transcoder (their hashes are its identity,
+    the download stage fetches ``file_patterns``); ``check(folder)`` the door checks the CLI runs
+    before anything starts, raising ``CheckpointError`` (cheap, no torch: a config parse, a
+    safetensors header); ``read(folder)`` validates the whole checkpoint for conversion.
+    """
+
+    files: Callable[[Path], tuple[str, ...]]
+    check: Callable[[Path], None]
+    read: Callable[[Path], Checkpoint]
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, read without torch; ``CheckpointError`` when the
+    file is not safetensors (the tensors themselves are checked when converted)."""
+    try:
+        with path.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            if not 0 < size <= _MAX_HEADER_BYTES:
+                raise ValueError(f"header length {size}")
+            header = json.loads(handle.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a mapping")
+    except (struct.error, ValueError, OSError) as error:
+        raise CheckpointError(f"{path}: not a safetensors file ({error})") from None
+    return header
