@@ -22,7 +22,8 @@ from tracerflow.errors import TracerflowError
 from tracerflow.flows.validation import RunRequest
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.records import ModelInfo, TranscoderInfo
-from tracerflow.tasks.evaluate import EvaluatedTranscoder, EvaluationCorpus, evaluate_task
+from tracerflow.tasks.evaluate import EvaluationCorpus, evaluate_task
+from tracerflow.tasks.results import EvaluatedTranscoder
 
 if TYPE_CHECKING:
     from tracerflow.flows.score import RunContext, ScoreItem
