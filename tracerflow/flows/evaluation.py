@@ -20,7 +20,8 @@ from tracerflow.parameters import RunRequest
 from tracerflow.presets import preset_file
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.records import ModelInfo
-from tracerflow.tasks.evaluate import EvaluatedTranscoder, EvaluationCorpus, evaluate_task
+from tracerflow.tasks.evaluate import EvaluationCorpus, evaluate_task
+from tracerflow.tasks.results import EvaluatedTranscoder
 
 
 def evaluation_corpus(source: str, request: RunRequest) -> EvaluationCorpus:

@@ -4,13 +4,15 @@ A stage's key is the sha256 of its code version, its inputs' content hashes and 
 (``stage_key``). A folder is written atomically with a manifest of its files' sha256 and counts as
 the stage's result only while every file still matches (``ArtifactStore.find``); anything else is
 recomputed, with a warning naming the folder. Results hold no paths, so a home can move.
+
+Every stage loads or computes its folder through ``ArtifactStore.get_or_compute``: a stage is a
+key, a function writing the folder's files, and the reading of the folder into its typed result.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ logger = logging.getLogger(__name__)
 def stage_key(stage: str, code_version: str, **inputs: Any) -> str:
     """A stable hex key from a stage name, its code version and JSON-serialisable inputs."""
     return sha256_json({"stage": stage, "code_version": code_version, "inputs": inputs})
+
+
+def _always(folder: Path) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,29 @@ class ArtifactStore:
         logger.warning("recomputing %s: %s", folder, problem)
         return None
 
-    @contextmanager
-    def write(self, stage: str, key: str) -> Iterator[Path]:
-        """A temporary folder that becomes (stage, key) when the block succeeds."""
-        with atomic_directory(self.path(stage, key), overwrite=True) as tmp_dir:
-            yield tmp_dir
+    def get_or_compute(
+        self,
+        stage: str,
+        key: str,
+        write: Callable[[Path], object],
+        *,
+        reuse: Callable[[Path], bool] = _always,
+    ) -> tuple[Path, bool]:
+        """The folder of (stage, key) and whether the store had it (``cached``).
+
+        An intact folder (``find``) that ``reuse`` accepts is the result. Otherwise ``write``
+        fills a temporary folder, which then replaces (stage, key) atomically. A write that
+        raises leaves no temporary folder behind, and (stage, key) as it was.
+
+        ``reuse(folder)``: whether an intact folder still stands for the result, for a stage
+        whose result is more than its folder (download: the checkpoint it names, outside the
+        store, is still there; dashboards: the pack holds the features wanted). A folder it
+        refuses stays in place until the new one replaces it, so ``write`` may read it.
+        """
+        folder = self.find(stage, key)
+        if folder is not None and reuse(folder):
+            return folder, True
+        final = self.path(stage, key)
+        with atomic_directory(final, overwrite=True) as tmp_dir:
+            write(tmp_dir)
+        return final, False

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import functools
 import platform
-import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import torch
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from tracerflow.attribution import attribute
@@ -28,6 +25,7 @@ from tracerflow.parameters import AttributionParams
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import TENSORS_FILE, save_graph
 from tracerflow.tasks.assemble import MODEL_LOCK, assembled_model
+from tracerflow.tasks.progress import ProgressArtifact
 from tracerflow.tasks.results import (
     Attribution,
     AttributionStats,
@@ -101,24 +99,24 @@ def attribute_prompt(
     """Attribute one prompt at ``threads`` intra-op threads unless the store has its graph;
     return the graph's folder and stats."""
     key = attribute_key(model, converted, prompt, params, threads, fast_path_on_cuda)
-    folder = store.find("attribute", key)
-    cached = folder is not None
-    if folder is None:
+
+    def write(out_dir: Path) -> None:
         replacement_model = assembled_model(model.name, converted.path, model.dtype, model.device)
         check_prompt(prompt, replacement_model, model.name)
-        with MODEL_LOCK, store.write("attribute", key) as tmp_dir:
+        with MODEL_LOCK:
             stats = run_attribution(
                 prompt,
                 replacement_model,
                 params,
                 threads,
-                tmp_dir,
+                out_dir,
                 model.device,
                 progress,
                 fast_path_on_cuda,
             )
-            (tmp_dir / STATS_FILE).write_text(file_text(stats))
-        folder = store.path("attribute", key)
+        (out_dir / STATS_FILE).write_text(file_text(stats))
+
+    folder, cached = store.get_or_compute("attribute", key, write)
     return Attribution(
         key=key,
         graph_path=str(folder / TENSORS_FILE),
@@ -196,30 +194,13 @@ class ChunkProgress:
 
     def __init__(self, n_prompts: int, description: str) -> None:
         self.n_prompts = n_prompts
-        self.description = description
-        self.artifact_id: UUID | None = None
-        self.last_report = 0.0
-
-    def _show(self, share: float, *, now: bool = False) -> bool:
-        """Show ``share`` (0-1) of the chunk done, unless shown less than 2 s ago (``now``:
-        regardless); returns whether it did."""
-        moment = time.monotonic()
-        if not now and moment - self.last_report < 2.0:
-            return False
-        self.last_report = moment
-        if self.artifact_id is None:
-            self.artifact_id = create_progress_artifact(
-                progress=100.0 * share, description=self.description
-            )
-        else:
-            update_progress_artifact(self.artifact_id, progress=100.0 * share)
-        return True
+        self.artifact = ProgressArtifact(description, every_seconds=2.0)
 
     def within(self, index: int) -> Callable[[int, int], None]:
         """``progress(done, total)`` of the features of the chunk's prompt number ``index``."""
 
         def report(done: int, total: int) -> None:
-            if total and self._show((index + done / total) / self.n_prompts):
+            if total and self.artifact.show(100.0 * (index + done / total) / self.n_prompts):
                 get_run_logger().info("prompt %d of %d: features attributed: %d of %d",
                                       index + 1, self.n_prompts, done, total)  # fmt: skip
 
@@ -227,12 +208,11 @@ class ChunkProgress:
 
     def computed(self, index: int) -> None:
         """Prompt number ``index`` was computed: the chunk shows progress from now on."""
-        if self.artifact_id is None:
-            self._show((index + 1) / self.n_prompts, now=True)
+        if not self.artifact.shown:
+            self.artifact.show(100.0 * (index + 1) / self.n_prompts, now=True)
 
     def finish(self) -> None:
-        if self.artifact_id is not None:
-            update_progress_artifact(self.artifact_id, progress=100.0)
+        self.artifact.finish()
 
 
 @chunk_task("attribute")

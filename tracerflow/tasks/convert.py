@@ -12,7 +12,8 @@ from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.results import CheckpointSnapshot, ConvertedTranscoder
 from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders import CONVERTER_VERSION, read_manifest
-from tracerflow.transcoders.conversion import convert, parse_dtype
+from tracerflow.transcoders.conversion import parse_dtype, write_converted
+from tracerflow.transcoders.formats import read_source
 
 
 def convert_key(content_hash: str, dtype: str) -> str:
@@ -25,11 +26,11 @@ def convert_snapshot(
     """Convert unless the store already has this (content, dtype); return the converted folder
     and what later stages need to know about the transcoder."""
     key = convert_key(snapshot.content_hash, dtype)
-    folder = store.find("convert", key)
-    cached = folder is not None
-    if folder is None:
-        folder = store.path("convert", key)
-        convert(Path(snapshot.path), folder, dtype=parse_dtype(dtype), overwrite=True)
+
+    def write(out_dir: Path) -> None:
+        write_converted(read_source(snapshot.path), out_dir, parse_dtype(dtype))
+
+    folder, cached = store.get_or_compute("convert", key, write)
     manifest = read_manifest(folder)
     return ConvertedTranscoder(
         path=str(folder),
@@ -46,8 +47,4 @@ def convert_snapshot(
     )
 
 
-@stage_task("convert")
-def convert_task(
-    snapshot: CheckpointSnapshot, dtype: str, store: ArtifactStore
-) -> ConvertedTranscoder:
-    return convert_snapshot(snapshot, dtype, store)
+convert_task = stage_task("convert")(convert_snapshot)

@@ -15,7 +15,6 @@ the log, every tenth of the corpus.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,8 @@ from filelock import FileLock
 from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, graph_file_features
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
-from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec, StageResult
+from tracerflow.tasks.progress import ProgressArtifact
+from tracerflow.tasks.results import ConvertedTranscoder, FeatureDashboards, ModelSpec
 from tracerflow.tasks.stage import stage_task
 from tracerflow.viewer.graph_ids import write_bytes_atomically
 
@@ -37,19 +37,6 @@ CODE_VERSION = "1"
 DASHBOARD_WINDOW_TOKENS = 128
 DASHBOARD_BATCH_TOKENS = 4096
 FEATURES_DIR = "features"
-logger = logging.getLogger(__name__)
-
-
-class FeatureDashboards(StageResult):
-    """dashboards: the transcoder's feature pack in the store and where it was published."""
-
-    key: str
-    scan: str
-    corpus_sha256: str
-    corpus_tokens: int  # text tokens of the corpus (BOS not counted)
-    n_features: int  # records in the pack
-    n_computed: int  # features streamed this run (0 when cached)
-    published_path: str
 
 
 def viewer_scan(content_hash: str) -> str:
@@ -146,19 +133,27 @@ def build_dashboards(
     # finds its features computed). The lock lives beside the packs, as graph-metadata.json's
     # beside it: the store holds stage folders only.
     with FileLock(str(features_dir / f".{scan}.lock")):
-        folder = store.find("dashboards", key)
-        have = pack_features(folder) if folder is not None else set()
-        if wanted is None:
-            missing = converted.n_layers * converted.d_features - len(have)
-        else:
-            missing = len(wanted - have)
+        previous: Path | None = None  # the store's pack, when it lacks features wanted
         n_computed = 0
-        if folder is None or missing:
+
+        def holds_wanted(folder: Path) -> bool:
+            nonlocal previous
+            have = pack_features(folder)
+            if wanted is None:
+                missing = converted.n_layers * converted.d_features - len(have)
+            else:
+                missing = len(wanted - have)
+            previous = folder
+            return not missing
+
+        def write(out_dir: Path) -> None:
+            nonlocal n_computed
             progress = progress_for(summary.n_text_tokens) if progress_for else None
             n_computed = _compute_pack(
-                model, converted, scan, corpus, wanted, folder, key, store, config, progress
+                model, converted, scan, corpus, wanted, previous, out_dir, config, progress
             )
-            folder = store.path("dashboards", key)
+
+        folder, _ = store.get_or_compute("dashboards", key, write, reuse=holds_wanted)
         published = publish_pack(folder, features_dir / scan)
         n_features = len(pack_features(folder))
     return FeatureDashboards(
@@ -180,32 +175,30 @@ def _compute_pack(
     corpus: Any,
     wanted: set[tuple[int, int]] | None,
     previous: Path | None,
-    key: str,
-    store: ArtifactStore,
+    out_dir: Path,
     config: DashboardConfig,
     progress: Callable[[int, int], None] | None,
 ) -> int:
-    """Stream the corpus for the wanted features ``previous`` lacks; write the union as the
-    store's folder of ``key``. Returns how many features were computed."""
+    """Stream the corpus for the wanted features ``previous`` lacks; write the union into
+    ``out_dir``. Returns how many features were computed."""
     from tracerflow.dashboards.build import build_feature_pack
     from tracerflow.tasks.assemble import assembled_model
 
     replacement = assembled_model(model.name, converted.path, model.dtype, model.device)
     bos = replacement.tokenizer.bos_token_id
     batches = (batch.tokens.to(model.device) for batch in corpus.batches(DASHBOARD_BATCH_TOKENS))
-    with store.write("dashboards", key) as tmp_dir:
-        result = build_feature_pack(
-            replacement,
-            batches,
-            tmp_dir,
-            transcoder_id=scan,
-            features=wanted,
-            previous_pack=previous,
-            config=config,
-            # The corpus pads windows with BOS; position 0 (BOS) is never counted anyway.
-            pad_token_id=bos,
-            progress=progress,
-        )
+    result = build_feature_pack(
+        replacement,
+        batches,
+        out_dir,
+        transcoder_id=scan,
+        features=wanted,
+        previous_pack=previous,
+        config=config,
+        # The corpus pads windows with BOS; position 0 (BOS) is never counted anyway.
+        pad_token_id=bos,
+        progress=progress,
+    )
     return result.n_computed
 
 
@@ -231,7 +224,10 @@ class ProgressReport:
         self.total_tokens = max(total_tokens, 1)
         self.log = log
         self.reported_tenths = -1
-        self.artifact_id: Any = None
+        self.artifact = ProgressArtifact(
+            f"feature dashboards of {scan}: corpus tokens streamed",
+            key=f"dashboards-{scan}".lower(),
+        )
 
     def __call__(self, n_sequences: int, n_tokens: int) -> None:
         percent = min(100.0, 100.0 * n_tokens / self.total_tokens)
@@ -243,22 +239,7 @@ class ProgressReport:
             f"dashboards {self.scan}: {n_tokens}/{self.total_tokens} corpus tokens "
             f"({percent:.0f}%), {n_sequences} windows"
         )
-        self._update_artifact(percent)
-
-    def _update_artifact(self, percent: float) -> None:
-        from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-        try:
-            if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(
-                    percent,
-                    key=f"dashboards-{self.scan}".lower(),
-                    description=f"feature dashboards of {self.scan}: corpus tokens streamed",
-                )
-            else:
-                update_progress_artifact(self.artifact_id, percent)
-        except Exception as error:  # progress is a courtesy: never fail the stage for it
-            logger.warning("could not update the dashboards progress artifact: %s", error)
+        self.artifact.show(percent, now=True)
 
 
 @stage_task("dashboards")

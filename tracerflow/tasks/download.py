@@ -178,15 +178,21 @@ def download(source: str, store: ArtifactStore) -> CheckpointSnapshot:
     if fingerprint is None:
         return resolve_source(source)
     key = stage_key("download", CODE_VERSION, f=fingerprint, source=source)
-    folder = store.find("download", key)
-    if folder is not None:
-        snapshot = CheckpointSnapshot.model_validate_json((folder / SNAPSHOT_FILE).read_text())
-        if Path(snapshot.path).is_dir():  # the checkpoint, outside the home, is still there
-            return snapshot.model_copy(update={"cached": True})
-    snapshot = resolve_source(source)
-    with store.write("download", key) as tmp_dir:
-        (tmp_dir / SNAPSHOT_FILE).write_text(file_text(snapshot))
-    return snapshot
+
+    def write(out_dir: Path) -> None:
+        (out_dir / SNAPSHOT_FILE).write_text(file_text(resolve_source(source)))
+
+    folder, cached = store.get_or_compute("download", key, write, reuse=_checkpoint_is_there)
+    return _read_snapshot(folder).model_copy(update={"cached": cached})
+
+
+def _read_snapshot(folder: Path) -> CheckpointSnapshot:
+    return CheckpointSnapshot.model_validate_json((folder / SNAPSHOT_FILE).read_text())
+
+
+def _checkpoint_is_there(folder: Path) -> bool:
+    """Whether the checkpoint a stored snapshot names, outside the home, is still there."""
+    return Path(_read_snapshot(folder).path).is_dir()
 
 
 def _fingerprint(source: str) -> str | None:
@@ -222,6 +228,6 @@ def _is_retryable(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@stage_task("download", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_retryable)
-def download_task(source: str, store: ArtifactStore) -> CheckpointSnapshot:
-    return download(source, store)
+download_task = stage_task(
+    "download", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=_is_retryable
+)(download)

@@ -16,17 +16,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 from safetensors.torch import load_file, save_file
 
 from tracerflow.corpus import DEFAULT_BATCH_TOKENS, TokenCorpus, Tokenizer
-from tracerflow.evaluation import METRICS_VERSION, PerTokenValues, TranscoderMetrics
+from tracerflow.evaluation import METRICS_VERSION, PerTokenValues
 from tracerflow.fsutil import sha256_file
 from tracerflow.hashing import sha256_json
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.assemble import MODEL_LOCK, assembled_model
-from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec, StageResult, _Frozen, file_text
+from tracerflow.tasks.progress import ProgressArtifact
+from tracerflow.tasks.results import (
+    ConvertedTranscoder,
+    CorpusTokens,
+    EvaluatedTranscoder,
+    EvaluationFile,
+    ModelSpec,
+    _Frozen,
+    file_text,
+)
 from tracerflow.tasks.stage import stage_task
 
 CODE_VERSION = "1"
@@ -73,34 +81,6 @@ class EvaluationCorpus(_Frozen):
         )
 
 
-class CorpusTokens(_Frozen):
-    """The evaluation tokens as windowed: what two evaluations must share to be paired."""
-
-    name: str
-    n_windows: int
-    n_tokens: int  # text tokens (BOS not counted); the metrics' N excludes BOS too
-    sha256: str  # of the windows (tracerflow.corpus.CorpusSummary)
-
-
-class EvaluationFile(_Frozen):
-    """evaluate's ``evaluation.json``."""
-
-    corpus: CorpusTokens
-    metrics: TranscoderMetrics
-    batch_tokens: int
-    seconds: float
-
-
-class EvaluatedTranscoder(StageResult):
-    """evaluate: a transcoder's quality metrics, and its per-token values file in the store."""
-
-    key: str
-    corpus: CorpusTokens
-    metrics: TranscoderMetrics
-    seconds: float  # how long the evaluation took when it was computed
-    per_token_path: str
-
-
 def evaluate_key(
     model: ModelSpec,
     converted: ConvertedTranscoder,
@@ -135,9 +115,8 @@ def evaluate_converted(
     from tracerflow.evaluation import evaluate_transcoder
 
     key = evaluate_key(model, converted, corpus, batch_tokens)
-    folder = store.find("evaluate", key)
-    cached = folder is not None
-    if folder is None:
+
+    def write(out_dir: Path) -> None:
         replacement_model = assembled_model(model.name, converted.path, model.dtype, model.device)
         tokens = corpus.tokens(replacement_model.tokenizer, int(replacement_model.cfg.n_ctx))
         summary = tokens.summary()
@@ -163,13 +142,13 @@ def evaluate_converted(
             seconds=time.perf_counter() - started,
         )
         assert evaluation.per_token is not None  # keep_per_token=True
-        with store.write("evaluate", key) as tmp_dir:
-            save_file(
-                {name: t.contiguous() for name, t in evaluation.per_token.tensors().items()},
-                str(tmp_dir / PER_TOKEN_FILE),
-            )
-            (tmp_dir / EVALUATION_FILE).write_text(file_text(record))
-        folder = store.path("evaluate", key)
+        save_file(
+            {name: t.contiguous() for name, t in evaluation.per_token.tensors().items()},
+            str(out_dir / PER_TOKEN_FILE),
+        )
+        (out_dir / EVALUATION_FILE).write_text(file_text(record))
+
+    folder, cached = store.get_or_compute("evaluate", key, write)
     record = EvaluationFile.model_validate_json((folder / EVALUATION_FILE).read_text())
     return EvaluatedTranscoder(
         key=key,
@@ -196,21 +175,19 @@ def evaluate_task(
 ) -> EvaluatedTranscoder:
     logger = get_run_logger()
     logger.info("evaluating %s on %s (%s)", converted.key[:12], model.name, corpus.name)
-    progress_id = create_progress_artifact(
-        progress=0.0, description=f"evaluation of {converted.key[:12]} on {corpus.name}"
+    # Shown from the start, and at most every 2 s: an API call per batch would slow a small
+    # corpus down.
+    artifact = ProgressArtifact(
+        f"evaluation of {converted.key[:12]} on {corpus.name}", every_seconds=2.0
     )
-    last_report = [0.0]
+    artifact.show(0.0, now=True)
 
     def report(done: int, total: int | None) -> None:
-        # At most every 2 s: an API call per batch would slow a small corpus down.
-        now = time.monotonic()
-        if now - last_report[0] >= 2.0 and total:
-            last_report[0] = now
-            update_progress_artifact(progress_id, progress=100.0 * done / total)
+        if total and artifact.show(100.0 * done / total):
             logger.info("evaluation tokens: %d of %d", done, total)
 
     result = evaluate_converted(model, converted, corpus, store, progress=report)
-    update_progress_artifact(progress_id, progress=100.0)
+    artifact.finish()
     everything = result.metrics.all_layers
     logger.info(
         "evaluated on %d tokens in %.1f s: FVU %.4f, L0 %.1f, KL %.4f, CE recovered %s",

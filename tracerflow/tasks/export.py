@@ -68,20 +68,20 @@ def export_graph(
     """Create the viewer files of one graph (once) and publish them into ``graph_files_dir``."""
     validate_slug(slug)
     key = export_key(scored.key, slug, node_threshold, edge_threshold)
-    folder = store.find("export", key)
-    cached = folder is not None
-    if folder is None:
+
+    def write(out_dir: Path) -> None:
         graph = load_graph(Path(attribution.graph_path).parent)
-        with store.write("export", key) as tmp_dir, torch_threads(attribution.stats.threads):
+        with torch_threads(attribution.stats.threads):
             write_graph_files(
                 graph,
                 slug,
-                tmp_dir,
+                out_dir,
                 scan=scan,
                 node_threshold=node_threshold,
                 edge_threshold=edge_threshold,
             )
-        folder = store.path("export", key)
+
+    folder, cached = store.get_or_compute("export", key, write)
     published, restored = publish(folder, slug, Path(graph_files_dir), announce=cached)
     return ExportedGraph(
         key=key, slug=slug, graph_files_path=str(published), cached=cached and not restored

@@ -1,11 +1,13 @@
 """What the stages hand each other: one small typed model per stage result, and the model spec.
 
     CheckpointSnapshot -> ConvertedTranscoder -> Attribution -> ScoredGraph -> ExportedGraph
+    ConvertedTranscoder -> EvaluatedTranscoder, FeatureDashboards
 
 Pydantic models, frozen and closed (no unknown fields): they pickle across Dask workers and
 serialise to JSON. Each result says whether the artifact store already had it (``cached``). The
-JSON files stages keep in the store (``snapshot.json``, ``attribution.json``, ``scores.json``) are
-these models' fields, written by ``file_text`` and read back by ``model_validate_json``.
+JSON files stages keep in the store (``snapshot.json``, ``attribution.json``, ``scores.json``,
+``evaluation.json``) are these models' fields, written by ``file_text`` and read back by
+``model_validate_json``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from tracerflow.evaluation.results import TranscoderMetrics
 
 
 class _Frozen(BaseModel):
@@ -126,6 +130,46 @@ class ExportedGraph(StageResult):
     key: str
     slug: str
     graph_files_path: str
+
+
+class CorpusTokens(_Frozen):
+    """The evaluation tokens as windowed: what two evaluations must share to be paired."""
+
+    name: str
+    n_windows: int
+    n_tokens: int  # text tokens (BOS not counted); the metrics' N excludes BOS too
+    sha256: str  # of the windows (tracerflow.corpus.CorpusSummary)
+
+
+class EvaluationFile(_Frozen):
+    """evaluate's ``evaluation.json``."""
+
+    corpus: CorpusTokens
+    metrics: TranscoderMetrics
+    batch_tokens: int
+    seconds: float
+
+
+class EvaluatedTranscoder(StageResult):
+    """evaluate: a transcoder's quality metrics, and its per-token values file in the store."""
+
+    key: str
+    corpus: CorpusTokens
+    metrics: TranscoderMetrics
+    seconds: float  # how long the evaluation took when it was computed
+    per_token_path: str
+
+
+class FeatureDashboards(StageResult):
+    """dashboards: the transcoder's feature pack in the store and where it was published."""
+
+    key: str
+    scan: str
+    corpus_sha256: str
+    corpus_tokens: int  # text tokens of the corpus (BOS not counted)
+    n_features: int  # records in the pack
+    n_computed: int  # features streamed this run (0 when cached)
+    published_path: str
 
 
 class PromptFailure(_Frozen):

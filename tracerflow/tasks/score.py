@@ -72,16 +72,15 @@ def score_attribution(
     attribution: Attribution, node_threshold: float, edge_threshold: float, store: ArtifactStore
 ) -> ScoredGraph:
     key = score_key(attribution.key, node_threshold, edge_threshold)
-    folder = store.find("score", key)
-    cached = folder is not None
-    if folder is None:
+
+    def write(out_dir: Path) -> None:
         graph = load_graph(Path(attribution.graph_path).parent)
         # The attribution key (part of this one) holds the thread count: run at the same.
         with torch_threads(attribution.stats.threads):
             scores = score_graph(graph, node_threshold, edge_threshold)
-        with store.write("score", key) as tmp_dir:
-            (tmp_dir / SCORES_FILE).write_text(file_text(scores))
-        folder = store.path("score", key)
+        (out_dir / SCORES_FILE).write_text(file_text(scores))
+
+    folder, cached = store.get_or_compute("score", key, write)
     scores = GraphScores.model_validate_json((folder / SCORES_FILE).read_text())
     return ScoredGraph(key=key, scores=scores, cached=cached)
 

@@ -1,9 +1,11 @@
 """The one cache policy every file-producing stage shares: the artifact store.
 
 A stage's pure function loads its result from the store when the folder is intact and computes
-it otherwise (``cached`` in its typed result). The Prefect task around it keeps no cache and
-persists no result, so Prefect never reads (let alone unpickles) a result file; a store hit shows
-as Prefect's ``Cached`` state. Stage tasks return a state, so flows ``submit`` them.
+it otherwise (``ArtifactStore.get_or_compute``; ``cached`` in its typed result). Its task is
+``stage_task(name)(the function)``, or a task that adds logging and progress around it. The task
+keeps no cache and persists no result, so Prefect never reads (let alone unpickles) a result
+file; a store hit shows as Prefect's ``Cached`` state. Stage tasks return a state, so flows
+``submit`` them.
 
 The per-prompt stages (attribute, score, export) run a chunk of prompts per task run
 (``chunk_task``): a task run costs the Prefect API far more than a toy prompt's work, and each

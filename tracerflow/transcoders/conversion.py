@@ -63,29 +63,35 @@ def convert(
     if out_dir.exists() and not overwrite:
         state = "a finished conversion" if is_complete(out_dir) else "a folder"
         raise CheckpointError(f"{out_dir}: already exists ({state}); choose another output folder")
-    file_hashes = checkpoint.file_hashes()
     with atomic_directory(out_dir, overwrite=True) as tmp_dir:
-        if checkpoint.kind == "clt":
-            _write_clt(checkpoint, tmp_dir, dtype)
-        else:
-            _write_plt(checkpoint, tmp_dir, dtype)
-        Manifest(
-            tracerflow_version=tracerflow.__version__,
-            kind=checkpoint.kind,
-            n_layers=checkpoint.n_layers,
-            d_model=checkpoint.d_model,
-            d_features=checkpoint.d_features,
-            activation=ActivationSpec(
-                source=checkpoint.activation.source,
-                name=checkpoint.activation.name,
-                k=checkpoint.activation.k,
-            ),
-            dtype=dtype_name(dtype),
-            source_was_folded=checkpoint.is_folded,
-            source_files_sha256=file_hashes,
-            content_hash=content_hash(file_hashes),
-        ).write(tmp_dir)
+        write_converted(checkpoint, tmp_dir, dtype)
     return out_dir
+
+
+def write_converted(checkpoint: Checkpoint, out_dir: Path, dtype: torch.dtype) -> None:
+    """Write the files of ``convert`` into the existing folder ``out_dir``, not atomically: for a
+    caller that commits the folder itself (``convert``, the artifact store's convert stage)."""
+    file_hashes = checkpoint.file_hashes()
+    if checkpoint.kind == "clt":
+        _write_clt(checkpoint, out_dir, dtype)
+    else:
+        _write_plt(checkpoint, out_dir, dtype)
+    Manifest(
+        tracerflow_version=tracerflow.__version__,
+        kind=checkpoint.kind,
+        n_layers=checkpoint.n_layers,
+        d_model=checkpoint.d_model,
+        d_features=checkpoint.d_features,
+        activation=ActivationSpec(
+            source=checkpoint.activation.source,
+            name=checkpoint.activation.name,
+            k=checkpoint.activation.k,
+        ),
+        dtype=dtype_name(dtype),
+        source_was_folded=checkpoint.is_folded,
+        source_files_sha256=file_hashes,
+        content_hash=content_hash(file_hashes),
+    ).write(out_dir)
 
 
 def _write_clt(checkpoint: Checkpoint, out_dir: Path, dtype: torch.dtype) -> None:
