@@ -42,7 +42,7 @@ def test_a_run_records_into_the_lake_the_setting_names_and_the_commands_read_it(
     assert state.is_completed()
     flow_run_id = str(state.state_details.flow_run_id)
     recorded = queries.scores_of_run(get_settings().score_store, flow_run_id)
-    assert [(row["transcoder"], row["status"]) for row in recorded] == [("toy-clt", "ok")]
+    assert [(row["transcoder_source"], row["status"]) for row in recorded] == [("toy-clt", "ok")]
     assert not get_settings().database_path.exists()  # nothing went to the embedded file
 
     history = tracerflow("history", "--format", "csv")

@@ -135,6 +135,7 @@ def test_recording_the_same_run_again_adds_no_metrics(db_path: Path) -> None:
 
 
 def test_metrics_that_fail_to_write_roll_back_the_run_s_scores_too(db_path: Path) -> None:
+    open_database(db_path).close()  # an existing database (a new one would be removed again)
     duplicate = metrics_record(fvu=0.1, night=0)  # the same ids twice: the insert fails
     with pytest.raises(StorageError, match="nothing of it was written"):
         record_night(db_path, 0, 0.1, duplicate)
@@ -164,8 +165,8 @@ def test_views_give_the_newest_metrics_their_history_and_sit_beside_the_score_su
             "SELECT transcoder_source, n_prompts, replacement_mean, fvu, kl FROM transcoder_quality"
         ).fetchall()
     assert quality == [(OLD_CLT, 2, 0.8, pytest.approx(0.12), 0.05)]
-    assert [row["transcoder"] for row in metrics_of_run(db_path, "run-1")] == [OLD_CLT, PLT]
-    assert metrics_of_run(db_path, "run-1")[0]["corpus"] == "held-out.txt"
+    assert [row["transcoder_source"] for row in metrics_of_run(db_path, "run-1")] == [OLD_CLT, PLT]
+    assert metrics_of_run(db_path, "run-1")[0]["corpus_name"] == "held-out.txt"
 
 
 def test_a_database_at_003_gains_the_table_and_keeps_its_scores(db_path: Path) -> None:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from tracerflow.errors import StorageError
 from tracerflow.storage import ScoreRecord, record_run
+from tracerflow.storage.database import write_file
+from tracerflow.storage.store import FileStore
 
 from .builders import (
     IOI_PROMPTS,
@@ -165,18 +170,50 @@ def test_a_writer_gives_up_with_an_actionable_error_when_the_file_stays_locked(
         record_run(db_path, run_info("run-2"), two_by_two(), timeout_s=0.5)
 
 
-def test_the_guard_is_held_around_the_whole_write(db_path: Path) -> None:
-    events: list[str] = []
+def test_a_writer_killed_mid_write_never_blocks_the_next(db_path: Path) -> None:
+    """The writer lock dies with its process: a run SIGKILLed while it writes leaves nothing of
+    its write, and the next writer records at once (a lock that outlived it would make it wait
+    its whole timeout, then fail)."""
+    record_run(db_path, run_info("run-1"), two_by_two())
+    code = (
+        "import sys, time\n"
+        "from tracerflow.storage.database import write_file\n"
+        "from tracerflow.storage.store import FileStore\n"
+        "def hold(con):\n"
+        '    con.execute("DELETE FROM scores")\n'  # a change the kill must undo
+        "    print('ready', flush=True)\n"
+        "    time.sleep(120)\n"
+        "from pathlib import Path\n"
+        f"write_file(FileStore(Path({str(db_path)!r})), hold)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        writer.kill()
 
-    @contextlib.contextmanager
-    def concurrency_limit() -> Iterator[None]:
-        events.append("acquired")
-        yield
-        events.append(f"released with {count(db_path, 'scores')} scores in the database")
+    added = record_run(db_path, run_info("run-2"), two_by_two(), timeout_s=10)
 
-    record_run(db_path, run_info("run-1"), two_by_two(), guard=concurrency_limit())
+    assert added == 4
+    assert count(db_path, "scores") == 8  # run-1's rows, untouched by the killed write
 
-    assert events == ["acquired", "released with 4 scores in the database"]
+
+def test_a_write_that_fails_on_a_full_disk_leaves_the_next_write_free(db_path: Path) -> None:
+    """ENOSPC in the middle of a write (a hook in the write: the disk fills while the run is
+    written) rolls it back and lets go of the lock; the next write records at once."""
+    record_run(db_path, run_info("run-1"), two_by_two())
+
+    def disk_full(con: Any) -> int:
+        con.execute("DELETE FROM scores")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left on device"):
+        write_file(FileStore(db_path), disk_full)
+
+    assert record_run(db_path, run_info("run-2"), two_by_two(), timeout_s=1) == 4
+    assert count(db_path, "scores") == 8
 
 
 def test_a_record_round_trips_through_json() -> None:
@@ -188,3 +225,20 @@ def test_a_record_round_trips_through_json() -> None:
 def test_a_record_with_an_unknown_status_is_refused() -> None:
     with pytest.raises(StorageError, match="status must be one of"):
         score(transcoder(), IOI_PROMPTS[0], 0.7, 0.9, status="maybe")
+
+
+def test_a_first_write_that_fails_leaves_no_database_behind(db_path: Path) -> None:
+    """A database the failed write created is removed (on a full disk DuckDB leaves a file it
+    could not finish, which every later open refuses); an existing one is kept."""
+
+    def disk_full(con: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_file(FileStore(db_path), disk_full)
+    assert not db_path.exists() and not db_path.with_name(db_path.name + ".wal").exists()
+
+    record_run(db_path, run_info("run-1"), two_by_two())
+    with pytest.raises(OSError):
+        write_file(FileStore(db_path), disk_full)
+    assert count(db_path, "scores") == 4  # an existing database stays, untouched

@@ -285,7 +285,6 @@ def record_run(
             run.settings.score_store,
             run_info(run, records),
             quote(records),  # hundreds of rows: not for Prefect to walk field by field
-            use_server_limit=_server_in_use(),
             metrics=quote(metrics or []),
         )
     except Exception as error:
@@ -328,10 +327,3 @@ def warn_of_regressions(
             regression.n_matched,
             regression.drop,
         )
-
-
-def _server_in_use() -> bool:
-    """True when the flow talks to a real Prefect server (not the ephemeral, in-process one)."""
-    from prefect.settings import PREFECT_API_URL
-
-    return bool(PREFECT_API_URL.value())

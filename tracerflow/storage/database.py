@@ -13,7 +13,6 @@ import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -109,7 +108,7 @@ def open_database(
         return lake.open_writer(store)
     path = store.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _write_lock(path, timeout_s):
+    with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
         try:
             apply_migrations(con)
@@ -236,6 +235,10 @@ def _first_line(error: Exception) -> str:
 
 @contextlib.contextmanager
 def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """The writers' lock of the file: an OS lock (``flock``) on ``<file>.lock``, so it dies with
+    the process that holds it. A writer killed mid-write (SIGKILL, a full disk, a lost machine)
+    can never leave it held for the next; that is why it is the only one (a Prefect concurrency
+    slot outlived a killed run and blocked every later record)."""
     lock = FileLock(str(path) + ".lock")
     try:
         lock.acquire(timeout=timeout_s)
@@ -409,7 +412,6 @@ def record_run(
     store: Store | Path | str,
     run: RunInfo,
     records: list[ScoreRecord],
-    guard: AbstractContextManager[object] | None = None,
     timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
     metrics: Sequence[MetricsRecord] = (),
 ) -> int:
@@ -421,8 +423,6 @@ def record_run(
     so a store never holds part of a run.
 
     Args:
-        guard: an outer context manager held around the write of a file store, e.g. a Prefect
-            global concurrency limit when a Prefect server is in use (a lake needs none).
         timeout_s: how long to wait for the file lock and for other processes to let go, or
             for a lake's concurrent writers to let this one commit.
         metrics: one record per evaluated transcoder (``transcoder_metrics`` rows).
@@ -442,7 +442,7 @@ def record_run(
     try:
         if isinstance(store, LakeStore):
             return lake.write(store, write_run, timeout_s)
-        return write_file(store, write_run, guard, timeout_s)
+        return write_file(store, write_run, timeout_s)
     except StorageError:
         raise
     except Exception as error:
@@ -454,7 +454,6 @@ def record_run(
 def write_file(
     store: FileStore,
     body: Callable[[Connection], T],
-    guard: AbstractContextManager[object] | None = None,
     timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
     prepare: Callable[[Connection], None] | None = None,
 ) -> T:
@@ -467,7 +466,7 @@ def write_file(
     def connect() -> Connection:
         return lake.new_connection(str(path)) if prepare else duckdb.connect(str(path))
 
-    with guard if guard is not None else contextlib.nullcontext(), _write_lock(path, timeout_s):
+    with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(connect, path, timeout_s, "write")
         try:
             apply_migrations(con)
@@ -483,6 +482,23 @@ def write_file(
         finally:
             con.close()
     return added
+
+
+@contextlib.contextmanager
+def _removed_if_not_made(path: Path) -> Iterator[None]:
+    """A database this write creates is removed again when the write fails: on a full disk
+    DuckDB leaves a file it could not finish, which every later open refuses ("not a valid
+    DuckDB database file"), so the next run, with space freed, could not record. Held under the
+    writer lock, so no other writer can have created the file meanwhile."""
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+        raise
 
 
 def lake_snapshots(store: Store | Path | str) -> list[dict[str, object]]:
