@@ -195,7 +195,7 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
     if not prompt.strip():
         raise UsageError(f"{where} is empty")
     if model == toy.TOY_MODEL_NAME:
-        n_ctx = int(toy_model_n_ctx())
+        n_ctx = toy.model_n_ctx()
         n_tokens = toy_token_count(prompt)
         if n_tokens > n_ctx:
             raise UsageError(
@@ -205,12 +205,6 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
         raise UsageError(
             f"{where} has {len(prompt)} characters; tracerflow takes at most {MAX_PROMPT_CHARS}"
         )
-
-
-def toy_model_n_ctx() -> int:
-    from tracerflow import toy
-
-    return int(json.loads((toy.model_dir() / "config.json").read_text())["n_ctx"])
 
 
 def toy_token_count(prompt: str) -> int:

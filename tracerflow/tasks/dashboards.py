@@ -97,10 +97,9 @@ def window_tokens(model_name: str) -> int:
     """Positions per corpus window: ``DASHBOARD_WINDOW_TOKENS``, or the toy model's shorter
     context (the models tracerflow runs through TransformerLens take 512 and more)."""
     from tracerflow import toy
-    from tracerflow.flows.validation import toy_model_n_ctx
 
     if model_name == toy.TOY_MODEL_NAME:
-        return min(DASHBOARD_WINDOW_TOKENS, toy_model_n_ctx())
+        return min(DASHBOARD_WINDOW_TOKENS, toy.model_n_ctx())
     return DASHBOARD_WINDOW_TOKENS
 
 
