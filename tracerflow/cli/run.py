@@ -15,12 +15,12 @@ from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
 from tracerflow.flows.report import METRICS_COLUMNS, SCORE_COLUMNS
 from tracerflow.flows.validation import (
     check_preset,
-    read_prompts_file,
     request_of,
     suite_request,
     validate_run_request,
 )
 from tracerflow.storage.store import Store
+from tracerflow.suites import read_prompts_file
 
 
 def run(

@@ -264,32 +264,6 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def read_prompts_file(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped. ``UsageError``
-    for a missing, binary or non-UTF-8 file, or one without prompts."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: prompts file does not exist") from None
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read the prompts file ({error.strerror})") from None
-    if b"\0" in data:
-        raise UsageError(f"{path}: not a text file (it holds NUL bytes); give one prompt a line")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(
-            f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); give one prompt a "
-            "line in UTF-8"
-        ) from None
-    prompts = [
-        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not prompts:
-        raise UsageError(f"{path}: no prompts in the file")
-    return prompts
-
-
 def suite_request(loaded: LoadedSuite) -> RunRequest:
     """The run request a suite makes (what ``suite_flow`` passes to the scoring flow)."""
     parameters = loaded.suite.parameters
