@@ -25,10 +25,10 @@ from filelock import FileLock
 
 from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, graph_file_features
+from tracerflow.fsutil import write_bytes_atomically
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec, StageResult
 from tracerflow.tasks.stage import stage_task
-from tracerflow.viewer.graph_ids import write_bytes_atomically
 
 CODE_VERSION = "1"
 # Windows of at most this many positions (BOS included; fewer where the model's context is
