@@ -3,7 +3,7 @@
   - the toy presets (clt, plt, jumprelu-clt) on their shipped held-out corpus (4 103 tokens);
   - the GPT-2-small shape (12 layers, d_model 768, GPT-2's vocabulary size, 1 024-token windows)
     with seeded random weights and a random PerLayerTopK transcoder of 16 000 features a layer
-    (k=16), on ``--tokens`` tokens of text; no download (``tracerflow.attribution.synthetic``).
+    (k=16), on ``--tokens`` tokens of text; no download (``tests/synthetic.py``).
 
 Prints one line per setting: tokens, seconds (median of ``--repeats`` for the toy), tokens/s,
 peak RSS; at the GPT-2 shape also the time on the 22 prompts of the ``gpt2-16k-nightly`` suite
@@ -39,6 +39,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+
+# The tests' seeded random models (tests/synthetic.py): run as `python benchmarks/x.py`, the
+# repository root is not on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GPT2_VOCAB = 50257
 
@@ -118,7 +122,7 @@ def gpt2_corpus(model: Any, n_tokens: int) -> Any:
 
 
 def bench_gpt2(args: argparse.Namespace, kind: str) -> None:
-    from tracerflow.attribution.synthetic import random_replacement_model
+    from tests.synthetic import random_replacement_model
     from tracerflow.corpus import TokenCorpus
     from tracerflow.suites import builtin_suites_dir, read_prompts_file
 

@@ -28,7 +28,7 @@ os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPT-2-style byte-level BPE tokenizer folder, trained offline in well under a second."""
-    from tracerflow.attribution.synthetic import build_tokenizer
+    from tests.synthetic import build_tokenizer
 
     return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
