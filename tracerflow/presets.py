@@ -139,12 +139,3 @@ def list_presets() -> list[Preset]:
 def find_preset(name: str) -> Preset | None:
     """The preset called ``name``, or None when ``name`` is not a preset (a path, a repo id)."""
     return next((preset for preset in _load_presets() if preset.name == name), None)
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called ``name``; ``ConfigError`` listing the known names otherwise."""
-    for preset in _load_presets():
-        if preset.name == name:
-            return preset
-    known = ", ".join(preset.name for preset in _load_presets())
-    raise ConfigError(f"unknown preset '{name}'; known presets: {known}")

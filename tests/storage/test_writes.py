@@ -179,12 +179,6 @@ def test_the_guard_is_held_around_the_whole_write(db_path: Path) -> None:
     assert events == ["acquired", "released with 4 scores in the database"]
 
 
-def test_a_record_round_trips_through_json() -> None:
-    record = two_by_two()[0]
-
-    assert ScoreRecord.from_json_dict(record.to_json_dict()) == record
-
-
 def test_a_record_with_an_unknown_status_is_refused() -> None:
     with pytest.raises(StorageError, match="status must be one of"):
         score(transcoder(), IOI_PROMPTS[0], 0.7, 0.9, status="maybe")
