@@ -24,6 +24,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Nothing may write to the user's ~/.tracerflow either: every test run gets its own home.
 os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
 
+from tracerflow.settings import configure_prefect_defaults
+
+# An entry point like the CLI: Prefect's defaults (under that home) before anything imports it.
+configure_prefect_defaults()
+
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
