@@ -174,11 +174,14 @@ def bench_nightly_share(workdir: Path) -> None:
     """The evaluate stage's share of the toy-nightly suite's flow run, nothing cached."""
     home = Path(tempfile.mkdtemp(prefix="nightly-", dir=workdir))
     os.environ["TRACERFLOW_HOME"] = str(home)
+    from tracerflow.settings import configure_prefect_defaults, get_settings
+
+    # This run is an entry point, as the CLI's: Prefect's defaults before Prefect is imported.
+    configure_prefect_defaults()
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from tracerflow.flows.temporary_server import prefect_api
-    from tracerflow.settings import get_settings
     from tracerflow.storage.database import reading
 
     with prefect_api():
