@@ -44,6 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The tests' seeded random models (tests/synthetic.py): run as `python benchmarks/x.py`, the
+# repository root is not on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 PHASES = ("precompute", "forward", "inputs", "logits", "features", "package")
 GPT2_VOCAB = 50257
 N_CTX = 1024  # the synthetic model's context length (synthetic.model_config)
@@ -150,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_model(args: argparse.Namespace, kind: str) -> Any:
-    from tracerflow.attribution.synthetic import random_replacement_model
+    from tests.synthetic import random_replacement_model
 
     return random_replacement_model(
         args.workdir,
@@ -171,11 +175,10 @@ def run_worker(args: argparse.Namespace) -> None:
     """Build the model, attribute once, write the graph's comparable parts, print usage JSON."""
     import torch
 
+    from tests.synthetic import NOTEBOOK_PROMPT
     from tracerflow.attribution import attribute
-    from tracerflow.attribution.resources import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+    from tracerflow.attribution.resources import peak_rss_bytes, reset_peak_rss
     from tracerflow.attribution.stock import run_stock
-    from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT
-    from tracerflow.scoring import graph_scores
 
     spec = json.loads(args.worker)
     if args.threads is not None:
@@ -239,6 +242,31 @@ def run_worker(args: argparse.Namespace) -> None:
         print("SCORES " + json.dumps({"scores": None, "scores_note": reason}), flush=True)
         return
     print("SCORES " + json.dumps({"scores": list(graph_scores(graph))}), flush=True)
+
+
+def graph_scores(graph: Any) -> tuple[float, float]:
+    """circuit-tracer's ``compute_graph_scores(graph)`` as tracerflow's score stage computes it
+    (``tracerflow.scoring``), in one more N x N buffer: (replacement, completeness)."""
+    import torch
+
+    from tracerflow.scoring import GraphLayout, influence_and_scores, logit_weights
+
+    adjacency = graph.adjacency_matrix
+    scores = influence_and_scores(
+        adjacency, GraphLayout.of(graph), logit_weights(graph), torch.empty_like(adjacency)
+    )
+    return scores.replacement, scores.completeness
+
+
+def current_rss_bytes() -> int | None:
+    """The process's resident memory now (Linux's ``VmRSS``), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # the kernel reports kB
+    except OSError:
+        pass
+    return None
 
 
 def available_memory_bytes() -> int | None:

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +41,10 @@ from tracerflow.dashboards import (
     dashboard_records,
     write_feature_pack,
 )
+
+# The tests' seeded random models (tests/synthetic.py): run as `python benchmarks/x.py`, the
+# repository root is not on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,7 +84,7 @@ def toy_setup(args: argparse.Namespace) -> tuple[Any, torch.Tensor]:
 
 
 def gpt2_setup(args: argparse.Namespace) -> tuple[Any, torch.Tensor]:
-    from tracerflow.attribution.synthetic import random_replacement_model
+    from tests.synthetic import random_replacement_model
 
     model = random_replacement_model(
         args.workdir,

@@ -3,7 +3,7 @@
   - the toy presets (clt, plt, jumprelu-clt) on their shipped held-out corpus (4 103 tokens);
   - the GPT-2-small shape (12 layers, d_model 768, GPT-2's vocabulary size, 1 024-token windows)
     with seeded random weights and a random PerLayerTopK transcoder of 16 000 features a layer
-    (k=16), on ``--tokens`` tokens of text; no download (``tracerflow.attribution.synthetic``).
+    (k=16), on ``--tokens`` tokens of text; no download (``tests/synthetic.py``).
 
 Prints one line per setting: tokens, seconds (median of ``--repeats`` for the toy), tokens/s,
 peak RSS; at the GPT-2 shape also the time on the 22 prompts of the ``gpt2-16k-nightly`` suite
@@ -39,6 +39,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+
+# The tests' seeded random models (tests/synthetic.py): run as `python benchmarks/x.py`, the
+# repository root is not on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GPT2_VOCAB = 50257
 
@@ -118,7 +122,7 @@ def gpt2_corpus(model: Any, n_tokens: int) -> Any:
 
 
 def bench_gpt2(args: argparse.Namespace, kind: str) -> None:
-    from tracerflow.attribution.synthetic import random_replacement_model
+    from tests.synthetic import random_replacement_model
     from tracerflow.corpus import TokenCorpus
     from tracerflow.suites import builtin_suites_dir, read_prompts_file
 
@@ -170,11 +174,14 @@ def bench_nightly_share(workdir: Path) -> None:
     """The evaluate stage's share of the toy-nightly suite's flow run, nothing cached."""
     home = Path(tempfile.mkdtemp(prefix="nightly-", dir=workdir))
     os.environ["TRACERFLOW_HOME"] = str(home)
+    from tracerflow.settings import configure_prefect_defaults, get_settings
+
+    # This run is an entry point, as the CLI's: Prefect's defaults before Prefect is imported.
+    configure_prefect_defaults()
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from tracerflow.flows.temporary_server import prefect_api
-    from tracerflow.settings import get_settings
     from tracerflow.storage.database import reading
 
     with prefect_api():

@@ -40,7 +40,7 @@ from tracerflow.flows.score import score_flow  # noqa: E402
 from tracerflow.flows.temporary_server import prefect_api  # noqa: E402
 from tracerflow.models import load_replacement_model  # noqa: E402
 from tracerflow.parameters import RunRequest  # noqa: E402
-from tracerflow.presets import get_preset  # noqa: E402
+from tracerflow.presets import Preset, find_preset  # noqa: E402
 from tracerflow.storage.graphs import load_graph, save_graph  # noqa: E402
 from tracerflow.tasks.download import resolve_source  # noqa: E402
 from tracerflow.tasks.score import score_graph  # noqa: E402
@@ -69,11 +69,19 @@ def timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def preset_named(name: str) -> Preset:
+    """The built-in preset ``name`` (the benchmark runs the toy presets, offline)."""
+    preset = find_preset(name)
+    if preset is None:
+        raise SystemExit(f"--transcoder {name!r} is not a preset")
+    return preset
+
+
 def direct_loop(
     model: object, prompts: list[str], preset_name: str, out_dir: Path, threads: int
 ) -> None:
     """The flow's work without the flow, prompt by prompt: no Prefect, no artifact store."""
-    preset = get_preset(preset_name)
+    preset = preset_named(preset_name)
     for index, prompt in enumerate(prompts):
         graph = attribute(
             prompt,
@@ -114,7 +122,7 @@ def main() -> None:
     # per process.
     os.environ.pop("PREFECT_API_URL", None)
     with prefect_api(), tempfile.TemporaryDirectory() as tmp:
-        preset = get_preset(args.transcoder)
+        preset = preset_named(args.transcoder)
         transcoders = load_converted(
             convert(resolve_source(args.transcoder).path, Path(tmp) / "direct-converted"),
             device="cpu",

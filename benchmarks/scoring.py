@@ -132,7 +132,11 @@ def status_kb(field: str) -> int:
 
 
 def worker(kind: str, folder: Path, threads: int) -> None:
-    # Both runs' imports come before the baseline, so it holds the same in either.
+    # Both runs' imports come before the baseline, so it holds the same in either. tracerflow's
+    # stages import Prefect: its defaults first, as every entry point sets them.
+    from tracerflow.settings import configure_prefect_defaults
+
+    configure_prefect_defaults()
     import torch
     from circuit_tracer.graph import compute_graph_scores  # noqa: F401
 

@@ -6,9 +6,14 @@ The same deployments as ``deployments/prefect.yaml``; use that route (``tracerfl
 worker) when runs should move to docker or kubernetes work pools.
 """
 
-from prefect import serve
+from tracerflow.settings import configure_prefect_defaults
 
-from tracerflow.flows.suite import suite_flow
+# Prefect reads its settings when first imported: tracerflow's defaults go first.
+configure_prefect_defaults()
+
+from prefect import serve  # noqa: E402
+
+from tracerflow.flows.suite import suite_flow  # noqa: E402
 
 if __name__ == "__main__":
     serve(

@@ -24,11 +24,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Nothing may write to the user's ~/.tracerflow either: every test run gets its own home.
 os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
 
+from tracerflow.settings import configure_prefect_defaults
+
+# An entry point like the CLI: Prefect's defaults (under that home) before anything imports it.
+configure_prefect_defaults()
+
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPT-2-style byte-level BPE tokenizer folder, trained offline in well under a second."""
-    from tracerflow.attribution.synthetic import build_tokenizer
+    from tests.synthetic import build_tokenizer
 
     return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 

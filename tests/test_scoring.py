@@ -18,8 +18,10 @@ from circuit_tracer.graph import (
 from transformer_lens import HookedTransformerConfig
 
 from tracerflow.scoring import (
+    GraphLayout,
     find_threshold_in_place,
-    graph_scores,
+    influence_and_scores,
+    logit_weights,
     merge_pruned_features_into_error,
     prune,
 )
@@ -79,7 +81,10 @@ def assert_prune_results_equal(graph: Graph, node_threshold: float, edge_thresho
 @pytest.mark.parametrize("seed", range(6))
 def test_graph_scores_are_compute_graph_scores_bit_for_bit(seed: int) -> None:
     graph = layered_graph(seed)
-    assert graph_scores(graph) == compute_graph_scores(graph)
+    adjacency = graph.adjacency_matrix
+    work = torch.empty_like(adjacency)
+    scores = influence_and_scores(adjacency, GraphLayout.of(graph), logit_weights(graph), work)
+    assert (scores.replacement, scores.completeness) == compute_graph_scores(graph)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,14 +1,17 @@
-"""Atomic folder writes: the one mechanism every file-producing step uses.
+"""Atomic writes: the one mechanism every file-producing step uses, for folders and for files.
 
-A step writes into a temporary sibling folder, drops a ``_SUCCESS`` marker, then renames the
-folder into place. A folder without the marker does not exist as far as tracerflow is concerned,
-so an interrupted write never looks finished. The marker is the folder's manifest: the sha256 of
-every file written, so ``verify_directory`` can tell a folder that is still what was committed
-from one cut short, edited or planted since.
+A single file (a graph JSON, the viewer's index, a command's ``--out``) is written to a temporary
+sibling and renamed onto its name, so a reader sees the old content or the new, never half.
+A step's folder is written as a temporary sibling folder that gets a ``_SUCCESS`` marker and is
+then renamed into place. A folder without the marker does not exist as far as tracerflow is
+concerned, so an interrupted write never looks finished. The marker is the folder's manifest: the
+sha256 of every file written, so ``verify_directory`` can tell a folder that is still what was
+committed from one cut short, edited or planted since.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,6 +56,32 @@ def atomic_directory(final_path: Path, *, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_file(final_path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; when the block ends without an exception it is
+    renamed onto ``final_path``. On any exception, or when the block wrote nothing, the temporary
+    file is removed and ``final_path`` is left untouched. ``final_path``'s folder must exist."""
+    final_path = Path(final_path)
+    tmp_path = final_path.parent / f".{final_path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final_path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through ``atomic_file``."""
+    with atomic_file(path) as tmp_path:
+        tmp_path.write_bytes(data)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through ``atomic_file``."""
+    write_bytes_atomically(path, text.encode("utf-8"))
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

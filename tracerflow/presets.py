@@ -159,12 +159,3 @@ def preset_file(source: str, field: Literal["eval_corpus", "dashboard_corpus"]) 
     if value.startswith(PACKAGE_PREFIX):
         return str(resolve_package_path(value))
     return str(Path(value).expanduser().resolve())
-
-
-def get_preset(name: str) -> Preset:
-    """The preset called ``name``; ``ConfigError`` listing the known names otherwise."""
-    for preset in _load_presets():
-        if preset.name == name:
-            return preset
-    known = ", ".join(preset.name for preset in _load_presets())
-    raise ConfigError(f"unknown preset '{name}'; known presets: {known}")

@@ -104,15 +104,6 @@ def influence_and_scores(
     return Influence(replacement.item(), completeness.item(), node_influence)
 
 
-def graph_scores(graph: Graph) -> tuple[float, float]:
-    """``compute_graph_scores(graph)``: (replacement, completeness)."""
-    adjacency = graph.adjacency_matrix
-    scores = influence_and_scores(
-        adjacency, GraphLayout.of(graph), logit_weights(graph), torch.empty_like(adjacency)
-    )
-    return scores.replacement, scores.completeness
-
-
 def find_threshold_in_place(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """circuit-tracer's ``find_threshold(scores, threshold)`` for a 1-D ``scores``, which it sorts
     in place (circuit-tracer's allocates the sorted scores, their int64 indices and the running

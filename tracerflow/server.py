@@ -122,9 +122,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    """True when the Prefect server at ``url`` (``http://host:port``, without ``/api``) answers
+    its health check; any error (refused, timed out, not HTTP) is an unhealthy server."""
     try:
         with urllib.request.urlopen(f"{url}/api/health", timeout=timeout) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

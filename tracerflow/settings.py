@@ -91,7 +91,11 @@ def configure_prefect_defaults(settings: Settings | None = None) -> None:
     """Set the Prefect settings tracerflow needs, unless the user has set their own.
 
     Must run before ``prefect`` is imported for the first time in the process: Prefect reads
-    its settings from the environment at import.
+    its settings from the environment at import. Importing tracerflow never calls it; each entry
+    point does, first: the CLI (``TracerflowGroup.invoke``, before any command runs, for
+    ``tracerflow``, ``python -m tracerflow.cli`` and ``python -m tracerflow.viewer``),
+    ``deployments/serve.py``, the deployments' entrypoint modules (``flows/suite.py``,
+    ``flows/fan_out.py``), ``tests/conftest.py`` and the benchmarks that run flows.
     """
     settings = settings or get_settings()
     defaults = {

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from tracerflow.errors import ConfigError
+from tracerflow.errors import ConfigError, UsageError
 from tracerflow.parameters import RunOptions, parameter_field
 from tracerflow.settings import get_settings
 
@@ -94,20 +94,28 @@ class LoadedSuite(BaseModel):
 
 
 def read_prompts_file(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: prompts file does not exist")
+    """One prompt per line; blank lines and lines starting with '#' are skipped. ``UsageError``
+    for a missing, binary or non-UTF-8 file, or one without prompts."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            f"{path}: cannot read the prompts file as UTF-8 text ({error})"
-        ) from error
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: prompts file does not exist") from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the prompts file ({error.strerror})") from None
+    if b"\0" in data:
+        raise UsageError(f"{path}: not a text file (it holds NUL bytes); give one prompt a line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); give one prompt a "
+            "line in UTF-8"
+        ) from None
     prompts = [
         line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
     if not prompts:
-        raise ConfigError(f"{path}: no prompts in the file")
+        raise UsageError(f"{path}: no prompts in the file")
     return prompts
 
 

@@ -19,8 +19,8 @@ from circuit_tracer.graph import Graph, compute_graph_scores
 
 import tracerflow.attribution.run as attribution_module
 import tracerflow.compat as compat
+from tests.synthetic import NOTEBOOK_PROMPT, random_replacement_model
 from tracerflow.attribution import attribute
-from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT, random_replacement_model
 
 ADJACENCY_RTOL = 1e-5
 SCORE_ATOL = 1e-6

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from tests.hub_cache import CLT_REPO, D_MODEL, N_FEATURES, N_LAYERS, PLT_REPO, TOP_K, HubCache
-from tracerflow.attribution.synthetic import NOTEBOOK_PROMPT
+from tests.synthetic import NOTEBOOK_PROMPT
 from tracerflow.dashboards.pack import graph_file_features, pack_features
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

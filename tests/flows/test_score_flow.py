@@ -16,10 +16,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from safetensors.torch import load_file
 
+from tests.presets import preset_named
 from tracerflow.flows.score import score_flow
 from tracerflow.models import toy_model_config
 from tracerflow.parameters import RunRequest
-from tracerflow.presets import builtin_prompts, get_preset
+from tracerflow.presets import builtin_prompts
 from tracerflow.settings import get_settings
 from tracerflow.tasks.download import resolve_source
 from tracerflow.tasks.score import score_graph
@@ -93,7 +94,7 @@ def test_stored_scores_equal_the_work_done_by_hand(home):
     threads = 2  # the same count by hand: the number must not depend on luck
     state, run_id = run_flow(["toy-clt"], [prompt], threads=threads)
     assert state.is_completed(), state.message
-    preset = get_preset("toy-clt")
+    preset = preset_named("toy-clt")
     ((params_json, *stored),) = db_rows(
         "SELECT params_json, replacement_score, completeness_score, pruned_replacement_score, "
         "pruned_completeness_score FROM scores_wide WHERE flow_run_id = ?",

@@ -81,9 +81,9 @@ def test_compare_pairs_the_newest_scores_by_prompt_and_gives_a_t_interval(
     ]
     half_width = t975(3) * statistics.stdev(differences) / 2
     assert sorted(row["prompt"] for row in result.rows) == sorted(IOI_PROMPTS)
-    assert result.mean_difference == pytest.approx(statistics.fmean(differences))
-    assert result.ci_low == pytest.approx(statistics.fmean(differences) - half_width)
-    assert result.ci_high == pytest.approx(statistics.fmean(differences) + half_width)
+    assert result.replacement.mean == pytest.approx(statistics.fmean(differences))
+    assert result.replacement.ci_low == pytest.approx(statistics.fmean(differences) - half_width)
+    assert result.replacement.ci_high == pytest.approx(statistics.fmean(differences) + half_width)
     assert result.n_params_differ == 0
 
 

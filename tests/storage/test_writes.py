@@ -216,12 +216,6 @@ def test_a_write_that_fails_on_a_full_disk_leaves_the_next_write_free(db_path: P
     assert count(db_path, "scores") == 8
 
 
-def test_a_record_round_trips_through_json() -> None:
-    record = two_by_two()[0]
-
-    assert ScoreRecord.from_json_dict(record.to_json_dict()) == record
-
-
 def test_a_record_with_an_unknown_status_is_refused() -> None:
     with pytest.raises(StorageError, match="status must be one of"):
         score(transcoder(), IOI_PROMPTS[0], 0.7, 0.9, status="maybe")

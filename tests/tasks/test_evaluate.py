@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tracerflow import toy
+from tracerflow.evaluation import PerTokenValues
 from tracerflow.flows.evaluation import evaluation_corpus
 from tracerflow.models import model_identity
 from tracerflow.parameters import RunRequest
@@ -26,7 +28,6 @@ from tracerflow.tasks.evaluate import (
     EvaluationCorpus,
     evaluate_converted,
     evaluate_key,
-    load_per_token,
 )
 from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec
 from tracerflow.toy.grammar import sample_sentences
@@ -94,7 +95,7 @@ def test_the_per_token_values_are_saved_in_corpus_order_and_add_up_to_the_metric
 ) -> None:
     corpus = EvaluationCorpus.of_file(toy.eval_corpus_path(), max_tokens=600)
     result = evaluate_converted(TOY, converted["toy-plt"], corpus, store)
-    per_token = load_per_token(result.per_token_path)
+    per_token = PerTokenValues(**load_file(result.per_token_path))
 
     assert per_token.kl.shape == (result.metrics.n_tokens,)
     assert float(per_token.kl.double().mean()) == pytest.approx(

@@ -10,10 +10,11 @@ import pytest
 import torch
 from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
 
+from tests.presets import preset_named
 from tests.test_scoring import clone_based_merge
 from tracerflow import attribution
 from tracerflow.models import load_replacement_model
-from tracerflow.presets import builtin_prompts, get_preset
+from tracerflow.presets import builtin_prompts
 from tracerflow.scoring import prune
 from tracerflow.tasks.score import score_graph
 from tracerflow.transcoders import load_converted
@@ -22,7 +23,7 @@ from tracerflow.transcoders import load_converted
 @pytest.fixture(scope="module", params=["clt", "plt"])
 def toy_graph(request: pytest.FixtureRequest, converted_dirs: dict[str, Path]) -> Graph:
     kind = request.param
-    preset = get_preset(f"toy-{kind}")
+    preset = preset_named(f"toy-{kind}")
     model = load_replacement_model(preset.model, load_converted(converted_dirs[kind], "cpu"), "cpu")
     params = preset.attribution_params().model_dump()
     return attribution.attribute(builtin_prompts()[0], model, threads=1, **params).graph

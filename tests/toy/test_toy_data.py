@@ -96,7 +96,11 @@ def test_each_checkpoint_is_a_crosslayer_transcoder_folder(
     checkpoint = read_checkpoint(toy.transcoder_dir(folder))
     assert (checkpoint.kind, checkpoint.activation.source) == (kind, source)
     assert checkpoint.is_folded == folded
-    assert checkpoint.needs_folding == (not folded)  # the CLT exercises the folding path
+    standardized = (
+        checkpoint.input_standardizer.has_tensors or checkpoint.output_standardizer.has_tensors
+    )
+    # The unfolded CLT exercises the folding path: standardizers that conversion folds.
+    assert (not checkpoint.is_folded and standardized) == (not folded)
     if source == "PerLayerTopK":
         assert checkpoint.activation.k == TOPK_K
     assert checkpoint.n_layers == toy.training_record()["model"]["shape"]["n_layers"]

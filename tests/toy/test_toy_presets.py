@@ -9,12 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 import tracerflow
+from tests.presets import preset_named
 from tracerflow.cli import app
 from tracerflow.errors import ConfigError
+from tracerflow.flows.validation import check_preset
 from tracerflow.presets import (
     BUILTIN_PROMPTS,
     builtin_prompts,
-    get_preset,
     list_presets,
     resolve_package_path,
 )
@@ -35,14 +36,15 @@ def test_the_registry_lists_the_toy_and_the_real_presets() -> None:
 
 
 def test_real_presets_name_the_notebooks_hub_transcoders() -> None:
-    assert get_preset("gpt2-clt-16k").transcoder == "georglange/crosslayer-transcoder-topk-16k"
-    assert get_preset("gpt2-plt-16k").transcoder == "georglange/crosslayer-transcoder-topk-plt-16k"
-    assert not get_preset("gpt2-clt-16k").is_builtin
+    clt, plt = preset_named("gpt2-clt-16k"), preset_named("gpt2-plt-16k")
+    assert clt.transcoder == "georglange/crosslayer-transcoder-topk-16k"
+    assert plt.transcoder == "georglange/crosslayer-transcoder-topk-plt-16k"
+    assert not preset_named("gpt2-clt-16k").is_builtin
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_preset_carries_the_notebooks_attribution_defaults(name: str) -> None:
-    preset = get_preset(name)
+    preset = preset_named(name)
     assert (preset.max_n_logits, preset.desired_logit_prob, preset.max_feature_nodes) == (
         10,
         0.95,
@@ -53,12 +55,12 @@ def test_every_preset_carries_the_notebooks_attribution_defaults(name: str) -> N
 
 
 def test_toy_presets_use_a_cpu_sized_batch() -> None:
-    assert all(get_preset(name).batch_size <= 64 for name in EXPECTED if name.startswith("toy"))
+    assert all(preset_named(name).batch_size <= 64 for name in EXPECTED if name.startswith("toy"))
 
 
 def test_a_typo_raises_config_error_naming_the_known_presets() -> None:
     with pytest.raises(ConfigError) as error:
-        get_preset("toy-cl")
+        check_preset("toy-cl")
     assert "toy-cl" in str(error.value)
     for name in EXPECTED:
         assert name in str(error.value)
@@ -67,7 +69,7 @@ def test_a_typo_raises_config_error_naming_the_known_presets() -> None:
 def test_builtin_transcoders_resolve_to_package_data_not_to_a_checkout_path() -> None:
     package_dir = Path(tracerflow.__file__).parent
     for name in ("toy-clt", "toy-plt", "toy-jumprelu-clt"):
-        preset = get_preset(name)
+        preset = preset_named(name)
         assert preset.transcoder.startswith("package:")
         assert not Path(preset.transcoder.removeprefix("package:")).is_absolute()
         path = preset.transcoder_path()
@@ -77,7 +79,7 @@ def test_builtin_transcoders_resolve_to_package_data_not_to_a_checkout_path() ->
 
 def test_a_hub_preset_has_no_local_transcoder_path() -> None:
     with pytest.raises(ConfigError, match="Hub repo"):
-        get_preset("gpt2-clt-16k").transcoder_path()
+        preset_named("gpt2-clt-16k").transcoder_path()
 
 
 def test_a_bad_package_reference_is_a_config_error() -> None:

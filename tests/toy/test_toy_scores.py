@@ -9,16 +9,17 @@ import torch
 from circuit_tracer import attribute
 from circuit_tracer.graph import compute_graph_scores
 
+from tests.presets import preset_named
 from tracerflow import toy
 from tracerflow.models import ReplacementModel, load_replacement_model
-from tracerflow.presets import builtin_prompts, get_preset
+from tracerflow.presets import builtin_prompts
 from tracerflow.transcoders import convert, load_converted, read_checkpoint
 from tracerflow.transcoders.synthetic import random_checkpoint
 
 
 def _scores(model: ReplacementModel, prompts: list[str]) -> list[tuple[float, float]]:
     """(replacement, completeness) of each prompt through circuit-tracer, toy-clt parameters."""
-    params = get_preset("toy-clt").attribution_params().model_dump()
+    params = preset_named("toy-clt").attribution_params().model_dump()
     scores = []
     for prompt in prompts:
         graph = attribute(prompt, model, verbose=False, **params)
@@ -64,7 +65,7 @@ def test_trained_clt_scores_clearly_higher_than_a_random_clt_on_every_builtin_pr
 def test_every_toy_preset_attributes_every_builtin_prompt_with_active_features(
     name: str, converted_dirs: dict[str, Path]
 ) -> None:
-    preset = get_preset(name)
+    preset = preset_named(name)
     folder = preset.transcoder_path().name
     model = load_replacement_model(preset.model, load_converted(converted_dirs[folder], "cpu"))
     for prompt in builtin_prompts():

@@ -94,7 +94,3 @@ def peak_rss_bytes() -> int | None:
         return maxrss if sys.platform == "darwin" else maxrss * 1024
     except (OSError, ValueError):
         return None
-
-
-def current_rss_bytes() -> int | None:
-    return _status_bytes("VmRSS")

@@ -1,6 +1,7 @@
 """The ``tracerflow`` command line: the Typer app, one module per command group, and the one
 place where a ``TracerflowError`` becomes ``error: <message>`` on stderr and the error's exit
-status (2 for bad input, 1 for a run that failed; the table is in ``tracerflow.errors``)."""
+status (2 for bad input, 1 for a run that failed; the table is in ``tracerflow.errors``). The
+same place sets tracerflow's Prefect defaults before a command runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typer.core import TyperGroup
 
 from tracerflow.cli import history, plot, presets, run, server, sql, store, transcoders, view
 from tracerflow.errors import TracerflowError
+from tracerflow.settings import configure_prefect_defaults
 
 
 class TracerflowGroup(TyperGroup):
@@ -18,6 +20,9 @@ class TracerflowGroup(TyperGroup):
     line and its ``exit_code``, never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:
+        # Every command runs after this, and nothing imports Prefect before it: the CLI's
+        # modules import Prefect only inside the commands that use it.
+        configure_prefect_defaults()
         try:
             return super().invoke(ctx)
         except TracerflowError as error:

@@ -3,12 +3,9 @@ stdout or atomically into an ``--out`` file."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +20,7 @@ from rich.text import Text
 
 from tracerflow.cells import cell_text
 from tracerflow.errors import StorageError
+from tracerflow.fsutil import atomic_file
 
 # A rule under the header and nothing else, in ASCII so a table reads the same in any terminal,
 # file or pipe.
@@ -101,16 +99,12 @@ def emit(text: str, out: Path | None = None) -> None:
 def write_atomically(out: Path, write: Callable[[Path], object]) -> None:
     """``write(temp)`` a temporary sibling of ``out``, then rename it onto ``out``: a failure
     leaves ``out`` as it was and no half-written file. An OSError becomes a StorageError."""
-    temp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write(temp)
-        os.replace(temp, out)
+        with atomic_file(out) as temp:
+            write(temp)
     except OSError as error:
         raise StorageError(f"cannot write --out {out}: {error.strerror or error}") from error
-    finally:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
 
 
 class OutputFormat(StrEnum):

@@ -16,12 +16,12 @@ from tracerflow.errors import RunNotRecordedError, TracerflowError, UsageError
 from tracerflow.flows.report import METRICS_COLUMNS, SCORE_COLUMNS
 from tracerflow.flows.validation import (
     check_preset,
-    read_prompts_file,
     suite_request,
     validate_run_request,
 )
 from tracerflow.parameters import RunOptions, RunRequest, run_request
 from tracerflow.storage.store import Store
+from tracerflow.suites import read_prompts_file
 
 
 def run(

@@ -26,9 +26,15 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from tracerflow.errors import ConfigError, TracerflowError
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
-from tracerflow.settings import get_settings
+from tracerflow.settings import configure_prefect_defaults, get_settings
 from tracerflow.storage.store import FileStore
 from tracerflow.suites import LoadedSuite, load_suite
+
+# This module is an entrypoint of deployments/prefect.yaml, which a worker loads, without the
+# CLI, into a process that has imported Prefect already (its settings are the worker's): here,
+# the one place a flow module sets tracerflow's Prefect defaults, they reach the processes the
+# flow starts (a Dask cluster's workers). Imported by the CLI, it finds them set already.
+configure_prefect_defaults()
 
 # The deployment each child runs (deployments/prefect.yaml): <flow name>/<deployment name>.
 CHILD_DEPLOYMENT = "score-suite-transcoder/score-suite-transcoder"

@@ -16,7 +16,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
+from tracerflow.settings import configure_prefect_defaults
 from tracerflow.suites import TaskRunnerSpec, load_suite
+
+# This module is an entrypoint of deployments/prefect.yaml, which a worker loads, without the
+# CLI, into a process that has imported Prefect already (its settings are the worker's): here,
+# the one place a flow module sets tracerflow's Prefect defaults, they reach the processes the
+# flow starts (a Dask cluster's workers). Imported by the CLI, it finds them set already.
+configure_prefect_defaults()
 
 
 def task_runner_for(spec: TaskRunnerSpec) -> Any:

@@ -19,14 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from tracerflow.errors import TracerflowError
+from tracerflow.server import is_healthy
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
@@ -116,13 +115,13 @@ def _start() -> tuple[subprocess.Popen[bytes], str]:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        url = f"http://127.0.0.1:{port}/api"
+        base_url = f"http://127.0.0.1:{port}"
         while time.monotonic() < deadline:
             code = process.poll()
             if code is not None:
                 break
-            if _healthy(url):
-                return process, url
+            if is_healthy(base_url):
+                return process, f"{base_url}/api"
             time.sleep(0.2)
         if process.poll() == _PORT_IN_USE and time.monotonic() < deadline:
             continue  # another process took the port in between: try another
@@ -150,14 +149,6 @@ def _deliver_queued_logs() -> None:
     from prefect.logging.handlers import APILogWorker
 
     APILogWorker.drain_all(timeout=5)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def _free_port() -> int:

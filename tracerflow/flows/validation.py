@@ -9,7 +9,6 @@ exists) is said at each check below.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,7 +116,7 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
     if not prompt.strip():
         raise UsageError(f"{where} is empty")
     if model == toy.TOY_MODEL_NAME:
-        n_ctx = int(toy_model_n_ctx())
+        n_ctx = toy.model_n_ctx()
         n_tokens = toy_token_count(prompt)
         if n_tokens > n_ctx:
             raise UsageError(
@@ -127,12 +126,6 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
         raise UsageError(
             f"{where} has {len(prompt)} characters; tracerflow takes at most {MAX_PROMPT_CHARS}"
         )
-
-
-def toy_model_n_ctx() -> int:
-    from tracerflow import toy
-
-    return int(json.loads((toy.model_dir() / "config.json").read_text())["n_ctx"])
 
 
 def toy_token_count(prompt: str) -> int:
@@ -186,32 +179,6 @@ def cuda_device_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def read_prompts_file(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped. ``UsageError``
-    for a missing, binary or non-UTF-8 file, or one without prompts."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: prompts file does not exist") from None
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read the prompts file ({error.strerror})") from None
-    if b"\0" in data:
-        raise UsageError(f"{path}: not a text file (it holds NUL bytes); give one prompt a line")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(
-            f"{path}: not UTF-8 text (byte {error.start} cannot be decoded); give one prompt a "
-            "line in UTF-8"
-        ) from None
-    prompts = [
-        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not prompts:
-        raise UsageError(f"{path}: no prompts in the file")
-    return prompts
 
 
 def suite_request(loaded: LoadedSuite) -> RunRequest:

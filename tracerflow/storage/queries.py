@@ -126,18 +126,6 @@ class CompareResult:
     n_params_differ: int
     missing_prompts: list[str] = field(default_factory=list)
 
-    @property
-    def mean_difference(self) -> float | None:
-        return self.replacement.mean
-
-    @property
-    def ci_low(self) -> float | None:
-        return self.replacement.ci_low
-
-    @property
-    def ci_high(self) -> float | None:
-        return self.replacement.ci_high
-
 
 def _known_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute("SELECT DISTINCT source FROM transcoders ORDER BY source").fetchall()

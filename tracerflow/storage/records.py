@@ -2,7 +2,7 @@
 
 The flow builds a `RunInfo` and one `ScoreRecord` per transcoder × prompt × parameter set, then
 calls `record_run`. Records carry values, never live objects (no tensors, no models), so they
-pickle across Prefect tasks and serialise to JSON for artifacts.
+pickle across Prefect tasks.
 
 Identity: every normalised row gets a stable id, the sha256 of its identifying fields
 (`stable_id`), so the same transcoder, model or prompt recorded by two runs maps to one row. The
@@ -12,7 +12,6 @@ name), so a series continues across migrations; the migrations compute the same 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,27 +48,8 @@ def to_utc_naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    return value
-
-
-class _Record:
-    """JSON round trip shared by the records below."""
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
-
-
 @dataclass(frozen=True)
-class TranscoderInfo(_Record):
+class TranscoderInfo:
     """A converted transcoder, identified by where it came from and a hash of its weights.
 
     Facts not known (a transcoder that failed before it was ever converted) are None, never a
@@ -100,13 +80,9 @@ class TranscoderInfo(_Record):
         # name and the same weights at another commit score the same. 001 recorded these two.
         return stable_id("transcoder", self.source, self.content_hash)
 
-    @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> TranscoderInfo:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class ModelInfo(_Record):
+class ModelInfo:
     """The base model the transcoders replace the MLPs of; its shape is None when not known
     (an item that failed before the model was assembled)."""
 
@@ -121,13 +97,9 @@ class ModelInfo(_Record):
         # A TransformerLens name pins the weights; the shape follows from it (001 had no shape).
         return stable_id("model", self.name)
 
-    @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class RunInfo(_Record):
+class RunInfo:
     """One Prefect flow run: who ran what, where, with which versions."""
 
     flow_run_id: str
@@ -157,7 +129,7 @@ def prompt_id(prompt: str) -> str:
 
 
 @dataclass(frozen=True)
-class ScoreRecord(_Record):
+class ScoreRecord:
     """The scores of one transcoder on one prompt under one parameter set, in one run."""
 
     transcoder: TranscoderInfo
@@ -203,12 +175,3 @@ class ScoreRecord(_Record):
     @property
     def prompt_id(self) -> str:
         return prompt_id(self.prompt)
-
-    @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> ScoreRecord:
-        values = dict(data)
-        values["transcoder"] = TranscoderInfo.from_json_dict(values["transcoder"])
-        values["model"] = ModelInfo.from_json_dict(values["model"])
-        if isinstance(values.get("created_at"), str):
-            values["created_at"] = datetime.fromisoformat(values["created_at"])
-        return cls(**values)

@@ -24,11 +24,11 @@ from filelock import FileLock
 
 from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, graph_file_features
+from tracerflow.fsutil import write_bytes_atomically
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.progress import ProgressArtifact
 from tracerflow.tasks.results import ConvertedTranscoder, FeatureDashboards, ModelSpec
 from tracerflow.tasks.stage import stage_task
-from tracerflow.viewer.graph_ids import write_bytes_atomically
 
 CODE_VERSION = "1"
 # Windows of at most this many positions (BOS included; fewer where the model's context is
@@ -84,10 +84,9 @@ def window_tokens(model_name: str) -> int:
     """Positions per corpus window: ``DASHBOARD_WINDOW_TOKENS``, or the toy model's shorter
     context (the models tracerflow runs through TransformerLens take 512 and more)."""
     from tracerflow import toy
-    from tracerflow.flows.validation import toy_model_n_ctx
 
     if model_name == toy.TOY_MODEL_NAME:
-        return min(DASHBOARD_WINDOW_TOKENS, toy_model_n_ctx())
+        return min(DASHBOARD_WINDOW_TOKENS, toy.model_n_ctx())
     return DASHBOARD_WINDOW_TOKENS
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefect.logging import get_run_logger
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from tracerflow.corpus import DEFAULT_BATCH_TOKENS, TokenCorpus, Tokenizer
-from tracerflow.evaluation import METRICS_VERSION, PerTokenValues
+from tracerflow.evaluation import METRICS_VERSION
 from tracerflow.fsutil import sha256_file
 from tracerflow.hashing import sha256_json
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
@@ -158,12 +158,6 @@ def evaluate_converted(
         per_token_path=str(folder / PER_TOKEN_FILE),
         cached=cached,
     )
-
-
-def load_per_token(path: str | Path) -> PerTokenValues:
-    """The per-token values an evaluation saved (safetensors: no code runs on load)."""
-    tensors = load_file(str(path))
-    return PerTokenValues(**tensors)
 
 
 @stage_task("evaluate")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tracerflow.attribution import torch_threads
+from tracerflow.fsutil import write_text_atomically
 from tracerflow.hashing import sha256_text
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
@@ -25,7 +26,6 @@ from tracerflow.viewer.graph_ids import (
     GRAPH_METADATA_FILE,
     add_graph_metadata_entry,
     write_graph_files,
-    write_text_atomically,
 )
 from tracerflow.viewer.slugs import validate_slug
 

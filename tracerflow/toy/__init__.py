@@ -42,6 +42,11 @@ def transcoder_dir(name: str) -> Path:
     return data_dir() / name
 
 
+def model_n_ctx() -> int:
+    """The toy model's context length (``n_ctx`` of its ``config.json``), without loading it."""
+    return int(json.loads((model_dir() / "config.json").read_text())["n_ctx"])
+
+
 def eval_corpus_path() -> Path:
     """The held-out evaluation corpus (one sentence per line; ``grammar.eval_corpus_texts``)."""
     return data_dir() / EVAL_CORPUS_FILE

@@ -128,12 +128,6 @@ class Checkpoint:
     def weights_path(self) -> Path:
         return self.path / WEIGHTS_FILE
 
-    @property
-    def needs_folding(self) -> bool:
-        return not self.is_folded and (
-            self.input_standardizer.has_tensors or self.output_standardizer.has_tensors
-        )
-
     def file_hashes(self) -> dict[str, str]:
         """sha256 of each file of the checkpoint (the content identity of the transcoder)."""
         return {

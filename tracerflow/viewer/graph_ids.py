@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from tracerflow.fsutil import write_text_atomically
 from tracerflow.viewer.slugs import validate_slug
 
 logger = logging.getLogger(__name__)
@@ -145,20 +144,3 @@ def add_graph_metadata_entry(graph_files_dir: Path, entry: Mapping[str, Any]) ->
         graphs = [g for g in metadata["graphs"] if g.get("slug") != entry["slug"]]
         metadata["graphs"] = [*graphs, dict(entry)]
         write_text_atomically(metadata_path, json.dumps(metadata, indent=2))
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write a file so a reader (the viewer) sees the old content or the new, never half."""
-    write_bytes_atomically(path, text.encode("utf-8"))
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """``write_text_atomically`` for bytes (feature pack files)."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

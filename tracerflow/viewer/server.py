@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from tracerflow.fsutil import write_text_atomically
 from tracerflow.storage.store import StoreLike
 from tracerflow.viewer.features import (
     FEATURE_LIST_PATH,
@@ -46,7 +47,7 @@ from tracerflow.viewer.features import (
     feature_pack_names,
     render_feature_page,
 )
-from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE, write_text_atomically
+from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
 from tracerflow.viewer.index import (
     build_graph_index,
     load_db_metrics,
