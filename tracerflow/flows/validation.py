@@ -117,7 +117,7 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
         raise UsageError(f"{where} is empty")
     if model == toy.TOY_MODEL_NAME:
         n_ctx = toy.model_n_ctx()
-        n_tokens = toy_token_count(prompt)
+        n_tokens = toy.token_count(prompt)
         if n_tokens > n_ctx:
             raise UsageError(
                 f"{where} ({prompt[:40]!r}...) has {n_tokens} tokens; {model} takes at most {n_ctx}"
@@ -126,16 +126,6 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
         raise UsageError(
             f"{where} has {len(prompt)} characters; tracerflow takes at most {MAX_PROMPT_CHARS}"
         )
-
-
-def toy_token_count(prompt: str) -> int:
-    """Tokens the toy model sees for ``prompt``: its BPE tokens plus the BOS it prepends."""
-    from tokenizers import Tokenizer
-
-    from tracerflow import toy
-
-    tokenizer = Tokenizer.from_file(str(toy.tokenizer_dir() / "tokenizer.json"))
-    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
 
 
 def check_corpus_file(corpus: str, option: str, read_all: bool = True) -> None:

@@ -47,6 +47,15 @@ def model_n_ctx() -> int:
     return int(json.loads((model_dir() / "config.json").read_text())["n_ctx"])
 
 
+def token_count(prompt: str) -> int:
+    """Tokens the toy model sees for ``prompt``: its BPE tokens plus the BOS it prepends
+    (counted with the shipped tokenizer alone, without loading the model or torch)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir() / "tokenizer.json"))
+    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
+
+
 def eval_corpus_path() -> Path:
     """The held-out evaluation corpus (one sentence per line; ``grammar.eval_corpus_texts``)."""
     return data_dir() / EVAL_CORPUS_FILE
