@@ -33,11 +33,14 @@ def tracerflow(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_run_records_into_the_lake_the_setting_names_and_the_commands_read_it(
     home: Path, fresh_pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"ducklake:postgres:{fresh_pg_database}"
+    # The test server trusts every local connection, so the password is sent nowhere; it must
+    # not appear anywhere a run or a command writes either.
+    url = f"ducklake:postgres:{fresh_pg_database} password={PASSWORD}"
     monkeypatch.setenv("TRACERFLOW_STORE", url)
     monkeypatch.setenv("TRACERFLOW_LAKE_DATA_PATH", str(tmp_path / "lake-data"))
 
     state = score_flow(CAT_REQUEST, return_state=True)
+    written = [run_logs_and_artifacts(state.state_details.flow_run_id)]
 
     assert state.is_completed()
     flow_run_id = str(state.state_details.flow_run_id)
@@ -55,6 +58,33 @@ def test_a_run_records_into_the_lake_the_setting_names_and_the_commands_read_it(
     copied = tracerflow("store", "copy", "--from", url, "--to", str(tmp_path / "copy.duckdb"))
     assert copied.returncode == 0, copied.stderr
     assert queries.scores_of_run(tmp_path / "copy.duckdb", flow_run_id) == recorded
+
+    written += [result.stdout + result.stderr for result in (history, snapshots, copied)]
+    assert all(PASSWORD not in text for text in written)
+    assert "password=***" in written[0]  # the run's log names the store, masked
+
+
+PASSWORD = "s3cret@pa55"
+
+
+def run_logs_and_artifacts(flow_run_id: object) -> str:
+    """Every log line and artifact a flow run left on the Prefect API, as one text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs reach the API in batches: send what is pending first
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return "\n".join([log.message for log in logs] + [str(a.data) for a in artifacts])
 
 
 def test_store_commands_fail_in_one_line_with_exit_2_on_bad_stores(tmp_path: Path) -> None:

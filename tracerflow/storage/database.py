@@ -222,9 +222,13 @@ def reading(
                 f"the lake {store.describe()} is damaged: its data file {missing.group(1)} is "
                 f"missing (restore the data folder from a backup); nothing was read"
             ) from error
-        raise StorageError(f"reading {store.describe()} failed: {_first_line(error)}") from error
+        raise StorageError(
+            f"reading {store.describe()} failed: {store.mask(_first_line(error))}"
+        ) from None  # the driver's own message may hold a lake's password
     except duckdb.Error as error:
-        raise StorageError(f"reading {store.describe()} failed: {_first_line(error)}") from error
+        raise StorageError(
+            f"reading {store.describe()} failed: {store.mask(_first_line(error))}"
+        ) from None  # the driver's own message may hold a lake's password
     finally:
         con.close()
 
@@ -443,12 +447,15 @@ def record_run(
         if isinstance(store, LakeStore):
             return lake.write(store, write_run, timeout_s)
         return write_file(store, write_run, timeout_s)
-    except StorageError:
-        raise
+    except StorageError as error:
+        if store.mask(str(error)) == str(error):
+            raise
+        raise StorageError(store.mask(str(error))) from None  # no chained driver message
     except Exception as error:
         raise StorageError(
-            f"recording flow run {run.flow_run_id} failed, nothing of it was written: {error}"
-        ) from error
+            f"recording flow run {run.flow_run_id} failed, nothing of it was written: "
+            f"{store.mask(str(error))}"
+        ) from None  # the driver's own message may hold the password
 
 
 def write_file(

@@ -34,7 +34,7 @@ from tracerflow.storage.migrations import (
     apply_migrations,
     schema_version,
 )
-from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, mask_conninfo
+from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError
 
 Connection = duckdb.DuckDBPyConnection
 T = TypeVar("T")
@@ -148,7 +148,8 @@ def attach(
     try:
         con.execute(statement + (f" ({', '.join(options)})" if options else ""))
     except duckdb.Error as error:
-        raise _lake_error(store, error, read_only) from error
+        # Not chained: the driver's own message (in a traceback) may hold the password.
+        raise _lake_error(store, error, read_only) from None
 
 
 def _recorded_data_path(con: Connection, alias: str) -> str:
@@ -160,7 +161,7 @@ def _recorded_data_path(con: Connection, alias: str) -> str:
 
 def _lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> StorageError:
     """One clear line for the failures a user meets, the password never shown."""
-    text = mask_conninfo(str(error).replace(store.conninfo, mask_conninfo(store.conninfo)))
+    text = store.mask(str(error))
     where = store.describe()
     if "creating a new DuckLake is explicitly disabled" in text:
         return NoHistoryError(

@@ -13,7 +13,7 @@ one: a file path, or ``ducklake:postgres:<libpq conninfo>``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,13 +31,17 @@ class FileStore:
     def describe(self) -> str:
         return str(self.path)
 
+    def mask(self, text: str) -> str:
+        """``text`` as is: a file store has no secret."""
+        return text
+
 
 @dataclass(frozen=True)
 class LakeStore:
     """A DuckLake: the catalog in the PostgreSQL database ``conninfo`` names, Parquet files under
     ``data_path`` (None: the path the catalog recorded when the lake was created)."""
 
-    conninfo: str
+    conninfo: str = field(repr=False)  # may hold a password: never printed as it is
     data_path: Path | None = None
 
     @property
@@ -47,6 +51,19 @@ class LakeStore:
     def describe(self) -> str:
         """The URL with any password masked: safe for logs, errors and the UI."""
         return LAKE_PREFIX + mask_conninfo(self.conninfo)
+
+    def mask(self, text: str) -> str:
+        """``text`` (a driver's error, a log line) with this lake's password masked wherever it
+        stands, in the conninfo or quoted alone."""
+        masked = mask_conninfo(text.replace(self.conninfo, mask_conninfo(self.conninfo)))
+        for password in conninfo_passwords(self.conninfo):
+            masked = masked.replace(password, "***")
+        return masked
+
+    def __repr__(self) -> str:
+        return f"LakeStore({self.describe()!r}, data_path={self.data_path!r})"
+
+    __str__ = describe
 
 
 Store = FileStore | LakeStore
@@ -61,8 +78,28 @@ class NoHistoryError(StorageError):
 def mask_conninfo(conninfo: str) -> str:
     """A libpq conninfo with its password shown as ``***``: ``password=secret`` (key/value form)
     and ``user:secret@`` (URI form). Prefect's database URLs: ``server.mask_password``."""
-    masked = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)", r"\1***", conninfo)
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", masked)
+    masked = _KEY_VALUE_PASSWORD.sub(r"\1***", conninfo)
+    # Up to the last '@' of the token: a password may hold '@' itself.
+    return _URI_PASSWORD.sub(r"\1***@", masked)
+
+
+_KEY_VALUE_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)")
+_URI_PASSWORD = re.compile(r"(://[^:/@\s]+:)\S*@")
+
+
+def conninfo_passwords(conninfo: str) -> list[str]:
+    """The passwords a conninfo holds (key/value, quoted or not, and URI form), as they would
+    appear in a driver's message: for ``LakeStore.mask``."""
+    found = []
+    for match in _KEY_VALUE_PASSWORD.finditer(conninfo):
+        value = match.group(2)
+        found.append(value)
+        if value.startswith("'"):  # the value itself, as libpq reads it
+            found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
+    for match in re.finditer(r"://[^:/@\s]+:(\S*)@", conninfo):
+        found.append(match.group(1))
+    # Longest first: a password that holds another is masked whole. Empty ones mask nothing.
+    return sorted({value for value in found if value}, key=len, reverse=True)
 
 
 def parse_store(value: str | Path | Store, data_path: Path | str | None = None) -> Store:
