@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from tracerflow.errors import ConfigError, UsageError
 from tracerflow.parameters import (
     CIRCUIT_TRACER_BATCH_SIZE,
+    MAX_COUNT,
     AttributionParams,
     RunOptions,
     RunParameters,
@@ -102,14 +103,16 @@ def test_every_graph_parameter_is_a_run_option_with_the_same_limits_and_help() -
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"max_n_logits": 0}, "--max-n-logits (max_n_logits) must be a whole number >= 1, got 0"),
+        ({"max_n_logits": 0}, "--max-n-logits (max_n_logits) must be a whole number from 1 to"),
+        ({"max_n_logits": 10**20}, "--max-n-logits (max_n_logits) must be a whole number from"),
         (
             {"desired_logit_prob": 0.0},
             "--desired-logit-prob (desired_logit_prob) must be in (0, 1]",
         ),
         ({"dtype": "float64"}, "--dtype (dtype) must be one of float32, float16, bfloat16"),
         ({"device": "cuda:x"}, "--device (device) must be cpu, cuda or cuda:N, got 'cuda:x'"),
-        ({"threads": 0}, "--threads (threads) must be a whole number >= 1, got 0"),
+        ({"threads": 0}, "--threads (threads) must be a whole number from 1 to 1024, got 0"),
+        ({"threads": 10**6}, "--threads (threads) must be a whole number from 1 to 1024"),
         ({"transcoders": []}, "give at least one --transcoder or a --preset"),
         ({"prompts": []}, "give at least one --prompt or a --prompts-file"),
     ],
@@ -149,6 +152,10 @@ def test_the_scoring_flows_parameter_schema_is_the_request_models() -> None:
     assert schema["properties"]["request"]["$ref"] == "#/definitions/RunRequest"
     properties = schema["definitions"]["RunRequest"]["properties"]
     assert set(properties) == set(RunRequest.model_fields)
-    assert properties["max_n_logits"]["anyOf"][0] == {"minimum": 1, "type": "integer"}
+    assert properties["max_n_logits"]["anyOf"][0] == {
+        "minimum": 1,
+        "maximum": MAX_COUNT,
+        "type": "integer",
+    }
     assert properties["max_n_logits"]["description"] == "most logit targets to attribute from"
     assert properties["dtype"]["enum"] == ["float32", "float16", "bfloat16"]

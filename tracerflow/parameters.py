@@ -30,6 +30,12 @@ from tracerflow.errors import ConfigError, UsageError
 
 # circuit-tracer's own default ``batch_size``: a run that sets none gets circuit-tracer's graph.
 CIRCUIT_TRACER_BATCH_SIZE = 512
+# The largest count a run takes: a number past what torch indexes with fails deep inside it
+# instead of at the door (a billion logits or features is far beyond any model already).
+MAX_COUNT = 2**31 - 1
+# More threads than any machine tracerflow runs on has cores; libgomp crashes (SIGSEGV) when
+# asked for a million.
+MAX_THREADS = 1024
 
 
 class _Parameters(BaseModel):
@@ -52,12 +58,14 @@ class _Parameters(BaseModel):
 class AttributionParams(_Parameters):
     """circuit-tracer's ``attribute`` arguments that decide a graph (part of its cache key)."""
 
-    max_n_logits: int = Field(10, ge=1, description="most logit targets to attribute from")
+    max_n_logits: int = Field(
+        10, ge=1, le=MAX_COUNT, description="most logit targets to attribute from"
+    )
     desired_logit_prob: float = Field(
         0.95, gt=0, le=1, description="stop adding logit targets once they cover this probability"
     )
     max_feature_nodes: int | None = Field(
-        8192, ge=1, description="most feature nodes, the most influential first"
+        8192, ge=1, le=MAX_COUNT, description="most feature nodes, the most influential first"
     )
     # circuit-tracer's meaning: it sets how often features are re-ranked when max_feature_nodes
     # binds, so it is part of the graph's identity. The speed and memory of tracerflow's
@@ -65,6 +73,7 @@ class AttributionParams(_Parameters):
     batch_size: int = Field(
         CIRCUIT_TRACER_BATCH_SIZE,
         ge=1,
+        le=MAX_COUNT,
         description="circuit-tracer's batch size: how often features are re-ranked when "
         "max_feature_nodes binds (part of which graph you get; not of its cost)",
     )
@@ -140,6 +149,7 @@ class RunOptions(BaseModel):
     threads: int | None = Field(
         None,
         ge=1,
+        le=MAX_THREADS,
         description="torch threads for attribution (default: TRACERFLOW_THREADS, else torch's "
         "default for this machine); recorded with every score",
     )
@@ -159,7 +169,9 @@ class RunOptions(BaseModel):
         description="text (one document a line) or .jsonl file the transcoder metrics are "
         "computed on (default: the preset's held-out corpus, else the prompts)",
     )
-    eval_tokens: int | None = Field(None, ge=1, description="at most this many evaluation tokens")
+    eval_tokens: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="at most this many evaluation tokens"
+    )
 
     def parameters_for(self, preset_defaults: RunParameters | None) -> RunParameters:
         """One transcoder's parameters: this run's where it gives one, else its preset's
@@ -223,7 +235,7 @@ def flag(name: str) -> str:
 
 
 def limits_text(field: FieldInfo) -> str:
-    """What a value of ``field`` must be, as a user reads it: ``a whole number >= 1``,
+    """What a value of ``field`` must be, as a user reads it: ``a whole number from 1 to 1024``,
     ``in (0, 1]``, ``one of float32, float16, bfloat16``."""
     choices = _literal_choices(field.annotation)
     if choices:
@@ -235,6 +247,8 @@ def limits_text(field: FieldInfo) -> str:
         if getattr(meta, kind, None) is not None
     }
     whole = _allows(field.annotation, int)
+    if whole and "ge" in bounds and "le" in bounds:
+        return f"a whole number from {bounds['ge']} to {bounds['le']}"
     if "le" not in bounds and "lt" not in bounds:
         low = [
             f"{'>=' if kind == 'ge' else '>'} {bounds[kind]}"

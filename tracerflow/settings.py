@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tracerflow.parameters import MAX_THREADS
+
 if TYPE_CHECKING:
     from tracerflow.storage.store import Store
 
@@ -25,7 +27,7 @@ class Settings(BaseSettings):
     # $TRACERFLOW_THREADS: torch's intra-op threads for attribution (and the scoring and export
     # of its graph) when a run passes no --threads; unset, torch's default for the machine. A
     # setting, never chosen by timing: results at one count are reproducible bit for bit.
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     # $TRACERFLOW_ALLOW_OUTSIDE_PATHS=1 lets a suite's prompts_file name a file outside the
     # suite file's folder: the person running tracerflow grants it, never the suite's author.
     allow_outside_paths: bool = False

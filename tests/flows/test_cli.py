@@ -28,7 +28,7 @@ runner = CliRunner()
         ),
         (
             ["run", "--preset", "toy-clt", "--eval-tokens", "0"],
-            "--eval-tokens (eval_tokens) must be a whole number >= 1, got 0",
+            "--eval-tokens (eval_tokens) must be a whole number from 1 to 2147483647, got 0",
             2,
         ),
     ],

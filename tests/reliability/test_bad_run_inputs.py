@@ -73,11 +73,20 @@ CASES: dict[str, tuple[object, str]] = {
     ),
     "max-feature-nodes 0": (
         [*TOY, "--max-feature-nodes", "0"],
-        "--max-feature-nodes (max_feature_nodes) must be a whole number >= 1, got 0",
+        "--max-feature-nodes (max_feature_nodes) must be a whole number from 1 to 2147483647, "
+        "got 0",
     ),
     "batch-size 0": ([*TOY, "--batch-size", "0"], "--batch-size (batch_size) must be"),
     "max-n-logits 0": ([*TOY, "--max-n-logits", "0"], "--max-n-logits (max_n_logits) must be"),
-    "threads 0": ([*TOY, "--threads", "0"], "--threads (threads) must be a whole number >= 1"),
+    "threads 0": ([*TOY, "--threads", "0"], "--threads (threads) must be a whole number from 1"),
+    "a million threads": (
+        [*TOY, "--threads", "1000000"],
+        "--threads (threads) must be a whole number from 1 to 1024, got 1000000",
+    ),
+    "more logits than an int64": (
+        [*TOY, "--max-n-logits", "99999999999999999999"],
+        "--max-n-logits (max_n_logits) must be a whole number from 1 to 2147483647",
+    ),
     "desired-logit-prob 0": (
         [*TOY, "--desired-logit-prob", "0"],
         "--desired-logit-prob (desired_logit_prob) must be in (0, 1], got 0.0",
@@ -168,7 +177,26 @@ CASES: dict[str, tuple[object, str]] = {
     ),
     "suite with dask workers 0": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "0"],
-        "--dask-workers must be >= 1",
+        "--dask-workers must be a whole number from 1 to",
+    ),
+    "suite with a thousand dask workers": (
+        lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "1000"],
+        "(this machine's CPUs), got 1000",
+    ),
+    "dask workers without a suite": (
+        [*TOY, "--dask-workers", "2"],
+        "--dask-workers fans out a --suite's run; give a --suite with it",
+    ),
+    "suite with prompts and options it would ignore": (
+        lambda tmp: [
+            "--suite",
+            str(suite_file(tmp, "{}")),
+            "--prompt",
+            "x",
+            "--max-n-logits",
+            "3",
+        ],
+        "--suite runs its suite file as it is: --prompt, --max-n-logits cannot be given with it",
     ),
 }
 

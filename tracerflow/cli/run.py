@@ -57,8 +57,20 @@ def run(
     """Score transcoders on prompts; record every score; export the graphs."""
     use_store(store)
     if suite is not None:
+        given = {"--transcoder": transcoder, "--prompt": prompt, "--prompts-file": prompts_file,
+                 "--preset": preset}  # fmt: skip
+        given.update({f"--{name.replace('_', '-')}": value for name, value in options.items()
+                      if value != RunOptions.model_fields[name].default})  # fmt: skip
+        named = [flag for flag, value in given.items() if value]
+        if named:
+            raise UsageError(
+                f"--suite runs its suite file as it is: {', '.join(named)} cannot be given with "
+                "it (set them in the suite file)"
+            )
         _run_suite(suite, dask_workers)
         return
+    if dask_workers is not None:
+        raise UsageError("--dask-workers fans out a --suite's run; give a --suite with it")
     if preset is not None:
         check_preset(preset)
     transcoders = list(transcoder or []) + ([preset] if preset else [])
@@ -114,8 +126,12 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
 
     # Validate before starting Prefect: errors name the file and line, or the bad input.
     validate_run_request(suite_request(load_suite(suite)))
-    if dask_workers is not None and dask_workers < 1:
-        raise UsageError(f"--dask-workers must be >= 1, got {dask_workers}")
+    most = os.cpu_count() or 1  # each worker is a process that attributes on every core
+    if dask_workers is not None and not 1 <= dask_workers <= most:
+        raise UsageError(
+            f"--dask-workers must be a whole number from 1 to {most} (this machine's CPUs), "
+            f"got {dask_workers}"
+        )
     with prefect_api():
         from tracerflow.flows.suite import suite_flow
 
