@@ -103,3 +103,81 @@ def test_an_older_tracerflow_database_is_still_migrated(old_tracerflow_db: Path)
         assert schema_version(con) == CURRENT_VERSION
     finally:
         con.close()
+
+
+@pytest.fixture
+def foreign_db_with_schema_version(foreign_db: Path) -> Path:
+    """Another application's database that keeps its own ``schema_version`` table."""
+    con = duckdb.connect(str(foreign_db))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied DATE)")
+    con.execute("INSERT INTO schema_version VALUES (3, DATE '2026-01-01')")
+    con.close()
+    return foreign_db
+
+
+@pytest.mark.parametrize("with_schema_version", [False, True])
+def test_a_run_refuses_a_foreign_store_at_once_and_leaves_it_unchanged(
+    foreign_db: Path,
+    with_schema_version: bool,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --store` on another application's DuckDB file: exit 2 before anything starts; its
+    tables are never migrated into (before, the run exited 0 having added fifteen tables)."""
+    if with_schema_version:
+        foreign_db = request.getfixturevalue("foreign_db_with_schema_version")
+    before = folder_state(foreign_db.parent)
+    monkeypatch.setenv("TRACERFLOW_STORE", str(foreign_db))  # `--store` sets it: undone after
+    arguments = ["run", "--preset", "toy-clt", "--prompt", "The cat sat on the"]
+    result = CliRunner().invoke(app, [*arguments, "--store", str(foreign_db)])
+
+    assert result.exit_code == 2, result.output
+    assert "is not a tracerflow score database (it holds other tables: measurements" in (
+        result.output
+    )
+    assert folder_state(foreign_db.parent) == before
+
+
+def test_writes_refuse_a_foreign_database_and_leave_it_unchanged(
+    foreign_db_with_schema_version: Path,
+) -> None:
+    from tracerflow.errors import StorageError
+    from tracerflow.storage.database import open_database
+
+    before = duckdb.connect(str(foreign_db_with_schema_version), read_only=True)
+    tables_before = before.execute("SHOW TABLES").fetchall()
+    before.close()
+    with pytest.raises(StorageError, match="not a tracerflow score database"):
+        open_database(foreign_db_with_schema_version)
+    with pytest.raises(StorageError, match="not a tracerflow score database"):
+        open_reader(foreign_db_with_schema_version)  # no migration tried, though it has a version
+    after = duckdb.connect(str(foreign_db_with_schema_version), read_only=True)
+    assert after.execute("SHOW TABLES").fetchall() == tables_before
+    after.close()
+
+
+@pytest.mark.parametrize("kind", ["text", "directory", "newer"])
+def test_a_run_refuses_a_store_it_could_not_record_into_at_once(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "scores.duckdb"
+    monkeypatch.setenv("TRACERFLOW_STORE", str(store))  # `--store` sets it: undone after
+    expected = {
+        "text": "is not a readable DuckDB database",
+        "directory": "is a folder, not a .duckdb file",
+        "newer": f"is at schema version {CURRENT_VERSION + 1}, newer than this tracerflow",
+    }[kind]
+    if kind == "text":
+        store.write_text("not a database")
+    elif kind == "directory":
+        store.mkdir()
+    else:
+        con = duckdb.connect(str(store))
+        apply_migrations(con)
+        con.execute("INSERT INTO schema_version VALUES (?, 'future', now())", [CURRENT_VERSION + 1])
+        con.close()
+    arguments = ["run", "--preset", "toy-clt", "--prompt", "The cat sat on the"]
+    result = CliRunner().invoke(app, [*arguments, "--store", str(store)])
+
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and len(result.output.strip().splitlines()) == 1

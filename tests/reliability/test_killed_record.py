@@ -138,7 +138,12 @@ def test_a_run_that_cannot_record_on_a_full_disk_leaves_the_next_run_free(
     full = run_cli([*RUN, "--store", str(store)], home)
 
     assert full.returncode == 1, full.stdout + full.stderr
-    assert full.stderr.strip().splitlines()[-1].startswith("error: the run was not recorded")
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the run was not recorded: ")
+    assert last.endswith("; a re-run will record it (its finished stages are cached)")
+    table = [line for line in full.stdout.splitlines() if line.startswith("toy-clt ")]
+    assert len(table) == 1 and table[0].rstrip().endswith("ok")  # the scores it computed
+    assert not store.exists()  # the file the full disk cut short is gone: nothing half-written
 
     filler.unlink()  # the user frees space
     started = time.monotonic()

@@ -112,6 +112,7 @@ def _run_scoring(request: RunRequest) -> None:
     """Check the request (a bad input raises before anything starts), then run the scoring flow
     on a temporary Prefect server unless PREFECT_API_URL names one, and report it."""
     validate_run_request(request)
+    _check_store()
     from tracerflow.flows.temporary_server import prefect_api
 
     with prefect_api():
@@ -126,6 +127,7 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
 
     # Validate before starting Prefect: errors name the file and line, or the bad input.
     validate_run_request(suite_request(load_suite(suite)))
+    _check_store()
     most = os.cpu_count() or 1  # each worker is a process that attributes on every core
     if dask_workers is not None and not 1 <= dask_workers <= most:
         raise UsageError(
@@ -136,6 +138,14 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
         from tracerflow.flows.suite import suite_flow
 
         _report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
+
+
+def _check_store() -> None:
+    """Refuse a score store the run could not record into, before the run starts."""
+    from tracerflow.settings import get_settings
+    from tracerflow.storage.database import check_run_store
+
+    check_run_store(get_settings().score_store)
 
 
 def _report(state: Any) -> None:

@@ -24,7 +24,12 @@ from tracerflow.errors import StorageError
 from tracerflow.hashing import canonical_json
 from tracerflow.storage import lake
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
-from tracerflow.storage.migrations import CURRENT_VERSION, apply_migrations, schema_version
+from tracerflow.storage.migrations import (
+    CURRENT_VERSION,
+    apply_migrations,
+    refuse_foreign,
+    schema_version,
+)
 from tracerflow.storage.records import (
     ModelInfo,
     RunInfo,
@@ -111,11 +116,44 @@ def open_database(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
         try:
+            refuse_foreign(con, path)
             apply_migrations(con)
         except BaseException:
             con.close()
             raise
     return con
+
+
+def check_run_store(store: Store) -> None:
+    """What a run's record step would refuse after the whole run, refused before it starts
+    (``StorageError``, exit 2): a folder, a file that is no DuckDB database, another
+    application's database, one from a newer tracerflow. Reads only (no lock file, nothing
+    changed). A lake is checked when its PostgreSQL is reached, by the record step."""
+    if not isinstance(store, FileStore):
+        return
+    path = store.path
+    if path.is_dir():
+        raise StorageError(f"the score store {path} is a folder, not a .duckdb file")
+    if not path.exists():
+        return  # a new database, made by the first record
+    try:
+        con = duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+    except duckdb.Error as error:
+        if _is_file_lock_conflict(error):
+            return  # another run is writing it: a tracerflow database, the record step waits
+        raise StorageError(
+            f"the score store {path} is not a readable DuckDB database: {_first_line(error)}"
+        ) from None
+    try:
+        refuse_foreign(con, f"the score store {path}")
+        version = schema_version(con)
+    finally:
+        con.close()
+    if version > CURRENT_VERSION:
+        raise StorageError(
+            f"the score store {path} is at schema version {version}, newer than this "
+            f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to record into it"
+        )
 
 
 def open_reader(
@@ -157,10 +195,14 @@ def open_reader(
 
     con = _retry_while_locked(connect, path, timeout_s, "read")
     try:
+        refuse_foreign(con, path)  # never migrated: a reader leaves it as it found it
         version = schema_version(con)
     except duckdb.Error as error:
         con.close()
         raise StorageError(f"cannot read the schema version of {path}: {error}") from error
+    except StorageError:
+        con.close()
+        raise
     if version == CURRENT_VERSION:
         return con
     con.close()
@@ -476,6 +518,7 @@ def write_file(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(connect, path, timeout_s, "write")
         try:
+            refuse_foreign(con, path)
             apply_migrations(con)
             if prepare is not None:
                 prepare(con)

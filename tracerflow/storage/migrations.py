@@ -606,6 +606,45 @@ def schema_version(con: Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def foreign_tables(con: Connection) -> list[str]:
+    """The tables of a database that is not tracerflow's, sorted; none for an empty database or
+    one tracerflow wrote (a ``schema_version`` table of tracerflow's columns beside ``scores``).
+    tracerflow writes its tables into an empty database only, never beside another
+    application's."""
+    tables = sorted(
+        str(name)
+        for (name,) in con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'main' AND table_catalog = current_database()"
+        ).fetchall()
+    )
+    if not tables:
+        return []
+    columns = {
+        str(name)
+        for (name,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = "
+            "'schema_version' AND table_schema = 'main' AND table_catalog = current_database()"
+        ).fetchall()
+    }
+    if columns == {"version", "name", "applied_at"} and "scores" in tables:
+        return []
+    return tables
+
+
+def refuse_foreign(con: Connection, where: object) -> None:
+    """``StorageError`` (exit 2) when ``con`` is another application's database (``where``
+    names it): tracerflow neither migrates nor reads it."""
+    foreign = foreign_tables(con)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StorageError(
+            f"{where} is not a tracerflow score database (it holds other tables: {shown}); "
+            "tracerflow writes into its own databases or a new file only: point --store "
+            "(TRACERFLOW_STORE) at one"
+        )
+
+
 def apply_migrations(con: Connection, up_to: int | None = None) -> list[int]:
     """Apply every migration above the database's version (up to ``up_to``); return those applied.
 
@@ -614,6 +653,7 @@ def apply_migrations(con: Connection, up_to: int | None = None) -> list[int]:
     (``database._write_lock``) around this.
     """
     target = CURRENT_VERSION if up_to is None else up_to
+    refuse_foreign(con, "the database")
     current = schema_version(con)
     if current > CURRENT_VERSION:
         raise StorageError(
