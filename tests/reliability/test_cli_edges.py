@@ -102,7 +102,7 @@ def test_an_unwritable_out_is_one_line(score_db: Path, tmp_path: Path) -> None:
     blocker.write_text("")
     code, output = sql("--db", str(score_db), "--out", str(blocker / "result.csv"))
     assert code != 0
-    assert_one_error_line(output, "cannot write --out")
+    assert_one_error_line(output, f"--out {blocker / 'result.csv'}: {blocker} is not a folder")
 
 
 def test_a_failed_write_leaves_no_half_file(

@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from tracerflow.cli.db_option import StoreOption, score_store
+from tracerflow.cli.render import check_out_path
+
+ForceOption = Annotated[bool, typer.Option("--force", help="Let --out replace a file.")]
 
 plot_app = typer.Typer(help="Charts of the score history.", no_args_is_help=True)
 
@@ -22,12 +25,14 @@ def plot_history_command(
         str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
     ] = None,
     since: Annotated[str | None, typer.Option(help="Only scores from this date on (UTC).")] = None,
+    force: ForceOption = False,
     store: StoreOption = None,
 ) -> None:
     """Chart each transcoder's mean scores per run over time."""
     # Imported here: matplotlib costs a second, and the other commands do not need it.
     from tracerflow.storage.report import write_history_report
 
+    check_out_path(out, score_store(store), force)
     written = write_history_report(score_store(store), out, transcoder=transcoder, since=since)
     typer.echo(f"wrote {written}")
 
@@ -38,10 +43,12 @@ def plot_metrics_command(
     transcoder: Annotated[
         str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
     ] = None,
+    force: ForceOption = False,
     store: StoreOption = None,
 ) -> None:
     """Chart each transcoder's newest per-layer FVU and L0, and its feature density histogram."""
     from tracerflow.storage.report import write_metrics_chart
 
+    check_out_path(out, score_store(store), force)
     written = write_metrics_chart(score_store(store), out, transcoder=transcoder)
     typer.echo(f"wrote {written}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -21,6 +22,7 @@ from rich.text import Text
 from tracerflow.cells import cell_text
 from tracerflow.errors import StorageError
 from tracerflow.fsutil import atomic_file
+from tracerflow.storage.store import LakeStore, Store
 
 # A rule under the header and nothing else, in ASCII so a table reads the same in any terminal,
 # file or pipe.
@@ -98,13 +100,63 @@ def emit(text: str, out: Path | None = None) -> None:
 
 def write_atomically(out: Path, write: Callable[[Path], object]) -> None:
     """``write(temp)`` a temporary sibling of ``out``, then rename it onto ``out``: a failure
-    leaves ``out`` as it was and no half-written file. An OSError becomes a StorageError."""
+    leaves ``out`` as it was and no half-written file. An OSError becomes a StorageError. Its
+    folder must exist (``check_out_path``)."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(out) as temp:
             write(temp)
     except OSError as error:
         raise StorageError(f"cannot write --out {out}: {error.strerror or error}") from error
+
+
+def check_out_path(out: Path, store: Store, force: bool) -> None:
+    """Refuse an ``--out`` that would destroy something or write where it must not: the score
+    database (or its WAL or lock file) under any name, a file in a lake's data folder, a
+    symlink (it would lead the write elsewhere), a folder or a special file (a device, a FIFO),
+    an existing file unless ``force``, or a folder that does not exist (no ``--out`` makes
+    folders). Every command's ``--out`` passes here before it computes anything.
+
+    Raises:
+        StorageError: one line naming ``out`` and why it is refused.
+    """
+    if isinstance(store, LakeStore):
+        if store.data_path is not None and out.resolve().is_relative_to(store.data_path):
+            raise StorageError(
+                f"--out {out} is inside the lake's data folder {store.data_path}; write the "
+                "result elsewhere"
+            )
+        protected_files: tuple[Path, ...] = ()
+    else:
+        db_path = store.path
+        protected_files = (db_path, Path(f"{db_path}.wal"), Path(f"{db_path}.lock"))
+    for protected in protected_files:
+        if _same_file(out, protected):
+            raise StorageError(
+                f"--out {out} is the score database {protected}; write the result elsewhere"
+            )
+    if out.is_symlink():
+        raise StorageError(f"--out {out} is a symlink; name the file itself")
+    if out.is_dir():
+        raise StorageError(f"--out {out} is a folder; name a file")
+    if out.exists() and not out.is_file():
+        raise StorageError(f"--out {out} is a special file, not a regular one; name a file")
+    if out.exists() and not force:
+        raise StorageError(f"--out {out} exists; add --force to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise StorageError(f"--out {out}: {out.parent} is not a folder")
+    if not out.parent.is_dir():
+        raise StorageError(f"--out {out}: the folder {out.parent} does not exist")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path (symlinks, ``..``) or,
+    when both exist, the same inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class OutputFormat(StrEnum):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,10 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from tracerflow.cli.db_option import StoreOption, score_store
-from tracerflow.cli.render import emit, rows_text, write_atomically
+from tracerflow.cli.render import check_out_path, emit, rows_text, write_atomically
 from tracerflow.errors import StorageError
 from tracerflow.storage.queries import run_sql
-from tracerflow.storage.store import LakeStore, Store
 
 
 class SqlFormat(StrEnum):
@@ -44,46 +42,6 @@ def sql_command(
         _write_parquet(columns, rows, out)
         return
     emit(rows_text(columns, rows, output_format.value), out)
-
-
-def check_out_path(out: Path, store: Store, force: bool) -> None:
-    """Refuse an ``--out`` that would destroy something: the score database (or its WAL or lock
-    file) under any name, a file in a lake's data folder, a folder, or an existing file unless
-    ``force``.
-
-    Raises:
-        StorageError: one line naming ``out`` and why it is refused.
-    """
-    if isinstance(store, LakeStore):
-        if store.data_path is not None and out.resolve().is_relative_to(store.data_path):
-            raise StorageError(
-                f"--out {out} is inside the lake's data folder {store.data_path}; write the "
-                "result elsewhere"
-            )
-        protected_files: tuple[Path, ...] = ()
-    else:
-        db_path = store.path
-        protected_files = (db_path, Path(f"{db_path}.wal"), Path(f"{db_path}.lock"))
-    for protected in protected_files:
-        if _same_file(out, protected):
-            raise StorageError(
-                f"--out {out} is the score database {protected}; write the result elsewhere"
-            )
-    if out.is_dir():
-        raise StorageError(f"--out {out} is a folder; name a file")
-    if out.exists() and not force:
-        raise StorageError(f"--out {out} exists; add --force to replace it")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file: the same resolved path (symlinks, ``..``) or,
-    when both exist, the same inode (hard links)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _write_parquet(columns: list[str], rows: list[tuple[Any, ...]], out: Path | None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tracerflow.cells import cell_text
 from tracerflow.errors import StorageError
+from tracerflow.fsutil import write_bytes_atomically, write_text_atomically
 from tracerflow.storage.queries import history, transcoder_summary
 from tracerflow.storage.store import StoreLike
 
@@ -135,8 +136,9 @@ def write_metrics_chart(store: StoreLike, out: Path, transcoder: str | None = No
     if out.suffix.lower() != ".png":
         raise StorageError(f"--out {out} must end in .png")
     figure = metrics_figure(latest_layer_metrics(store, transcoder=transcoder))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png", dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    write_bytes_atomically(out, buffer.getvalue())
     return out
 
 
@@ -199,14 +201,13 @@ def write_history_report(
     rows = history(store, transcoder=transcoder, since=since)
     if not rows:
         raise StorageError("no scores match; nothing to plot")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
-        out.write_bytes(history_png(rows))
+        write_bytes_atomically(out, history_png(rows))
     else:
         summary = transcoder_summary(store)
         if transcoder is not None:
             summary = [
                 s for s in summary if transcoder in (s["transcoder_source"], s["transcoder_id"])
             ]
-        out.write_text(history_html(rows, summary), encoding="utf-8")
+        write_text_atomically(out, history_html(rows, summary))
     return out
