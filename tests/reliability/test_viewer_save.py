@@ -145,3 +145,29 @@ def test_a_large_legal_save_grows_the_file_by_about_its_size(
     status, _ = save(viewer, SLUG, body)
     assert status == 200
     assert graph_path.stat().st_size <= len(json.dumps(GRAPH)) + len(body)
+
+
+def test_a_saved_view_survives_the_next_run_and_a_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    """Pins saved in the viewer stay when the same prompt is scored again (a nightly suite used
+    to erase them: the export step "restored" the generated file), and a graph file restored
+    after damage comes back with them."""
+    from tests.reliability.harness import PROMPTS, run
+
+    home = tmp_path / "home"
+    (row,) = run(home, PROMPTS[:1], monkeypatch).values()
+    graph_file = Path(str(row.graph_files_path))
+    nodes = json.loads(graph_file.read_text())["nodes"]
+    q_params = {"pinnedIds": ",".join(node["node_id"] for node in nodes[:2]), "clickedId": "x"}
+    with serve_in_thread(graph_file.parent) as server:
+        status, _ = save(server, str(row.slug), json.dumps({"qParams": q_params}).encode())
+    assert status == 200
+
+    run(home, PROMPTS[:1], monkeypatch)  # the same prompt again: every stage cached
+    assert json.loads(graph_file.read_text())["qParams"] == q_params
+
+    graph_file.unlink()  # damaged: the next run restores it, with the saved view
+    run(home, PROMPTS[:1], monkeypatch)
+    restored = json.loads(graph_file.read_text())
+    assert restored["qParams"] == q_params and restored["nodes"] == nodes

@@ -3,7 +3,9 @@
 The files (``viewer.graph_ids.write_graph_files``: circuit-tracer's, with unique node ids) are
 written into the stage's artifact folder, then published: ``<slug>.json`` replaced atomically and
 its ``graph-metadata.json`` entry merged under a file lock. Each run checks the published copy
-against the artifact folder and restores it, with a warning, when it is missing or changed.
+against the artifact folder and restores it, with a warning, when it is missing or changed. A
+view a person saved in the viewer (``viewer.saved_views``) is part of what is published: a re-run
+restores the graph with it, never without it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tracerflow.viewer.graph_ids import (
     add_graph_metadata_entry,
     write_graph_files,
 )
+from tracerflow.viewer.saved_views import graph_text, saved_view
 from tracerflow.viewer.slugs import validate_slug
 
 CODE_VERSION = "2"
@@ -97,6 +100,9 @@ def publish(
     graph_files_dir.mkdir(parents=True, exist_ok=True)
     target = graph_files_dir / f"{slug}.json"
     graph_json = (export_dir / f"{slug}.json").read_text(encoding="utf-8")
+    view = saved_view(graph_files_dir, slug)
+    if view is not None:
+        graph_json = graph_text(json.loads(graph_json), view)
     (entry,) = json.loads((export_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
     repairs = []
     if not target.is_file() or target.read_bytes() != graph_json.encode("utf-8"):

@@ -29,7 +29,6 @@ import gzip
 import ipaddress
 import json
 import logging
-import math
 import socket
 import threading
 from http import HTTPStatus
@@ -53,6 +52,14 @@ from tracerflow.viewer.index import (
     load_db_metrics,
     render_index_html,
     viewer_metadata,
+)
+from tracerflow.viewer.saved_views import (
+    check_depth_and_numbers,
+    graph_text,
+    refuse_constant,
+    save_view,
+    strict_json,
+    strict_loads,
 )
 from tracerflow.viewer.slugs import InvalidSlugError, slug_from_graph_file_name, validate_slug
 
@@ -342,19 +349,20 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "invalid graph name") from exc
         graph_path = self._existing_graph(slug)
         q_params = _parse_save_body(self.rfile.read(length))
-        q_params_text = _strict_json(q_params)
+        q_params_text = strict_json(q_params)
         if len(q_params_text.encode("utf-8")) > MAX_SAVED_Q_PARAMS_BYTES:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "view state too large")
 
         with self.server.save_lock:
             try:
-                graph = _strict_loads(graph_path.read_bytes())
+                graph = strict_loads(graph_path.read_bytes())
             except (ValueError, RecursionError) as exc:
                 raise BadRequest(HTTPStatus.CONFLICT, "the graph file is not strict JSON") from exc
             if not isinstance(graph, dict):
                 raise BadRequest(HTTPStatus.CONFLICT, "the graph file is not a JSON object")
-            graph["qParams"] = q_params
-            write_text_atomically(graph_path, _strict_json(graph))
+            # Kept beside the graph first: the next run's export republishes it (saved_views).
+            save_view(self.server.graph_files_dir, slug, q_params)
+            write_text_atomically(graph_path, graph_text(graph, q_params))
         self._send_bytes(b'{"saved": true}', "application/json")
 
     def _content_length(self) -> int:
@@ -484,51 +492,17 @@ class RangeNotSatisfiable(BadRequest):
         self.size = size
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _strict_loads(text: bytes | str) -> Any:
-    """JSON as RFC 8259 has it: ``NaN``, ``Infinity`` and ``-Infinity`` raise ValueError, and
-    so does a number too large for a float (``1e999``), which Python would read as infinity."""
-    value = json.loads(text, parse_constant=_refuse_constant)
-    _check_depth_and_numbers(value, max_depth=None)
-    return value
-
-
-def _strict_json(value: Any) -> str:
-    """Compact JSON a browser's ``JSON.parse`` reads: no NaN or Infinity, no indentation."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _check_depth_and_numbers(value: Any, max_depth: int | None) -> None:
-    """Raise ValueError for a non-finite float or, with ``max_depth``, deeper nesting.
-
-    Iterative, so a deep value cannot exhaust the interpreter's stack here.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError("a number too large for JSON")
-        if isinstance(item, dict | list):
-            if max_depth is not None and depth > max_depth:
-                raise ValueError(f"nested more than {max_depth} levels deep")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-
-
 def _parse_save_body(body: bytes) -> dict[str, Any]:
     """The ``qParams`` of a Save request: known keys; string, number, list or null values;
     strict JSON (no NaN or Infinity), at most ``MAX_SAVE_DEPTH`` levels deep."""
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)
+        data = json.loads(body, parse_constant=refuse_constant)
     except RecursionError as exc:  # the C parser gives up around a thousand levels
         raise BadRequest(HTTPStatus.BAD_REQUEST, "body nested too deeply") from exc
     except ValueError as exc:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not strict JSON: {exc}") from exc
     try:
-        _check_depth_and_numbers(data, max_depth=MAX_SAVE_DEPTH)
+        check_depth_and_numbers(data, max_depth=MAX_SAVE_DEPTH)
     except ValueError as exc:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"body refused: {exc}") from exc
     q_params = data.get("qParams") if isinstance(data, dict) else None
