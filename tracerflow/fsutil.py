@@ -73,6 +73,23 @@ def atomic_file(final_path: Path) -> Iterator[Path]:
             tmp_path.unlink(missing_ok=True)
 
 
+def check_no_link_below(folder: Path, path: Path) -> None:
+    """``StorageError`` when ``path`` (inside ``folder``) or a folder between them is a symlink:
+    a publish step writes into the folder it was given, never through a link out of it (a
+    planted ``graph-files/features/<scan>`` link once led a feature pack elsewhere). ``folder``
+    itself may be a link: where a home lives is its owner's choice."""
+    from tracerflow.errors import StorageError
+
+    current = folder
+    for part in path.relative_to(folder).parts:
+        current = current / part
+        if current.is_symlink():
+            raise StorageError(
+                f"{current} is a symlink: tracerflow publishes into {folder} only, not through "
+                "links out of it; remove the link and run again"
+            )
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through ``atomic_file``."""
     with atomic_file(path) as tmp_path:

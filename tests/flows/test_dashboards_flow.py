@@ -8,6 +8,7 @@ blink; the toy presets' default corpus is the demo's (tests/viewer/test_demo_in_
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -135,3 +136,27 @@ def test_a_failed_dashboards_stage_keeps_every_score_and_publishes_nothing(
     assert task_states(run_id)["dashboards"] == ["Failed"]
     assert not any((home / "graph-files" / FEATURES_DIR).glob(f"*/{INDEX_FILE}"))
     assert not (home / "artifacts" / "dashboards").exists()
+
+
+def test_a_pack_is_never_published_through_a_link_out_of_the_graph_folder(
+    home: Path, small_corpus: Path, tmp_path: Path
+):
+    """A ``features/<scan>`` symlink planted to another folder: the run refuses to publish
+    there (it used to write the pack into the link's target and overwrite it on the next run);
+    the scores are recorded and the other folder is left as it was."""
+    state, _ = run_flow(["toy-clt"], PROMPTS[:1], corpus=str(small_corpus))
+    assert state.is_completed(), state.message
+    (graph,) = graph_files(home)
+    scan = json.loads(graph.read_text())["metadata"]["scan"]
+    pack = home / "graph-files" / FEATURES_DIR / scan
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("mine")
+    shutil.rmtree(pack)
+    pack.symlink_to(elsewhere, target_is_directory=True)
+
+    state, _ = run_flow(["toy-clt"], PROMPTS, corpus=str(small_corpus))  # a new graph
+
+    assert state.is_failed()
+    assert f"{pack} is a symlink: tracerflow publishes into" in (state.message or "")
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["notes.txt"]

@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, graph_file_features
-from tracerflow.fsutil import write_bytes_atomically
+from tracerflow.fsutil import check_no_link_below, write_bytes_atomically
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.progress import ProgressArtifact
 from tracerflow.tasks.results import ConvertedTranscoder, FeatureDashboards, ModelSpec
@@ -126,6 +126,7 @@ def build_dashboards(
     key = dashboards_key(converted.content_hash, model.identity, summary.sha256, config)
     wanted = None if all_features else graph_features(graph_files)
     features_dir = Path(graph_files_dir) / FEATURES_DIR
+    check_no_link_below(Path(graph_files_dir), features_dir / scan)  # before any write there
     features_dir.mkdir(parents=True, exist_ok=True)
     # One stage per transcoder at a time in a home: another run's stage may be replacing the
     # folder this one reads, or publishing into the same pack (a run that waited here then

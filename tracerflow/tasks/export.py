@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tracerflow.attribution import torch_threads
-from tracerflow.fsutil import write_text_atomically
+from tracerflow.fsutil import check_no_link_below, write_text_atomically
 from tracerflow.hashing import sha256_text
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
@@ -99,6 +99,8 @@ def publish(
     ``announce``: warn about each repair (the graph was published before, so it was damaged)."""
     graph_files_dir.mkdir(parents=True, exist_ok=True)
     target = graph_files_dir / f"{slug}.json"
+    check_no_link_below(graph_files_dir, target)
+    check_no_link_below(graph_files_dir, graph_files_dir / GRAPH_METADATA_FILE)
     graph_json = (export_dir / f"{slug}.json").read_text(encoding="utf-8")
     view = saved_view(graph_files_dir, slug)
     if view is not None:
