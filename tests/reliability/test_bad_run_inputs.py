@@ -69,7 +69,7 @@ CASES: dict[str, tuple[object, str]] = {
     ),
     "damaged checkpoint": (
         lambda tmp: ["--transcoder", str(damaged_checkpoint(tmp)), "--prompt", "x"],
-        "checkpoint.safetensors: not a safetensors file",
+        "checkpoint.safetensors: not a readable safetensors file",
     ),
     "max-feature-nodes 0": (
         [*TOY, "--max-feature-nodes", "0"],
@@ -175,6 +175,24 @@ CASES: dict[str, tuple[object, str]] = {
         lambda tmp: ["--suite", str(suite_file(tmp, "{}", corpus="missing.txt"))],
         "bad-suite.yaml:5: field 'corpus': ",
     ),
+    **{
+        f"checkpoint with {how}": (
+            lambda tmp, how=how: [
+                "--transcoder",
+                str(malformed_checkpoint(tmp, how)),
+                "--prompt",
+                "x",
+            ],
+            message,
+        )
+        for how, message in (
+            ("class_path", "'os.system'"),
+            ("negative d_features", "d_features"),
+            ("nan k", "k"),
+            ("billion laughs", "anchors and aliases are not allowed here"),
+            ("lying header", "checkpoint.safetensors"),
+        )
+    },
     "suite with dask workers 0": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "0"],
         "--dask-workers must be a whole number from 1 to",
@@ -199,6 +217,31 @@ CASES: dict[str, tuple[object, str]] = {
         "--suite runs its suite file as it is: --prompt, --max-n-logits cannot be given with it",
     ),
 }
+
+
+def malformed_checkpoint(folder: Path, how: str) -> Path:
+    """The toy CLT with one thing wrong (each was refused only after the run started, with a
+    traceback, and recorded as a failed row)."""
+    from tracerflow.tasks.download import resolve_source
+
+    checkpoint = Path(shutil.copytree(resolve_source("toy-clt").path, folder / "clt"))
+    config = checkpoint / "config.yaml"
+    text = config.read_text()
+    weights = checkpoint / "checkpoint.safetensors"
+    if how == "class_path":
+        config.write_text(text.replace("crosslayer_transcoder.model.clt.Encoder", "os.system", 1))
+    elif how == "negative d_features":
+        config.write_text(text.replace("d_features: 512", "d_features: -5", 1))
+    elif how == "nan k":
+        config.write_text(text.replace("k: 12", "k: .nan", 1))
+    elif how == "billion laughs":
+        laughs = "".join(f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]\n"
+                         for i in range(1, 9))  # fmt: skip
+        config.write_text("l0: &l0 [lol]\n" + laughs + text)
+    elif how == "lying header":  # a header that promises more bytes than the file holds
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+    return checkpoint
 
 
 def damaged_checkpoint(folder: Path) -> Path:

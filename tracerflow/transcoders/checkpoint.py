@@ -307,14 +307,36 @@ def _positive_int(value: Any, where: str, config_path: Path) -> int:
     return value
 
 
+# A checkpoint's config is a few KB; a larger file is not one (and is never read whole).
+MAX_CONFIG_BYTES = 2**20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: the library writes none, and aliases nested in each
+    other ("billion laughs") expand to more than memory holds once walked."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases are not allowed here", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def _load_config(path: Path) -> dict[str, Any]:
     config_path = path / CONFIG_FILE
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint folder does not exist")
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing (a checkpoint folder needs {CONFIG_FILE})")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(
+            f"{config_path}: {config_path.stat().st_size} bytes; a checkpoint's config is at "
+            f"most {MAX_CONFIG_BYTES // 2**20} MiB"
+        )
     try:
-        text = config_path.read_bytes().decode("utf-8")
+        text = config_path.read_bytes()[: MAX_CONFIG_BYTES + 1].decode("utf-8")
     except UnicodeDecodeError as error:
         byte = error.object[error.start]
         raise CheckpointError(
@@ -322,7 +344,7 @@ def _load_config(path: Path) -> dict[str, Any]:
             "a checkpoint's config.yaml is YAML"
         ) from None
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as error:
         problem = " ".join(str(error).split())  # PyYAML's message spans several lines
         raise CheckpointError(f"{config_path}: not valid YAML ({problem})") from None
@@ -485,14 +507,15 @@ def _tensor_shapes(weights_path: Path) -> tuple[dict[str, tuple[int, ...]], str]
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: missing (a checkpoint folder needs {WEIGHTS_FILE})")
     try:
-        with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
+        # numpy, not torch: only the header is read, and the run's door checks stay torch-free.
+        with safe_open(str(weights_path), framework="numpy") as handle:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
             dtypes = {handle.get_slice(key).get_dtype() for key in handle.keys()}  # noqa: SIM118
     except Exception as error:
         raise CheckpointError(
             f"{weights_path}: not a readable safetensors file, or truncated "
             f"({type(error).__name__}: {error})"
-        ) from error
+        ) from None
     dtype_names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
     dtype = "float32" if "F32" in dtypes else dtype_names.get(min(dtypes, default="F32"), "?")
     return shapes, dtype

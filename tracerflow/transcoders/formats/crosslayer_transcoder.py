@@ -8,11 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tracerflow.errors import CheckpointError
 from tracerflow.transcoders.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint
-from tracerflow.transcoders.formats.base import SourceFormat, read_safetensors_header
+from tracerflow.transcoders.formats.base import SourceFormat
 
 TITLE = "crosslayer-transcoder checkpoint"
 FILES = (CONFIG_FILE, WEIGHTS_FILE)
@@ -29,16 +26,10 @@ def files(folder: Path) -> tuple[str, ...]:
 
 
 def check(folder: Path) -> None:
-    """``config.yaml`` parses to a mapping with ``model`` and ``checkpoint.safetensors`` has a
-    readable header; the convert stage reads the rest."""
-    config_path = folder / CONFIG_FILE
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
-        raise CheckpointError(f"{config_path}: not readable YAML ({error})") from None
-    if not isinstance(config, dict) or "model" not in config:
-        raise CheckpointError(f"{config_path}: not a crosslayer-transcoder config (no 'model')")
-    read_safetensors_header(folder / WEIGHTS_FILE)
+    """The whole reader short of the weights: the config tree (known classes, positive sizes),
+    the safetensors header and every tensor's shape against the config, so a malformed
+    checkpoint is refused before a run starts. No torch; the convert stage reads the tensors."""
+    read_checkpoint(folder)
 
 
 def describe(folder: Path) -> dict[str, Any]:
