@@ -187,8 +187,8 @@ CASES: dict[str, tuple[object, str]] = {
         )
         for how, message in (
             ("class_path", "'os.system'"),
-            ("negative d_features", "d_features"),
-            ("nan k", "k"),
+            ("negative d_features", "'model.init_args.decoder.init_args.d_features' is -5"),
+            ("nan k", "'model.init_args.nonlinearity.init_args.k' must be a positive integer"),
             ("billion laughs", "anchors and aliases are not allowed here"),
             ("lying header", "checkpoint.safetensors"),
         )
