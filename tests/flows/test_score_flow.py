@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from tracerflow.flows.score import score_flow
 from tracerflow.models import toy_model_config
 from tracerflow.presets import builtin_prompts, get_preset
-from tracerflow.settings import get_settings
+from tracerflow.settings import Settings, get_settings
 from tracerflow.tasks.download import resolve_source
 from tracerflow.tasks.score import score_graph
 
@@ -59,24 +59,29 @@ def db_rows(sql: str, *params):
         return con.execute(sql, list(params)).fetchall()
 
 
-def test_demo_runs_offline_and_records_every_score(home):
+def test_demo_runs_offline_and_records_every_score(demo_run):
+    """The session's `tracerflow demo` (offline, in its own home): one run whose every row is ok,
+    the toy CLT and PLT on every built-in prompt, each with scores and a graph file."""
     prompts = builtin_prompts()
-    state, run_id = run_flow(["toy-clt", "toy-plt"], prompts)
-    assert state.is_completed(), state.message
-    rows = db_rows(
-        "SELECT transcoder_source, prompt, replacement_score, completeness_score, "
-        "pruned_replacement_score, pruned_completeness_score, slug FROM scores_wide "
-        "WHERE flow_run_id = ? AND status = 'ok'",
-        str(run_id),
+    settings = Settings(home=demo_run.home)
+    with duckdb.connect(str(settings.database_path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT flow_run_id, status, transcoder_source, prompt, replacement_score, "
+            "completeness_score, pruned_replacement_score, pruned_completeness_score, slug "
+            "FROM scores_wide"
+        ).fetchall()
+        models = con.execute("SELECT name, n_layers, d_model, d_vocab, n_ctx FROM models")
+        models = models.fetchall()
+    assert len({run_id for run_id, *_ in rows}) == 1
+    assert sorted((source, prompt) for _, _, source, prompt, *_ in rows) == sorted(
+        (source, prompt) for source in ("toy-clt", "toy-plt") for prompt in prompts
     )
-    assert len(rows) == 2 * len(prompts)
-    for _, _, *scores, slug in rows:
+    for _, status, _, _, *scores, slug in rows:
+        assert status == "ok"
         assert all(0.0 <= score <= 1.0 for score in scores)
-        assert (get_settings().graph_files_dir / f"{slug}.json").is_file()
+        assert (settings.graph_files_dir / f"{slug}.json").is_file()
     cfg = toy_model_config()  # the model's shape is recorded as attribution saw it
-    assert db_rows("SELECT name, n_layers, d_model, d_vocab, n_ctx FROM models") == [
-        ("toy-gpt2", cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_ctx)
-    ]
+    assert models == [("toy-gpt2", cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_ctx)]
 
 
 def test_stored_scores_equal_the_work_done_by_hand(home):
