@@ -272,15 +272,17 @@ def test_a_failing_prompt_keeps_the_other_rows(home):
     assert rows[1][0] == "failed" and "tokens" in rows[1][1] and rows[1][2] is None
 
 
-def test_recording_the_same_run_twice_adds_no_row(home):
-    """A retried record task (same flow run id) adds nothing and replaces nothing."""
+def test_recording_the_same_run_twice_adds_no_row(home, demo_run):
+    """A retried record task (same flow run id) adds nothing and replaces nothing: recorded
+    again into a copy of the demo's database."""
     from tests.storage.builders import run_info, score, transcoder
     from tracerflow.storage.database import record_run
 
-    state, run_id = run_flow(["toy-plt"], PROMPTS[:1])
-    assert state.is_completed(), state.message
+    home.mkdir()
+    shutil.copy(Settings(home=demo_run.home).database_path, get_settings().database_path)
+    ((run_id,),) = db_rows("SELECT DISTINCT flow_run_id FROM scores")
     before = db_rows("SELECT * FROM scores ORDER BY score_id")
-    retried = [score(transcoder("toy-plt"), PROMPTS[0], 0.5, 0.5)]
+    retried = [score(transcoder("toy-plt"), builtin_prompts()[0], 0.5, 0.5)]
     again = record_run(get_settings().database_path, run_info(str(run_id)), retried)
     assert again == 0
     assert db_rows("SELECT * FROM scores ORDER BY score_id") == before
@@ -313,12 +315,13 @@ def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):
     ]
 
 
-def test_each_row_records_which_attribution_computed_its_graph(home):
-    """On CPU the toy presets take the fast path, and the row says so (migration 005)."""
-    state, run_id = run_flow(["toy-clt"], PROMPTS[:1])
-    assert state.is_completed(), state.message
-    rows = db_rows("SELECT attribution_path FROM scores WHERE flow_run_id = ?", str(run_id))
-    assert rows == [("fast",)]
+def test_each_row_records_which_attribution_computed_its_graph(demo_run):
+    """On CPU the toy presets take the fast path, and each row of the demo says so (migration
+    005)."""
+    database = Settings(home=demo_run.home).database_path
+    with duckdb.connect(str(database), read_only=True) as con:
+        rows = con.execute("SELECT attribution_path FROM scores").fetchall()
+    assert rows == [("fast",)] * 2 * len(builtin_prompts())
 
 
 def series_of(run_id) -> list[tuple]:
