@@ -106,6 +106,8 @@ def test_top_examples_values_and_logits_match_a_plain_torch_reference(
             )
             assert state.top.tokens[row, slot].tolist() == expected_tokens.tolist()
 
+        # Exact: float32 moves no decision here [TopK gaps at these features >= 4e-4, active
+        # values >= 0.85, max/2^e in 0.50..0.98], far beyond its ~1e-6 of rounding.
         active = acts > 0
         assert int(state.n_active[row]) == int(active.sum())
         assert float(state.act_max[row]) == pytest.approx(float(acts.max()), abs=ATOL)
@@ -114,9 +116,16 @@ def test_top_examples_values_and_logits_match_a_plain_torch_reference(
         # exponent with 2^e above the max (bins on a power of two: merging pairs is exact).
         exponent = int(torch.floor(torch.log2(acts.max()))) + 1
         assert int(state.hist_exponent[row]) == exponent
-        bins = (acts[active] / 2.0**exponent * HISTOGRAM_BINS).floor().long()
-        expected_histogram = torch.bincount(bins, minlength=HISTOGRAM_BINS)
-        assert torch.equal(state.histogram[row], expected_histogram)
+        scaled = acts[active] / 2.0**exponent * HISTOGRAM_BINS
+        expected_histogram = torch.bincount(scaled.floor().long(), minlength=HISTOGRAM_BINS)
+        # An activation within ATOL of a bin edge may fall on either side in float32, which
+        # rounds differently on other CPUs [nearest edges here: 1.3e-6]: each such one may move
+        # one count to the neighbouring bin. Every other count is exact.
+        edge_distance = torch.minimum(scaled - scaled.floor(), scaled.ceil() - scaled)
+        n_on_an_edge = int((edge_distance * 2.0**exponent / HISTOGRAM_BINS < ATOL).sum())
+        moved = (state.histogram[row] - expected_histogram).abs().sum()
+        assert int(state.histogram[row].sum()) == int(active.sum())
+        assert int(moved) <= 2 * n_on_an_edge
         record = records[(layer, index)]
         n_tokens = corpus.shape[0] * (SEQ_LEN - 1)
         assert record["activation_frequency"] == pytest.approx(int(active.sum()) / n_tokens)

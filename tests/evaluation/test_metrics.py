@@ -172,8 +172,13 @@ def test_an_exact_reconstruction_gives_kl_0_top1_1_and_ce_recovered_1(
             is_permanent=True,
         )
     got = evaluate(model, eval_corpus)
+    # The fp32 transcoder against the fp64 reconstruction rounded to fp32: a relative error of a
+    # few 1e-7 per element, so FVU (a squared relative error) ~1e-14 [measured 8.9e-15].
     assert all(row.fvu < 1e-9 for row in got.rows())
-    assert got.fidelity.kl < 1e-9
+    # KL is 0 only up to the rounding of two fp32 log-softmaxes: each token's KL is noise of
+    # ~eps32 (1.2e-7) times log-probabilities of order 1 [per token +-3.3e-7 here; the mean
+    # 2.2e-9 here, 2.5e-9 on another CPU], so KL_ATOL, as against the fp64 reference above.
+    assert abs(got.fidelity.kl) < KL_ATOL
     assert got.fidelity.top1_agreement == 1.0
     assert got.fidelity.ce_ablated > got.fidelity.ce_original + 1  # ablation matters here
     assert got.fidelity.ce_loss_recovered == pytest.approx(1.0, abs=1e-6)

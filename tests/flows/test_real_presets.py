@@ -1,7 +1,10 @@
 """The real presets (``gpt2-clt-16k``, ``gpt2-plt-16k``) end to end, offline: the real CLI in a
 fresh interpreter with ``HF_HUB_OFFLINE=1`` and ``HF_HOME`` on a Hub-shaped cache
 (``tests/hub_cache.py``), so the transcoders come through ``snapshot_download`` and GPT-2 through
-TransformerLens's own loading, as they would for a user with a warm cache."""
+TransformerLens's own loading, as they would for a user with a warm cache.
+
+One run scores both presets, one named by ``--preset``, the other by ``--transcoder``; each test
+reads its preset's part of that run."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -43,19 +47,32 @@ def run_cli(arguments: list[str], hf_home: Path, home: Path) -> subprocess.Compl
     )
 
 
+@dataclass(frozen=True)
+class RealPresetsRun:
+    result: subprocess.CompletedProcess[str]
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def real_presets_run(
+    hub_cache: HubCache, prefect_api: None, tmp_path_factory: pytest.TempPathFactory
+) -> RealPresetsRun:
+    """`tracerflow run` of both real presets on the notebook prompt, in one fresh home."""
+    home = tmp_path_factory.mktemp("real-presets") / "home"
+    arguments = ["run", "--transcoder", "gpt2-clt-16k", "--preset", "gpt2-plt-16k"]
+    result = run_cli([*arguments, "--prompt", NOTEBOOK_PROMPT], hub_cache.hf_home, home)
+    return RealPresetsRun(result=result, home=home)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("preset", "repo_id", "kind"),
     [("gpt2-clt-16k", CLT_REPO, "clt"), ("gpt2-plt-16k", PLT_REPO, "plt")],
 )
 def test_real_preset_scores_offline_from_the_hub_cache(
-    preset, repo_id, kind, hub_cache: HubCache, prefect_api, tmp_path
+    preset, repo_id, kind, hub_cache: HubCache, real_presets_run: RealPresetsRun
 ):
-    home = tmp_path / "home"
-    result = run_cli(
-        ["run", "--preset", preset, "--prompt", NOTEBOOK_PROMPT], hub_cache.hf_home, home
-    )
-
+    result, home = real_presets_run.result, real_presets_run.home
     assert result.returncode == 0, result.stdout + result.stderr
     scores, metrics = result.stdout.split("transcoder quality")  # the metrics follow the scores
     table = [line for line in scores.splitlines() if line.startswith(f"{preset} ")]

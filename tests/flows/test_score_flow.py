@@ -21,7 +21,7 @@ from tracerflow.flows.score import score_flow
 from tracerflow.models import toy_model_config
 from tracerflow.parameters import RunRequest
 from tracerflow.presets import builtin_prompts
-from tracerflow.settings import get_settings
+from tracerflow.settings import Settings, get_settings
 from tracerflow.tasks.download import resolve_source
 from tracerflow.tasks.score import score_graph
 
@@ -62,24 +62,29 @@ def db_rows(sql: str, *params):
         return con.execute(sql, list(params)).fetchall()
 
 
-def test_demo_runs_offline_and_records_every_score(home):
+def test_demo_runs_offline_and_records_every_score(demo_run):
+    """The session's `tracerflow demo` (offline, in its own home): one run whose every row is ok,
+    the toy CLT and PLT on every built-in prompt, each with scores and a graph file."""
     prompts = builtin_prompts()
-    state, run_id = run_flow(["toy-clt", "toy-plt"], prompts)
-    assert state.is_completed(), state.message
-    rows = db_rows(
-        "SELECT transcoder_source, prompt, replacement_score, completeness_score, "
-        "pruned_replacement_score, pruned_completeness_score, slug FROM scores_wide "
-        "WHERE flow_run_id = ? AND status = 'ok'",
-        str(run_id),
+    settings = Settings(home=demo_run.home)
+    with duckdb.connect(str(settings.database_path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT flow_run_id, status, transcoder_source, prompt, replacement_score, "
+            "completeness_score, pruned_replacement_score, pruned_completeness_score, slug "
+            "FROM scores_wide"
+        ).fetchall()
+        models = con.execute("SELECT name, n_layers, d_model, d_vocab, n_ctx FROM models")
+        models = models.fetchall()
+    assert len({run_id for run_id, *_ in rows}) == 1
+    assert sorted((source, prompt) for _, _, source, prompt, *_ in rows) == sorted(
+        (source, prompt) for source in ("toy-clt", "toy-plt") for prompt in prompts
     )
-    assert len(rows) == 2 * len(prompts)
-    for _, _, *scores, slug in rows:
+    for _, status, _, _, *scores, slug in rows:
+        assert status == "ok"
         assert all(0.0 <= score <= 1.0 for score in scores)
-        assert (get_settings().graph_files_dir / f"{slug}.json").is_file()
+        assert (settings.graph_files_dir / f"{slug}.json").is_file()
     cfg = toy_model_config()  # the model's shape is recorded as attribution saw it
-    assert db_rows("SELECT name, n_layers, d_model, d_vocab, n_ctx FROM models") == [
-        ("toy-gpt2", cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_ctx)
-    ]
+    assert models == [("toy-gpt2", cfg.n_layers, cfg.d_model, cfg.d_vocab, cfg.n_ctx)]
 
 
 def test_stored_scores_equal_the_work_done_by_hand(home):
@@ -270,15 +275,17 @@ def test_a_failing_prompt_keeps_the_other_rows(home):
     assert rows[1][0] == "failed" and "tokens" in rows[1][1] and rows[1][2] is None
 
 
-def test_recording_the_same_run_twice_adds_no_row(home):
-    """A retried record task (same flow run id) adds nothing and replaces nothing."""
+def test_recording_the_same_run_twice_adds_no_row(home, demo_run):
+    """A retried record task (same flow run id) adds nothing and replaces nothing: recorded
+    again into a copy of the demo's database."""
     from tests.storage.builders import run_info, score, transcoder
     from tracerflow.storage.database import record_run
 
-    state, run_id = run_flow(["toy-plt"], PROMPTS[:1])
-    assert state.is_completed(), state.message
+    home.mkdir()
+    shutil.copy(Settings(home=demo_run.home).database_path, get_settings().database_path)
+    ((run_id,),) = db_rows("SELECT DISTINCT flow_run_id FROM scores")
     before = db_rows("SELECT * FROM scores ORDER BY score_id")
-    retried = [score(transcoder("toy-plt"), PROMPTS[0], 0.5, 0.5)]
+    retried = [score(transcoder("toy-plt"), builtin_prompts()[0], 0.5, 0.5)]
     again = record_run(get_settings().database_path, run_info(str(run_id)), retried)
     assert again == 0
     assert db_rows("SELECT * FROM scores ORDER BY score_id") == before
@@ -313,12 +320,13 @@ def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):
     ]
 
 
-def test_each_row_records_which_attribution_computed_its_graph(home):
-    """On CPU the toy presets take the fast path, and the row says so (migration 005)."""
-    state, run_id = run_flow(["toy-clt"], PROMPTS[:1])
-    assert state.is_completed(), state.message
-    rows = db_rows("SELECT attribution_path FROM scores WHERE flow_run_id = ?", str(run_id))
-    assert rows == [("fast",)]
+def test_each_row_records_which_attribution_computed_its_graph(demo_run):
+    """On CPU the toy presets take the fast path, and each row of the demo says so (migration
+    005)."""
+    database = Settings(home=demo_run.home).database_path
+    with duckdb.connect(str(database), read_only=True) as con:
+        rows = con.execute("SELECT attribution_path FROM scores").fetchall()
+    assert rows == [("fast",)] * 2 * len(builtin_prompts())
 
 
 def series_of(run_id) -> list[tuple]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.harness import (
     PROMPTS,
+    Row,
     assert_reproduces,
     damage,
     run,
@@ -21,12 +24,31 @@ from tracerflow.fsutil import SUCCESS_MARKER
 DAMAGES = ["truncated", "deleted", "random"]
 
 
-@pytest.fixture
-def scored(tmp_path, prefect_api, monkeypatch):
-    """A home where the toy CLT scored one prompt, and its row."""
-    home = tmp_path / "home"
-    (row,) = run(home, PROMPTS[:1], monkeypatch).values()
+@pytest.fixture(scope="module")
+def scored_once(tmp_path_factory: pytest.TempPathFactory, prefect_api: None) -> tuple[Path, Row]:
+    """A home where the toy CLT scored one prompt, and its row; scored once for the module."""
+    home = tmp_path_factory.mktemp("scored") / "home"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        (row,) = run(home, PROMPTS[:1], monkeypatch).values()
     return home, row
+
+
+@pytest.fixture
+def scored(scored_once: tuple[Path, Row], tmp_path: Path) -> tuple[Path, Row]:
+    """A copy of that home for this test to damage, and the row with its paths in the copy (a
+    copied home never reads the one it was copied from: test_moved_home.py)."""
+    original, row = scored_once
+    home = tmp_path / "home"
+    shutil.copytree(original, home, symlinks=True)
+    into_original = [p for p in home.rglob("*") if p.resolve().is_relative_to(original)]
+    assert not into_original, "damaging the copy would damage the module's home"
+
+    def moved(path: str | None) -> str | None:
+        return None if path is None else str(home / Path(path).relative_to(original))
+
+    return home, replace(
+        row, graph_path=moved(row.graph_path), graph_files_path=moved(row.graph_files_path)
+    )
 
 
 def rerun(home: Path, monkeypatch, caplog):

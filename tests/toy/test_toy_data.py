@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +23,6 @@ from tracerflow.toy.train import TOPK_K, encode_batch, machine_signature
 from tracerflow.transcoders import read_checkpoint
 
 MAX_DATA_BYTES = 10 * 1024 * 1024
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Retraining on another CPU. Tolerances come from 4 trainings, compared pairwise: the shipped data
 # and, on one Xeon with AVX-512 and AMX, a retraining with its own kernels and two with AVX2 and
@@ -119,21 +115,6 @@ def test_training_record_has_the_machine_steps_losses_accuracy_fvu_and_l0() -> N
         assert len(stats["held_out_fvu_per_layer"]) == n_layers
         assert all(0 < fvu < 0.2 for fvu in stats["held_out_fvu_per_layer"]), folder
         assert all(1 <= l0 <= TOPK_K for l0 in stats["held_out_l0_per_layer"]), folder
-
-
-@pytest.fixture(scope="module")
-def retrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole training, rerun into a temporary folder (a few minutes on one core)."""
-    out = tmp_path_factory.mktemp("retrained")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run(
-        [sys.executable, "-m", "tracerflow.toy.train", "--out", str(out)],
-        check=True,
-        env=env,
-        cwd=out,
-        capture_output=True,
-    )
-    return out
 
 
 def _relative_distance(got: torch.Tensor, want: torch.Tensor) -> float:

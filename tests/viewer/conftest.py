@@ -144,6 +144,13 @@ class RunningViewer:
 VIEWER_URL = re.compile(r"Viewer: (http://\S+)")
 
 
+def _interruptible() -> None:
+    """Give the viewer Ctrl-C even where the suite runs with SIGINT ignored (a background job
+    of a shell, ``nohup``): an ignored SIGINT is inherited, Python then installs no
+    KeyboardInterrupt, and every stop below would wait its 10 s out and kill."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def run_viewer(
     graph_files_dir: Path,
@@ -180,6 +187,7 @@ def run_viewer(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_interruptible,
     )
     output: list[str] = []
     lines: queue.Queue[str | None] = queue.Queue()
