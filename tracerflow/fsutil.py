@@ -73,6 +73,34 @@ def atomic_file(final_path: Path) -> Iterator[Path]:
             tmp_path.unlink(missing_ok=True)
 
 
+def read_small_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; ``ConfigError`` (exit 2)
+    naming ``what`` it is otherwise. Never more than ``limit + 1`` bytes are read, so a device
+    (``/dev/zero``), a FIFO (which would block) or a huge file is refused, not read until the
+    machine runs out of memory."""
+    import stat
+
+    from tracerflow.errors import ConfigError
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} does not exist") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device or a pipe?)"
+        raise ConfigError(f"{path}: the {what} is {kind}")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: the {what} is larger than {limit // 2**20} MiB")
+    return data
+
+
 def check_no_link_below(folder: Path, path: Path) -> None:
     """``StorageError`` when ``path`` (inside ``folder``) or a folder between them is a symlink:
     a publish step writes into the folder it was given, never through a link out of it (a

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from tracerflow.errors import ConfigError, UsageError
+from tracerflow.fsutil import read_small_file
 from tracerflow.parameters import RunOptions, parameter_field
 from tracerflow.settings import get_settings
 
@@ -93,15 +94,18 @@ class LoadedSuite(BaseModel):
     eval_corpus: str | None = None  # the suite's eval_corpus, resolved
 
 
+# Bounds on what a run reads whole: a prompt is one line, and a suite a page of YAML.
+MAX_PROMPTS_FILE_BYTES = 64 * 2**20
+MAX_SUITE_FILE_BYTES = 2**20
+
+
 def read_prompts_file(path: Path) -> list[str]:
     """One prompt per line; blank lines and lines starting with '#' are skipped. ``UsageError``
     for a missing, binary or non-UTF-8 file, or one without prompts."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: prompts file does not exist") from None
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read the prompts file ({error.strerror})") from None
+        data = read_small_file(path, MAX_PROMPTS_FILE_BYTES, "prompts file")
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
     if b"\0" in data:
         raise UsageError(f"{path}: not a text file (it holds NUL bytes); give one prompt a line")
     try:
@@ -170,7 +174,10 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
     if allow_outside_paths is None:
         allow_outside_paths = get_settings().allow_outside_paths
     path = find_suite_file(str(name_or_path))
-    text = path.read_text()
+    try:
+        text = read_small_file(path, MAX_SUITE_FILE_BYTES, "suite file").decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); a suite is YAML") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -193,6 +193,22 @@ CASES: dict[str, tuple[object, str]] = {
             ("lying header", "checkpoint.safetensors"),
         )
     },
+    "prompts file that never ends": (
+        [*TOY, "--prompts-file", "/dev/zero"],  # was read until the kernel killed it at 22 GB
+        "/dev/zero: the prompts file is not a regular file",
+    ),
+    "prompts file that is a pipe": (
+        lambda tmp: [*TOY, "--prompts-file", str(fifo(tmp / "prompts"))],  # read() blocked
+        "the prompts file is not a regular file",
+    ),
+    "prompts file over the bound": (
+        lambda tmp: [*TOY, "--prompts-file", str(big_file(tmp / "p.txt", 64 * 2**20 + 1))],
+        "the prompts file is larger than 64 MiB",
+    ),
+    "suite file over the bound": (
+        lambda tmp: ["--suite", str(big_file(tmp / "big.yaml", 2**20 + 1))],
+        "the suite file is larger than 1 MiB",
+    ),
     "suite with dask workers 0": (
         lambda tmp: ["--suite", str(suite_file(tmp, "{}")), "--dask-workers", "0"],
         "--dask-workers must be a whole number from 1 to",
@@ -217,6 +233,17 @@ CASES: dict[str, tuple[object, str]] = {
         "--suite runs its suite file as it is: --prompt, --max-n-logits cannot be given with it",
     ),
 }
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def big_file(path: Path, size: int) -> Path:
+    with path.open("wb") as handle:
+        handle.truncate(size)  # sparse: no disk used
+    return path
 
 
 def malformed_checkpoint(folder: Path, how: str) -> Path:
