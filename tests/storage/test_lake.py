@@ -357,3 +357,47 @@ def test_store_copy_refuses_a_target_whose_rows_differ_from_the_source(
         copy_history(file_store, target)
     with pytest.raises(StorageError, match="same store"):
         copy_history(file_store, file_store.path)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder not even root can write: a read-only tmpfs (skipped where none can be mounted)."""
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("problem", ["missing", "a file", "read-only"])
+def test_a_bad_data_path_is_refused_before_the_lake_records_it(
+    postgres: PostgresServer, tmp_path: Path, problem: str, request: pytest.FixtureRequest
+) -> None:
+    """DuckLake writes a new lake's data path into its catalog at the first ATTACH, even when the
+    write then fails, and refuses any other path after that: a bad path is refused before it,
+    so the run with the corrected path records into the same lake."""
+    bad = {
+        "missing": tmp_path / "no-such-folder",
+        "a file": tmp_path / "a-file",
+        "read-only": None,
+    }[problem] or request.getfixturevalue("read_only_folder")
+    if problem == "a file":
+        bad.write_text("")
+    conninfo = postgres.create_database(f"bad_path_{problem.replace(' ', '_').replace('-', '_')}")
+
+    with pytest.raises(StorageError, match=f"the lake's data path {bad}"):
+        record_run(LakeStore(conninfo, bad), run_info("first"), [])
+
+    good = tmp_path / "lake-data"
+    good.mkdir()
+    assert record_run(LakeStore(conninfo, good), run_info("second"), []) == 0
+    with reading(LakeStore(conninfo, good)) as con:
+        assert con.execute("SELECT flow_run_id FROM runs").fetchall() == [("second",)]

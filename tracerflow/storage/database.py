@@ -128,8 +128,10 @@ def check_run_store(store: Store) -> None:
     """What a run's record step would refuse after the whole run, refused before it starts
     (``StorageError``, exit 2): a folder, a file that is no DuckDB database, another
     application's database, one from a newer tracerflow. Reads only (no lock file, nothing
-    changed). A lake is checked when its PostgreSQL is reached, by the record step."""
-    if not isinstance(store, FileStore):
+    changed). A lake: its data folder (its PostgreSQL is reached by the record step)."""
+    if isinstance(store, LakeStore):
+        if store.data_path is not None:
+            lake.check_data_path(store.data_path)
         return
     path = store.path
     if path.is_dir():

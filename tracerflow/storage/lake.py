@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -131,10 +132,33 @@ def new_connection(database: str = ":memory:") -> Connection:
     return con
 
 
+def check_data_path(data_path: Path) -> None:
+    """``StorageError`` (exit 2) unless ``data_path`` is an existing folder this process can
+    write a file into (tried with a probe file, removed at once)."""
+    if not data_path.is_dir():
+        what = "is not a folder" if data_path.exists() else "does not exist"
+        raise StorageError(
+            f"the lake's data path {data_path} {what}: create it (a folder every machine mounts "
+            "at the same path) or correct TRACERFLOW_LAKE_DATA_PATH"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=data_path, prefix=".tracerflow-probe-"):
+            pass
+    except OSError as error:
+        raise StorageError(
+            f"the lake's data path {data_path} is not writable ({error.strerror}); nothing was "
+            "written to the lake"
+        ) from None
+
+
 def attach(
     con: Connection, store: LakeStore, alias: str, read_only: bool, as_of: AsOf | None = None
 ) -> None:
-    """``ATTACH`` the lake to ``con`` as ``alias`` (at ``as_of``, when given)."""
+    """``ATTACH`` the lake to ``con`` as ``alias`` (at ``as_of``, when given). A writer's data
+    folder is checked first: DuckLake records a new lake's data path in its catalog at the first
+    ATTACH, even when the write then fails, and refuses every other path after that."""
+    if not read_only and store.data_path is not None:
+        check_data_path(store.data_path)
     options = []
     if store.data_path is not None:
         options.append(f"DATA_PATH {_quote(str(store.data_path) + os.sep)}")
