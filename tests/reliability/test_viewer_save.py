@@ -171,3 +171,56 @@ def test_a_saved_view_survives_the_next_run_and_a_restore(
     run(home, PROMPTS[:1], monkeypatch)
     restored = json.loads(graph_file.read_text())
     assert restored["qParams"] == q_params and restored["nodes"] == nodes
+
+
+def save_with_headers(server: Any, body: bytes, headers: dict[str, str]) -> int:
+    """POST a Save to ``server`` on 127.0.0.1 with ``headers`` (a forged Host, an Origin)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+    try:
+        connection.putrequest("POST", f"/save_graph/{SLUG}", skip_host=True)
+        for name, value in {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+            **headers,
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_viewer_on_every_interface_still_refuses_a_save_from_another_site(
+    graph_files_dir: Path,
+) -> None:
+    """Bound to 0.0.0.0 the Host check is off (any name may reach it), so the Origin is checked
+    against the viewer's own origins, not against the Host header a page can forge."""
+    import threading
+
+    from tracerflow.viewer.server import make_server
+
+    server = make_server(graph_files_dir, host="0.0.0.0", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = json.dumps({"qParams": {"pinnedIds": "0_1_1"}}).encode()
+    before = snapshot(graph_files_dir)
+    try:
+        forged = {"Host": "evil.example", "Origin": "http://evil.example"}
+        assert save_with_headers(server, body, forged) == 403
+        assert snapshot(graph_files_dir) == before
+        port = server.server_address[1]
+        own = {"Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"}
+        assert save_with_headers(server, body, own) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_save_holding_a_lone_surrogate_is_a_400_not_a_500(
+    viewer: ViewerServer, graph_files_dir: Path
+) -> None:
+    before = snapshot(graph_files_dir)
+    status, _ = save(viewer, SLUG, b'{"qParams": {"clickedId": "\\ud800"}}')
+    assert status == 400
+    assert snapshot(graph_files_dir) == before

@@ -25,6 +25,7 @@ a Content-Security-Policy that lets the page load and fetch only from this serve
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import ipaddress
 import json
@@ -123,6 +124,9 @@ class ViewerServer(ThreadingHTTPServer):
     """The viewer's HTTP server over one graph-files folder."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 dropped connections when a page opened with many
+    # parallel requests (4 of 200 got no answer in 60 s).
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -142,6 +146,7 @@ class ViewerServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerRequestHandler)
         self.allowed_hosts = _allowed_hosts(host, self.server_address[1])
+        self.own_origins = _own_origins(host, self.server_address[1])
 
     @property
     def url(self) -> str:
@@ -162,6 +167,23 @@ def make_server(
 ) -> ViewerServer:
     """Bind the viewer server (``port=0``: any free port; see ``ViewerServer.url``)."""
     return ViewerServer(graph_files_dir, host=host, port=port, store=store, read_only=read_only)
+
+
+def _own_origins(host: str, port: int) -> frozenset[str]:
+    """The origins of this viewer's own pages, which alone may Save: its loopback names, the
+    address it is bound to and, bound to every interface, this machine's names and addresses.
+    Checked on every interface (the Host check, loopback only, does not cover a wildcard bind,
+    where a page from any other site could Save with a forged Host)."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    if host in ("0.0.0.0", "::", ""):
+        machine = {socket.gethostname(), socket.getfqdn()}
+        for name in list(machine):
+            with contextlib.suppress(OSError):
+                machine |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+        names |= {f"[{name}]" if ":" in name else name for name in machine if name}
+    else:
+        names.add(f"[{host}]" if ":" in host else host)
+    return frozenset(f"http://{name}:{port}" for name in names)
 
 
 def _allowed_hosts(host: str, port: int) -> frozenset[str] | None:
@@ -336,7 +358,7 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         if self.server.read_only:
             raise BadRequest(HTTPStatus.METHOD_NOT_ALLOWED, "this viewer is read-only")
         origin = self.headers.get("Origin")
-        if origin is not None and origin != f"http://{self.headers.get('Host', '')}":
+        if origin is not None and origin.lower() not in self.server.own_origins:
             raise BadRequest(HTTPStatus.FORBIDDEN, "cross-origin save refused")
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -349,8 +371,11 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             raise BadRequest(HTTPStatus.BAD_REQUEST, "invalid graph name") from exc
         graph_path = self._existing_graph(slug)
         q_params = _parse_save_body(self.rfile.read(length))
-        q_params_text = strict_json(q_params)
-        if len(q_params_text.encode("utf-8")) > MAX_SAVED_Q_PARAMS_BYTES:
+        try:
+            q_params_bytes = strict_json(q_params).encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800"): no UTF-8 text holds it
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "body holds text that is not UTF-8") from exc
+        if len(q_params_bytes) > MAX_SAVED_Q_PARAMS_BYTES:
             raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "view state too large")
 
         with self.server.save_lock:
