@@ -248,11 +248,19 @@ def main() -> None:
             concurrent_writers(args, postgres, folder)
         if 4 in parts:
             print(f"4. faults: {args.kills} writers killed mid-write beside {args.kills} others")
-            fault_lake = LakeStore(postgres.create_database("faults"), folder / "faults-lake")
+            fault_lake = LakeStore(
+                postgres.create_database("faults"), new_data_folder(folder / "faults-lake")
+            )
             record_run(fault_lake, run_info("create"), [])
             if not lake_writes:  # how long a write takes, to time the kills
                 lake_writes = timed_writes([fault_lake], 150_000, 3)[0]
             print("   " + faults(fault_lake, args.kills, statistics.median(lake_writes)))
+
+
+def new_data_folder(path: Path) -> Path:
+    """A lake's data folder, made first: a writer refuses a missing one (a missing mount)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def history_and_queries(
@@ -260,7 +268,9 @@ def history_and_queries(
 ) -> list[float]:
     """Parts 1 and 2; returns the lake's timed write seconds."""
     file_store = FileStore(folder / "history.duckdb")
-    lake_store = LakeStore(postgres.create_database("history"), folder / "history-lake")
+    lake_store = LakeStore(
+        postgres.create_database("history"), new_data_folder(folder / "history-lake")
+    )
     built = args.runs - args.timed
     print(f"1. a history of {args.runs} runs of {len(TRANSCODERS) * len(PROMPTS)} rows")
     for store in (file_store, lake_store):
@@ -303,7 +313,12 @@ def concurrent_writers(args: argparse.Namespace, postgres: PostgresServer, folde
     rows = total * len(TRANSCODERS) * len(PROMPTS)
     print(f"3. {args.writers} writer processes × {args.runs_each} runs at once ({rows} rows)")
     for label, store in (
-        ("lake", LakeStore(postgres.create_database("concurrent"), folder / "concurrent-lake")),
+        (
+            "lake",
+            LakeStore(
+                postgres.create_database("concurrent"), new_data_folder(folder / "concurrent-lake")
+            ),
+        ),
         ("file", FileStore(folder / "concurrent.duckdb")),
     ):
         record_run(store, run_info("create"), [])  # a new store, created before the clock

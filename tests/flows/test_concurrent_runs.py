@@ -18,8 +18,8 @@ PROMPTS = [
 
 @pytest.mark.slow
 def test_three_concurrent_flow_runs_all_land_their_rows(tmp_path, prefect_api):
-    """They share the session's Prefect server, so the database writes queue on its global
-    concurrency limit as well as on the file lock."""
+    """They share the session's Prefect server and one home: their database writes queue on
+    the file's writer lock."""
     from prefect.settings import PREFECT_API_URL
 
     home = tmp_path / "home"

@@ -37,6 +37,7 @@ def test_a_run_records_into_the_lake_the_setting_names_and_the_commands_read_it(
     # not appear anywhere a run or a command writes either.
     url = f"ducklake:postgres:{fresh_pg_database} password={PASSWORD}"
     monkeypatch.setenv("TRACERFLOW_STORE", url)
+    (tmp_path / "lake-data").mkdir()
     monkeypatch.setenv("TRACERFLOW_LAKE_DATA_PATH", str(tmp_path / "lake-data"))
 
     state = score_flow(CAT_REQUEST, return_state=True)
@@ -117,6 +118,7 @@ def own_postgres() -> Iterator[PostgresServer]:
 def lake_env(monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer, tmp_path: Path) -> str:
     url = f"ducklake:postgres:{postgres.create_database('lake')}"
     monkeypatch.setenv("TRACERFLOW_STORE", url)
+    (tmp_path / "lake-data").mkdir()
     monkeypatch.setenv("TRACERFLOW_LAKE_DATA_PATH", str(tmp_path / "lake-data"))
     return url
 

@@ -38,6 +38,7 @@ def team(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
     database = postgres.sqlalchemy_url("prefect_fan_out")
     started = server.up(settings, port=free_port(), timeout=180, database=database)
     assert started.healthy and started.api_url
+    (folder / "lake-data").mkdir()  # the shared folder every worker mounts
     lake = LakeStore(postgres.create_database("lake_fan_out"), folder / "lake-data")
     try:
         yield {

@@ -45,7 +45,9 @@ VIEWS = (
 
 
 def new_lake(postgres: PostgresServer, tmp_path: Path, name: str) -> LakeStore:
-    return LakeStore(postgres.create_database(name), tmp_path / f"{name}-data")
+    data_path = tmp_path / f"{name}-data"
+    data_path.mkdir()  # a lake's data folder exists first (a mount every machine shares)
+    return LakeStore(postgres.create_database(name), data_path)
 
 
 @pytest.fixture(scope="module")
