@@ -57,14 +57,11 @@ def run(
     """Score transcoders on prompts; record every score; export the graphs."""
     use_store(store)
     if suite is not None:
-        given = {"--transcoder": transcoder, "--prompt": prompt, "--prompts-file": prompts_file,
-                 "--preset": preset}  # fmt: skip
-        given.update({f"--{name.replace('_', '-')}": value for name, value in options.items()
-                      if value != RunOptions.model_fields[name].default})  # fmt: skip
-        named = [flag for flag, value in given.items() if value]
-        if named:
+        inputs = {"transcoder": transcoder, "prompt": prompt, "prompts_file": prompts_file}
+        ignored = _given_beside_suite({**inputs, "preset": preset}, options)
+        if ignored:
             raise UsageError(
-                f"--suite runs its suite file as it is: {', '.join(named)} cannot be given with "
+                f"--suite runs its suite file as it is: {', '.join(ignored)} cannot be given with "
                 "it (set them in the suite file)"
             )
         _run_suite(suite, dask_workers)
@@ -82,6 +79,16 @@ def run(
 
         prompts = builtin_prompts()
     _run_scoring(run_request(transcoders=transcoders, prompts=prompts, **options))
+
+
+def _given_beside_suite(inputs: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """The flags of the inputs and run options given beside ``--suite``, which runs its suite
+    file as it is and would ignore them."""
+    given = [name for name, value in inputs.items() if value]
+    given += [
+        name for name, value in options.items() if value != RunOptions.model_fields[name].default
+    ]
+    return [f"--{name.replace('_', '-')}" for name in given]
 
 
 # ``tracerflow run``'s options: its own (above), then one per run option, derived from
