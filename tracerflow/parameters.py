@@ -13,7 +13,7 @@ imports it cheaply.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -262,14 +262,10 @@ def limits_text(field: FieldInfo) -> str:
 
 
 def _literal_choices(annotation: Any) -> list[str]:
-    from typing import get_args, get_origin
-
     if get_origin(annotation) is Literal:
         return [str(choice) for choice in get_args(annotation)]
     return [choice for arg in get_args(annotation) for choice in _literal_choices(arg)]
 
 
 def _allows(annotation: Any, kind: type) -> bool:
-    from typing import get_args
-
     return annotation is kind or any(_allows(arg, kind) for arg in get_args(annotation))
