@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -24,6 +25,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 
 from tests.reliability.harness import run_cli
+from tests.tmpfs import mounted_tmpfs
 from tracerflow.storage.database import open_database
 
 PROMPT = "Mary and John went to the store, Jon gave a drink to"
@@ -103,22 +105,11 @@ def test_a_run_killed_while_it_records_leaves_the_next_run_free(
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path) -> Path:
-    """A 2 MiB tmpfs filled to the last byte (root can mount one; elsewhere, skipped: the
-    storage tests' ENOSPC hook covers the write itself)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs, for the test to fill (where none can be mounted, skipped: the storage
+    tests' ENOSPC hook covers the write itself)."""
+    with mounted_tmpfs(tmp_path / "small-disk", "size=2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_run_that_cannot_record_on_a_full_disk_leaves_the_next_run_free(

@@ -7,6 +7,7 @@ import glob
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.storage.builders import (
     score,
     transcoder,
 )
+from tests.tmpfs import mounted_tmpfs
 from tracerflow.errors import StorageError
 from tracerflow.storage import lake, queries
 from tracerflow.storage.copy import TABLES, copy_history
@@ -362,21 +364,10 @@ def test_store_copy_refuses_a_target_whose_rows_differ_from_the_source(
 
 
 @pytest.fixture
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder not even root can write: a read-only tmpfs (skipped where none can be mounted)."""
-    import subprocess
-
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
-    try:
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder not even root can write: a read-only tmpfs."""
+    with mounted_tmpfs(tmp_path / "read-only", "ro,size=1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 @pytest.mark.parametrize("problem", ["missing", "a file", "read-only"])
