@@ -38,11 +38,11 @@ def bare_environment(home: Path) -> dict[str, str]:
     return {**env, "TRACERFLOW_HOME": str(home), "PYTHONPATH": str(REPO)}
 
 
-@pytest.mark.parametrize("module", ["tracerflow.tasks", "tracerflow.flows", "tracerflow.cli"])
-def test_importing_a_package_leaves_the_environment_unchanged(module: str, tmp_path: Path) -> None:
+def changes_on_import(module: str, home: Path) -> dict:
+    """What importing ``module`` (the text after ``import``) in a bare interpreter changed."""
     done = subprocess.run(
         [sys.executable, "-c", CHECK.format(module=module)],
-        env=bare_environment(tmp_path / "home"),
+        env=bare_environment(home),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -50,7 +50,12 @@ def test_importing_a_package_leaves_the_environment_unchanged(module: str, tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    changes = json.loads(done.stdout.splitlines()[-1])
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["tracerflow.tasks", "tracerflow.flows", "tracerflow.cli"])
+def test_importing_a_package_leaves_the_environment_unchanged(module: str, tmp_path: Path) -> None:
+    changes = changes_on_import(module, tmp_path / "home")
     # Nor does it import Prefect: the CLI sets the defaults when a command starts, which is only
     # in time if importing the CLI has not read Prefect's settings already.
     expected = {"added": [], "changed": [], "removed": [], "prefect imported": False}
@@ -60,23 +65,8 @@ def test_importing_a_package_leaves_the_environment_unchanged(module: str, tmp_p
 
 def test_the_check_sees_a_change(tmp_path: Path) -> None:
     """The same check, on the one call that sets the defaults, finds them."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CHECK.format(
-                module="tracerflow.settings; tracerflow.settings.configure_prefect_defaults()"
-            ),
-        ],
-        env=bare_environment(tmp_path / "home"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "PREFECT_HOME" in json.loads(done.stdout.splitlines()[-1])["added"]
+    configure = "tracerflow.settings; tracerflow.settings.configure_prefect_defaults()"
+    assert "PREFECT_HOME" in changes_on_import(configure, tmp_path / "home")["added"]
 
 
 def test_a_command_sets_the_defaults_before_it_runs(
