@@ -24,8 +24,9 @@ browser:
 demo: setup
 	$(BIN)/tracerflow demo
 
+# Two workers, one per core of a CI machine; whole modules per worker (tests/conftest.py).
 test: setup browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check .

@@ -30,6 +30,29 @@ from tracerflow.settings import configure_prefect_defaults
 configure_prefect_defaults()
 
 
+def under_xdist(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist worker (``make test`` runs two)."""
+    return hasattr(config, "workerinput")
+
+
+# Session fixtures too costly to set up on every worker: their tests go to one worker.
+SHARED_ON_ONE_WORKER = ("demo_run", "retrained")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``, hand out whole modules (a module's fixtures are set up once),
+    and keep the tests of each costly session fixture together; the costliest, the toy's
+    retraining (minutes on one core), goes first so the other worker takes everything else."""
+    if not under_xdist(config):
+        return
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = next((name for name in SHARED_ON_ONE_WORKER if name in fixtures), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: "retrained" not in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPT-2-style byte-level BPE tokenizer folder, trained offline in well under a second."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import under_xdist
 from tracerflow import toy
 from tracerflow.models import ReplacementModel, load_replacement_model
 from tracerflow.transcoders import convert, load_converted
@@ -74,8 +75,9 @@ def start_retraining() -> Retraining:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The retraining takes minutes on one core, and the tests run on one core (torch at one
-    thread): when a selected test needs it, start it now, so it runs beside the tests before."""
-    if session.config.option.collectonly:
+    thread): when a selected test needs it, start it now, so it runs beside the tests before.
+    Under xdist the other worker is that second core: the fixture starts it when first asked."""
+    if session.config.option.collectonly or under_xdist(session.config):
         return
     if any("retrained" in getattr(item, "fixturenames", ()) for item in session.items):
         session.config.stash[RETRAINING] = start_retraining()
