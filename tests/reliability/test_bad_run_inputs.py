@@ -41,6 +41,8 @@ def suite_file(
     return path
 
 
+SUITE_HEAD = b"name: bad\ntranscoders: [toy-clt]\n"
+
 CASES: dict[str, tuple[object, str]] = {
     "empty prompt": ([*TOY, "--prompt", ""], "prompt 1 is empty"),
     "blank prompt": ([*TOY, "--prompt", "Mary", "--prompt", "   "], "prompt 2 is empty"),
@@ -224,6 +226,32 @@ CASES: dict[str, tuple[object, str]] = {
     "prompts file over the bound": (
         lambda tmp: [*TOY, "--prompts-file", str(big_file(tmp / "p.txt", 64 * 2**20 + 1))],
         "the prompts file is larger than 64 MiB",
+    ),
+    "suite with a NUL in prompts_file": (  # was a ValueError traceback
+        lambda tmp: [
+            "--suite",
+            str(write(tmp / "s.yaml", SUITE_HEAD + b'prompts_file: "a\\0b"\n')),
+        ],
+        "s.yaml:3: field 'prompts_file': 'a\\x00b' is not a file name (embedded null byte)",
+    ),
+    "suite with a corpus no file name can hold": (  # a lone surrogate: a UnicodeEncodeError
+        lambda tmp: [
+            "--suite",
+            str(write(tmp / "s.yaml", SUITE_HEAD + b'prompts: [x]\ncorpus: "\\ud800"\n')),
+        ],
+        "s.yaml:4: field 'corpus': '\\ud800' is not a file name",
+    ),
+    "suite file with a NUL byte": (  # PyYAML's message was several lines
+        lambda tmp: ["--suite", str(write(tmp / "s.yaml", SUITE_HEAD + b"prompts: [x]\0\n"))],
+        "s.yaml:3: not valid YAML (unacceptable character #x0000",
+    ),
+    "suite file that does not parse": (
+        lambda tmp: ["--suite", str(write(tmp / "s.yaml", b"name: bad\ntranscoders: [a\nb: 1\n"))],
+        "s.yaml:3: not valid YAML (expected ',' or ']', but got ':')",
+    ),
+    "suite file that is not UTF-8": (
+        lambda tmp: ["--suite", str(write(tmp / "s.yaml", SUITE_HEAD + b"prompts: [caf\xe9]\n"))],
+        "s.yaml: not UTF-8 text (byte 46); a suite is YAML",
     ),
     "suite file over the bound": (
         lambda tmp: ["--suite", str(big_file(tmp / "big.yaml", 2**20 + 1))],
