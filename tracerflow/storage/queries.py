@@ -16,10 +16,11 @@ from typing import Any
 import duckdb
 
 from tracerflow.errors import StorageError
+from tracerflow.storage import lake
 from tracerflow.storage.database import reading
 from tracerflow.storage.records import TranscoderInfo, to_utc_naive
 from tracerflow.storage.stats import MeanInterval, mean_interval
-from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike
+from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike, parse_store
 
 # What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
 # read-only, no-file-access connection is the second wall behind this one.
@@ -225,6 +226,7 @@ def run_sql(store: StoreLike, sql: str) -> tuple[list[str], list[tuple[Any, ...]
     PRAGMA, SET, CALL, ...) raises StorageError before it runs, and the connection is read-only
     with no access to files besides the database, so nothing is changed or written either way.
     """
+    store = parse_store(store)
     with reading(store) as con:
         try:
             statements = con.extract_statements(sql)
@@ -248,7 +250,10 @@ def run_sql(store: StoreLike, sql: str) -> tuple[list[str], list[tuple[Any, ...]
             columns = [d[0] for d in cursor.description] if cursor.description else []
             return columns, cursor.fetchall()
         except duckdb.Error as error:
-            raise StorageError(f"the query failed: {_first_line(error)}") from error
+            if lake.is_unreachable(error):
+                raise  # the store failed, not the query: `reading` says so (exit 1)
+            # Not chained, and masked: a lake's driver may name its conninfo, password included.
+            raise StorageError(f"the query failed: {store.mask(_first_line(error))}") from None
 
 
 def statement_count(sql: str) -> int:
