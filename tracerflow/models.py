@@ -9,12 +9,8 @@ run offline, instead of ~25 s of retries and a traceback.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from circuit_tracer.replacement_model.replacement_model_transformerlens import (
@@ -24,13 +20,11 @@ from safetensors.torch import load_file
 
 from tracerflow import toy
 from tracerflow.errors import ConfigError, SourceError
+from tracerflow.model_sources import check_model_source
 from tracerflow.transcoders import Transcoder
 
 ReplacementModel = TransformerLensReplacementModel
 """What ``load_replacement_model`` returns (circuit-tracer's TransformerLens backend)."""
-
-HUB_PROBE_TIMEOUT_S = 3.0
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def default_device() -> torch.device:
@@ -118,76 +112,6 @@ def _load_toy(
 
 
 # --- real models -----------------------------------------------------------------------------
-
-
-def hub_offline() -> bool:
-    """True when the user asked for offline mode (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
-    from huggingface_hub import constants
-
-    env = any(
-        os.environ.get(name, "").strip().lower() in _TRUE
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-    return env or bool(constants.HF_HUB_OFFLINE)
-
-
-def official_model_name(model_name: str) -> str:
-    """The Hub repo TransformerLens downloads ``model_name`` from; ``ConfigError`` if unknown."""
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    try:
-        return get_official_model_name(model_name)
-    except ValueError as error:
-        raise ConfigError(
-            f"unknown model '{model_name}': neither '{toy.TOY_MODEL_NAME}' nor a TransformerLens "
-            "model name (e.g. 'gpt2')"
-        ) from error
-
-
-def _hub_cache_dir() -> Path:
-    from huggingface_hub import constants
-
-    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
-
-
-def check_model_source(model_name: str) -> str:
-    """Fail fast, before any download starts, when ``model_name`` cannot be fetched.
-
-    Offline mode: the model's ``config.json`` must be in the local Hugging Face cache. Online:
-    the Hub endpoint must accept a TCP connection within ``HUB_PROBE_TIMEOUT_S``.
-    Returns the Hub repo id.
-    """
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    repo_id = official_model_name(model_name)
-    how_offline = (
-        "To run offline, download it once where the Hub is reachable "
-        f"(`huggingface-cli download {repo_id}`), copy that Hugging Face cache here (or set "
-        "HF_HOME to a folder holding the snapshot) and set HF_HUB_OFFLINE=1; give transcoders as a "
-        "local snapshot folder. Or use a built-in toy preset (`tracerflow presets`), which needs "
-        "no network."
-    )
-    if hub_offline():
-        cache_dir = _hub_cache_dir()
-        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
-        if not isinstance(cached, str):
-            raise SourceError(
-                f"cannot load model '{model_name}': the Hugging Face repo '{repo_id}' is not in "
-                f"the local cache ({cache_dir}) and HF_HUB_OFFLINE=1 forbids downloading it. "
-                + how_offline
-            )
-        return repo_id
-    endpoint = urlparse(constants.ENDPOINT)
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
-    except OSError as error:
-        raise SourceError(
-            f"cannot download model '{model_name}' (Hugging Face repo '{repo_id}'): "
-            f"{host}:{port} is unreachable ({type(error).__name__}: {error}). " + how_offline
-        ) from error
-    return repo_id
 
 
 def _load_pretrained(

@@ -142,12 +142,15 @@ def resolve_suite_path(suite_path: Path, value: str, allow_outside: bool, where:
     """``value`` (a path a suite file names) resolved against the suite file's folder.
 
     Raises:
-        ConfigError: ``value`` is absolute, or resolves (through ``..`` or a symlink) outside
-            the suite file's folder, and ``allow_outside`` is off. ``where`` starts the message
-            (``file:line: field 'name'``).
+        ConfigError: ``value`` is no file name (it holds a NUL byte); or it is absolute, or
+            resolves (through ``..`` or a symlink) outside the suite file's folder, and
+            ``allow_outside`` is off. ``where`` starts the message (``file:line: field 'name'``).
     """
     folder = suite_path.parent.resolve()
-    resolved = (folder / value).resolve()
+    try:
+        resolved = (folder / value).resolve()
+    except ValueError as error:  # a NUL byte, or a lone surrogate no file name can hold
+        raise ConfigError(f"{where}: {value!r} is not a file name ({error})") from None
     if allow_outside:
         return resolved
     hint = "set TRACERFLOW_ALLOW_OUTSIDE_PATHS=1 to allow it"
@@ -181,7 +184,7 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        raise _yaml_error(path, text, error) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a suite file must be a mapping (name, transcoders, prompts)")
     try:
@@ -208,6 +211,19 @@ def load_suite(name_or_path: str | Path, allow_outside_paths: bool | None = None
         corpus=corpus,
         eval_corpus=eval_corpus,
     )
+
+
+def _yaml_error(path: Path, text: str, error: yaml.YAMLError) -> ConfigError:
+    """``FILE:LINE: not valid YAML (problem)`` in one line: PyYAML's own message spans several,
+    with the offending source line and a caret under it."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        line, problem = error.problem_mark.line + 1, error.problem or error.context
+    elif isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow (NUL)
+        line = text.count("\n", 0, error.position) + 1
+        problem = f"unacceptable character #x{error.character:04x}: {error.reason}"
+    else:
+        return ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})")
+    return ConfigError(f"{path}:{line}: not valid YAML ({problem})")
 
 
 def _suite_file(

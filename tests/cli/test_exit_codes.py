@@ -51,8 +51,10 @@ def test_bad_input_exits_2_in_one_line(arguments: list[str], fragment: str, tmp_
 
 
 def test_a_failed_run_exits_1_in_one_line(prefect_api: None, tmp_path: Path) -> None:
-    # Offline, a Hub source that is not cached fails the run's one item; the run itself started.
-    result = run_cli(["--transcoder", "nobody/no-such-clt", "--prompt", "a b c"], tmp_path)
+    # Offline, a Hub source that is not cached fails the run's one item; the run itself started
+    # (on the toy model, which the door lets in).
+    arguments = ["--transcoder", "nobody/no-such-clt", "--model", "toy-gpt2", "--prompt", "a b c"]
+    result = run_cli(arguments, tmp_path)
 
     assert result.returncode == 1, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

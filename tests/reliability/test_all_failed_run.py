@@ -17,7 +17,9 @@ def test_a_run_whose_every_item_failed_is_labelled_failed(
 ) -> None:
     home = tmp_path / "home"
 
-    result = run_cli(["--transcoder", "nobody/no-such-clt", "--prompt", PROMPT], home)
+    # The model is the toy one, so the door lets it in and the run fails at the download.
+    arguments = ["--transcoder", "nobody/no-such-clt", "--model", "toy-gpt2", "--prompt", PROMPT]
+    result = run_cli(arguments, home)
 
     assert result.returncode == 1
     assert "1 of 1 items failed" in result.stderr

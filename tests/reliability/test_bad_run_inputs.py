@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tracerflow.flows.validation import cuda_device_count
+from tracerflow.flows.validation import cuda_device_count, validate_run_request
+from tracerflow.parameters import run_request
 
 TOY = ["--preset", "toy-clt"]
 
@@ -25,15 +26,22 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def suite_file(
-    folder: Path, parameters: str, prompts: str = '["Mary and John went"]', corpus: str = ""
+    folder: Path,
+    parameters: str,
+    prompts: str = '["Mary and John went"]',
+    corpus: str = "",
+    model: str = "",
 ) -> Path:
     path = folder / "bad-suite.yaml"
     path.write_text(
         f"name: bad\ntranscoders: [toy-clt]\nprompts: {prompts}\nparameters: {parameters}\n"
         + (f"corpus: {corpus}\n" if corpus else "")
+        + (f"model: {model}\n" if model else "")
     )
     return path
 
+
+SUITE_HEAD = b"name: bad\ntranscoders: [toy-clt]\n"
 
 CASES: dict[str, tuple[object, str]] = {
     "empty prompt": ([*TOY, "--prompt", ""], "prompt 1 is empty"),
@@ -96,6 +104,20 @@ CASES: dict[str, tuple[object, str]] = {
     "edge-threshold above 1": (
         [*TOY, "--edge-threshold", "2"],
         "--edge-threshold (edge_threshold)",
+    ),
+    "unknown model": (
+        [*TOY, "--model", "no-such-model"],  # was a failed row after a Prefect server started
+        "--model (model): unknown model 'no-such-model': neither 'toy-gpt2' nor a "
+        "TransformerLens model name",
+    ),
+    "a Hub model offline and not cached": (
+        [*TOY, "--model", "gpt2"],
+        "--model (model): cannot load model 'gpt2': the Hugging Face repo 'gpt2' is not in the "
+        "local cache",
+    ),
+    "a suite's unknown model": (
+        lambda tmp: ["--suite", str(suite_file(tmp, "{}", model="no-such-model"))],
+        "--model (model): unknown model 'no-such-model'",
     ),
     "unknown device": (
         [*TOY, "--device", "tpu"],
@@ -205,6 +227,32 @@ CASES: dict[str, tuple[object, str]] = {
         lambda tmp: [*TOY, "--prompts-file", str(big_file(tmp / "p.txt", 64 * 2**20 + 1))],
         "the prompts file is larger than 64 MiB",
     ),
+    "suite with a NUL in prompts_file": (  # was a ValueError traceback
+        lambda tmp: [
+            "--suite",
+            str(write(tmp / "s.yaml", SUITE_HEAD + b'prompts_file: "a\\0b"\n')),
+        ],
+        "s.yaml:3: field 'prompts_file': 'a\\x00b' is not a file name (embedded null byte)",
+    ),
+    "suite with a corpus no file name can hold": (  # a lone surrogate: a UnicodeEncodeError
+        lambda tmp: [
+            "--suite",
+            str(write(tmp / "s.yaml", SUITE_HEAD + b'prompts: [x]\ncorpus: "\\ud800"\n')),
+        ],
+        "s.yaml:4: field 'corpus': '\\ud800' is not a file name",
+    ),
+    "suite file with a NUL byte": (  # PyYAML's message was several lines
+        lambda tmp: ["--suite", str(write(tmp / "s.yaml", SUITE_HEAD + b"prompts: [x]\0\n"))],
+        "s.yaml:3: not valid YAML (unacceptable character #x0000",
+    ),
+    "suite file that does not parse": (
+        lambda tmp: ["--suite", str(write(tmp / "s.yaml", b"name: bad\ntranscoders: [a\nb: 1\n"))],
+        "s.yaml:3: not valid YAML (expected ',' or ']', but got ':')",
+    ),
+    "suite file that is not UTF-8": (
+        lambda tmp: ["--suite", str(write(tmp / "s.yaml", SUITE_HEAD + b"prompts: [caf\xe9]\n"))],
+        "s.yaml: not UTF-8 text (byte 46); a suite is YAML",
+    ),
     "suite file over the bound": (
         lambda tmp: ["--suite", str(big_file(tmp / "big.yaml", 2**20 + 1))],
         "the suite file is larger than 1 MiB",
@@ -284,6 +332,8 @@ def run_cli(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProce
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "TRACERFLOW_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(home.parent / "empty-hf-cache"),  # no model is cached
     }
     env.pop("PREFECT_API_URL", None)  # a bad input must not even reach the server question
     started = time.monotonic()
@@ -341,3 +391,21 @@ def test_a_bad_input_leaves_an_existing_database_untouched(tmp_path: Path) -> No
 
     assert result.returncode == 2
     assert database.read_bytes() == b"not touched" and database.stat().st_mtime_ns == before
+
+
+def test_a_hub_model_in_the_offline_cache_passes_the_door(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The door refuses a model its download would not find, not every Hub model: one whose
+    ``config.json`` is in the Hugging Face cache (laid out as a download leaves it) passes."""
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--gpt2"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    for alias in ("gpt2", "GPT2-small"):  # TransformerLens's names, aliases too
+        validate_run_request(run_request(transcoders=["owner/clt"], prompts=["x"], model=alias))

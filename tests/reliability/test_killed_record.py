@@ -11,14 +11,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import pytest
+from filelock import FileLock
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     TaskRunFilter,
     TaskRunFilterName,
+    TaskRunFilterStartTime,
     TaskRunFilterState,
     TaskRunFilterStateType,
 )
@@ -32,13 +36,15 @@ PROMPT = "Mary and John went to the store, Jon gave a drink to"
 RUN = ["--preset", "toy-clt", "--prompt", PROMPT]
 
 
-def record_task_running() -> bool:
-    """Whether a ``record`` task run is running on the session's Prefect API."""
+def record_task_running(since: datetime) -> bool:
+    """Whether a ``record`` task run that started after ``since`` is running on the session's
+    Prefect API (one of a run an earlier test killed stays "running" there for good)."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(
                 name=TaskRunFilterName(like_="record"),
                 state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING])),
+                start_time=TaskRunFilterStartTime(after_=since),
             )
         )
     return bool(runs)
@@ -57,16 +63,14 @@ def hold_open(database: Path) -> subprocess.Popen[str]:
     return holder
 
 
-def test_a_run_killed_while_it_records_leaves_the_next_run_free(
-    prefect_api: None, tmp_path: Path
-) -> None:
+def start_run(
+    home: Path, arguments: list[str], output: IO[str] | int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """``tracerflow run <arguments>`` in a fresh interpreter and a process group of its own (a
+    kill of the group takes every child with it), reporting to the session's Prefect API; its
+    stdout and stderr go to ``output``."""
     from prefect.settings import PREFECT_API_URL
 
-    home = tmp_path / "home"
-    home.mkdir()
-    database = home / "scores.duckdb"
-    open_database(database).close()  # an empty tracerflow database
-    holder = hold_open(database)  # so the run below waits in its record step
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
@@ -74,19 +78,36 @@ def test_a_run_killed_while_it_records_leaves_the_next_run_free(
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "HF_HUB_OFFLINE": "1",
     }
-    killed = subprocess.Popen(
-        [sys.executable, "-m", "tracerflow.cli", "run", *RUN],
+    return subprocess.Popen(
+        [sys.executable, "-m", "tracerflow.cli", "run", *arguments],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes every child with it
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
+
+
+def wait_for_its_record_step(run: subprocess.Popen[str], since: datetime) -> None:
+    deadline = time.monotonic() + 300
+    while not record_task_running(since):
+        assert run.poll() is None, "the run ended before it reached its record step"
+        assert time.monotonic() < deadline, "the run never reached its record step"
+        time.sleep(0.5)
+
+
+def test_a_run_killed_while_it_records_leaves_the_next_run_free(
+    prefect_api: None, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    database = home / "scores.duckdb"
+    open_database(database).close()  # an empty tracerflow database
+    holder = hold_open(database)  # so the run below waits in its record step
+    since = datetime.now(UTC)
+    killed = start_run(home, RUN)
     try:
-        deadline = time.monotonic() + 300
-        while not record_task_running():
-            assert killed.poll() is None, "the run ended before it reached its record step"
-            assert time.monotonic() < deadline, "the run never reached its record step"
-            time.sleep(0.5)
+        wait_for_its_record_step(killed, since)
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
     finally:
@@ -102,6 +123,42 @@ def test_a_run_killed_while_it_records_leaves_the_next_run_free(
     assert again.returncode == 0, again.stdout + again.stderr
     with duckdb.connect(str(database), read_only=True) as con:
         assert con.execute("SELECT status FROM scores").fetchall() == [("ok",)]
+
+
+def test_a_run_stopped_while_it_waits_for_the_writer_lock_ends_in_seconds(
+    prefect_api: None, tmp_path: Path
+) -> None:
+    """SIGTERM (what `kill` and service managers send) while the run waits for the writer lock:
+    it took 78 s while the lock was a Prefect concurrency slot; the OS lock's wait is a loop of
+    short sleeps, which the signal ends at once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    tiny_corpus = tmp_path / "corpus.txt"  # the dashboards and metrics stages in a second
+    tiny_corpus.write_text("Mary and John went to the store.\n")
+    lock = FileLock(str(home / "scores.duckdb.lock"))  # the writers' lock, held by this test
+    lock.acquire()
+    corpora = ["--corpus", str(tiny_corpus), "--eval-corpus", str(tiny_corpus)]
+    log = tmp_path / "run.log"  # a file, not a pipe nobody reads while the run goes on
+    since = datetime.now(UTC)
+    with log.open("w") as output:
+        stopped = start_run(home, [*RUN, *corpora], output=output)
+    try:
+        wait_for_its_record_step(stopped, since)
+        started = time.monotonic()
+        os.kill(stopped.pid, signal.SIGTERM)
+        stopped.wait(timeout=60)
+        seconds = time.monotonic() - started
+    finally:
+        if stopped.poll() is None:
+            os.killpg(stopped.pid, signal.SIGKILL)
+        lock.release()
+    output = log.read_text()
+    print(f"the run ended {seconds:.1f} s after SIGTERM")
+
+    assert seconds < 20, output
+    assert stopped.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), output
+    assert "Execution was aborted by a termination signal" in output  # what stopped it
+    assert not (home / "scores.duckdb").exists()  # nothing was written
 
 
 @pytest.fixture

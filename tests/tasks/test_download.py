@@ -215,7 +215,8 @@ def test_the_download_task_retries_only_retryable_errors():
 def test_cli_reports_a_missing_repo_in_one_line_without_retrying(prefect_api, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
-    command = ["run", "--transcoder", "nobody/missing", "--prompt", "x"]
+    # The toy model, which the door lets in: the run starts and fails at the download.
+    command = ["run", "--transcoder", "nobody/missing", "--model", "toy-gpt2", "--prompt", "x"]
     with fake_hub() as hub:
         env = {
             **hub_env(hub.url, tmp_path / "hf"),

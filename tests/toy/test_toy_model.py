@@ -162,6 +162,21 @@ def test_an_unknown_model_name_is_a_config_error(converted_dirs: dict[str, Path]
         load_replacement_model("no-such-model", load_converted(converted_dirs["clt"], "cpu"))
 
 
+def test_the_door_knows_the_model_names_transformer_lens_knows() -> None:
+    """The door reads TransformerLens's list of names without importing it (no torch); it
+    resolves every name and alias, in any case, as TransformerLens itself does."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    from tracerflow.model_sources import official_model_name
+
+    names = [*OFFICIAL_MODEL_NAMES, *(alias for a in MODEL_ALIASES.values() for alias in a)]
+    for name in [*names, *(name.upper() for name in names)]:
+        assert official_model_name(name) == get_official_model_name(name), name
+    with pytest.raises(ConfigError, match="unknown model 'no-such-model'"):
+        official_model_name("no-such-model")
+
+
 def test_model_config_file_holds_plain_hooked_transformer_fields() -> None:
     fields = json.loads((toy.model_dir() / "config.json").read_text())
     assert fields["model_name"] == "toy-gpt2"

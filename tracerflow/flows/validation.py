@@ -1,10 +1,10 @@
-"""Check a run request before anything starts: prompts, sources, files and the device.
+"""Check a run request before anything starts: prompts, sources, the model, files and the device.
 
 Pure and cheap (no torch, no Prefect, no weights), so the CLI runs it before it starts a Prefect
 server and a typo costs a second, not a temporary server and a failed row; the scoring flow runs
 it again for runs that come from a deployment. A bad request raises ``UsageError`` (one line,
-exit 2). What the run itself still checks (exact token counts of real models, whether a Hub repo
-exists) is said at each check below.
+exit 2). What the run itself still checks (exact token counts of real models, whether a
+transcoder's Hub repo exists) is said at each check below.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracerflow.errors import CheckpointError, UsageError
-from tracerflow.parameters import RunRequest, run_request
+from tracerflow.errors import CheckpointError, ConfigError, SourceError, UsageError
+from tracerflow.parameters import RunRequest, flag, run_request
 from tracerflow.sources import parse_repo_source
 
 if TYPE_CHECKING:
@@ -28,13 +28,16 @@ MAX_PROMPT_CHARS = 8192
 def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     """Raise ``UsageError`` naming the first bad input of ``request`` that its model cannot
     check by itself (each value's limits are checked when the request is made): files, sources,
-    prompts and devices. Reads only small files (presets, checkpoint headers, the toy tokenizer).
+    prompts, models and devices. Reads only small files (presets, checkpoint headers, the toy
+    tokenizer, TransformerLens's list of model names, the Hugging Face cache's index).
 
     ``check_items=False`` checks the run's parameters only and leaves each source and prompt to
     its own items, which then fail and are recorded in their series (what a scheduled run wants:
-    one broken checkout tonight must not hide the others' scores).
+    one broken checkout tonight, or a Hub down for a minute, must not hide the others' scores).
     """
     check_device(request.device)
+    if request.model is not None:
+        check_model(request.model, given=True, fetch=False)
     if request.corpus is not None:
         check_corpus_file(request.corpus, "--corpus (corpus)", read_all=check_items)
     if request.eval_corpus is not None:
@@ -47,6 +50,8 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     for model in sorted(models):
         for index, prompt in enumerate(request.prompts, start=1):
             check_prompt(prompt, model, index)
+    for model in sorted(models):  # last: it may ask the network
+        check_model(model, given=request.model is not None, fetch=True)
 
 
 def model_for_source(source: str, model: str | None) -> str:
@@ -57,6 +62,29 @@ def model_for_source(source: str, model: str | None) -> str:
         return model
     preset = find_preset(source)
     return preset.model if preset is not None else DEFAULT_MODEL
+
+
+def check_model(model: str, given: bool, fetch: bool) -> None:
+    """The built-in toy model, or a TransformerLens model name; with ``fetch``, also one its
+    download would find (offline: in the Hugging Face cache; online: the Hub answers), so a run
+    that would fail every item loading its model is refused before it starts. Loads nothing.
+    ``given``: the request named it (``--model``, a suite's ``model:``), and the message starts
+    with that option; otherwise it is a preset's model or the default, named by the message."""
+    from tracerflow import toy
+    from tracerflow.model_sources import check_model_source, official_model_name
+
+    if model == toy.TOY_MODEL_NAME:
+        return
+    where = f"{flag('model')}: " if given else ""
+    try:
+        if fetch:
+            check_model_source(model)
+        else:
+            official_model_name(model)
+    except ConfigError as error:
+        raise UsageError(f"{where}{error}") from None
+    except SourceError as error:
+        raise SourceError(f"{where}{error}", retryable=error.retryable) from None
 
 
 def check_preset(name: str) -> None:

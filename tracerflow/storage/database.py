@@ -226,6 +226,9 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
     con = lake.connect(store, read_only=True, as_of=as_of)
     try:
         version = schema_version(con)
+    except duckdb.Error as error:  # PostgreSQL lost between the ATTACH and this first read
+        con.close()
+        raise lake.lake_error(store, error, read_only=True) from None
     except BaseException:
         con.close()
         raise
@@ -252,29 +255,33 @@ def reading(
 ) -> Iterator[Connection]:
     """``with reading(store) as con:`` a reader that is closed as soon as the block ends.
 
-    A DuckDB error inside the block becomes one StorageError line; a lake whose data folder has
-    lost a file the catalog names is reported as damaged: a query never returns part of it.
+    A DuckDB error inside the block (any: the PostgreSQL driver raises ``duckdb.Error`` itself,
+    not only its subclasses) becomes one StorageError line with the password masked; a lake
+    whose data folder has lost a file the catalog names is reported as damaged: a query never
+    returns part of it; a lake whose PostgreSQL is lost mid-read is unreachable (exit 1).
     """
     store = parse_store(store)
     con = open_reader(store, timeout_s, as_of)
     try:
         yield con
-    except duckdb.IOException as error:
-        missing = re.search(r'Cannot open file "([^"]+)"', str(error))
-        if isinstance(store, LakeStore) and missing:
-            raise StorageError(
-                f"the lake {store.describe()} is damaged: its data file {missing.group(1)} is "
-                f"missing (restore the data folder from a backup); nothing was read"
-            ) from error
-        raise StorageError(
-            f"reading {store.describe()} failed: {store.mask(_first_line(error))}"
-        ) from None  # the driver's own message may hold a lake's password
     except duckdb.Error as error:
-        raise StorageError(
-            f"reading {store.describe()} failed: {store.mask(_first_line(error))}"
-        ) from None  # the driver's own message may hold a lake's password
+        # Not chained: the driver's own message may hold a lake's password.
+        raise _read_error(store, error) from None
     finally:
         con.close()
+
+
+def _read_error(store: Store, error: duckdb.Error) -> StorageError:
+    """The one line a read that failed inside ``reading`` ends in, with no password in it."""
+    if not isinstance(store, LakeStore):
+        return StorageError(f"reading {store.describe()} failed: {store.mask(_first_line(error))}")
+    missing = re.search(r'Cannot open file "([^"]+)"', str(error))
+    if isinstance(error, duckdb.IOException) and missing:
+        return StorageError(
+            f"the lake {store.describe()} is damaged: its data file {missing.group(1)} is "
+            f"missing (restore the data folder from a backup); nothing was read"
+        )
+    return lake.lake_error(store, error, read_only=True)
 
 
 def _first_line(error: Exception) -> str:

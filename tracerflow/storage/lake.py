@@ -104,6 +104,9 @@ def connect(store: LakeStore, read_only: bool, as_of: AsOf | None = None) -> Con
             con.execute(f"SET allowed_directories = [{_quote(str(data_path))}]")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
+    except duckdb.Error as error:  # PostgreSQL lost right after the ATTACH: one masked line
+        con.close()
+        raise lake_error(store, error, read_only) from None
     except BaseException:
         con.close()
         raise
@@ -173,7 +176,7 @@ def attach(
         con.execute(statement + (f" ({', '.join(options)})" if options else ""))
     except duckdb.Error as error:
         # Not chained: the driver's own message (in a traceback) may hold the password.
-        raise _lake_error(store, error, read_only) from None
+        raise lake_error(store, error, read_only) from None
 
 
 def _recorded_data_path(con: Connection, alias: str) -> str:
@@ -183,8 +186,15 @@ def _recorded_data_path(con: Connection, alias: str) -> str:
     return str(row[0]) if row else ""
 
 
-def _lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> StorageError:
-    """One clear line for the failures a user meets, the password never shown."""
+def is_unreachable(error: duckdb.Error) -> bool:
+    """The lake's PostgreSQL catalog could not be reached (down, restarted, a lost network)."""
+    text = str(error)
+    return "Unable to connect to Postgres" in text or "could not connect" in text.lower()
+
+
+def lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> StorageError:
+    """One clear line for the failures a user meets, the password never shown: an unreachable
+    catalog is a ``StoreUnreachableError`` (a later try may work), whenever it is met."""
     text = store.mask(str(error))
     where = store.describe()
     if "creating a new DuckLake is explicitly disabled" in text:
@@ -197,7 +207,7 @@ def _lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> Stora
             f"{where} is a new lake and needs a data folder for its Parquet files: set "
             f"TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
         )
-    if "Unable to connect to Postgres" in text or "could not connect" in text.lower():
+    if is_unreachable(error):
         reason = text.split("failed:", 1)[-1].strip().splitlines()[0] if "failed:" in text else ""
         return StoreUnreachableError(
             f"cannot reach the lake's PostgreSQL catalog ({where}){': ' + reason if reason else ''}"

@@ -16,10 +16,11 @@ from typing import Any
 import duckdb
 
 from tracerflow.errors import StorageError
+from tracerflow.storage import lake
 from tracerflow.storage.database import reading
 from tracerflow.storage.records import TranscoderInfo, to_utc_naive
 from tracerflow.storage.stats import MeanInterval, mean_interval
-from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike
+from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike, parse_store
 
 # What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
 # read-only, no-file-access connection is the second wall behind this one.
@@ -218,35 +219,73 @@ def scores_of_run(store: StoreLike, flow_run_id: str) -> list[dict[str, Any]]:
 
 
 def run_sql(store: StoreLike, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read query (SELECT, WITH ..., EXPLAIN) and return its columns and rows.
+    """Run one read query (SELECT, WITH ..., FROM ..., PIVOT, UNPIVOT, EXPLAIN) and return its
+    columns and rows.
 
     Anything else (DELETE, DROP, INSERT, UPDATE, CREATE, ATTACH, COPY, EXPORT, INSTALL, LOAD,
     PRAGMA, SET, CALL, ...) raises StorageError before it runs, and the connection is read-only
     with no access to files besides the database, so nothing is changed or written either way.
     """
+    store = parse_store(store)
     with reading(store) as con:
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as error:
             raise StorageError(f"the SQL does not parse: {_first_line(error)}") from error
-        if len(statements) != 1:
+        count = statement_count(sql)
+        if count != 1:
             raise StorageError(
-                f"give exactly one SQL statement, got {len(statements)} "
+                f"give exactly one SQL statement, got {count} "
                 "(separate queries are separate `tracerflow sql` calls)"
             )
-        kind = statements[0].type.name
-        if kind not in READ_STATEMENT_TYPES:
+        refused = refused_statement_type([statement.type.name for statement in statements])
+        if refused is not None:
             raise StorageError(
-                f"`tracerflow sql` only reads: {kind} statements are refused. The score database "
-                "is written only by flow runs; to export results use --format csv|json|parquet "
-                "--out FILE"
+                f"`tracerflow sql` only reads: {refused} statements are refused. The score "
+                "database is written only by flow runs; to export results use --format "
+                "csv|json|parquet --out FILE"
             )
         try:
             cursor = con.execute(sql)
             columns = [d[0] for d in cursor.description] if cursor.description else []
             return columns, cursor.fetchall()
         except duckdb.Error as error:
-            raise StorageError(f"the query failed: {_first_line(error)}") from error
+            if lake.is_unreachable(error):
+                raise  # the store failed, not the query: `reading` says so (exit 1)
+            # Not chained, and masked: a lake's driver may name its conninfo, password included.
+            raise StorageError(f"the query failed: {store.mask(_first_line(error))}") from None
+
+
+def statement_count(sql: str) -> int:
+    """How many statements ``sql`` holds: runs of tokens between semicolons, by DuckDB's own
+    tokenizer, so a ``;`` in a string, a quoted name or a comment separates nothing. Counted on
+    the text because DuckDB's parser may turn one statement into several (``PIVOT``)."""
+    text = sql.encode()  # the tokenizer's offsets are byte offsets
+    count, in_statement = 0, False
+    for offset, _ in duckdb.tokenize(sql):
+        if text[offset : offset + 1] == b";":
+            in_statement = False
+        elif not in_statement:
+            count, in_statement = count + 1, True
+    return count
+
+
+def refused_statement_type(kinds: list[str]) -> str | None:
+    """The statement type `tracerflow sql` refuses in what DuckDB's parser made of one
+    statement (``kinds``, in order), or None when it only reads. A ``PIVOT`` whose columns come
+    from the data parses to ``CREATE`` statements (temporary enum types of those values,
+    dropped with the connection) and then its ``SELECT``: that shape alone may hold a
+    ``CREATE``. Inside another statement (``INSERT INTO t PIVOT ...``) the same ``CREATE``s come
+    wrapped in ``TRANSACTION`` or ``SET`` statements; the type named is the outer statement's."""
+    if len(kinds) == 1 and kinds[0] in READ_STATEMENT_TYPES:
+        return None
+    if len(kinds) > 1 and set(kinds[:-1]) == {"CREATE"} and kinds[-1] == "SELECT":
+        return None  # a PIVOT
+    unwrapped = [kind for kind in kinds if kind not in {"TRANSACTION", "SET"}] or kinds
+    outer = unwrapped[-1] if unwrapped else "EMPTY"
+    if outer in READ_STATEMENT_TYPES:  # EXPLAIN of a PIVOT: its CREATEs are what is refused
+        return next(kind for kind in kinds if kind not in READ_STATEMENT_TYPES)
+    return outer
 
 
 def _first_line(error: Exception) -> str:

@@ -73,7 +73,7 @@ def model_tokenizer(model_name: str) -> Any:
     from transformers import AutoTokenizer
 
     from tracerflow import toy
-    from tracerflow.models import official_model_name
+    from tracerflow.model_sources import official_model_name
 
     if model_name == toy.TOY_MODEL_NAME:
         return AutoTokenizer.from_pretrained(str(toy.tokenizer_dir()))
