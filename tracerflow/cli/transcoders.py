@@ -23,8 +23,7 @@ def convert(
     out: Annotated[Path, typer.Argument(help="output folder (must not exist)")],
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16")] = "float32",
 ) -> None:
-    """Convert a transcoder to circuit-tracer's files, exactly (a circuit-tracer folder: a
-    verified copy)."""
+    """Convert a transcoder of any format tracerflow reads to circuit-tracer's files, exactly."""
     from tracerflow.transcoders import convert as convert_checkpoint
     from tracerflow.transcoders.conversion import parse_dtype
     from tracerflow.transcoders.formats import describe_folder
