@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,10 @@ def test_a_file_that_is_no_torch_archive_is_one_line(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "clt.ckpt").write_bytes(b"\x80\x02}q\x00.")  # a bare pickle, not torch's zip
     with pytest.raises(CheckpointError, match=r"clt\.ckpt: not a torch checkpoint archive"):
+        check_source_folder(folder, "ckpt")
+    with zipfile.ZipFile(folder / "clt.ckpt", "w") as archive:
+        archive.writestr("clt/data.pkl", b"\x80\x02no pickle at all")
+    with pytest.raises(CheckpointError, match=r"clt\.ckpt: its pickled data cannot be read"):
         check_source_folder(folder, "ckpt")
 
 

@@ -451,7 +451,7 @@ def dimensions(folder: Path) -> tuple[int, int]:
 
 def describe(folder: Path) -> dict[str, Any]:
     """Kind, layers, features, activation, hooks, dtype and sizes; for ``convert``'s output also
-    what the manifest records of its source."""
+    what the manifest records of its source (its folding and content hash)."""
     checked = read_folder(folder)
     sizes = [(folder / name).stat().st_size for name in checked.tensor_files]
     converted = (folder / MANIFEST_FILE).is_file()
@@ -480,8 +480,8 @@ def describe(folder: Path) -> dict[str, Any]:
         "size_bytes": sum(sizes),
         "largest_file_bytes": max(sizes),
     }
-    if converted:
-        fields["content_hash"] = checked.manifest_content_hash
+    if converted:  # the identity of the checkpoint it was converted from; its own is its files'
+        fields["source_content_hash"] = checked.manifest_content_hash
     return fields
 
 

@@ -98,11 +98,11 @@ def _pickle_bytes(path: Path) -> bytes:
         ) from None
 
 
-def _refused_global(data: bytes) -> str | None:
+def _refused_global(path: Path, data: bytes) -> str | None:
     """The first class or function the pickle names that the weights-only loader would refuse,
     found by reading its opcodes (nothing is executed); None when it names none. Protocol 2
     (torch.save's) names them in GLOBAL opcodes; STACK_GLOBAL's names are the last two strings
-    pushed, where they can be followed."""
+    pushed, where they can be followed. ``CheckpointError`` for a pickle that cannot be read."""
     strings: list[str] = []
     memo: dict[Any, str] = {}
     try:
@@ -126,7 +126,7 @@ def _refused_global(data: bytes) -> str | None:
             if module not in _SAFE_MODULES and f"{module}.{name}" not in _SAFE_GLOBALS:
                 return f"{module}.{name}"
     except (ValueError, pickle.UnpicklingError) as error:
-        return f"a pickle it cannot read ({error})"
+        raise CheckpointError(f"{path}: its pickled data cannot be read ({error})") from None
     return None
 
 
@@ -135,7 +135,7 @@ def check(folder: Path) -> None:
     and a readable transcoder config beside it where there is one. No torch; the tensors and
     their shapes are checked when converted."""
     path = folder / CKPT_FILE
-    refused = _refused_global(_pickle_bytes(path))
+    refused = _refused_global(path, _pickle_bytes(path))
     if refused is not None:
         raise needs_classes(path, refused)
     if (folder / CONFIG_FILE).is_file():
