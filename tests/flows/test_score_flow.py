@@ -322,11 +322,12 @@ def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):
 
 def test_each_row_records_which_attribution_computed_its_graph(demo_run):
     """On CPU the toy presets take the fast path, and each row of the demo says so (migration
-    005)."""
+    005), and which format its transcoder was read as (006: the toy presets are checkpoints of
+    the crosslayer-transcoder library)."""
     database = Settings(home=demo_run.home).database_path
     with duckdb.connect(str(database), read_only=True) as con:
-        rows = con.execute("SELECT attribution_path FROM scores").fetchall()
-    assert rows == [("fast",)] * 2 * len(builtin_prompts())
+        rows = con.execute("SELECT attribution_path, transcoder_format FROM scores").fetchall()
+    assert rows == [("fast", "crosslayer-transcoder")] * 2 * len(builtin_prompts())
 
 
 def series_of(run_id) -> list[tuple]:

@@ -79,6 +79,27 @@ CASES: dict[str, tuple[object, str]] = {
         lambda tmp: ["--transcoder", str(damaged_checkpoint(tmp)), "--prompt", "x"],
         "checkpoint.safetensors: not a readable safetensors file",
     ),
+    "circuit-tracer folder missing a layer": (
+        lambda tmp: [
+            "--transcoder",
+            str(circuit_tracer_folder(tmp, drop="W_dec_1")),
+            "--prompt",
+            "x",
+        ],
+        "is not a transcoder checkpoint folder: no W_dec_1.safetensors",
+    ),
+    "circuit-tracer folder of another width than the model": (
+        lambda tmp: [
+            *["--transcoder", str(circuit_tracer_folder(tmp)), "--model", "toy-gpt2"],
+            *["--prompt", "x"],
+        ],
+        "has 3 layers of d_model 16, but model 'toy-gpt2' has 3 layers of d_model 64",
+    ),
+    "Lightning checkpoint that needs a class": (
+        lambda tmp: ["--transcoder", str(lightning_needing_a_class(tmp)), "--prompt", "x"],
+        "clt.ckpt: needs tests.transcoders.foreign_formats.TrainingNotes, which torch's "
+        "weights-only loader refuses",
+    ),
     "max-feature-nodes 0": (
         [*TOY, "--max-feature-nodes", "0"],
         "--max-feature-nodes (max_feature_nodes) must be a whole number from 1 to 2147483647, "
@@ -325,6 +346,26 @@ def damaged_checkpoint(folder: Path) -> Path:
     checkpoint = Path(shutil.copytree(resolve_source("toy-clt").path, folder / "clt"))
     (checkpoint / "checkpoint.safetensors").write_bytes(b"\xff" * 64)
     return checkpoint
+
+
+def circuit_tracer_folder(folder: Path, drop: str | None = None) -> Path:
+    """An upstream fixture (3 layers, d_model 16) converted: circuit-tracer's CLT files."""
+    from tests.transcoders.foreign_formats import UPSTREAM
+    from tracerflow.transcoders import convert
+
+    converted = convert(UPSTREAM / "a_clt_topk_folded", folder / "circuit-tracer")
+    if drop is not None:
+        (converted / f"{drop}.safetensors").unlink()
+    return converted
+
+
+def lightning_needing_a_class(folder: Path) -> Path:
+    from tests.transcoders.foreign_formats import UPSTREAM, TrainingNotes, lightning_checkpoint
+
+    notes = {"notes": TrainingNotes()}
+    return lightning_checkpoint(
+        UPSTREAM / "a_clt_topk_folded", folder / "ckpt", extra_hyper_parameters=notes
+    )
 
 
 def run_cli(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -198,3 +198,25 @@ def test_005_adds_the_attribution_path_and_a_row_records_it(db_path: Path) -> No
     with reading(db_path) as con:
         paths = con.execute("SELECT attribution_path FROM scores").fetchall()
     assert sorted(paths, key=str) == [("circuit-tracer",), (None,)]
+
+
+def test_006_adds_the_transcoder_format_and_keeps_the_ids(db_path: Path) -> None:
+    """006 adds ``scores.transcoder_format`` to a 005 database; a row records the format its
+    transcoder was read as (NULL where unknown), and the format is no part of any id: the same
+    transcoder recorded before and after 006 is one row of ``transcoders``."""
+    before = score(transcoder(OLD_CLT), IOI_PROMPTS[0], 0.8, 0.9)
+    with duckdb.connect(str(db_path)) as con:
+        apply_migrations(con, up_to=5)
+    record_run(db_path, run_info("run-a"), [before])  # migrates to 006 first
+    read_as = dataclasses.replace(before.transcoder, format="circuit-tracer")
+    after = dataclasses.replace(before, transcoder=read_as, prompt=IOI_PROMPTS[1])
+    record_run(db_path, run_info("run-b"), [after])
+    with reading(db_path) as con:
+        rows = con.execute(
+            "SELECT transcoder_id, transcoder_format FROM scores ORDER BY flow_run_id"
+        ).fetchall()
+        assert con.execute("SELECT count(*) FROM transcoders").fetchone() == (1,)
+    assert rows == [
+        (before.transcoder.transcoder_id, None),
+        (before.transcoder.transcoder_id, "circuit-tracer"),
+    ]

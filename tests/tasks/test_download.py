@@ -20,6 +20,7 @@ from tests.fake_hub import DROPPED_REPO, EXISTING_REPO, GATED_REPO, OUTAGE_REPO,
 from tests.hub_cache import CachedRepo, write_hub_repo
 from tracerflow.errors import SourceError
 from tracerflow.tasks.download import _is_retryable, hub_error, parse_hub_source, resolve_source
+from tracerflow.transcoders import convert
 from tracerflow.transcoders.synthetic import random_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -65,6 +66,50 @@ def test_hub_source_resolves_from_the_offline_cache_with_its_commit(tmp_path):
     assert Path(resolved["path"]) == cached.snapshot
     # The identity is the content: the same files in a plain folder hash the same.
     assert resolved["content_hash"] == resolve_source(str(checkpoint)).content_hash
+
+
+def fetching_hub(monkeypatch, repo_files: dict[str, bytes], root: Path) -> list[list[str]]:
+    """``snapshot_download`` of a Hub repo holding ``repo_files``: each call adds the files its
+    ``allow_patterns`` match to the snapshot folder, as the real one does; the calls' patterns
+    are returned as they happen."""
+    import fnmatch
+
+    import huggingface_hub
+
+    calls: list[list[str]] = []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=()):
+        calls.append(list(allow_patterns))
+        snapshot = root / "snapshots" / COMMIT
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for name, data in repo_files.items():
+            if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
+                (snapshot / name).write_bytes(data)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def test_a_hub_repo_is_fetched_one_format_at_a_time_until_one_is_whole(tmp_path, monkeypatch):
+    """A checkpoint beside a (large) Lightning training file fetches the checkpoint alone; a
+    circuit-tracer repo is found after the checkpoint formats came up empty."""
+    checkpoint = random_checkpoint(tmp_path / "ckpt")
+    files = {
+        name: (checkpoint / name).read_bytes() for name in ("config.yaml", "checkpoint.safetensors")
+    }
+    calls = fetching_hub(monkeypatch, {**files, "clt.ckpt": b"training state"}, tmp_path / "a")
+    snapshot = resolve_source(REPO)
+    assert calls == [["config.yaml", "checkpoint.safetensors"]]
+    assert snapshot.format == "crosslayer-transcoder"
+    assert not (Path(snapshot.path) / "clt.ckpt").exists()
+
+    converted = convert(checkpoint, tmp_path / "converted")
+    files = {path.name: path.read_bytes() for path in converted.glob("*.safetensors")}
+    calls = fetching_hub(monkeypatch, files, tmp_path / "b")
+    snapshot = resolve_source(REPO)
+    assert len(calls) == 3 and calls[2][0] == "layer_*.safetensors"
+    assert snapshot.format == "circuit-tracer" and snapshot.commit_sha == COMMIT
 
 
 def test_revision_suffix_selects_a_ref(tmp_path):

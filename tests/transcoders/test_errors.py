@@ -158,9 +158,9 @@ def test_existing_output_is_not_overwritten(checkpoint, tmp_path):
 
 def test_interrupted_conversion_leaves_nothing(checkpoint, tmp_path, monkeypatch):
     """A crash after some layers were written leaves no folder that looks finished."""
-    import tracerflow.transcoders.conversion as convert_module
+    import safetensors.torch  # the checkpoint's writer imports save_file from here when it runs
 
-    real_save = convert_module.save_file
+    real_save = safetensors.torch.save_file
     calls = []
 
     def crash_on_third_file(tensors, path):
@@ -169,7 +169,7 @@ def test_interrupted_conversion_leaves_nothing(checkpoint, tmp_path, monkeypatch
             raise KeyboardInterrupt
         real_save(tensors, path)
 
-    monkeypatch.setattr(convert_module, "save_file", crash_on_third_file)
+    monkeypatch.setattr(safetensors.torch, "save_file", crash_on_third_file)
     with pytest.raises(KeyboardInterrupt):
         convert(checkpoint, tmp_path / "out")
     assert not (tmp_path / "out").exists()

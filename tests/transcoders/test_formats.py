@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.transcoders.foreign_formats import (
+    circuit_tracer_config,
+    circuit_tracer_folder,
+    lightning_checkpoint,
+)
 from tracerflow.cli import app
 from tracerflow.errors import CheckpointError
 from tracerflow.transcoders import convert
@@ -21,7 +26,7 @@ from tracerflow.transcoders.formats import (
     checkpoint_files,
     describe_folder,
     detect_format,
-    download_patterns,
+    download_pattern_groups,
     folder_format,
     source_format,
 )
@@ -52,18 +57,26 @@ def test_each_upstream_checkpoint_is_a_crosslayer_transcoder_checkpoint(folder: 
     assert fields["folded"] is True
 
 
-def test_a_converted_folder_is_described_but_is_no_source(converted: Path) -> None:
-    assert detect_format(converted).name == "tracerflow-converted"
+def test_a_converted_folder_is_a_circuit_tracer_folder_a_run_starts_from(
+    converted: Path,
+) -> None:
+    """What ``convert`` writes is circuit-tracer's files: inspect names it so, and a run reads it
+    as a source (its identity: the files it holds, the manifest among them)."""
+    assert detect_format(converted).name == "circuit-tracer"
+    assert source_format(converted).name == "circuit-tracer"
     fields = describe_folder(converted)
-    assert fields["format"] == "circuit-tracer (converted by tracerflow)"
+    assert fields["format"] == "circuit-tracer transcoder folder (converted by tracerflow)"
     assert fields["kind"] == "clt" and fields["files"] == 6
-    assert checkpoint_files(converted) == ()
-    with pytest.raises(CheckpointError) as raised:
-        source_format(converted, "my-out")
-    assert str(raised.value) == (
-        "'my-out' is a circuit-tracer (converted by tracerflow) folder, not a transcoder "
-        "checkpoint; give the checkpoint it was converted from"
+    assert (fields["activation"], fields["k"], fields["source_activation"]) == (
+        "topk",
+        4,
+        "PerLayerTopK",
     )
+    assert checkpoint_files(converted) == (
+        *(f"W_{part}_{layer}.safetensors" for layer in range(3) for part in ("enc", "dec")),
+        "tracerflow.json",
+    )
+    check_source_folder(converted, "my-out")
 
 
 def test_a_manifest_decides_for_inspect_and_checkpoint_files_for_a_run(
@@ -74,7 +87,7 @@ def test_a_manifest_decides_for_inspect_and_checkpoint_files_for_a_run(
     both = shutil.copytree(converted, tmp_path / "both")
     for name in ("config.yaml", "checkpoint.safetensors"):
         shutil.copy(UPSTREAM / "c_plt_topk_folded" / name, both / name)
-    assert folder_format(both).name == "tracerflow-converted"
+    assert folder_format(both).name == "circuit-tracer"
     assert source_format(both).name == "crosslayer-transcoder"
     assert describe_folder(both)["kind"] == "clt"  # the manifest's, not the checkpoint's plt
 
@@ -86,15 +99,18 @@ def test_an_unknown_folder_names_the_folder_and_the_formats(tmp_path: Path) -> N
     with pytest.raises(CheckpointError) as raised:
         folder_format(tmp_path)
     assert str(raised.value) == (
-        f"'{tmp_path}' is not a transcoder checkpoint folder: no tracerflow.json or config.yaml "
-        f"or checkpoint.safetensors ({KNOWN}circuit-tracer (converted by tracerflow), "
-        "crosslayer-transcoder checkpoint)"
+        f"'{tmp_path}' is not a transcoder checkpoint folder: no layer_*.safetensors or "
+        "W_enc_*.safetensors or W_dec_*.safetensors or config.yaml or tracerflow.json or "
+        f"checkpoint.safetensors or clt.ckpt ({KNOWN}circuit-tracer transcoder folder, "
+        "crosslayer-transcoder checkpoint, crosslayer-transcoder Lightning checkpoint)"
     )
     with pytest.raises(CheckpointError) as raised:
         source_format(tmp_path, "my-clt")
     assert str(raised.value) == (
         "'my-clt' is not a transcoder checkpoint folder: no config.yaml or checkpoint.safetensors "
-        f"({KNOWN}crosslayer-transcoder checkpoint)"
+        "or clt.ckpt or layer_*.safetensors or W_enc_*.safetensors or W_dec_*.safetensors or "
+        f"tracerflow.json ({KNOWN}crosslayer-transcoder checkpoint, crosslayer-transcoder "
+        "Lightning checkpoint, circuit-tracer transcoder folder)"
     )
 
 
@@ -136,12 +152,26 @@ def test_the_door_checks_read_the_config_and_the_header(tmp_path: Path) -> None:
         check_source_folder(folder, "ckpt")
 
 
-def test_a_hub_download_fetches_every_checkpoint_formats_files() -> None:
-    assert download_patterns() == ["config.yaml", "checkpoint.safetensors"]
+def test_a_hub_download_asks_for_one_formats_files_at_a_time_the_checkpoint_first() -> None:
+    assert [(found.name, patterns) for found, patterns in download_pattern_groups()] == [
+        ("crosslayer-transcoder", ["config.yaml", "checkpoint.safetensors"]),
+        ("crosslayer-transcoder-lightning", ["clt.ckpt", "config.yaml"]),
+        (
+            "circuit-tracer",
+            [
+                "layer_*.safetensors",
+                "W_enc_*.safetensors",
+                "W_dec_*.safetensors",
+                "config.yaml",
+                "tracerflow.json",
+            ],
+        ),
+    ]
 
 
-def test_detecting_and_checking_never_imports_torch(converted: Path) -> None:
-    """The CLI detects and checks folders before it starts anything: without torch (seconds)."""
+def test_detecting_and_checking_never_imports_torch(converted: Path, tmp_path: Path) -> None:
+    """The CLI detects and checks folders, and reads their shape for the model's, before it
+    starts anything: without torch (seconds), in every format."""
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
@@ -151,10 +181,19 @@ def test_detecting_and_checking_never_imports_torch(converted: Path) -> None:
         "    names[folder.name] = formats.detect_format(folder).name\n"
         "    if formats.checkpoint_files(folder):\n"
         "        formats.check_source_folder(folder, str(folder))\n"
-        "formats.download_patterns()\n"
+        "        formats.source_format(folder).dimensions(folder)\n"
+        "formats.download_pattern_groups()\n"
         "print(json.dumps({'names': names, 'torch': 'torch' in sys.modules}))\n"
     )
-    folders = [*UPSTREAM_FOLDERS, converted]
+    circuit_tracer = circuit_tracer_folder(
+        UPSTREAM / "c_plt_topk_folded",
+        tmp_path / "circuit-tracer",
+        circuit_tracer_config("plt", activation="topk", k=4),
+    )
+    lightning = lightning_checkpoint(
+        UPSTREAM / "a_clt_topk_folded", tmp_path / "lightning", config_in_hyper_parameters=False
+    )
+    folders = [*UPSTREAM_FOLDERS, converted, circuit_tracer, lightning]
     result = subprocess.run(
         [sys.executable, "-c", code, *map(str, folders)],
         capture_output=True,
@@ -165,6 +204,8 @@ def test_detecting_and_checking_never_imports_torch(converted: Path) -> None:
     answer = json.loads(result.stdout)
     assert answer["names"] == {
         **{folder.name: "crosslayer-transcoder" for folder in UPSTREAM_FOLDERS},
-        converted.name: "tracerflow-converted",
+        converted.name: "circuit-tracer",
+        circuit_tracer.name: "circuit-tracer",
+        lightning.name: "crosslayer-transcoder-lightning",
     }
     assert answer["torch"] is False

@@ -1,5 +1,5 @@
-"""``tracerflow convert`` and ``tracerflow inspect``: turn a crosslayer-transcoder checkpoint
-into circuit-tracer's files, and describe either kind of folder."""
+"""``tracerflow convert`` and ``tracerflow inspect``: turn a transcoder of any format tracerflow
+reads into circuit-tracer's files, and describe a folder of any of those formats."""
 
 from __future__ import annotations
 
@@ -13,11 +13,17 @@ from tracerflow.cli.render import text_table
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="crosslayer-transcoder checkpoint folder")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="transcoder folder: crosslayer-transcoder (config.yaml + checkpoint.safetensors "
+            "or clt.ckpt) or circuit-tracer files"
+        ),
+    ],
     out: Annotated[Path, typer.Argument(help="output folder (must not exist)")],
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16")] = "float32",
 ) -> None:
-    """Convert a crosslayer-transcoder checkpoint to circuit-tracer's files, exactly."""
+    """Convert a transcoder of any format tracerflow reads to circuit-tracer's files, exactly."""
     from tracerflow.transcoders import convert as convert_checkpoint
     from tracerflow.transcoders.conversion import parse_dtype
     from tracerflow.transcoders.formats import describe_folder
@@ -28,10 +34,10 @@ def convert(
 
 
 def inspect(
-    path: Annotated[Path, typer.Argument(help="a checkpoint folder or a converted folder")],
+    path: Annotated[Path, typer.Argument(help="a transcoder folder of a format tracerflow reads")],
     format: Annotated[str, typer.Option(help="table or json")] = "table",
 ) -> None:
-    """Describe a checkpoint or converted folder: kind, layers, features, activation, sizes."""
+    """Describe a transcoder folder: format, kind, layers, features, activation, sizes."""
     # Imported here, as in `convert`: reading checkpoints pulls in torch, which `--help` need not.
     from tracerflow.transcoders.formats import describe_folder
 

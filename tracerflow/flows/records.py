@@ -93,6 +93,7 @@ def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder
         d_features=converted.d_features,
         activation=converted.activation,
         activation_params=converted.activation_params,
+        format=snapshot.format,
     )
 
 

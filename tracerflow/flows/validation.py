@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from tracerflow.suites import LoadedSuite
 
 DEFAULT_MODEL = "gpt2"
+# (n_layers, d_model) of the Hub models whose shape the door knows without loading them.
+KNOWN_MODEL_DIMENSIONS = {"gpt2": (12, 768)}
 # For models whose context is not known without loading them: far beyond what attribution can
 # take on any model tracerflow runs (its graph is dense in the number of tokens).
 MAX_PROMPT_CHARS = 8192
@@ -46,6 +48,7 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
         return
     for source in request.transcoders:
         check_source(source)
+        check_dimensions(source, model_for_source(source, request.model))
     models = {model_for_source(source, request.model) for source in request.transcoders}
     for model in sorted(models):
         for index, prompt in enumerate(request.prompts, start=1):
@@ -132,6 +135,39 @@ def check_checkpoint_folder(folder: Path, source: str) -> None:
         check_source_folder(folder, source)
     except CheckpointError as error:
         raise UsageError(str(error)) from None
+
+
+def model_dimensions(model: str) -> tuple[int, int] | None:
+    """(n_layers, d_model) of ``model`` where known without loading it: the toy model's from its
+    config, GPT-2's; None for any other model (its shape is known once it is loaded)."""
+    from tracerflow import toy
+
+    if model == toy.TOY_MODEL_NAME:
+        return toy.model_dimensions()
+    return KNOWN_MODEL_DIMENSIONS.get(model)
+
+
+def check_dimensions(source: str, model: str) -> None:
+    """A local transcoder folder must be as deep and as wide as ``model``: ``UsageError`` in one
+    line when the (n_layers, d_model) its format reads cheaply is not the model's. Presets match
+    their models; a Hub repo is checked once downloaded, by the run."""
+    from tracerflow.presets import find_preset
+    from tracerflow.transcoders.formats import source_format
+
+    folder = Path(source).expanduser()
+    expected = model_dimensions(model)
+    if expected is None or find_preset(source) is not None or not folder.is_dir():
+        return
+    try:
+        found = source_format(folder, source).dimensions(folder)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    if found is not None and found != expected:
+        raise UsageError(
+            f"transcoder '{source}' has {found[0]} layers of d_model {found[1]}, but model "
+            f"'{model}' has {expected[0]} layers of d_model {expected[1]}; give --model the "
+            "model it was trained on"
+        )
 
 
 def check_prompt(prompt: str, model: str, index: int) -> None:

@@ -421,6 +421,7 @@ def _score_row(run: RunInfo, record: ScoreRecord) -> dict[str, object]:
         "peak_memory_bytes": record.peak_memory_bytes,
         "attribution_threads": record.attribution_threads,
         "attribution_path": record.attribution_path,
+        "transcoder_format": record.transcoder.format,
         "graph_path": record.graph_path,
         "graph_files_path": record.graph_files_path,
         "slug": record.slug,

@@ -581,6 +581,13 @@ MIGRATION_005 = """
 ALTER TABLE scores ADD COLUMN attribution_path VARCHAR;
 """
 
+MIGRATION_006 = """
+-- Which format the transcoder's files were read as (issue 25): 'crosslayer-transcoder',
+-- 'crosslayer-transcoder-lightning' or 'circuit-tracer'. NULL before 006 and for an item whose
+-- transcoder was never read.
+ALTER TABLE scores ADD COLUMN transcoder_format VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -589,6 +596,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "transcoder quality metrics (issue 15)", MIGRATION_004),
     Migration(5, "which attribution path computed each graph (issue 17)", MIGRATION_005),
+    Migration(6, "which format each transcoder was read as (issue 25)", MIGRATION_006),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -66,6 +66,9 @@ class TranscoderInfo:
     d_features: int | None
     activation: str | None  # "topk" | "jump_relu" | "relu"
     activation_params: dict[str, Any] | None = None  # {"k": 16}, ...; None: unknown
+    # the format its files were read as (crosslayer-transcoder, circuit-tracer, ...); recorded
+    # with each score row, not part of its identity; None: unknown
+    format: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in TRANSCODER_KINDS:

@@ -24,7 +24,8 @@ from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders import formats
 from tracerflow.transcoders.conversion import content_hash
 
-CODE_VERSION = "1"
+# 2: snapshots record their format (issue 25).
+CODE_VERSION = "2"
 SNAPSHOT_FILE = "snapshot.json"
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -55,13 +56,15 @@ def resolve_source(source: str) -> CheckpointSnapshot:
     folder = Path(source).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
+        checkpoint_format, hashes = _file_hashes(folder)
         return CheckpointSnapshot(
             source=source,
             location=str(folder),
             revision=None,
             commit_sha=None,
             path=str(folder),
-            content_hash=content_hash(_file_hashes(folder)),
+            content_hash=content_hash(hashes),
+            format=checkpoint_format,
         )
     hub = parse_hub_source(source)
     if hub is None:
@@ -73,27 +76,28 @@ def resolve_source(source: str) -> CheckpointSnapshot:
 
 
 def download_from_hub(source: str, repo_id: str, revision: str | None) -> CheckpointSnapshot:
-    """``snapshot_download`` the checkpoint files of a Hub repo (those of every checkpoint format
-    the registry knows); the commit sha comes from the snapshot folder (``.../snapshots/<sha>``),
-    which is how the HF cache pins a revision."""
+    """``snapshot_download`` the checkpoint files of a Hub repo, format by format in the order
+    the registry gives, until one format's files are all there; the commit sha comes from the
+    snapshot folder (``.../snapshots/<sha>``), which is how the HF cache pins a revision."""
     from huggingface_hub import snapshot_download
 
-    try:
-        folder = Path(
-            snapshot_download(
-                repo_id, revision=revision, allow_patterns=formats.download_patterns()
-            )
-        )
-    except OSError as error:  # huggingface_hub's and requests' errors are all OSErrors
-        raise hub_error(error, repo_id, revision) from error
+    for candidate, patterns in formats.download_pattern_groups():
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        except OSError as error:  # huggingface_hub's and requests' errors are all OSErrors
+            raise hub_error(error, repo_id, revision) from error
+        if candidate.detect(folder) >= 1.0:
+            break
     commit_sha = folder.name if _COMMIT_SHA.match(folder.name) else None
+    checkpoint_format, hashes = _file_hashes(folder)
     return CheckpointSnapshot(
         source=source,
         location=repo_id,
         revision=revision or "main",
         commit_sha=commit_sha,
         path=str(folder),
-        content_hash=content_hash(_file_hashes(folder)),
+        content_hash=content_hash(hashes),
+        format=checkpoint_format,
     )
 
 
@@ -153,9 +157,10 @@ def hub_error(error: OSError, repo_id: str, revision: str | None) -> SourceError
     )
 
 
-def _file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of the checkpoint files, as its format names them. In the HF cache, LFS files are
-    symlinks to blobs named by their sha256: use that name instead of re-reading several GB."""
+def _file_hashes(folder: Path) -> tuple[str, dict[str, str]]:
+    """The folder's format and the sha256 of its files, as its format names them. In the HF
+    cache, LFS files are symlinks to blobs named by their sha256: use that name instead of
+    re-reading several GB."""
     try:
         checkpoint_format = formats.source_format(folder)
     except CheckpointError as error:
@@ -167,7 +172,7 @@ def _file_hashes(folder: Path) -> dict[str, str]:
             raise SourceError(f"{folder}: no {name}; not a {checkpoint_format.title}")
         target = path.resolve().name
         hashes[name] = target if path.is_symlink() and _SHA256.match(target) else sha256_file(path)
-    return hashes
+    return checkpoint_format.name, hashes
 
 
 def download(source: str, store: ArtifactStore) -> CheckpointSnapshot:

@@ -44,6 +44,7 @@ class CheckpointSnapshot(StageResult):
     commit_sha: str | None
     path: str
     content_hash: str  # sha256 over the checkpoint files' sha256
+    format: str | None = None  # the registry's name of its format; None in older snapshots
 
 
 class ConvertedTranscoder(StageResult):

@@ -44,7 +44,17 @@ def transcoder_dir(name: str) -> Path:
 
 def model_n_ctx() -> int:
     """The toy model's context length (``n_ctx`` of its ``config.json``), without loading it."""
-    return int(json.loads((model_dir() / "config.json").read_text())["n_ctx"])
+    return int(_model_config()["n_ctx"])
+
+
+def model_dimensions() -> tuple[int, int]:
+    """The toy model's (n_layers, d_model), from its ``config.json``, without loading it."""
+    config = _model_config()
+    return int(config["n_layers"]), int(config["d_model"])
+
+
+def _model_config() -> dict[str, Any]:
+    return json.loads((model_dir() / "config.json").read_text())
 
 
 def token_count(prompt: str) -> int:

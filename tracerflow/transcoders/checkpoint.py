@@ -9,11 +9,11 @@ torch is imported only where tensors are read, so that the format registry
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
 from safetensors import safe_open
@@ -105,20 +105,44 @@ class Standardizer:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """A validated crosslayer-transcoder checkpoint folder; tensors are read on demand."""
+class TranscoderShape:
+    """What every format's reader knows of a transcoder before reading its weights."""
 
-    path: Path
     kind: Kind
     n_layers: int
     d_model: int
     d_features: int
     activation: Activation
+
+
+@dataclass(frozen=True)
+class TranscoderConfig(TranscoderShape):
+    """What a checkpoint's ``model:`` tree says: the fields of ``Checkpoint`` a config gives."""
+
     is_folded: bool
     input_standardizer: Standardizer
     output_standardizer: Standardizer
+
+
+@dataclass(frozen=True)
+class Checkpoint(TranscoderConfig):
+    """A validated crosslayer-transcoder checkpoint; tensors are read on demand.
+
+    ``files`` are the files of ``path`` that make up the checkpoint (their hashes are its
+    identity); the tensors come from ``weights_file`` through ``safe_open``, or from ``tensors``
+    when a reader already holds them (a Lightning ``clt.ckpt``, loaded by torch's safe loader).
+    """
+
+    # Where circuit-tracer reads the features from and writes them to (blocks.{l}.<hook>).
+    feature_input_hook: ClassVar[str] = "hook_resid_mid"
+    feature_output_hook: ClassVar[str] = "hook_mlp_out"
+
+    path: Path
     tensor_shapes: dict[str, tuple[int, ...]] = field(repr=False)
     tensor_dtype: str = "float32"
+    files: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)
+    weights_file: str = WEIGHTS_FILE
+    tensors: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def config_path(self) -> Path:
@@ -126,21 +150,21 @@ class Checkpoint:
 
     @property
     def weights_path(self) -> Path:
-        return self.path / WEIGHTS_FILE
+        return self.path / self.weights_file
 
     def file_hashes(self) -> dict[str, str]:
         """sha256 of each file of the checkpoint (the content identity of the transcoder)."""
-        return {
-            CONFIG_FILE: sha256_file(self.config_path),
-            WEIGHTS_FILE: sha256_file(self.weights_path),
-        }
+        return {name: sha256_file(self.path / name) for name in self.files}
 
     def size_bytes(self) -> int:
         return self.weights_path.stat().st_size
 
     @contextmanager
     def open_tensors(self) -> Iterator[TensorReader]:
-        """Open the weights memory-mapped; read per layer through the returned reader."""
+        """Open the weights (memory-mapped); read per layer through the returned reader."""
+        if self.tensors is not None:
+            yield TensorReader(self, _HeldTensors(self.tensors))
+            return
         try:
             with safe_open(str(self.weights_path), framework="pt", device="cpu") as handle:
                 yield TensorReader(self, handle)
@@ -150,6 +174,52 @@ class Checkpoint:
             raise CheckpointError(
                 f"{self.weights_path}: cannot read tensors ({type(error).__name__}: {error})"
             ) from error
+
+    def write_files(self, out_dir: Path, dtype: torch.dtype) -> None:
+        """circuit-tracer's files of this transcoder, one layer at a time (docs/checkpoints.md):
+        CLTs in the layout of its ``load_clt``, PLTs in that of ``load_transcoder_set``."""
+        from safetensors.torch import save_file
+
+        with self.open_tensors() as reader:
+            for layer in range(self.n_layers):
+                w_enc, b_enc = reader.encoder_layer(layer, dtype)
+                thresholds = reader.thresholds(layer, dtype)
+                if self.kind == "clt":
+                    encoder_file = {
+                        f"W_enc_{layer}": w_enc,
+                        f"b_enc_{layer}": b_enc,
+                        f"b_dec_{layer}": reader.decoder_bias(layer, dtype),
+                    }
+                    if thresholds is not None:
+                        encoder_file[f"threshold_{layer}"] = thresholds
+                    save_file(encoder_file, out_dir / f"W_enc_{layer}.safetensors")
+                    del encoder_file, w_enc, b_enc
+                    decoder = reader.clt_decoder_from(layer, dtype)
+                    save_file({f"W_dec_{layer}": decoder}, out_dir / f"W_dec_{layer}.safetensors")
+                    del decoder
+                    continue
+                layer_file = {
+                    "W_enc": w_enc,
+                    "W_dec": reader.plt_decoder(layer, dtype),
+                    "b_enc": b_enc,
+                    "b_dec": reader.decoder_bias(layer, dtype),
+                }
+                if thresholds is not None:
+                    layer_file["activation_function.threshold"] = thresholds
+                save_file(layer_file, out_dir / f"layer_{layer}.safetensors")
+
+
+class _HeldTensors:
+    """Tensors already in memory, read through ``safe_open``'s two calls."""
+
+    def __init__(self, tensors: Mapping[str, Any]) -> None:
+        self._tensors = tensors
+
+    def get_tensor(self, key: str) -> Any:
+        return self._tensors[key]
+
+    def get_slice(self, key: str) -> Any:
+        return self._tensors[key]
 
 
 class TensorReader:
@@ -277,7 +347,7 @@ class TensorReader:
 # --- reading and validating the config ------------------------------------------------------
 
 
-def _node(tree: Any, where: str, config_path: Path) -> tuple[str, dict[str, Any]]:
+def _node(tree: Any, where: str, config_path: str | Path) -> tuple[str, dict[str, Any]]:
     """Split a ``{class_path, init_args}`` node, with a clear error when it is not one."""
     if not isinstance(tree, dict) or not isinstance(tree.get("class_path"), str):
         raise CheckpointError(f"{config_path}: '{where}' must be a mapping with a 'class_path'")
@@ -287,7 +357,7 @@ def _node(tree: Any, where: str, config_path: Path) -> tuple[str, dict[str, Any]
     return tree["class_path"], init_args
 
 
-def _known(table: Any, class_path: str, where: str, config_path: Path) -> Any:
+def _known(table: Any, class_path: str, where: str, config_path: str | Path) -> Any:
     if class_path in _UNFOLDABLE_STANDARDIZERS:
         raise CheckpointError(
             f"{config_path}: '{where}' is {class_path}, which tracerflow does not support: "
@@ -301,7 +371,7 @@ def _known(table: Any, class_path: str, where: str, config_path: Path) -> Any:
     return table[class_path] if isinstance(table, dict) else class_path
 
 
-def _positive_int(value: Any, where: str, config_path: Path) -> int:
+def _positive_int(value: Any, where: str, config_path: str | Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise CheckpointError(f"{config_path}: '{where}' must be a positive integer, got {value!r}")
     return value
@@ -324,7 +394,9 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _load_config(path: Path) -> dict[str, Any]:
+def load_config(path: Path) -> dict[str, Any]:
+    """``path``'s ``config.yaml``, parsed safely (no aliases, at most ``MAX_CONFIG_BYTES``), with a
+    top-level ``model:``; ``CheckpointError`` naming the file otherwise."""
     config_path = path / CONFIG_FILE
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint folder does not exist")
@@ -403,9 +475,19 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     tensors are read (``Checkpoint.open_tensors``), i.e. during conversion.
     """
     path = Path(path).expanduser()
-    config = _load_config(path)
-    config_path = path / CONFIG_FILE
+    config = parse_config(load_config(path), path / CONFIG_FILE)
+    shapes, dtype = _tensor_shapes(path / WEIGHTS_FILE)
+    check_tensors(config, shapes, path / WEIGHTS_FILE)
+    return Checkpoint(path=path, **vars(config), tensor_shapes=shapes, tensor_dtype=dtype)
 
+
+def parse_config(config: dict[str, Any], config_path: str | Path) -> TranscoderConfig:
+    """The transcoder a config's ``model:`` tree describes (``config_path`` names where the tree
+    came from in errors): known classes only, positive sizes that agree, a valid ``k``.
+
+    The tree is the transcoder (``CrossLayerTranscoder``) or a Lightning module of the library
+    whose ``init_args.model`` is the transcoder (a LightningCLI training config).
+    """
     class_path, model_args = _node(config["model"], "model", config_path)
     where = "model"
     if class_path in _WRAPPER_CLASSES:
@@ -476,19 +558,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     else:
         activation = Activation(source=source, name="jump_relu")
 
-    shapes, dtype = _tensor_shapes(path / WEIGHTS_FILE)
-    required, optional = _expected_tensors(
-        kind, n_layers, d_model, d_features, activation, input_standardizer, output_standardizer
-    )
-    if is_folded:
-        # A folded checkpoint may still carry its (already applied) standardizer statistics.
-        for prefix in ("input_standardizer", "output_standardizer"):
-            for stat in ("mean", "std"):
-                key = f"{prefix}.{stat}"
-                optional[key] = required.pop(key, ())
-    _check_tensors(path / WEIGHTS_FILE, shapes, required, optional)
-    return Checkpoint(
-        path=path,
+    return TranscoderConfig(
         kind=kind,
         n_layers=n_layers,
         d_model=d_model,
@@ -497,9 +567,30 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         is_folded=is_folded,
         input_standardizer=input_standardizer,
         output_standardizer=output_standardizer,
-        tensor_shapes=shapes,
-        tensor_dtype=dtype,
     )
+
+
+def check_tensors(
+    config: TranscoderConfig, shapes: dict[str, tuple[int, ...]], weights_path: str | Path
+) -> None:
+    """``CheckpointError`` naming ``weights_path`` and the tensor when ``shapes`` (every tensor's
+    shape) holds a tensor too many or too few for ``config``, or one of another shape."""
+    required, optional = _expected_tensors(
+        config.kind,
+        config.n_layers,
+        config.d_model,
+        config.d_features,
+        config.activation,
+        config.input_standardizer,
+        config.output_standardizer,
+    )
+    if config.is_folded:
+        # A folded checkpoint may still carry its (already applied) standardizer statistics.
+        for prefix in ("input_standardizer", "output_standardizer"):
+            for stat in ("mean", "std"):
+                key = f"{prefix}.{stat}"
+                optional[key] = required.pop(key, ())
+    _check_tensors(weights_path, shapes, required, optional)
 
 
 def _tensor_shapes(weights_path: Path) -> tuple[dict[str, tuple[int, ...]], str]:
@@ -522,7 +613,7 @@ def _tensor_shapes(weights_path: Path) -> tuple[dict[str, tuple[int, ...]], str]
 
 
 def _check_tensors(
-    weights_path: Path,
+    weights_path: str | Path,
     shapes: dict[str, tuple[int, ...]],
     required: dict[str, tuple[int, ...]],
     optional: dict[str, tuple[int, ...]],

@@ -1,8 +1,9 @@
-"""Write a checkpoint as circuit-tracer transcoder files, one layer at a time.
+"""Write a transcoder of any source format as circuit-tracer transcoder files.
 
 CLTs in the layout of circuit-tracer's ``load_clt``, PLTs in that of ``load_transcoder_set``, plus
-``tracerflow.json`` (``Manifest``); at most one layer's tensors are in memory at a time. The file
-layout: docs/checkpoints.md.
+``tracerflow.json`` (``Manifest``). Each format's reader writes the tensors (``write_files``: a
+checkpoint one layer at a time, a circuit-tracer folder as a verified copy); this module adds the
+manifest and makes the folder atomic. The file layout: docs/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 import tracerflow
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import atomic_directory, is_complete
-from tracerflow.transcoders.checkpoint import Checkpoint
 from tracerflow.transcoders.formats import read_source
+from tracerflow.transcoders.formats.base import ConvertibleSource
 from tracerflow.transcoders.manifest import ActivationSpec, Manifest
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -68,62 +68,26 @@ def convert(
     return out_dir
 
 
-def write_converted(checkpoint: Checkpoint, out_dir: Path, dtype: torch.dtype) -> None:
+def write_converted(source: ConvertibleSource, out_dir: Path, dtype: torch.dtype) -> None:
     """Write the files of ``convert`` into the existing folder ``out_dir``, not atomically: for a
     caller that commits the folder itself (``convert``, the artifact store's convert stage)."""
-    file_hashes = checkpoint.file_hashes()
-    if checkpoint.kind == "clt":
-        _write_clt(checkpoint, out_dir, dtype)
-    else:
-        _write_plt(checkpoint, out_dir, dtype)
+    file_hashes = source.file_hashes()
+    source.write_files(out_dir, dtype)
     Manifest(
         tracerflow_version=tracerflow.__version__,
-        kind=checkpoint.kind,
-        n_layers=checkpoint.n_layers,
-        d_model=checkpoint.d_model,
-        d_features=checkpoint.d_features,
+        kind=source.kind,
+        n_layers=source.n_layers,
+        d_model=source.d_model,
+        d_features=source.d_features,
         activation=ActivationSpec(
-            source=checkpoint.activation.source,
-            name=checkpoint.activation.name,
-            k=checkpoint.activation.k,
+            source=source.activation.source,
+            name=source.activation.name,
+            k=source.activation.k,
         ),
+        feature_input_hook=source.feature_input_hook,
+        feature_output_hook=source.feature_output_hook,
         dtype=dtype_name(dtype),
-        source_was_folded=checkpoint.is_folded,
+        source_was_folded=source.is_folded,
         source_files_sha256=file_hashes,
         content_hash=content_hash(file_hashes),
     ).write(out_dir)
-
-
-def _write_clt(checkpoint: Checkpoint, out_dir: Path, dtype: torch.dtype) -> None:
-    with checkpoint.open_tensors() as reader:
-        for layer in range(checkpoint.n_layers):
-            w_enc, b_enc = reader.encoder_layer(layer, dtype)
-            encoder_file = {
-                f"W_enc_{layer}": w_enc,
-                f"b_enc_{layer}": b_enc,
-                f"b_dec_{layer}": reader.decoder_bias(layer, dtype),
-            }
-            thresholds = reader.thresholds(layer, dtype)
-            if thresholds is not None:
-                encoder_file[f"threshold_{layer}"] = thresholds
-            save_file(encoder_file, out_dir / f"W_enc_{layer}.safetensors")
-            del encoder_file, w_enc, b_enc
-            decoder = reader.clt_decoder_from(layer, dtype)
-            save_file({f"W_dec_{layer}": decoder}, out_dir / f"W_dec_{layer}.safetensors")
-            del decoder
-
-
-def _write_plt(checkpoint: Checkpoint, out_dir: Path, dtype: torch.dtype) -> None:
-    with checkpoint.open_tensors() as reader:
-        for layer in range(checkpoint.n_layers):
-            w_enc, b_enc = reader.encoder_layer(layer, dtype)
-            layer_file = {
-                "W_enc": w_enc,
-                "W_dec": reader.plt_decoder(layer, dtype),
-                "b_enc": b_enc,
-                "b_dec": reader.decoder_bias(layer, dtype),
-            }
-            thresholds = reader.thresholds(layer, dtype)
-            if thresholds is not None:
-                layer_file["activation_function.threshold"] = thresholds
-            save_file(layer_file, out_dir / f"layer_{layer}.safetensors")

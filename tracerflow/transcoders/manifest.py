@@ -16,7 +16,9 @@ CONVERTER_VERSION = "1"
 
 
 class ActivationSpec(BaseModel):
-    source: str  # crosslayer-transcoder class: PerLayerTopK, JumpReLU, BatchTopK, ...
+    # what the source called it: a crosslayer-transcoder class (PerLayerTopK, JumpReLU,
+    # BatchTopK, ...) or, for a circuit-tracer folder, TopK, JumpReLU or ReLU
+    source: str
     name: Literal["topk", "jump_relu", "relu"]
     k: int | None = None
 
@@ -33,7 +35,8 @@ class Manifest(BaseModel):
     feature_input_hook: str = "hook_resid_mid"
     feature_output_hook: str = "hook_mlp_out"
     dtype: str
-    source_was_folded: bool
+    # None: the source had no standardizers to fold (a circuit-tracer folder).
+    source_was_folded: bool | None
     source_files_sha256: dict[str, str]
     content_hash: str  # sha256 over the source files' hashes: the transcoder's identity
 

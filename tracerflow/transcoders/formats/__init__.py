@@ -2,39 +2,51 @@
 
 ``convert``, ``inspect``, the download stage and the run's door checks ask here, so none of them
 names a format's files. Each format is one module of this package (``crosslayer_transcoder``,
-``converted``) that builds a ``SourceFormat`` or ``FolderFormat`` (``base``) and is listed below;
-docs/checkpoints.md, "Adding a format". Importing this package and detecting a folder never
-imports torch.
+``lightning_checkpoint``, ``circuit_tracer``) that builds a ``SourceFormat`` (``base``) and is
+listed below; docs/checkpoints.md, "Adding a format". Importing this package and detecting a
+folder never imports torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tracerflow.errors import CheckpointError
-from tracerflow.transcoders.formats import converted, crosslayer_transcoder
-from tracerflow.transcoders.formats.base import FolderFormat, SourceFormat
+from tracerflow.transcoders.formats import (
+    circuit_tracer,
+    crosslayer_transcoder,
+    lightning_checkpoint,
+)
+from tracerflow.transcoders.formats.base import ConvertibleSource, FolderFormat, SourceFormat
 
-if TYPE_CHECKING:
-    from tracerflow.transcoders.checkpoint import Checkpoint
-
-# The checkpoint formats a run starts from (download, the door checks and convert look for these
-# only), then every format inspect knows. On equal detection scores the one listed first wins:
-# inspect reads a folder with tracerflow.json as converted, whatever else it holds.
-SOURCE_FORMATS: tuple[SourceFormat, ...] = (crosslayer_transcoder.FORMAT,)
-FORMATS: tuple[FolderFormat, ...] = (converted.FORMAT, *SOURCE_FORMATS)
+# The formats a run starts from, in the order a run prefers them (download, the door checks and
+# convert), then the same formats in the order inspect prefers them. On equal detection scores
+# the one listed first wins: a folder holding a checkpoint and circuit-tracer files converted
+# from it runs from the checkpoint, and inspect shows what the converted files are. A Hub
+# download fetches each format's files in the run's order until one format's are all there.
+SOURCE_FORMATS: tuple[SourceFormat, ...] = (
+    crosslayer_transcoder.FORMAT,
+    lightning_checkpoint.FORMAT,
+    circuit_tracer.FORMAT,
+)
+FORMATS: tuple[FolderFormat, ...] = (
+    circuit_tracer.FORMAT,
+    crosslayer_transcoder.FORMAT,
+    lightning_checkpoint.FORMAT,
+)
 
 __all__ = [
     "FORMATS",
     "SOURCE_FORMATS",
+    "ConvertibleSource",
     "FolderFormat",
     "SourceFormat",
     "check_source_folder",
     "checkpoint_files",
     "describe_folder",
     "detect_format",
-    "download_patterns",
+    "download_pattern_groups",
     "folder_format",
     "read_source",
     "source_format",
@@ -63,20 +75,13 @@ def folder_format(folder: str | Path) -> FolderFormat:
 
 
 def source_format(folder: str | Path, label: str | None = None) -> SourceFormat:
-    """``folder``'s checkpoint format; ``CheckpointError`` as ``folder_format``, and for a folder
-    of a format that is no checkpoint (one tracerflow converted). ``label`` is how the user
-    named the folder (default: its path)."""
+    """``folder``'s format as a run reads it; ``CheckpointError`` as ``folder_format``. ``label``
+    is how the user named the folder (default: its path)."""
     folder = _existing_folder(folder)
     label = str(folder) if label is None else label
     found = detect_format(folder, SOURCE_FORMATS)
     if isinstance(found, SourceFormat):
         return found
-    other = detect_format(folder)
-    if other is not None:
-        raise CheckpointError(
-            f"'{label}' is a {other.title} folder, not a transcoder checkpoint; give the "
-            "checkpoint it was converted from"
-        )
     raise _unknown_folder(label, SOURCE_FORMATS)
 
 
@@ -86,8 +91,8 @@ def describe_folder(folder: str | Path) -> dict[str, Any]:
     return folder_format(folder).describe(folder)
 
 
-def read_source(folder: str | Path) -> Checkpoint:
-    """The checkpoint in ``folder``, validated by its format's reader, ready to convert."""
+def read_source(folder: str | Path) -> ConvertibleSource:
+    """The transcoder in ``folder``, validated by its format's reader, ready to convert."""
     folder = Path(folder).expanduser()
     return source_format(folder).read(folder)
 
@@ -112,10 +117,11 @@ def checkpoint_files(folder: Path) -> tuple[str, ...]:
     return found.files(folder) if isinstance(found, SourceFormat) else ()
 
 
-def download_patterns() -> list[str]:
-    """What the download stage fetches from a Hub repo: every checkpoint format's files, since
-    the format is known only once they are here."""
-    return list(dict.fromkeys(p for found in SOURCE_FORMATS for p in found.file_patterns))
+def download_pattern_groups() -> list[tuple[SourceFormat, list[str]]]:
+    """What the download stage fetches from a Hub repo, format by format in the run's order: it
+    stops at the first format whose files are then all there (``detect`` says 1), so a repo that
+    holds a checkpoint beside a large training file fetches the checkpoint only."""
+    return [(found, list(found.file_patterns)) for found in SOURCE_FORMATS]
 
 
 def _existing_folder(folder: str | Path) -> Path:

@@ -12,12 +12,14 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tracerflow.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from tracerflow.transcoders.checkpoint import Checkpoint
+    import torch
+
+    from tracerflow.transcoders.checkpoint import Activation
 
 # safetensors' own limit on the JSON header; a larger length means the file is not safetensors.
 _MAX_HEADER_BYTES = 100_000_000
@@ -40,6 +42,24 @@ class FolderFormat:
     describe: Callable[[Path], dict[str, Any]]
 
 
+class ConvertibleSource(Protocol):
+    """What a format's ``read`` gives ``convert``: the transcoder's shape, activation and hooks,
+    the hashes of its files (its identity) and a writer of circuit-tracer's files."""
+
+    kind: str  # "clt" | "plt"
+    n_layers: int
+    d_model: int
+    d_features: int
+    activation: Activation
+    is_folded: bool | None  # None: nothing to fold (already circuit-tracer's files)
+    feature_input_hook: str
+    feature_output_hook: str
+
+    def file_hashes(self) -> dict[str, str]: ...
+
+    def write_files(self, out_dir: Path, dtype: torch.dtype) -> None: ...
+
+
 @dataclass(frozen=True)
 class SourceFormat(FolderFormat):
     """A checkpoint format a run starts from: downloaded, checked at the door, then converted.
@@ -48,11 +68,14 @@ class SourceFormat(FolderFormat):
     the download stage fetches ``file_patterns``); ``check(folder)`` the door checks the CLI runs
     before anything starts, raising ``CheckpointError`` (cheap, no torch: a config parse, a
     safetensors header); ``read(folder)`` validates the whole checkpoint for conversion.
+    ``dimensions(folder)`` is (n_layers, d_model) read as cheaply as ``check`` reads, for the
+    door to compare with the model's; None where only reading the weights would tell.
     """
 
     files: Callable[[Path], tuple[str, ...]]
     check: Callable[[Path], None]
-    read: Callable[[Path], Checkpoint]
+    read: Callable[[Path], ConvertibleSource]
+    dimensions: Callable[[Path], tuple[int, int] | None]
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:

@@ -8,7 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tracerflow.transcoders.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint
+from tracerflow.transcoders.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    Checkpoint,
+    read_checkpoint,
+)
 from tracerflow.transcoders.formats.base import SourceFormat
 
 TITLE = "crosslayer-transcoder checkpoint"
@@ -32,14 +37,23 @@ def check(folder: Path) -> None:
     read_checkpoint(folder)
 
 
+def dimensions(folder: Path) -> tuple[int, int]:
+    checkpoint = read_checkpoint(folder)
+    return checkpoint.n_layers, checkpoint.d_model
+
+
 def describe(folder: Path) -> dict[str, Any]:
     """Kind, layers, features, activation, standardizers, dtype and sizes, from the config and
     the safetensors header (no weights read)."""
-    checkpoint = read_checkpoint(folder)
+    return checkpoint_fields(read_checkpoint(folder), TITLE)
+
+
+def checkpoint_fields(checkpoint: Checkpoint, title: str) -> dict[str, Any]:
+    """What ``inspect`` shows of a checkpoint of the library's, whichever file holds it."""
     largest_tensor = max(checkpoint.tensor_shapes.items(), key=lambda item: math.prod(item[1]))
     return {
-        "path": str(folder),
-        "format": TITLE,
+        "path": str(checkpoint.path),
+        "format": title,
         "kind": checkpoint.kind,
         "n_layers": checkpoint.n_layers,
         "d_model": checkpoint.d_model,
@@ -65,4 +79,5 @@ FORMAT = SourceFormat(
     files=files,
     check=check,
     read=read_checkpoint,
+    dimensions=dimensions,
 )
