@@ -24,8 +24,9 @@ from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders import formats
 from tracerflow.transcoders.conversion import content_hash
 
-# 2: snapshots record their format (issue 25).
-CODE_VERSION = "2"
+# Still 1 although snapshots now record their format (issue 25): a store's cached downloads stay
+# valid, and flows/records.py asks the registry for the format of one cached before.
+CODE_VERSION = "1"
 SNAPSHOT_FILE = "snapshot.json"
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
