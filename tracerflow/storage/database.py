@@ -241,9 +241,13 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             + (f" at {as_of.describe()}" if as_of else "")
             + ": a lake gets its tables from the first run that records into it"
         )
+    if version < CURRENT_VERSION and lake.upgrades_in_place(version):
+        how = "the next run that records into it upgrades it in place"
+    else:
+        how = "use the tracerflow that wrote it"
     raise StorageError(
         f"the lake {store.describe()} is at schema version {version}, this tracerflow reads "
-        f"version {CURRENT_VERSION}; use the tracerflow that wrote it"
+        f"version {CURRENT_VERSION}; {how}"
     )
 
 
