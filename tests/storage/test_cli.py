@@ -150,3 +150,28 @@ def test_plot_history_refuses_an_unknown_file_type(
 
     assert result.exit_code == 2
     assert "must end in .png" in result.stderr
+
+
+@pytest.mark.parametrize("output_format", ["table", "json"])
+def test_history_of_an_unknown_transcoder_lists_the_recorded_ones_and_exits_2(
+    app: typer.Typer, populated_db: Path, output_format: str
+) -> None:
+    # A typo is not an empty history: "no scores match" and exit 0 hid it.
+    result = invoke(
+        app, "history", "--db", populated_db, "--transcoder", PLT + "2", "--format", output_format
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: no scores for transcoder '{PLT}2'; recorded transcoders: "
+        + ", ".join(sorted({OLD_CLT, NEW_CLT, PLT}))
+    ]
+
+
+def test_history_of_a_known_transcoder_with_nothing_since_is_an_empty_answer(
+    app: typer.Typer, populated_db: Path
+) -> None:
+    result = invoke(
+        app, "history", "--db", populated_db, "--transcoder", PLT, "--since", "2100-01-01"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "no scores match"

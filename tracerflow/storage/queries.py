@@ -95,12 +95,15 @@ def history(
         params.append(parse_since(since))
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     with reading(store, as_of=as_of) as con:
-        return _dicts(
+        rows = _dicts(
             con,
             f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
             "ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt",
             params,
         )
+        if not rows and transcoder is not None:
+            _check_known_transcoder(con, transcoder)
+        return rows
 
 
 def transcoder_summary(store: StoreLike) -> list[dict[str, Any]]:
@@ -133,6 +136,23 @@ def _known_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _unknown_transcoder(source: str, known: list[str]) -> StorageError:
+    return StorageError(
+        f"no scores for transcoder {source!r}; recorded transcoders: {', '.join(known) or 'none'}"
+    )
+
+
+def _check_known_transcoder(con: duckdb.DuckDBPyConnection, transcoder: str) -> None:
+    """``StorageError`` (exit 2) listing the recorded sources when ``transcoder`` is neither a
+    recorded source nor a transcoder id: a typo, not an empty history."""
+    is_id = con.execute(
+        "SELECT count(*) FROM transcoders WHERE transcoder_id = ?", [transcoder]
+    ).fetchone()
+    known = _known_sources(con)
+    if transcoder not in known and not (is_id and is_id[0]):
+        raise _unknown_transcoder(transcoder, known)
+
+
 def compare(
     store: StoreLike,
     source_a: str,
@@ -146,10 +166,7 @@ def compare(
         known = _known_sources(con)
         for source in (source_a, source_b):
             if source not in known:
-                raise StorageError(
-                    f"no scores for transcoder {source!r}; recorded transcoders: "
-                    f"{', '.join(known) or 'none'}"
-                )
+                raise _unknown_transcoder(source, known)
         rows = _dicts(
             con,
             """
