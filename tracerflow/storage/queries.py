@@ -71,6 +71,8 @@ def history(
     prompt: str | None = None,
     since: date | datetime | str | None = None,
     as_of: AsOf | None = None,
+    suite: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every score, newest first, each with the change since the previous run of its series.
 
@@ -82,6 +84,8 @@ def history(
         prompt: the exact prompt text.
         since: only scores recorded at or after this date/time (UTC).
         as_of: read a lake as it was at this snapshot or time.
+        suite: only scores of runs of this suite.
+        limit: only the newest this many scores.
     """
     conditions, params = [], []
     if transcoder is not None:
@@ -93,12 +97,16 @@ def history(
     if since is not None:
         conditions.append("created_at >= ?")
         params.append(parse_since(since))
+    if suite is not None:
+        conditions.append("suite_name = ?")
+        params.append(suite)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    limited = f" LIMIT {int(limit)}" if limit is not None else ""
     with reading(store, as_of=as_of) as con:
         rows = _dicts(
             con,
             f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
-            "ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt",
+            f"ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt{limited}",
             params,
         )
         if not rows and transcoder is not None:
