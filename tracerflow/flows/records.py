@@ -94,6 +94,7 @@ def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder
         activation=converted.activation,
         activation_params=converted.activation_params,
         format=snapshot.format,
+        file_commits=snapshot.file_commits,
     )
 
 
