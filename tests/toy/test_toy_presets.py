@@ -150,3 +150,24 @@ def test_the_published_sets_carry_circuit_tracers_demo_prompts() -> None:
         in preset_named("gemma-2-2b-gemmascope").prompts
     )
     assert preset_named("llama-3.2-1b-plt").prompts[0] == "Because the manager retired the project"
+
+
+@pytest.mark.parametrize(
+    ("preset", "first_prompt"),
+    [
+        ("gemma-2-2b-clt-426k", "Fact: the capital of the state containing Dallas is"),
+        ("toy-clt", NOTEBOOK_PROMPT),
+    ],
+)
+def test_a_preset_run_without_prompts_runs_the_presets_own_or_the_builtin_suite(
+    monkeypatch: pytest.MonkeyPatch, preset: str, first_prompt: str
+) -> None:
+    import tracerflow.cli.run as run_command
+
+    requests = []
+    monkeypatch.setattr(run_command, "_run_scoring", requests.append)
+    result = CliRunner().invoke(app, ["run", "--preset", preset])
+    assert result.exit_code == 0, result.output
+    (request,) = requests
+    assert request.prompts[0] == first_prompt
+    assert len(request.prompts) == len(preset_named(preset).prompts or BUILTIN_PROMPTS)
