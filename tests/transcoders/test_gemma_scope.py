@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 from tests.hub_cache import write_hub_repo
 from tests.transcoders.foreign_formats import gemma_scope_folder, gemma_scope_npz
 from tracerflow.cli import app
-from tracerflow.errors import CheckpointError
+from tracerflow.errors import CheckpointError, SourceError
+from tracerflow.tasks.download import resolve_source
 from tracerflow.transcoders import convert, read_manifest
 from tracerflow.transcoders.formats import check_source_folder, describe_folder, detect_format
 from tracerflow.transcoders.load import load_converted
@@ -213,3 +214,19 @@ def test_a_hub_config_of_gemma_scope_files_converts_as_the_files_it_lists(
     torch.testing.assert_close(
         loaded.decode(features, inputs), reference.decode(want, inputs), rtol=0, atol=1e-6
     )
+
+
+def test_downloading_a_hub_config_offline_names_a_listed_file_missing_from_the_cache(
+    hf_cache: Path,
+) -> None:
+    entry = f"hf://{GEMMA_SCOPE_REPO}/layer_0/width_16k/average_l0_76/params.npz"
+    config = {"model_kind": "transcoder_set", "transcoders": [entry]}
+    write_hub_repo(hf_cache, "someone/config", {"config.yaml": yaml.safe_dump(config).encode()})
+    with pytest.raises(SourceError) as raised:
+        resolve_source("someone/config")
+    message = str(raised.value)
+    assert message.startswith(
+        f"could not download {GEMMA_SCOPE_REPO}@main (layer_0/width_16k/average_l0_76/params.npz): "
+        "HF_HUB_OFFLINE is set"
+    )
+    assert len(message.splitlines()) == 1 and not raised.value.retryable
