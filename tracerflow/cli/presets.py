@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from tracerflow.cli.render import text_table
-from tracerflow.presets import list_presets
+from tracerflow.presets import Preset, list_presets
 
 
 class OutputFormat(StrEnum):
@@ -19,17 +20,35 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-_COLUMNS = (
-    "name",
-    "model",
-    "transcoder",
-    "kind",
-    "max_n_logits",
-    "desired_logit_prob",
-    "max_feature_nodes",
-    "batch_size",
-    "node_threshold",
-    "edge_threshold",
+def size_text(n_bytes: int | None) -> str:
+    """A byte count as people read it (``4.4 GB``); ``built in`` for 0, ``?`` when unknown."""
+    if n_bytes is None:
+        return "?"
+    if n_bytes == 0:
+        return "built in"
+    if n_bytes < 1000:
+        return f"{n_bytes} B"
+    value, unit = n_bytes / 1000, "kB"
+    for larger in ("MB", "GB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, larger
+    return f"{value:.1f} {unit}"
+
+
+# The table's columns: (header, the cell of a preset). A column is one line here.
+_COLUMNS: tuple[tuple[str, Callable[[Preset], object]], ...] = (
+    ("name", lambda preset: preset.name),
+    ("model", lambda preset: preset.model),
+    ("transcoder", lambda preset: preset.transcoder),
+    ("kind", lambda preset: preset.kind),
+    ("download", lambda preset: size_text(preset.download_bytes())),
+    ("max n logits", lambda preset: preset.max_n_logits),
+    ("desired logit prob", lambda preset: preset.desired_logit_prob),
+    ("max feature nodes", lambda preset: preset.max_feature_nodes),
+    ("batch size", lambda preset: preset.batch_size),
+    ("node threshold", lambda preset: preset.node_threshold),
+    ("edge threshold", lambda preset: preset.edge_threshold),
 )
 
 
@@ -42,11 +61,14 @@ def presets_command(
     """List the presets: model, transcoder, kind and attribution defaults."""
     presets = list_presets()
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps([preset.model_dump() for preset in presets], indent=2))
+        rows = [
+            dict(preset.model_dump(), download_bytes=preset.download_bytes()) for preset in presets
+        ]
+        typer.echo(json.dumps(rows, indent=2))
         return
     typer.echo(
         text_table(
-            [column.replace("_", " ") for column in _COLUMNS],
-            [[str(getattr(preset, column)) for column in _COLUMNS] for preset in presets],
+            [header for header, _ in _COLUMNS],
+            [[str(cell(preset)) for _, cell in _COLUMNS] for preset in presets],
         )
     )

@@ -75,9 +75,11 @@ def run(
     if prompts_file is not None:
         prompts += read_prompts_file(prompts_file)
     if not prompts and preset is not None:
-        from tracerflow.presets import builtin_prompts
+        from tracerflow.presets import builtin_prompts, find_preset
 
-        prompts = builtin_prompts()
+        found = find_preset(preset)
+        # the preset's own (its transcoder's demo prompts), else the built-in suite's
+        prompts = list(found.prompts) if found is not None and found.prompts else builtin_prompts()
     _run_scoring(run_request(transcoders=transcoders, prompts=prompts, **options))
 
 

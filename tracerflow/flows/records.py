@@ -96,6 +96,7 @@ def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder
         activation=converted.activation,
         activation_params=converted.activation_params,
         format=snapshot.format or snapshot_format(snapshot),
+        file_commits=snapshot.file_commits,
     )
 
 

@@ -426,6 +426,11 @@ def _score_row(run: RunInfo, record: ScoreRecord) -> dict[str, object]:
         "attribution_threads": record.attribution_threads,
         "attribution_path": record.attribution_path,
         "transcoder_format": record.transcoder.format,
+        "transcoder_file_commits_json": (
+            canonical_json(record.transcoder.file_commits)
+            if record.transcoder.file_commits is not None
+            else None
+        ),
         "graph_path": record.graph_path,
         "graph_files_path": record.graph_files_path,
         "slug": record.slug,

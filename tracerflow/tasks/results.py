@@ -45,6 +45,9 @@ class CheckpointSnapshot(StageResult):
     path: str
     content_hash: str  # sha256 over the checkpoint files' sha256
     format: str | None = None  # the registry's name of its format; None in older snapshots
+    # the commit sha of each Hub file the checkpoint names in other repos, by its hf:// URI (a
+    # circuit-tracer Hub config's `transcoders` list); None when its format names none
+    file_commits: dict[str, str] | None = None
 
 
 class ConvertedTranscoder(StageResult):
