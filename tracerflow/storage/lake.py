@@ -205,10 +205,7 @@ def lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> Storag
             f"into it (`tracerflow run --store ...`) or by `tracerflow store copy`"
         )
     if "data_path is not set" in text:
-        return StorageError(
-            f"{where} is a new lake and needs a data folder for its Parquet files: set "
-            f"TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
-        )
+        return needs_data_path(store)
     if is_unreachable(error):
         reason = text.split("failed:", 1)[-1].strip().splitlines()[0] if "failed:" in text else ""
         return StoreUnreachableError(
@@ -218,6 +215,14 @@ def lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> Storag
         return StorageError(f"{where}: {text.split('Error:', 1)[-1].strip()}")
     action = "read" if read_only else "open for writing"
     return StorageError(f"cannot {action} the lake {where}: {text.strip().splitlines()[0]}")
+
+
+def needs_data_path(store: LakeStore) -> StorageError:
+    """The error of a new lake given no data folder."""
+    return StorageError(
+        f"{store.describe()} is a new lake and needs a data folder for its Parquet files: set "
+        "TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
+    )
 
 
 # --- schema -------------------------------------------------------------------------------
