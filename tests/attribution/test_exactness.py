@@ -20,6 +20,7 @@ from circuit_tracer.graph import Graph, compute_graph_scores
 
 import tracerflow.attribution.run as attribution_module
 import tracerflow.compat as compat
+from tests.standin_models import LLAMA3_ROPE
 from tests.synthetic import NOTEBOOK_PROMPT, random_replacement_model
 from tracerflow.attribution import attribute
 
@@ -77,14 +78,56 @@ def test_graph_matches_on_two_and_four_layer_models(workdir, kind):
     compare(make_model(workdir, kind, n_layers=4, d_model=64, d_features=128), batch_size=24)
 
 
+# The blocks of the architectures circuit-tracer's published transcoders sit on, at toy size,
+# with full multi-head attention (grouped key/value heads fall back): Llama's RMSNorm, rotary
+# positions with its NTK scaling and gated SiLU MLP; Qwen3's q/k norms and a head size apart from
+# d_model / n_heads; Gemma-2's soft caps and local attention (its norms after attention and MLP
+# fall back).
+_RMS_ROTARY = {
+    "normalization_type": "RMS",
+    "final_rms": True,
+    "positional_embedding_type": "rotary",
+    "rotary_adjacent_pairs": False,
+    "gated_mlp": True,
+    "act_fn": "silu",
+}
+LLAMA_LIKE = {
+    **_RMS_ROTARY,
+    **LLAMA3_ROPE,
+    "rotary_dim": 12,
+    "original_architecture": "LlamaForCausalLM",
+}
+QWEN3_LIKE = {
+    **_RMS_ROTARY,
+    "d_head": 16,
+    "rotary_dim": 16,
+    "use_qk_norm": True,
+    "original_architecture": "Qwen3ForCausalLM",
+}
+SOFT_CAPPED_LOCAL = {
+    **_RMS_ROTARY,
+    "rotary_dim": 12,
+    "act_fn": "gelu_pytorch_tanh",
+    "attn_scores_soft_cap": 50.0,
+    "output_logits_soft_cap": 30.0,
+    "use_local_attn": True,
+    "window_size": 4,
+    "attn_types": ["global", "local", "global"],
+    "original_architecture": "Gemma2ForCausalLM",
+}
+
+
 @pytest.mark.parametrize(
     "config",
     [
         {"normalization_type": "LNPre"},
         {"normalization_type": "RMS"},
         {"positional_embedding_type": "rotary", "rotary_dim": 12},
+        LLAMA_LIKE,
+        QWEN3_LIKE,
+        SOFT_CAPPED_LOCAL,
     ],
-    ids=["lnpre", "rms", "rotary"],
+    ids=["lnpre", "rms", "rotary", "llama-like", "qwen3-like", "soft-capped-local-attention"],
 )
 def test_graph_matches_on_other_supported_architectures(workdir, config):
     model = make_model(workdir, "clt", **config)
