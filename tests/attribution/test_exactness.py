@@ -134,6 +134,32 @@ def test_graph_matches_on_other_supported_architectures(workdir, config):
     compare(model, batch_size=16, max_feature_nodes=50)
 
 
+@pytest.mark.parametrize("kind", ["clt", "plt"])
+@pytest.mark.parametrize("config", [{}, LLAMA_LIKE], ids=["layernorm", "llama-like"])
+def test_graph_matches_with_features_read_at_the_normalised_mlp_input(workdir, kind, config):
+    """The published Gemma, Llama and Qwen3 PLTs read ``ln2.hook_normalized``: circuit-tracer
+    injects their encoder vectors there, before ln2's frozen scale (and LayerNorm's centering)."""
+    from circuit_tracer import ReplacementModel
+
+    transcoders = make_model(workdir, kind, **config).transcoders
+    transcoders.feature_input_hook = "ln2.hook_normalized"
+    model = ReplacementModel.from_config(make_model(workdir, kind, **config).cfg, transcoders)
+    compare(model, batch_size=16, max_feature_nodes=50)
+    compare(model, batch_size=16)
+
+
+def test_a_skip_connection_read_at_the_normalised_mlp_input_takes_circuit_tracers_path(workdir):
+    from circuit_tracer import ReplacementModel
+
+    from tracerflow.attribution import fast_path_unavailable
+
+    transcoders = make_model(workdir, "plt").transcoders
+    transcoders.feature_input_hook = "ln2.hook_normalized"
+    transcoders.skip_connection = True
+    model = ReplacementModel.from_config(make_model(workdir, "plt").cfg, transcoders)
+    assert fast_path_unavailable(model) == "a skip connection read at the normalised MLP input"
+
+
 def test_graph_matches_with_skip_connections(workdir):
     from circuit_tracer import ReplacementModel
 

@@ -48,15 +48,15 @@ from tracerflow.storage.graphs import load_graph
 
 SCORE_ATOL = 1e-6
 pytestmark = pytest.mark.slow  # three flow runs in this process and one CLI run (~2 min)
-# Which attribution each stand-in's transcoders take on CPU. The fast path covers RMSNorm,
-# rotary positions and the attention of these Llama and Qwen3 stand-ins (full multi-head, Qwen3's
-# q/k norms only shape the frozen pattern) with hooks at the residual stream (the CLTs); a PLT
-# reading the normalised MLP input, and Gemma-2's norms after attention and MLP, take
-# circuit-tracer's own attribution.
+# Which attribution each stand-in's transcoders take on CPU, and why circuit-tracer's: the fast
+# path covers RMSNorm, rotary positions and the attention of these Llama and Qwen3 stand-ins
+# (full multi-head; Qwen3's q/k norms only shape the frozen pattern), with features read at the
+# residual stream (the CLTs) or the normalised MLP input (the PLTs); Gemma-2's norms after
+# attention and MLP take circuit-tracer's own attribution.
 EXPECTED_PATHS = {
-    ("llama", "plt"): ("circuit-tracer", "feature input hook 'ln2.hook_normalized'"),
+    ("llama", "plt"): ("fast", None),
     ("llama", "clt"): ("fast", None),
-    ("qwen3", "plt"): ("circuit-tracer", "feature input hook 'ln2.hook_normalized'"),
+    ("qwen3", "plt"): ("fast", None),
     ("qwen3", "clt"): ("fast", None),
     ("gemma2", "plt"): ("circuit-tracer", "norms after attention/MLP"),
     ("gemma2", "clt"): ("circuit-tracer", "norms after attention/MLP"),

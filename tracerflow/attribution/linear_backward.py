@@ -15,6 +15,16 @@ from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNor
 
 NORMS = (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre)
 FLOAT_DTYPES = (torch.float32, torch.float64)
+# Where features may read: the residual stream before the MLP, or the MLP's normalised input
+# (the published Gemma, Llama and Qwen3 PLTs). circuit-tracer injects an encoder vector's
+# gradient there; through the frozen ln2 that is ``center?(g) / scale[pos]`` at resid_mid.
+RESID_INPUT_HOOK = "hook_resid_mid"
+NORMALIZED_INPUT_HOOK = "ln2.hook_normalized"
+
+
+def reads_normalized_input(model: object) -> bool:
+    """Whether the model's transcoders read the MLP's normalised input (``ln2.hook_normalized``)."""
+    return getattr(model, "feature_input_hook", None) == NORMALIZED_INPUT_HOOK
 
 
 def unsupported_reason(model: object) -> str | None:
@@ -42,7 +52,10 @@ def unsupported_reason(model: object) -> str | None:
         ),
         f"dtype {cfg.dtype}": cfg.dtype not in FLOAT_DTYPES,
         f"feature input hook {model.feature_input_hook!r}": (
-            model.feature_input_hook != "hook_resid_mid"
+            model.feature_input_hook not in (RESID_INPUT_HOOK, NORMALIZED_INPUT_HOOK)
+        ),
+        "a skip connection read at the normalised MLP input": (
+            reads_normalized_input(model) and bool(model.skip_transcoder)
         ),
         f"feature output hook {model.original_feature_output_hook!r}": (
             model.original_feature_output_hook != "hook_mlp_out"
@@ -53,6 +66,9 @@ def unsupported_reason(model: object) -> str | None:
             type(block.attn).__name__ != "Attention"
         )
         checks[f"norm class {type(block.ln1).__name__}"] = not isinstance(block.ln1, NORMS)
+        if reads_normalized_input(model):
+            ln2 = getattr(block, "ln2", None)
+            checks[f"MLP-input norm class {type(ln2).__name__}"] = not isinstance(ln2, NORMS)
     checks[f"final norm class {type(model.ln_final).__name__}"] = not isinstance(
         model.ln_final, NORMS
     )
@@ -60,8 +76,11 @@ def unsupported_reason(model: object) -> str | None:
     return ", ".join(reasons) if reasons else None
 
 
-def forward_cache_hooks(n_layers: int) -> tuple[dict[str, torch.Tensor], list[tuple[str, object]]]:
-    """Forward hooks that keep what the frozen backward needs: attention patterns, norm scales.
+def forward_cache_hooks(
+    n_layers: int, normalized_input: bool = False
+) -> tuple[dict[str, torch.Tensor], list[tuple[str, object]]]:
+    """Forward hooks that keep what the frozen backward needs: attention patterns, norm scales
+    (ln2's too where features read the normalised MLP input, ``normalized_input``).
 
     They ride along circuit-tracer's own (batch 1) precomputation forward pass, so no extra pass
     over the model is needed. Returns the dict they fill and the ``(hook name, fn)`` list.
@@ -75,6 +94,8 @@ def forward_cache_hooks(n_layers: int) -> tuple[dict[str, torch.Tensor], list[tu
     names = ["ln_final.hook_scale"]
     for layer in range(n_layers):
         names += [f"blocks.{layer}.ln1.hook_scale", f"blocks.{layer}.attn.hook_pattern"]
+        if normalized_input:
+            names.append(f"blocks.{layer}.ln2.hook_scale")
     return cache, [(name, keep) for name in names]
 
 
@@ -139,6 +160,16 @@ class LinearBackward:
             if _centers(block.ln1):
                 w_v_t = w_v_t - w_v_t.mean(dim=1, keepdim=True)
             self.w_v_eff.append(w_v_t.contiguous())
+        # Features read at ln2.hook_normalized: an injected g becomes center?(g) / scale[pos] at
+        # resid_mid (ln2's scale is frozen; its weight comes after the hook).
+        self.input_scales: list[torch.Tensor] | None = None  # per layer [n_pos, 1]
+        self.input_centers: list[bool] = []
+        if reads_normalized_input(model):
+            blocks = model.blocks  # type: ignore[attr-defined]
+            self.input_scales = [
+                forward_cache[f"blocks.{layer}.ln2.hook_scale"][0] for layer in range(n_layers)
+            ]
+            self.input_centers = [_centers(block.ln2) for block in blocks]
         self.skip_t = self._skip_transposes(model, n_layers, d_model)
         self._pack_output_vectors(ctx)
         self.token_kernel = self._token_kernel(model, forward_cache)
@@ -336,7 +367,9 @@ class LinearBackward:
             mask = layers == layer
             if bool(mask.any()):
                 # circuit-tracer replaces the gradient there; it is zero for these rows anyway.
-                grad[positions[mask], rows[mask]] = inject_values[mask]
+                grad[positions[mask], rows[mask]] = self._at_resid_mid(
+                    layer, positions[mask], inject_values[mask]
+                )
             if layer == 0 and self.token_kernel is not None:
                 break  # the token kernel stands in for layer 0's attention
             if layer == top:
@@ -352,6 +385,18 @@ class LinearBackward:
             tokens = torch.bmm(self.token_vectors[:extent, None, :], grad.transpose(1, 2))
             buffer[token_row : token_row + extent] += tokens.view(extent, batch)
         return buffer.T
+
+    def _at_resid_mid(
+        self, layer: int, positions: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder vectors ``[n, d_model]`` injected at the feature input hook, as gradients at
+        resid_mid: themselves, or through the frozen ln2 for ``ln2.hook_normalized``."""
+        if self.input_scales is None:
+            return values
+        values = values / self.input_scales[layer][positions]
+        if self.input_centers[layer]:
+            values = values - values.mean(-1, keepdim=True)
+        return values
 
     def _residual_to_mid(self, layer: int, grad: torch.Tensor) -> torch.Tensor:
         """Gradient at resid_mid from the gradient at resid_post: the residual (+ skip)."""
