@@ -7,10 +7,8 @@ A local model folder is what ``tracerflow run --model FOLDER`` reads (``model_so
 ``config.json`` (``HookedTransformerConfig`` fields), ``model.safetensors`` (``HookedTransformer``
 parameters by name) and the tokenizer's files, here ``tests.synthetic.build_tokenizer``'s.
 Each architecture's fields are the ones TransformerLens 3.2.1 gives the real model
-(``loading_from_pretrained.convert_hf_model_config``), at toy size. The Llama and Qwen3 stand-ins
-use full multi-head attention (the real ones group their key/value heads), so that one of their
-transcoders can take tracerflow's fast attribution; the Gemma-2 and Hub Qwen3 stand-ins keep
-their grouped heads.
+(``loading_from_pretrained.convert_hf_model_config``), at toy size, grouped key/value heads
+included.
 """
 
 from __future__ import annotations
@@ -64,6 +62,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         **_COMMON,
         "original_architecture": "LlamaForCausalLM",
         "d_head": 16,
+        "n_key_value_heads": 2,
         "rotary_dim": 16,
         "act_fn": "silu",
         "eps": 1e-5,
@@ -73,6 +72,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         **_COMMON,
         "original_architecture": "Qwen3ForCausalLM",
         "d_head": 32,  # like Qwen3-0.6B, n_heads * d_head is not d_model
+        "n_key_value_heads": 2,
         "rotary_dim": 32,
         "act_fn": "silu",
         "eps": 1e-6,

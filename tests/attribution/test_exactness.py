@@ -78,11 +78,10 @@ def test_graph_matches_on_two_and_four_layer_models(workdir, kind):
     compare(make_model(workdir, kind, n_layers=4, d_model=64, d_features=128), batch_size=24)
 
 
-# The blocks of the architectures circuit-tracer's published transcoders sit on, at toy size,
-# with full multi-head attention (grouped key/value heads fall back): Llama's RMSNorm, rotary
-# positions with its NTK scaling and gated SiLU MLP; Qwen3's q/k norms and a head size apart from
-# d_model / n_heads; Gemma-2's soft caps and local attention (its norms after attention and MLP
-# fall back).
+# The blocks of the architectures circuit-tracer's published transcoders sit on, at toy size:
+# Llama's RMSNorm, rotary positions with its NTK scaling and gated SiLU MLP; Qwen3's q/k norms
+# and a head size apart from d_model / n_heads; both with full or grouped key/value heads;
+# Gemma-2's soft caps and local attention (its norms after attention and MLP fall back).
 _RMS_ROTARY = {
     "normalization_type": "RMS",
     "final_rms": True,
@@ -104,6 +103,7 @@ QWEN3_LIKE = {
     "use_qk_norm": True,
     "original_architecture": "Qwen3ForCausalLM",
 }
+POST_NORMS = {"normalization_type": "RMS", "use_normalization_before_and_after": True}
 SOFT_CAPPED_LOCAL = {
     **_RMS_ROTARY,
     "rotary_dim": 12,
@@ -126,8 +126,19 @@ SOFT_CAPPED_LOCAL = {
         LLAMA_LIKE,
         QWEN3_LIKE,
         SOFT_CAPPED_LOCAL,
+        {**LLAMA_LIKE, "n_key_value_heads": 2},
+        {**QWEN3_LIKE, "n_key_value_heads": 2},
     ],
-    ids=["lnpre", "rms", "rotary", "llama-like", "qwen3-like", "soft-capped-local-attention"],
+    ids=[
+        "lnpre",
+        "rms",
+        "rotary",
+        "llama-like",
+        "qwen3-like",
+        "soft-capped-local-attention",
+        "llama-like-grouped-kv",
+        "qwen3-like-grouped-kv",
+    ],
 )
 def test_graph_matches_on_other_supported_architectures(workdir, config):
     model = make_model(workdir, "clt", **config)
@@ -263,11 +274,11 @@ def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypat
 
 
 def test_unsupported_architecture_falls_back_with_a_warning(workdir):
-    model = make_model(workdir, "plt", n_key_value_heads=2)
+    model = make_model(workdir, "plt", **POST_NORMS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
-    with pytest.warns(RuntimeWarning, match="grouped-query attention"):
+    with pytest.warns(RuntimeWarning, match="norms after attention/MLP"):
         result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)
     assert not result.fast_path
     assert_same_graph(expected, result.graph)

@@ -50,8 +50,8 @@ SCORE_ATOL = 1e-6
 pytestmark = pytest.mark.slow  # three flow runs in this process and one CLI run (~2 min)
 # Which attribution each stand-in's transcoders take on CPU, and why circuit-tracer's: the fast
 # path covers RMSNorm, rotary positions and the attention of these Llama and Qwen3 stand-ins
-# (full multi-head; Qwen3's q/k norms only shape the frozen pattern), with features read at the
-# residual stream (the CLTs) or the normalised MLP input (the PLTs); Gemma-2's norms after
+# (grouped key/value heads; Qwen3's q/k norms only shape the frozen pattern), with features read
+# at the residual stream (the CLTs) or the normalised MLP input (the PLTs); Gemma-2's norms after
 # attention and MLP take circuit-tracer's own attribution.
 EXPECTED_PATHS = {
     ("llama", "plt"): ("fast", None),
@@ -177,8 +177,8 @@ def test_qwen3_by_its_official_name_runs_offline_from_a_hub_shaped_cache(
 ):
     """`tracerflow run --model Qwen/Qwen3-0.6B`, the real CLI in a fresh interpreter: the door
     finds the model in the cache, TransformerLens reads its shape from the cached
-    ``config.json`` and loads it by name; its grouped key/value heads take circuit-tracer's own
-    attribution."""
+    ``config.json`` and loads it by name (with grouped key/value heads and a head size apart from
+    d_model / n_heads, as the real one), and the fast attribution runs on it."""
     hf_home = tmp_path / "hf-home"
     repo = write_qwen3_hub_repo(hf_home / "hub", tiny_tokenizer_dir)
     home = tmp_path / "home"
@@ -193,7 +193,7 @@ def test_qwen3_by_its_official_name_runs_offline_from_a_hub_shaped_cache(
             "s.replacement_score FROM scores s JOIN models m USING (model_id)"
         ).fetchall()
     assert (status, path, model, n_layers, d_model) == (
-        "ok", "circuit-tracer", QWEN3_REPO, N_LAYERS, D_MODEL,
+        "ok", "fast", QWEN3_REPO, N_LAYERS, D_MODEL,
     )  # fmt: skip
     assert 0.0 < replacement <= 1.0
     assert repo.snapshot.is_dir()

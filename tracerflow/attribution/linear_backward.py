@@ -42,7 +42,6 @@ def unsupported_reason(model: object) -> str | None:
         "non-causal attention": cfg.attention_dir != "causal",
         "split or per-head attention inputs": cfg.use_split_qkv_input or cfg.use_attn_in,
         "norms after attention/MLP": cfg.use_normalization_before_and_after,
-        "grouped-query attention": cfg.n_key_value_heads not in (None, cfg.n_heads),
         "4-bit weights": cfg.load_in_4bit,
         f"positional embedding {cfg.positional_embedding_type!r}": (
             cfg.positional_embedding_type not in ("standard", "rotary")
@@ -62,8 +61,11 @@ def unsupported_reason(model: object) -> str | None:
         ),
     }
     for block in model.blocks:
-        checks[f"attention class {type(block.attn).__name__}"] = (
-            type(block.attn).__name__ != "Attention"
+        # Grouped key/value heads: ``W_V`` reads as every query head's copy of its group's, and
+        # the pattern is per query head, so the frozen backward is multi-head attention's.
+        checks[f"attention class {type(block.attn).__name__}"] = type(block.attn).__name__ not in (
+            "Attention",
+            "GroupedQueryAttention",
         )
         checks[f"norm class {type(block.ln1).__name__}"] = not isinstance(block.ln1, NORMS)
         if reads_normalized_input(model):
