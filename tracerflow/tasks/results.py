@@ -91,6 +91,9 @@ class AttributionStats(_Frozen):
     model_d_model: int
     model_d_vocab: int
     model_n_ctx: int
+    # Why circuit-tracer's own attribution computed the graph (what the fast path does not
+    # cover, or an unvalidated device); None on the fast path, and in older stats files.
+    stock_reason: str | None = None
 
     @property
     def path(self) -> str:
