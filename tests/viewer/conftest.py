@@ -220,6 +220,15 @@ def run_viewer(
                 process.wait()
 
 
+@pytest.fixture(scope="module")
+def demo_viewer(demo_home: Path) -> Iterator[RunningViewer]:
+    """``tracerflow view`` on the demo's home, found through ``$TRACERFLOW_HOME``."""
+    with run_viewer(
+        demo_home / "graph-files", db_path=demo_home / "scores.duckdb", pass_graph_dir=False
+    ) as viewer:
+        yield viewer
+
+
 @dataclass(frozen=True)
 class DemoScore:
     """One demo graph as the score database records it."""
