@@ -32,6 +32,7 @@ import pytest
 from tests.storage import builders
 from tests.viewer import toy_graphs
 from tracerflow.storage import ModelInfo, ScoreRecord
+from tracerflow.viewer.features import display_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
@@ -335,24 +336,6 @@ def serve_in_thread(graph_files_dir: Path) -> Iterator[Any]:
         server.server_close()
 
 
-BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
-
-
-def readable(token: str) -> str:
-    """What the viewer should show for ``token`` (``util.ppToken``), written independently."""
-
-    def decode(match: re.Match[str]) -> str:
-        data = bytes(int(h, 16) for h in match.group(0).split("\\x")[1:])
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return "".join(f"<0x{b:02X}>" for b in data)
-
-    text = BYTE_ESCAPES.sub(decode, token)
-    pictures = {"\n": "⏎", "\t": "→", "\r": "↵", "\x7f": "\u2421"}
-    return "".join(pictures.get(c, chr(0x2400 + ord(c)) if ord(c) < 0x20 else c) for c in text)
-
-
 def check_clicked_feature_panels(
     page: Page, records: dict[int, dict[str, Any]], screenshots: list[Path]
 ) -> None:
@@ -382,14 +365,14 @@ def check_clicked_feature_panels(
         title.wait_for(timeout=15_000)
         top_row = panel.locator(".feature-example-logits .ctx-container").first
         # Waits (a debounce and a fetch) until the tokens read as the pack's top logits.
-        expected_logits = [readable(token) for token in record["top_logits"]]
+        expected_logits = [display_token(token) for token in record["top_logits"]]
         expect(top_row.locator("span.token")).to_have_text(expected_logits, timeout=15_000)
         titles = panel.locator(".feature-example-list .quantile-title").all_text_contents()
         assert titles[0].strip() == "Top activations"
         first_example = panel.locator(".feature-example-list .ctx-container").first
         text = "".join(first_example.locator("span.token").all_text_contents())
         expected = record["examples_quantiles"][0]["examples"][0]
-        assert text == readable("".join(expected["tokens"]))
+        assert text == display_token("".join(expected["tokens"]))
         # The max-activating token is marked and coloured.
         marked = first_example.locator("span.token.train_token_ind")
         assert marked.count() == 1

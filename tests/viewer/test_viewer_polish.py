@@ -19,9 +19,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.viewer.conftest import BYTE_ESCAPES, DemoScore, Page, RunningViewer, readable, run_viewer
+from tests.viewer.conftest import DemoScore, Page, RunningViewer, run_viewer
 from tests.viewer.test_demo_in_browser import feature_records, headline_slug
 from tracerflow.dashboards.pack import cantor_unpair
+from tracerflow.viewer.features import BYTE_ESCAPES, display_token
 
 pytestmark = pytest.mark.browser
 
@@ -113,7 +114,7 @@ def test_token_strings_are_shown_as_text(demo_viewer: RunningViewer, page: Page)
     cases = ["\\xe2\\x80\\x99s", "\\xd2", " caf\\xc3\\xa9", "\x1b", "a\nb", " the"]
     shown = page.page.evaluate("tokens => tokens.map(util.ppToken)", cases)
     assert shown == ["’s", "<0xD2>", " café", "␛", "a⏎b", " the"]
-    assert shown == [readable(token) for token in cases]
+    assert shown == [display_token(token) for token in cases]
 
 
 def test_byte_level_logits_of_a_feature_read_as_text(
@@ -153,8 +154,8 @@ def test_byte_level_logits_of_a_feature_read_as_text(
     page.page.screenshot(path=str(artifacts_dir / "viewer-byte-logits.png"))
 
     expected = [
-        [readable(t) for t in record["top_logits"]],
-        [readable(t) for t in record["bottom_logits"]],
+        [display_token(t) for t in record["top_logits"]],
+        [display_token(t) for t in record["bottom_logits"]],
     ]
     assert shown == expected
     assert not any("\\x" in token for row in shown for token in row)
@@ -187,8 +188,17 @@ def test_graphs_are_named_by_source_with_the_hash_in_a_tooltip(
     cell = page.page.locator(f"#graphs tbody tr[data-slug='{slug}'] span.transcoder")
     assert cell.inner_text() == source
     assert weights_hash in (cell.get_attribute("title") or "")
-    packs = page.page.locator("ul.feature-packs a").all_text_contents()
-    assert source in packs
+    pack_link = page.page.locator("ul.feature-packs a", has_text=source)
+    assert pack_link.inner_text() == source
+    assert "scan " in (pack_link.get_attribute("title") or "")
+
+    # The transcoder's feature page is titled by its source too, its logits readable.
+    pack_link.click()
+    heading = page.page.locator("h1 span.transcoder")
+    assert heading.inner_text() == source
+    assert (heading.get_attribute("title") or "").startswith("scan tracerflow-")
+    logits = page.page.locator("#features span.token").all_text_contents()
+    assert logits and not any("\\x" in token for token in logits)
     assert page.console_errors == []
 
 

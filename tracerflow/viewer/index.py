@@ -232,6 +232,17 @@ def transcoder_label(entry: GraphEntry) -> str:
     return label
 
 
+def transcoder_names_by_scan(entries: Iterable[GraphEntry]) -> dict[str, list[str]]:
+    """Per scan (the name graph and feature files use, a hash), what the graphs using it call
+    their transcoder (``transcoder_label``), each once, in ``entries``' order."""
+    names: dict[str, list[str]] = {}
+    for entry in entries:
+        label = transcoder_label(entry)
+        if entry.scan and label and label not in names.setdefault(entry.scan, []):
+            names[entry.scan].append(label)
+    return names
+
+
 def transcoder_title(entry: GraphEntry) -> str:
     """The tooltip of ``transcoder_label``: the resolved commit, the weights' sha256 and the
     scan name the graph and feature files use."""
@@ -316,14 +327,10 @@ def _render_pack_list(packs: list[str], entries: list[GraphEntry]) -> str:
     pack's name, a hash, in the tooltip; it alone when no graph names a source)."""
     if not packs:
         return ""
-    labels: dict[str, list[str]] = {name: [] for name in packs}
-    for entry in entries:
-        label = transcoder_label(entry)
-        if entry.scan in labels and label and label not in labels[entry.scan]:
-            labels[entry.scan].append(label)
+    names = transcoder_names_by_scan(entries)
     links = "".join(
         f"<li><a href='/features/{name}.html' title='scan {name}'>"
-        f"{html.escape(', '.join(labels[name]) or name)}</a></li>"
+        f"{html.escape(', '.join(names.get(name, [])) or name)}</a></li>"
         for name in packs
     )  # pack names are valid slugs: nothing to escape
     return f"<h2>Feature dashboards</h2>\n<ul class='feature-packs'>{links}</ul>"
