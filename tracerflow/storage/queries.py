@@ -326,7 +326,8 @@ def graph_index(store: StoreLike) -> list[dict[str, Any]]:
         return _dicts(
             con,
             """
-            SELECT slug, transcoder_source, transcoder_kind, model_name, prompt, status,
+            SELECT slug, transcoder_source, transcoder_revision, transcoder_commit_sha,
+                   transcoder_content_hash, transcoder_kind, model_name, prompt, status,
                    replacement_score, completeness_score,
                    pruned_replacement_score, pruned_completeness_score,
                    graph_path, graph_files_path, flow_run_id, suite_name,
