@@ -8,6 +8,7 @@ the typed errors come from ``hf_raise_for_status`` reading the Hub's ``X-Error-C
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import Counter
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 # GET /api/models/<owner>/<name>/revision/<revision>: what snapshot_download asks first.
 _REPO_INFO = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/?]+)")
@@ -78,3 +80,15 @@ def fake_hub() -> Iterator[FakeHub]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def hub_env(hub_url: str, hf_home: Path) -> dict[str, str]:
+    """The environment of a process that asks ``hub_url`` as its Hub, online, with an empty
+    Hugging Face cache under ``hf_home``."""
+    return {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": hub_url,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }

@@ -81,7 +81,9 @@ def official_model_name(model_name: str) -> str:
     )
 
 
-def _hub_cache_dir() -> Path:
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache as the environment names it now (huggingface_hub reads it once,
+    at import)."""
     from huggingface_hub import constants
 
     return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
@@ -106,7 +108,7 @@ def check_model_source(model_name: str) -> str:
         "no network."
     )
     if hub_offline():
-        cache_dir = _hub_cache_dir()
+        cache_dir = hub_cache_dir()
         cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
         if not isinstance(cached, str):
             raise SourceError(
@@ -282,7 +284,7 @@ def model_dimensions(model_name: str) -> tuple[int, int] | None:
     from huggingface_hub import try_to_load_from_cache
 
     repo_id = official_model_name(model_name)
-    cached = try_to_load_from_cache(repo_id, MODEL_CONFIG_FILE, cache_dir=_hub_cache_dir())
+    cached = try_to_load_from_cache(repo_id, MODEL_CONFIG_FILE, cache_dir=hub_cache_dir())
     if not isinstance(cached, str):
         return None
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.fake_hub import fake_hub, hub_env
 from tests.reliability.harness import run_cli
 from tracerflow.cli import app
 from tracerflow.errors import (
@@ -51,10 +52,11 @@ def test_bad_input_exits_2_in_one_line(arguments: list[str], fragment: str, tmp_
 
 
 def test_a_failed_run_exits_1_in_one_line(prefect_api: None, tmp_path: Path) -> None:
-    # Offline, a Hub source that is not cached fails the run's one item; the run itself started
-    # (on the toy model, which the door lets in).
+    # Online, a Hub repo the (fake) Hub does not have fails the run's one item at the download;
+    # the run itself started (on the toy model, which the door lets in).
     arguments = ["--transcoder", "nobody/no-such-clt", "--model", "toy-gpt2", "--prompt", "a b c"]
-    result = run_cli(arguments, tmp_path)
+    with fake_hub() as hub:
+        result = run_cli(arguments, tmp_path, env=hub_env(hub.url, tmp_path / "hf"))
 
     assert result.returncode == 1, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -63,7 +65,7 @@ def test_a_failed_run_exits_1_in_one_line(prefect_api: None, tmp_path: Path) -> 
     # when it happened, the error line at the end); the full log, which the error line names
     # last, keeps everything.
     assert "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.count("is not in the Hugging Face cache") <= 2, result.stderr
+    assert result.stderr.count("does not exist") <= 2, result.stderr
     assert errors[0].endswith(".log)") and " (full log: " in errors[0], errors[0]
     full_log = Path(errors[0].rsplit(" (full log: ", 1)[1].removesuffix(")"))
     assert full_log.is_relative_to(tmp_path) and "Traceback" in full_log.read_text()

@@ -104,17 +104,20 @@ def stage_folder(home: Path, stage: str) -> Path:
     return folder
 
 
-def run_cli(arguments: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    """``tracerflow run <arguments>`` in a fresh interpreter, offline, in ``home``, reporting to
-    the session's Prefect API."""
+def run_cli(
+    arguments: list[str], home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tracerflow run <arguments>`` in a fresh interpreter, in ``home``, reporting to the
+    session's Prefect API; offline, unless ``env`` (the process's environment) says otherwise."""
     from prefect.settings import PREFECT_API_URL
 
     env = {
         **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "TRACERFLOW_HOME": str(home),
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        "HF_HUB_OFFLINE": "1",
     }
     return subprocess.run(
         [sys.executable, "-m", "tracerflow.cli", "run", *arguments],

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tests.fake_hub import fake_hub, hub_env
 from tests.reliability.harness import run_cli
 
 PROMPT = "Mary and John went to the store, Jon gave a drink to"
@@ -17,9 +18,11 @@ def test_a_run_whose_every_item_failed_is_labelled_failed(
 ) -> None:
     home = tmp_path / "home"
 
-    # The model is the toy one, so the door lets it in and the run fails at the download.
+    # Online, whether a Hub repo exists is the download's question: the run starts (on the toy
+    # model) and its one item fails at the download, where the (fake) Hub says it does not exist.
     arguments = ["--transcoder", "nobody/no-such-clt", "--model", "toy-gpt2", "--prompt", PROMPT]
-    result = run_cli(arguments, home)
+    with fake_hub() as hub:
+        result = run_cli(arguments, home, env=hub_env(hub.url, tmp_path / "hf"))
 
     assert result.returncode == 1
     assert "1 of 1 items failed" in result.stderr

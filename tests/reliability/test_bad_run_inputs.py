@@ -58,6 +58,11 @@ CASES: dict[str, tuple[object, str]] = {
         ["--transcoder", "owner/clt", "--prompt", "a" * 10_000],
         "has 10000 characters; tracerflow takes at most 8192",
     ),
+    "an uncached Hub repo offline": (
+        ["--model", "toy-gpt2", "--transcoder", "nobody/no-such-clt", "--prompt", "x"],
+        "could not download nobody/no-such-clt@main: HF_HUB_OFFLINE is set and the repo is not in "
+        "the Hugging Face cache",
+    ),
     "unknown preset": (["--preset", "toy-ctl"], "unknown preset 'toy-ctl'; known presets: toy-clt"),
     "unknown transcoder name": (
         ["--transcoder", "toy-ctl", "--prompt", "x"],
@@ -445,6 +450,8 @@ def test_a_hub_model_in_the_offline_cache_passes_the_door(
     (repo / "snapshots" / commit / "config.json").write_text("{}")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+    transcoder = tmp_path / "hub" / "models--owner--clt"  # offline, the transcoder is cached too
+    shutil.copytree(repo, transcoder)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
 

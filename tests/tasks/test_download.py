@@ -16,10 +16,18 @@ import pytest
 import requests
 from huggingface_hub.errors import HfHubHTTPError
 
-from tests.fake_hub import DROPPED_REPO, EXISTING_REPO, GATED_REPO, OUTAGE_REPO, fake_hub
+from tests.fake_hub import (
+    DROPPED_REPO,
+    EXISTING_REPO,
+    GATED_REPO,
+    OUTAGE_REPO,
+    fake_hub,
+    hub_env,
+)
 from tests.hub_cache import CachedRepo, write_hub_repo
 from tracerflow.errors import SourceError
-from tracerflow.tasks.download import _is_retryable, hub_error, parse_hub_source, resolve_source
+from tracerflow.sources import hub_error, parse_hub_source
+from tracerflow.tasks.download import _is_retryable, resolve_source
 from tracerflow.transcoders import convert
 from tracerflow.transcoders.synthetic import random_checkpoint
 
@@ -167,16 +175,6 @@ HUB_ANSWERS = {
     OUTAGE_REPO: "LocalEntryNotFoundError",  # a 503 while nothing is cached
     DROPPED_REPO: "LocalEntryNotFoundError",  # a connection error while nothing is cached
 }
-
-
-def hub_env(hub_url: str, hf_home: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HOME": str(hf_home),
-        "HF_HUB_OFFLINE": "0",
-        "HF_ENDPOINT": hub_url,
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,34 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
             check_prompt(prompt, model, index)
     for model in sorted(models):  # last: it may ask the network
         check_model(model, given=request.model is not None, fetch=True)
+    for source in request.transcoders:
+        check_cached_when_offline(source)
+
+
+def check_cached_when_offline(source: str) -> None:
+    """Offline (``HF_HUB_OFFLINE``), a Hub source, or a preset of one, must be in the Hugging
+    Face cache at its revision, or the run would start only to fail every item at the download:
+    the download's own ``SourceError`` (exit 2), from the cache alone. Online, whether the repo
+    exists is the download stage's question."""
+    from tracerflow.model_sources import hub_cache_dir, hub_offline
+    from tracerflow.sources import hub_error, parse_hub_source, unpreset
+
+    hub = parse_hub_source(unpreset(source)) if hub_offline() else None
+    if hub is None:
+        return
+    from huggingface_hub import snapshot_download
+
+    repo_id, revision = hub
+    try:
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=hub_cache_dir(),
+            local_files_only=True,
+            allow_patterns=[],
+        )
+    except OSError as error:  # huggingface_hub's errors are OSErrors
+        raise hub_error(error, repo_id, revision) from None
 
 
 def model_for_source(source: str, model: str | None) -> str:
