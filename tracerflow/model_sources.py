@@ -76,7 +76,7 @@ def official_model_name(model_name: str) -> str:
     )
 
 
-def _hub_cache_dir() -> Path:
+def hub_cache_dir() -> Path:
     from huggingface_hub import constants
 
     return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
@@ -101,7 +101,7 @@ def check_model_source(model_name: str) -> str:
         "no network."
     )
     if hub_offline():
-        cache_dir = _hub_cache_dir()
+        cache_dir = hub_cache_dir()
         cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
         if not isinstance(cached, str):
             raise SourceError(

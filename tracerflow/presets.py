@@ -43,6 +43,10 @@ class Preset(BaseModel):
     transcoder: str  # HF repo id, or "package:<module>/<path>"
     revision: str | None = None  # Hub revision of the transcoder (None: the default branch)
     kind: Literal["clt", "plt"]
+    # A Hub transcoder's features per layer and TopK k (None: no k), for the memory estimate
+    # before it is downloaded (tracerflow.shapes); a built-in one's are read from its folder.
+    d_features: int | None = None
+    k: int | None = None
     # The attribution defaults; their limits are AttributionParams' and RunParameters'.
     max_n_logits: int = parameter_field(AttributionParams, "max_n_logits")
     desired_logit_prob: float = parameter_field(AttributionParams, "desired_logit_prob")

@@ -1,0 +1,179 @@
+"""A run's model and transcoder shapes and its prompts' token counts, read without loading
+anything: for the memory estimate (``tracerflow.memory``) at the run's door and in
+``tracerflow presets``.
+
+No torch: the toy model's ``config.json``, a Hub model's ``config.json`` and ``tokenizer.json``
+where the Hugging Face cache holds them, GPT-2's shape where it does not, a transcoder folder's
+config and safetensors headers through its format (``transcoders.formats``), or a Hub preset's
+declared shape. Anything else is None: its shape is known once it is downloaded or loaded, and
+the door then says nothing about its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tracerflow.errors import CheckpointError, ConfigError
+from tracerflow.memory import ModelShape, TranscoderShape
+
+# GPT-2 small (TransformerLens's ``gpt2``), for when its config is not in the cache yet.
+GPT2_CONFIG = {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
+# Tokens per character assumed for a prompt whose tokenizer is not on this machine yet.
+CHARS_PER_TOKEN = 4
+
+
+def model_shape(model: str) -> ModelShape | None:
+    """``model``'s shape: the toy's, a cached Hub config's, GPT-2's; None if unknown."""
+    from tracerflow import toy
+
+    if model == toy.TOY_MODEL_NAME:
+        config = json.loads((toy.model_dir() / "config.json").read_text())
+    else:
+        config = _cached_json(model, "config.json")
+        if config is None and _official_name(model) == "gpt2":
+            config = GPT2_CONFIG
+    return shape_of_config(config) if config is not None else None
+
+
+def shape_of_config(config: dict[str, Any]) -> ModelShape | None:
+    """A ``ModelShape`` from a TransformerLens config (the toy's) or a Hugging Face
+    ``config.json`` (GPT-2's keys, or the Llama family's); None for keys it does not know."""
+    if "d_model" in config:  # TransformerLens's own names
+        rotary = config.get("positional_embedding_type") == "rotary"
+        return ModelShape(
+            n_layers=config["n_layers"],
+            d_model=config["d_model"],
+            n_heads=config["n_heads"],
+            d_head=config["d_head"],
+            d_mlp=config["d_mlp"],
+            d_vocab=config["d_vocab"],
+            n_positions=0 if rotary else config.get("n_ctx", 0),
+            n_kv_heads=config.get("n_key_value_heads"),
+            gated_mlp=bool(config.get("gated_mlp", False)),
+        )
+    if "n_embd" in config:  # GPT-2: TransformerLens takes d_mlp = 4 d_model, whatever n_inner
+        d_model, n_heads = config["n_embd"], config["n_head"]
+        return ModelShape(
+            n_layers=config["n_layer"],
+            d_model=d_model,
+            n_heads=n_heads,
+            d_head=d_model // n_heads,
+            d_mlp=4 * d_model,
+            d_vocab=config["vocab_size"],
+            n_positions=config["n_positions"],
+        )
+    if "hidden_size" in config and "num_hidden_layers" in config:  # Llama, Qwen, Gemma
+        d_model, n_heads = config["hidden_size"], config["num_attention_heads"]
+        return ModelShape(
+            n_layers=config["num_hidden_layers"],
+            d_model=d_model,
+            n_heads=n_heads,
+            d_head=config.get("head_dim") or d_model // n_heads,
+            d_mlp=config["intermediate_size"],
+            d_vocab=config["vocab_size"],
+            n_kv_heads=config.get("num_key_value_heads"),
+            gated_mlp=True,
+        )
+    return None
+
+
+def transcoder_shape(source: str) -> TranscoderShape | None:
+    """The shape of transcoder ``source``: a preset's (its folder's, or its declared shape for a
+    Hub preset), a local folder's through its format; None for a Hub repo not downloaded, or a
+    format whose shape only reading its weights tells."""
+    from tracerflow.presets import find_preset
+
+    preset = find_preset(source)
+    if preset is not None:
+        if preset.is_builtin:
+            return folder_transcoder_shape(preset.transcoder_path())
+        return preset_transcoder_shape(preset)
+    folder = Path(source).expanduser()
+    return folder_transcoder_shape(folder) if folder.is_dir() else None
+
+
+def preset_transcoder_shape(preset: Any) -> TranscoderShape | None:
+    """A Hub preset's declared shape (``d_features``, ``k``), on its model's layers and width."""
+    shape = model_shape(preset.model)
+    if preset.d_features is None or shape is None:
+        return None
+    return TranscoderShape(
+        kind=preset.kind,
+        n_layers=shape.n_layers,
+        d_model=shape.d_model,
+        d_features=preset.d_features,
+        k=preset.k,
+    )
+
+
+def folder_transcoder_shape(folder: Path) -> TranscoderShape | None:
+    """From the folder's format: its config and safetensors headers (no weights, no torch)."""
+    from tracerflow.transcoders.formats import source_format
+
+    try:
+        found = source_format(folder)
+        if found.dimensions(folder) is None:  # only reading the weights would tell
+            return None
+        fields = found.describe(folder)
+    except (CheckpointError, ConfigError):
+        return None
+    return TranscoderShape(
+        kind=fields["kind"],
+        n_layers=fields["n_layers"],
+        d_model=fields["d_model"],
+        d_features=fields["d_features"],
+        k=fields.get("k"),
+        skip=bool(fields.get("skip_connection")),
+    )
+
+
+def token_count(model: str, prompt: str) -> int:
+    """Tokens ``model`` sees for ``prompt``, BOS included: counted by the toy's tokenizer or the
+    cached Hub tokenizer; else about one per ``CHARS_PER_TOKEN`` characters."""
+    from tracerflow import toy
+
+    if model == toy.TOY_MODEL_NAME:
+        return toy.token_count(prompt)
+    path = _cached_file(model, "tokenizer.json")
+    if path is not None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(path)
+        return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
+    return math.ceil(len(prompt) / CHARS_PER_TOKEN) + 1
+
+
+def _official_name(model: str) -> str | None:
+    from tracerflow.model_sources import official_model_name
+
+    try:
+        return official_model_name(model)
+    except ConfigError:
+        return None
+
+
+def _cached_file(model: str, name: str) -> str | None:
+    """``name`` of ``model``'s Hub repo where the Hugging Face cache holds it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from tracerflow.model_sources import hub_cache_dir
+
+    repo_id = _official_name(model)
+    if repo_id is None:
+        return None
+    cached = try_to_load_from_cache(repo_id, name, cache_dir=hub_cache_dir())
+    return cached if isinstance(cached, str) else None
+
+
+def _cached_json(model: str, name: str) -> dict[str, Any] | None:
+    path = _cached_file(model, name)
+    if path is None:
+        return None
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
