@@ -9,7 +9,7 @@ The formula, each term explained and checked against measured peaks at three siz
 docs/performance.md, "Memory before the run" (``benchmarks/memory_estimate.py``). In short, the
 peak is the largest of the run's stages, each the sum of what it holds at once::
 
-    baseline + transcoders + max(3 x model (loading it), model + max(precompute,
+    baseline + transcoders + max(c x model (loading it), model + max(precompute,
         backward setup, features, package, score))
 
 The estimate is of the CPU path tracerflow takes by default (its fast attribution, then its
@@ -36,9 +36,11 @@ ASSUMED_ACTIVE_PER_TOKEN = 64
 # The score stage holds the graph's adjacency (loaded), one working copy of it and a bool mask
 # of the same shape (tracerflow/scoring.py): 2.25 adjacencies.
 SCORE_ADJACENCIES = 2.25
-# Loading a Hub model through TransformerLens holds the Hugging Face model, its converted state
-# dict and the HookedTransformer at once: about this many copies of the weights at the peak.
-LOAD_COPIES = 3
+# Copies of the weights held at once while a model loads: a Hub model through TransformerLens
+# holds the Hugging Face model, its converted state dict and the HookedTransformer; the toy (a
+# config and a safetensors file) its file's tensors and the model. Measured: docs/performance.md.
+HUB_LOAD_COPIES = 3
+FILE_LOAD_COPIES = 2
 # Rows per explicit backward block (tracerflow.attribution's default on a CPU).
 CPU_BLOCK_ROWS = 32
 
@@ -61,6 +63,7 @@ class ModelShape:
     n_positions: int = 0
     n_kv_heads: int | None = None
     gated_mlp: bool = False
+    load_copies: int = HUB_LOAD_COPIES  # copies of the weights held at once while it loads
 
     @property
     def attention_params(self) -> int:
@@ -228,7 +231,7 @@ def estimate_memory(
     stages = {
         "model load": {
             **weights,
-            "model weights": LOAD_COPIES * weights["model weights"],
+            "model weights": model.load_copies * weights["model weights"],
         },
         "precompute": {
             **weights,

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tracerflow.errors import CheckpointError, ConfigError
-from tracerflow.memory import ModelShape, TranscoderShape
+from tracerflow.memory import FILE_LOAD_COPIES, ModelShape, TranscoderShape
 
 # GPT-2 small (TransformerLens's ``gpt2``), for when its config is not in the cache yet.
 GPT2_CONFIG = {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
@@ -31,10 +32,11 @@ def model_shape(model: str) -> ModelShape | None:
 
     if model == toy.TOY_MODEL_NAME:
         config = json.loads((toy.model_dir() / "config.json").read_text())
-    else:
-        config = _cached_json(model, "config.json")
-        if config is None and _official_name(model) == "gpt2":
-            config = GPT2_CONFIG
+        shape = shape_of_config(config)
+        return replace(shape, load_copies=FILE_LOAD_COPIES) if shape is not None else None
+    config = _cached_json(model, "config.json")
+    if config is None and _official_name(model) == "gpt2":
+        config = GPT2_CONFIG
     return shape_of_config(config) if config is not None else None
 
 
