@@ -68,3 +68,11 @@ def test_a_memory_limit_of_off_skips_the_check(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("TRACERFLOW_MEMORY_LIMIT", "off")
 
     check_memory(toy_request(device="cpu"))  # no estimate compared: nothing raised
+
+
+def test_on_cuda_the_weights_must_fit_in_the_gpus_free_memory() -> None:
+    request = toy_request(device="cuda")
+
+    with pytest.raises(UsageError, match=r"weights alone take about .* but cuda has 1 MiB free"):
+        check_memory(request, available_bytes=2**20)
+    check_memory(request, available_bytes=2**30)  # the toy's weights: well under a GiB

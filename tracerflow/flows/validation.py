@@ -338,9 +338,9 @@ def _refusal(source: str, needs: MemoryNeeds, available: int) -> str:
     """The one line a run that cannot fit is refused with."""
     estimate = needs.estimate
     what = (
-        f"transcoder '{source}' on prompt {needs.prompt_index} ({estimate.n_tokens} tokens, "
-        f"{estimate.n_feature_nodes} of ~{estimate.n_active} feature nodes; peak in its "
-        f"{estimate.peak_stage} stage)"
+        f"transcoder '{source}', prompt {needs.prompt_index} of {estimate.n_tokens} tokens, "
+        f"{estimate.n_feature_nodes} of ~{estimate.n_active} feature nodes, in its "
+        f"{estimate.peak_stage} stage"
     )
     fixes = []
     fitting = largest_fitting_feature_nodes(
