@@ -52,7 +52,7 @@ RUN_NAME = "tracerflow run, GPT-2 stand-in, CLT 12x128"
 #        max_feature_nodes, batch_size)
 SIZES: dict[str, tuple[str, int, int, int, int, int, int, int | None, int]] = {
     # Few layers and many active features: a large graph (every feature kept) at little cost.
-    "CLT 2x4096 d768, k 128, all features": ("clt", 2, 768, 12, 4096, 128, 47, None, 256),
+    "CLT 3x16384 d768, k 64, all features": ("clt", 3, 768, 12, 16384, 64, 63, None, 256),
     "GPT-2-shaped PLT 12x8192, 2048 nodes": ("plt", 12, 768, 12, 8192, 16, 95, 2048, 64),
 }
 
@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-command", action="store_true", help="skip size 1, the real command (minutes)"
     )
+    parser.add_argument("--only", default="", help="only the sizes 2-3 whose name has this")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         command_size = run_command_size(args)
         estimate = command_size["estimate"]
         rows.append(report_row(command_size, estimate, f"~{estimate.n_active}"))
-    for name in SIZES:
+    for name in [name for name in SIZES if args.only in name]:
         spec = spec_of(name)
         child(args, "prepare", spec)
         measured = child(args, "measure", spec)
