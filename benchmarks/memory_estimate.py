@@ -18,7 +18,7 @@ real peak RSS, at three sizes.
    it is kept too). Estimate: ``estimate_memory`` on the same shapes (k active features per
    layer and token, ``max_n_logits`` logits).
 
-    python benchmarks/memory_estimate.py              # the three sizes (~6 minutes on 2 cores)
+    python benchmarks/memory_estimate.py              # the three sizes (~6-9 minutes on 2 cores)
     python benchmarks/memory_estimate.py --baseline   # the import baseline, measured 3 times
 
 Model and transcoder files are cached under ``--workdir``. ``--json`` writes the rows.
