@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# torch first: the CPU wheel on local disk, or pip fetches a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, or pip picks it for the package. Which build depends on the index: on a CPU-only
+	# machine with the public PyPI, give TORCH_INDEX=https://download.pytorch.org/whl/cpu (README).
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -42,15 +42,21 @@ SHARED_ON_ONE_WORKER = ("demo_run", "retrained")
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist loadgroup``, hand out whole modules (a module's fixtures are set up once),
-    and keep the tests of each costly session fixture together; the costliest, the toy's
-    retraining (minutes on one core), goes first so the other worker takes everything else."""
+    and keep the tests of each costly session fixture together. The longest go first (the toy's
+    retraining, minutes on one core, then the ``slow`` ones), so no worker ends the session
+    alone on one of them while the other waits."""
     if not under_xdist(config):
         return
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         group = next((name for name in SHARED_ON_ONE_WORKER if name in fixtures), None)
         item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: "retrained" not in getattr(item, "fixturenames", ()))
+    items.sort(
+        key=lambda item: (
+            "retrained" not in getattr(item, "fixturenames", ()),
+            item.get_closest_marker("slow") is None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

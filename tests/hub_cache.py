@@ -6,8 +6,8 @@ The layout is what ``huggingface_hub`` leaves after a download (``HF_HUB_CACHE``
     models--<org>--<name>/blobs/<etag>              each file's bytes
     models--<org>--<name>/snapshots/<sha>/<file>    -> ../../blobs/<etag>
 
-where the etag of an LFS file (``*.safetensors``) is its sha256 and that of a plain git file its
-git blob sha1. The repos:
+where the etag of an LFS file (``*.safetensors``, ``*.npz``) is its sha256 and that of a plain git
+file its git blob sha1. The repos:
   - ``gpt2``, the id TransformerLens 3.2.1 gives transformers for the name ``gpt2``: GPT-2 small's
     ``config.json`` (12 layers, d 768, d_mlp 3072: TransformerLens takes ``4 * n_embd``, whatever
     ``n_inner`` says) with the toy tokenizer's 421-token vocabulary instead of 50 257, and the
@@ -42,7 +42,7 @@ N_LAYERS = 12
 D_MODEL = 768
 N_FEATURES = 128  # per layer; the published transcoders have 16 000
 TOP_K = 16
-LFS_SUFFIXES = (".safetensors",)  # what the Hub's default .gitattributes sends to LFS
+LFS_SUFFIXES = (".safetensors", ".npz")  # what the Hub's default .gitattributes sends to LFS
 
 _UPSTREAM = "crosslayer_transcoder.model"
 
@@ -89,7 +89,10 @@ def write_hub_repo(
     snapshot.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (repo_dir / "blobs" / etags[name]).write_bytes(content)
-        (snapshot / name).symlink_to(Path("..", "..", "blobs", etags[name]))
+        link = snapshot / name  # a file in a folder of the repo links one level further up
+        link.parent.mkdir(parents=True, exist_ok=True)
+        up = [".."] * (len(Path(name).parts) + 1)
+        link.symlink_to(Path(*up, "blobs", etags[name]))
     (repo_dir / "refs" / ref).write_text(commit_sha)  # huggingface_hub writes it without newline
     return CachedRepo(repo_id=repo_id, commit_sha=commit_sha, snapshot=snapshot)
 

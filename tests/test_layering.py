@@ -192,7 +192,7 @@ def test_the_graph_is_read() -> None:
     pairs = {(found.importer, found.imported) for found in graph}
     assert ("tracerflow.cli", "tracerflow.cli.run") in pairs  # from package import module
     assert ("tracerflow.cli", "tracerflow.errors") in pairs  # from module import name
-    assert ("tracerflow.tasks.dashboards", "tracerflow.toy") in pairs  # inside a function
+    assert ("tracerflow.tasks.dashboards", "tracerflow.model_sources") in pairs  # in a function
     assert any(found.type_checking_only for found in graph)
     assert len(all_modules()) > 50
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,19 @@ def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def register(prefect_file: Path | None = None, api_url: str | None = None) -> str:
-    """Ensure the work pool exists and deploy every deployment in ``prefect_file``."""
+@dataclass(frozen=True)
+class Registered:
+    """One deployment as the server holds it after ``register``."""
+
+    name: str  # flow/deployment, as `prefect deployment run` takes it
+    schedules: list[str]  # "cron (timezone)"
+    work_pool: str | None
+    suite: str | None  # the suite a scheduled run scores, if it is a suite deployment
+
+
+def register(prefect_file: Path | None = None, api_url: str | None = None) -> list[Registered]:
+    """Ensure the work pool exists, deploy every deployment in ``prefect_file``, and return them
+    as the server now holds them."""
     prefect_file = (prefect_file or default_prefect_file()).resolve()
     if not prefect_file.is_file():
         raise ConfigError(f"{prefect_file}: no prefect.yaml here; pass --prefect-file")
@@ -63,6 +75,7 @@ def register(prefect_file: Path | None = None, api_url: str | None = None) -> st
             "no Prefect server configured: start one with `tracerflow server up` and set "
             "PREFECT_API_URL (it prints the value), or pass --api-url"
         )
+    _check_server_answers(env["PREFECT_API_URL"])
     pool = _prefect("work-pool", "inspect", WORK_POOL, env=env)
     if pool.returncode != 0:
         created = _prefect("work-pool", "create", WORK_POOL, "--type", "process", env=env)
@@ -92,4 +105,67 @@ def register(prefect_file: Path | None = None, api_url: str | None = None) -> st
         raise TracerflowError(
             f"prefect deploy failed:\n{deployed.stdout[-2000:]}\n{deployed.stderr[-2000:]}"
         )
-    return deployed.stdout
+    return registered(prefect_file, env["PREFECT_API_URL"])
+
+
+def _check_server_answers(api_url: str) -> None:
+    """``ConfigError`` in one line when no Prefect server answers at ``api_url`` (``prefect
+    deploy`` would print about 60 lines of retries and tracebacks)."""
+    import httpx
+
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as error:
+        raise ConfigError(
+            f"no Prefect server answers at {api_url} ({type(error).__name__}): start one with "
+            "`tracerflow server up`, or pass --api-url"
+        ) from None
+
+
+def registered(prefect_file: Path, api_url: str) -> list[Registered]:
+    """The deployments ``prefect_file`` names, read back from the server at ``api_url``."""
+    import httpx
+    import yaml
+
+    names = [d["name"] for d in yaml.safe_load(prefect_file.read_text())["deployments"]]
+    api = api_url.rstrip("/")
+    found = httpx.post(
+        f"{api}/deployments/filter", json={"deployments": {"name": {"any_": names}}}, timeout=30
+    )
+    found.raise_for_status()
+    flows = {
+        flow["id"]: flow["name"]
+        for flow in httpx.post(f"{api}/flows/filter", json={}, timeout=30).json()
+    }
+    result = []
+    for deployment in sorted(found.json(), key=lambda d: names.index(d["name"])):
+        schedules = [
+            f"{s['schedule']['cron']} ({s['schedule'].get('timezone') or 'UTC'})"
+            for s in deployment["schedules"]
+            if "cron" in s["schedule"]
+        ]
+        result.append(
+            Registered(
+                name=f"{flows.get(deployment['flow_id'], '?')}/{deployment['name']}",
+                schedules=schedules,
+                work_pool=deployment.get("work_pool_name"),
+                suite=(deployment.get("parameters") or {}).get("suite"),
+            )
+        )
+    return result
+
+
+def suite_readiness(deployment: Registered) -> str | None:
+    """Why the scheduled runs of a suite deployment would fail on a worker like this machine:
+    its suite, a model offline and not in the Hugging Face cache, a missing transcoder folder
+    (the run's own door checks). None when they can run, or it is no scheduled suite."""
+    if deployment.suite is None or not deployment.schedules:
+        return None
+    from tracerflow.flows.validation import suite_request, validate_run_request
+    from tracerflow.suites import load_suite
+
+    try:
+        validate_run_request(suite_request(load_suite(deployment.suite)))
+    except TracerflowError as error:
+        return str(error)
+    return None

@@ -26,6 +26,9 @@ class TracerflowError(Exception):
     """Base class of every error tracerflow raises on purpose."""
 
     exit_code: int = 1
+    # Where the full log of the command that failed is (a run's: tracebacks and all), named on
+    # its `error:` line; None when the command keeps no log.
+    log_path: str | None = None
 
 
 class CheckpointError(TracerflowError):

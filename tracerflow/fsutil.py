@@ -45,6 +45,7 @@ def atomic_directory(final_path: Path, *, overwrite: bool = False) -> Iterator[P
     tmp_path.mkdir()
     try:
         yield tmp_path
+        _give_umask_modes(tmp_path)
         manifest = {"files": file_hashes(tmp_path)}
         (tmp_path / SUCCESS_MARKER).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if final_path.exists():
@@ -56,6 +57,24 @@ def atomic_directory(final_path: Path, *, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise
+
+
+def _give_umask_modes(folder: Path) -> None:
+    """Give each file under ``folder`` the mode a plain ``open`` would (0666 less the umask):
+    safetensors writes 0600, which hides a team's shared artifacts from everyone else."""
+    mode = 0o666 & ~process_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
+def process_umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` would, racing other threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022  # no /proc (not Linux): the usual default
 
 
 @contextmanager

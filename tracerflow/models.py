@@ -1,9 +1,14 @@
-"""Build circuit-tracer replacement models: the built-in toy model and real TransformerLens ones.
+"""Build circuit-tracer replacement models: local model folders (the built-in toy model among
+them) and TransformerLens models by name.
 
-``toy-gpt2`` is assembled offline from package data (config, shipped tokenizer, trained weights
-under circuit-tracer's wrapper names). A real name (``gpt2``, ...) downloads from the Hugging Face
-Hub; without network that fails at once with a ``SourceError`` saying what is missing and how to
-run offline, instead of ~25 s of retries and a traceback.
+A local folder (``tracerflow.model_sources.LocalModel``: a TransformerLens config, safetensors
+weights under TransformerLens's parameter names, a tokenizer) is assembled offline with
+``ReplacementModel.from_config`` and its weights loaded as they are (no weight processing). A
+TransformerLens name (``gpt2``, ``meta-llama/Llama-3.2-1B``, ``Qwen/Qwen3-0.6B``,
+``google/gemma-2-2b``, ...) loads through TransformerLens from the Hugging Face Hub or its local
+cache; without network that fails at once with a ``SourceError`` saying what is missing and how to
+run offline, instead of ~25 s of retries and a traceback. Either way a transcoder of another depth
+or width than the model is refused in one line (``check_fits``) before anything runs on it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from safetensors.torch import load_file
 
 from tracerflow import toy
 from tracerflow.errors import ConfigError, SourceError
-from tracerflow.model_sources import check_model_source
+from tracerflow.model_sources import LocalModel, check_model_source, local_model
 from tracerflow.transcoders import Transcoder
 
 ReplacementModel = TransformerLensReplacementModel
@@ -40,46 +45,88 @@ def load_replacement_model(
 ) -> ReplacementModel:
     """A ``ReplacementModel`` of ``model_name`` with ``transcoders`` installed on its MLPs.
 
-    ``model_name`` is ``toy-gpt2`` (the built-in model, offline) or a TransformerLens model name
-    such as ``gpt2`` (from the Hub, or its local cache with ``HF_HUB_OFFLINE=1``).
-    ``transcoders`` come from ``tracerflow.transcoders.load_converted``.
-    Raises ``SourceError`` when a real model cannot be downloaded, ``ConfigError`` for a name
-    TransformerLens does not know.
+    ``model_name`` is ``toy-gpt2`` (the built-in model, offline), a local model folder, or a
+    TransformerLens model name such as ``gpt2`` (from the Hub, or its local cache with
+    ``HF_HUB_OFFLINE=1``). ``transcoders`` come from ``tracerflow.transcoders.load_converted``;
+    their hooks are their format's. Raises ``SourceError`` when a Hub model cannot be downloaded,
+    ``ConfigError`` for a name TransformerLens does not know, a bad model folder, or transcoders
+    of another shape than the model.
     """
     device = torch.device(device) if device is not None else default_device()
-    if model_name == toy.TOY_MODEL_NAME:
-        return _load_toy(transcoders, device, dtype)
+    local = local_model(model_name)
+    if local is not None:
+        check_fits(transcoders, *local.dimensions, model_name)
+        return load_local_model(local, transcoders, device, dtype)
     return _load_pretrained(model_name, transcoders, device, dtype)
+
+
+def check_fits(transcoders: Transcoder, n_layers: int, d_model: int, model_name: str) -> None:
+    """``ConfigError`` in one line when ``transcoders`` are not as deep and wide as the model
+    (a CLT knows its ``d_model``; a PLT's is its layers' own)."""
+    width = getattr(transcoders, "d_model", None)
+    if width is None:
+        width = transcoders.transcoders[0].d_model  # type: ignore[union-attr]
+    found = (int(transcoders.n_layers), int(width))
+    if found != (n_layers, d_model):
+        raise ConfigError(
+            f"the transcoder has {found[0]} layers of d_model {found[1]}, but model "
+            f"'{model_name}' has {n_layers} layers of d_model {d_model}; give --model the model "
+            "it was trained on"
+        )
 
 
 def model_identity(model_name: str) -> str:
     """What identifies a model's weights in cache keys, without loading it: the sha256 of the
-    shipped weights for the toy model; the name and TransformerLens version for Hub models
+    shipped weights for the toy model; for a local folder the sha256 of its config, weights and
+    tokenizer files (not its path); the name and TransformerLens version for Hub models
     (TransformerLens pins which weights a name means)."""
-    if model_name == toy.TOY_MODEL_NAME:
-        from tracerflow.fsutil import sha256_file
+    from tracerflow.fsutil import sha256_file
 
+    if model_name == toy.TOY_MODEL_NAME:
         return f"{model_name}:{sha256_file(toy.model_dir() / 'model.safetensors')}"
+    local = local_model(model_name)
+    if local is not None:
+        import hashlib
+
+        files = [local.folder / "config.json", local.weights]
+        files += sorted(path for path in local.tokenizer_dir.iterdir() if path.is_file())
+        hashes = sorted({sha256_file(path) for path in files})
+        return f"local-model:{hashlib.sha256(json.dumps(hashes).encode()).hexdigest()}"
     from importlib.metadata import version
 
     return f"{model_name}:transformer-lens-{version('transformer-lens')}"
 
 
-# --- the toy model ---------------------------------------------------------------------------
+# --- local model folders (the toy model is one) ----------------------------------------------
 
 
 def toy_model_config(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
     """The toy model's ``HookedTransformerConfig``, its tokenizer being the shipped folder."""
+    toy_model = local_model(toy.TOY_MODEL_NAME)
+    assert toy_model is not None
+    return local_model_config(toy_model, device, dtype)
+
+
+def local_model_config(
+    local: LocalModel, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Any:
+    """A local model's ``HookedTransformerConfig``: its config's fields, its tokenizer folder, and
+    the device and dtype asked for; ``ConfigError`` when TransformerLens refuses the fields."""
     from transformer_lens import HookedTransformerConfig
 
-    fields = json.loads((toy.model_dir() / "config.json").read_text())
-    return HookedTransformerConfig(
-        **fields,
-        tokenizer_name=str(toy.tokenizer_dir()),
-        device=str(device),
-        dtype=dtype,
-        init_weights=False,  # every weight is loaded below; leave the global RNG alone
-    )
+    try:
+        return HookedTransformerConfig(
+            **local.config,
+            tokenizer_name=str(local.tokenizer_dir),
+            device=str(device),
+            dtype=dtype,
+            init_weights=False,  # every weight is loaded below; leave the global RNG alone
+        )
+    except (TypeError, ValueError, AssertionError) as error:
+        raise ConfigError(
+            f"{local.folder / 'config.json'}: not a TransformerLens config "
+            f"({type(error).__name__}: {error})"
+        ) from None
 
 
 def _replacement_key(name: str) -> str:
@@ -88,13 +135,15 @@ def _replacement_key(name: str) -> str:
     return re.sub(r"^unembed\.", "unembed.old_unembed.", name)
 
 
-def _load_toy(
-    transcoders: Transcoder, device: torch.device, dtype: torch.dtype
+def load_local_model(
+    local: LocalModel, transcoders: Transcoder, device: torch.device, dtype: torch.dtype
 ) -> ReplacementModel:
+    """``local``'s replacement model: built from its config, its weights loaded as they are.
+    Every parameter of the model must be in the weights file, and nothing else."""
     model = TransformerLensReplacementModel.from_config(
-        toy_model_config(device, dtype), transcoders
+        local_model_config(local, device, dtype), transcoders
     )
-    weights = load_file(str(toy.model_dir() / "model.safetensors"))
+    weights = load_file(str(local.weights))
     state = {_replacement_key(name): tensor.to(dtype) for name, tensor in weights.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     parameters = {name for name, _ in model.named_parameters()}
@@ -102,10 +151,14 @@ def _load_toy(
         name for name in missing if name in parameters and not name.startswith("transcoders.")
     ]
     if unexpected or missing_parameters:
+        regenerate = (
+            "; regenerate them with `python -m tracerflow.toy.train`"
+            if local.folder == toy.model_dir()
+            else ""
+        )
         raise ConfigError(
-            f"{toy.model_dir()}: weights do not match the model config "
-            f"(unexpected {sorted(unexpected)[:3]}, missing {missing_parameters[:3]}); "
-            "regenerate them with `python -m tracerflow.toy.train`"
+            f"{local.weights}: weights do not match the model config "
+            f"(unexpected {sorted(unexpected)[:3]}, missing {missing_parameters[:3]}){regenerate}"
         )
     model.eval()
     return model
@@ -127,5 +180,6 @@ def _load_pretrained(
             f"cannot load model '{model_name}' (Hugging Face repo '{repo_id}'): "
             f"{type(error).__name__}: {error}"
         ) from error
+    check_fits(transcoders, model.cfg.n_layers, model.cfg.d_model, model_name)
     model.eval()
     return model

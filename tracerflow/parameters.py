@@ -134,7 +134,11 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str | None = Field(
-        None, description="TransformerLens model name (default: the preset's model, else gpt2)"
+        None,
+        description=(
+            "TransformerLens model name or local model folder "
+            "(default: the preset's model, else gpt2)"
+        ),
     )
     max_n_logits: int | None = override_field(AttributionParams, "max_n_logits")
     desired_logit_prob: float | None = override_field(AttributionParams, "desired_logit_prob")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tracerflow.errors import ConfigError
 from tracerflow.parameters import AttributionParams, RunOptions, RunParameters, parameter_field
@@ -32,6 +32,42 @@ def builtin_prompts() -> list[str]:
     return list(BUILTIN_PROMPTS)
 
 
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+class Layout(BaseModel):
+    """The transcoder files a Hub preset downloads, as its repo lays them out (docs/presets.md):
+    enough to tell the download size before anything is downloaded. Per layer: PLT files
+    (circuit-tracer ``layer_{i}.safetensors``, GemmaScope ``params.npz``) hold ``W_enc`` and
+    ``W_dec`` [F, d], ``b_enc`` [F], ``b_dec`` [d], thresholds [F] and ``W_skip`` [d, d] where
+    there; a circuit-tracer CLT's ``W_enc_{i}`` file the same encoder, its ``W_dec_{i}``
+    [F, L - i, d]; a crosslayer-transcoder checkpoint one file of all layers (a CLT decodes into
+    every later layer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["crosslayer-transcoder", "circuit-tracer", "gemma-scope"]
+    n_layers: int = Field(gt=0)
+    d_model: int = Field(gt=0)
+    d_features: int | None = Field(default=None, gt=0)  # per layer; None: not known
+    dtype: Literal["float32", "bfloat16", "float16"]
+    thresholds: bool = False  # JumpReLU thresholds, one per feature and layer
+    skip: bool = False  # a W_skip [d, d] per layer
+    k: int | None = Field(default=None, gt=0)  # TopK's k, for the memory estimate; None: no k
+
+    def tensor_bytes(self, kind: Literal["clt", "plt"]) -> int | None:
+        """The bytes of every tensor the files hold (their headers aside); None when the
+        feature count is not known."""
+        if self.d_features is None:
+            return None
+        layers, d, features = self.n_layers, self.d_model, self.d_features
+        per_layer = features * d + features + d  # W_enc, b_enc, b_dec
+        per_layer += features if self.thresholds else 0
+        per_layer += d * d if self.skip else 0
+        decoder_rows = layers * (layers + 1) // 2 if kind == "clt" else layers
+        return (layers * per_layer + decoder_rows * features * d) * _DTYPE_BYTES[self.dtype]
+
+
 class Preset(BaseModel):
     """One named configuration: which model, which transcoder, which attribution parameters."""
 
@@ -43,10 +79,6 @@ class Preset(BaseModel):
     transcoder: str  # HF repo id, or "package:<module>/<path>"
     revision: str | None = None  # Hub revision of the transcoder (None: the default branch)
     kind: Literal["clt", "plt"]
-    # A Hub transcoder's features per layer and TopK k (None: no k), for the memory estimate
-    # before it is downloaded (tracerflow.shapes); a built-in one's are read from its folder.
-    d_features: int | None = None
-    k: int | None = None
     # The attribution defaults; their limits are AttributionParams' and RunParameters'.
     max_n_logits: int = parameter_field(AttributionParams, "max_n_logits")
     desired_logit_prob: float = parameter_field(AttributionParams, "desired_logit_prob")
@@ -57,6 +89,16 @@ class Preset(BaseModel):
     eval_corpus: str | None = None  # evaluate stage corpus: path or "package:..."; None: prompts
     # dashboards stage corpus (feature examples): path or "package:..."; None: the run's prompts
     dashboard_corpus: str | None = None
+    # the prompts the transcoder's own demos use (circuit-tracer's demos for its sets)
+    prompts: tuple[str, ...] = ()
+    layout: Layout | None = None  # a Hub transcoder's files; None for built-in ones
+
+    def download_bytes(self) -> int | None:
+        """What downloading the transcoder fetches, from its layout: 0 for a built-in one, None
+        when its layout (or feature count) is not known."""
+        if self.is_builtin:
+            return 0
+        return self.layout.tensor_bytes(self.kind) if self.layout is not None else None
 
     @property
     def is_builtin(self) -> bool:

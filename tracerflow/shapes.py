@@ -27,22 +27,35 @@ CHARS_PER_TOKEN = 4
 
 
 def model_shape(model: str) -> ModelShape | None:
-    """``model``'s shape: the toy's, a cached Hub config's, GPT-2's; None if unknown."""
-    from tracerflow import toy
+    """``model``'s shape: the toy's or a local model folder's config, a cached Hub config,
+    GPT-2's; None if unknown."""
+    from tracerflow.model_sources import local_model
 
-    if model == toy.TOY_MODEL_NAME:
-        config = json.loads((toy.model_dir() / "config.json").read_text())
-        shape = shape_of_config(config)
+    try:
+        found = local_model(model)  # the toy, or a local model folder
+    except ConfigError:
+        return None
+    if found is not None:
+        shape = shape_of_config(found.config)
         return replace(shape, load_copies=FILE_LOAD_COPIES) if shape is not None else None
     config = _cached_json(model, "config.json")
     if config is None and _official_name(model) == "gpt2":
         config = GPT2_CONFIG
-    return shape_of_config(config) if config is not None else None
+    if config is None:
+        return None
+    return shape_of_config(config.get("text_config") or config)
 
 
 def shape_of_config(config: dict[str, Any]) -> ModelShape | None:
     """A ``ModelShape`` from a TransformerLens config (the toy's) or a Hugging Face
     ``config.json`` (GPT-2's keys, or the Llama family's); None for keys it does not know."""
+    try:
+        return _shape_of_config(config)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def _shape_of_config(config: dict[str, Any]) -> ModelShape | None:
     if "d_model" in config:  # TransformerLens's own names
         rotary = config.get("positional_embedding_type") == "rotary"
         return ModelShape(
@@ -98,16 +111,18 @@ def transcoder_shape(source: str) -> TranscoderShape | None:
 
 
 def preset_transcoder_shape(preset: Any) -> TranscoderShape | None:
-    """A Hub preset's declared shape (``d_features``, ``k``), on its model's layers and width."""
-    shape = model_shape(preset.model)
-    if preset.d_features is None or shape is None:
+    """A Hub preset's shape, from its declared layout (``presets.yaml``); None without one or
+    without its feature count."""
+    layout = preset.layout
+    if layout is None or layout.d_features is None:
         return None
     return TranscoderShape(
         kind=preset.kind,
-        n_layers=shape.n_layers,
-        d_model=shape.d_model,
-        d_features=preset.d_features,
-        k=preset.k,
+        n_layers=layout.n_layers,
+        d_model=layout.d_model,
+        d_features=layout.d_features,
+        k=layout.k,
+        skip=layout.skip,
     )
 
 
@@ -133,19 +148,30 @@ def folder_transcoder_shape(folder: Path) -> TranscoderShape | None:
 
 
 def token_count(model: str, prompt: str) -> int:
-    """Tokens ``model`` sees for ``prompt``, BOS included: counted by the toy's tokenizer or the
-    cached Hub tokenizer; else about one per ``CHARS_PER_TOKEN`` characters."""
-    from tracerflow import toy
+    """Tokens ``model`` sees for ``prompt``, BOS included: counted by a local model's tokenizer
+    (the toy's among them) or the cached Hub tokenizer; else about one per ``CHARS_PER_TOKEN``
+    characters."""
+    from tracerflow.model_sources import local_model
 
-    if model == toy.TOY_MODEL_NAME:
-        return toy.token_count(prompt)
-    path = _cached_file(model, "tokenizer.json")
+    try:
+        found = local_model(model)
+    except ConfigError:
+        found = None
+    path = str(found.tokenizer_dir / "tokenizer.json") if found is not None else None
+    if path is None or not Path(path).is_file():
+        path = _cached_file(model, "tokenizer.json")
     if path is not None:
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(path)
-        return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
+        return tokenizer_token_count(prompt, Path(path))
     return math.ceil(len(prompt) / CHARS_PER_TOKEN) + 1
+
+
+def tokenizer_token_count(prompt: str, tokenizer_json: Path) -> int:
+    """Tokens a model sees for ``prompt``: its tokenizer's tokens plus the BOS it prepends
+    (counted with ``tokenizer.json`` alone, without loading the model or torch)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
 
 
 def _official_name(model: str) -> str | None:

@@ -20,6 +20,7 @@ from circuit_tracer.graph import Graph, compute_graph_scores
 
 import tracerflow.attribution.run as attribution_module
 import tracerflow.compat as compat
+from tests.standin_models import LLAMA3_ROPE
 from tests.synthetic import NOTEBOOK_PROMPT, random_replacement_model
 from tracerflow.attribution import attribute
 
@@ -77,18 +78,97 @@ def test_graph_matches_on_two_and_four_layer_models(workdir, kind):
     compare(make_model(workdir, kind, n_layers=4, d_model=64, d_features=128), batch_size=24)
 
 
+# The blocks of the architectures circuit-tracer's published transcoders sit on, at toy size:
+# Llama's RMSNorm, rotary positions with its NTK scaling and gated SiLU MLP; Qwen3's q/k norms
+# and a head size apart from d_model / n_heads; both with full or grouped key/value heads;
+# Gemma-2's soft caps and local attention (its norms after attention and MLP fall back).
+_RMS_ROTARY = {
+    "normalization_type": "RMS",
+    "final_rms": True,
+    "positional_embedding_type": "rotary",
+    "rotary_adjacent_pairs": False,
+    "gated_mlp": True,
+    "act_fn": "silu",
+}
+LLAMA_LIKE = {
+    **_RMS_ROTARY,
+    **LLAMA3_ROPE,
+    "rotary_dim": 12,
+    "original_architecture": "LlamaForCausalLM",
+}
+QWEN3_LIKE = {
+    **_RMS_ROTARY,
+    "d_head": 16,
+    "rotary_dim": 16,
+    "use_qk_norm": True,
+    "original_architecture": "Qwen3ForCausalLM",
+}
+POST_NORMS = {"normalization_type": "RMS", "use_normalization_before_and_after": True}
+SOFT_CAPPED_LOCAL = {
+    **_RMS_ROTARY,
+    "rotary_dim": 12,
+    "act_fn": "gelu_pytorch_tanh",
+    "attn_scores_soft_cap": 50.0,
+    "output_logits_soft_cap": 30.0,
+    "use_local_attn": True,
+    "window_size": 4,
+    "attn_types": ["global", "local", "global"],
+    "original_architecture": "Gemma2ForCausalLM",
+}
+
+
 @pytest.mark.parametrize(
     "config",
     [
         {"normalization_type": "LNPre"},
         {"normalization_type": "RMS"},
         {"positional_embedding_type": "rotary", "rotary_dim": 12},
+        LLAMA_LIKE,
+        QWEN3_LIKE,
+        SOFT_CAPPED_LOCAL,
+        {**LLAMA_LIKE, "n_key_value_heads": 2},
+        {**QWEN3_LIKE, "n_key_value_heads": 2},
     ],
-    ids=["lnpre", "rms", "rotary"],
+    ids=[
+        "lnpre",
+        "rms",
+        "rotary",
+        "llama-like",
+        "qwen3-like",
+        "soft-capped-local-attention",
+        "llama-like-grouped-kv",
+        "qwen3-like-grouped-kv",
+    ],
 )
 def test_graph_matches_on_other_supported_architectures(workdir, config):
     model = make_model(workdir, "clt", **config)
     compare(model, batch_size=16, max_feature_nodes=50)
+
+
+@pytest.mark.parametrize("kind", ["clt", "plt"])
+@pytest.mark.parametrize("config", [{}, LLAMA_LIKE], ids=["layernorm", "llama-like"])
+def test_graph_matches_with_features_read_at_the_normalised_mlp_input(workdir, kind, config):
+    """The published Gemma, Llama and Qwen3 PLTs read ``ln2.hook_normalized``: circuit-tracer
+    injects their encoder vectors there, before ln2's frozen scale (and LayerNorm's centering)."""
+    from circuit_tracer import ReplacementModel
+
+    transcoders = make_model(workdir, kind, **config).transcoders
+    transcoders.feature_input_hook = "ln2.hook_normalized"
+    model = ReplacementModel.from_config(make_model(workdir, kind, **config).cfg, transcoders)
+    compare(model, batch_size=16, max_feature_nodes=50)
+    compare(model, batch_size=16)
+
+
+def test_a_skip_connection_read_at_the_normalised_mlp_input_takes_circuit_tracers_path(workdir):
+    from circuit_tracer import ReplacementModel
+
+    from tracerflow.attribution import fast_path_unavailable
+
+    transcoders = make_model(workdir, "plt").transcoders
+    transcoders.feature_input_hook = "ln2.hook_normalized"
+    transcoders.skip_connection = True
+    model = ReplacementModel.from_config(make_model(workdir, "plt").cfg, transcoders)
+    assert fast_path_unavailable(model) == "a skip connection read at the normalised MLP input"
 
 
 def test_graph_matches_with_skip_connections(workdir):
@@ -194,11 +274,11 @@ def test_unvalidated_circuit_tracer_falls_back_with_a_warning(workdir, monkeypat
 
 
 def test_unsupported_architecture_falls_back_with_a_warning(workdir):
-    model = make_model(workdir, "plt", n_key_value_heads=2)
+    model = make_model(workdir, "plt", **POST_NORMS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = stock_attribute(NOTEBOOK_PROMPT, model, batch_size=16)
-    with pytest.warns(RuntimeWarning, match="grouped-query attention"):
+    with pytest.warns(RuntimeWarning, match="norms after attention/MLP"):
         result = attribute(NOTEBOOK_PROMPT, model, batch_size=16)
     assert not result.fast_path
     assert_same_graph(expected, result.graph)

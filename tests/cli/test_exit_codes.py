@@ -59,6 +59,14 @@ def test_a_failed_run_exits_1_in_one_line(prefect_api: None, tmp_path: Path) -> 
     assert result.returncode == 1, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "1 of 1 items failed" in errors[0], result.stderr
+    # The terminal has no traceback and says the failure twice at most (tracerflow's own log line
+    # when it happened, the error line at the end); the full log, which the error line names
+    # last, keeps everything.
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("is not in the Hugging Face cache") <= 2, result.stderr
+    assert errors[0].endswith(".log)") and " (full log: " in errors[0], errors[0]
+    full_log = Path(errors[0].rsplit(" (full log: ", 1)[1].removesuffix(")"))
+    assert full_log.is_relative_to(tmp_path) and "Traceback" in full_log.read_text()
 
 
 def test_the_viewer_alone_reports_errors_the_same_way(tmp_path: Path) -> None:

@@ -189,3 +189,26 @@ def test_a_lake_restarted_while_the_record_stage_retries_lets_the_run_complete(
     flow_run_id = str(state.state_details.flow_run_id)
     recorded = queries.scores_of_run(get_settings().score_store, flow_run_id)
     assert [row["status"] for row in recorded] == ["ok"]
+
+
+def test_a_new_lake_without_a_data_path_is_refused_at_the_door_in_one_line(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # Found by the hostile replay of issue 24: the run started, scored, and failed at its record
+    # step after 50 s with 112 lines; a lake nobody wrote needs a data folder, which the door
+    # can tell in a second.
+    url = f"ducklake:postgres:{postgres.create_database('new_lake_no_data_path')}"
+    env = {k: v for k, v in os.environ.items() if k != "TRACERFLOW_LAKE_DATA_PATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tracerflow.cli", "run", "--preset", "toy-clt", "--prompt", "Hi",
+         "--store", url],
+        capture_output=True, text=True, timeout=300,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+             "TRACERFLOW_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {url} is a new lake and needs a data folder for its Parquet files: set "
+        "TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
+    ]
+    assert not (tmp_path / "home" / "server").exists()  # no Prefect server was started

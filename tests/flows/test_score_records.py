@@ -104,3 +104,20 @@ def test_an_item_that_failed_before_attribution_records_no_model_shape() -> None
     assert record.n_tokens is None and record.phase_seconds is None and record.graph_path is None
     assert record.attribution_threads == 3  # the run's, so the row stays in its series
     assert record.params == TRANSCODER.parameters.recorded()
+
+
+def test_a_download_cached_before_formats_were_recorded_still_records_its_format(tmp_path) -> None:
+    # The download key did not change when snapshots began to record their format, so a store
+    # may hand back a snapshot without one: the row asks the registry of its folder instead.
+    from tracerflow import toy
+    from tracerflow.flows.records import snapshot_format
+    from tracerflow.tasks.results import CheckpointSnapshot
+
+    def cached(path: str) -> CheckpointSnapshot:
+        return CheckpointSnapshot(
+            source="toy-clt", location=path, revision=None, commit_sha=None, path=path,
+            content_hash="c" * 64,
+        )  # fmt: skip
+
+    assert snapshot_format(cached(str(toy.transcoder_dir("clt")))) == "crosslayer-transcoder"
+    assert snapshot_format(cached(str(tmp_path / "gone"))) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.operate.conftest import home_of
+from tracerflow.cli import app
 from tracerflow.deploy import WORK_POOL, register
 from tracerflow.flows.report import REGRESSION_EVENT
 from tracerflow.flows.score import prompt_chunks
@@ -24,6 +27,18 @@ from tracerflow.suites import load_suite
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO / "test-artifacts"
+
+
+def test_deploy_with_no_server_there_fails_in_one_line(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(app, ["deploy", "--api-url", f"http://127.0.0.1:{port}/api"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: no Prefect server answers at http://127.0.0.1:{port}/api (ConnectError): start "
+        "one with `tracerflow server up`, or pass --api-url"
+    ]
 
 
 def read_deployments(api_url: str) -> dict[str, dict]:
@@ -39,12 +54,33 @@ def schedules_of(deployment: dict) -> list[tuple[str, str]]:
     )
 
 
-def test_registering_twice_yields_the_same_deployments(prefect_server, api_url, monkeypatch):
+def test_registering_twice_yields_the_same_deployments(
+    prefect_server, api_url, monkeypatch, tmp_path
+):
     monkeypatch.setenv("PREFECT_API_URL", api_url)
     register(REPO / "deployments" / "prefect.yaml", api_url)
     first = read_deployments(api_url)
-    register(REPO / "deployments" / "prefect.yaml", api_url)
+    # The second time as a user does it; offline with an empty Hugging Face cache, GPT-2 cannot
+    # be loaded here, so the gpt2 nightly is flagged and the toy one is not.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    deployed = CliRunner().invoke(app, ["deploy", "--api-url", api_url])
     second = read_deployments(api_url)
+
+    assert deployed.exit_code == 0, deployed.output
+    table = deployed.stdout.splitlines()
+    assert table[0].split() == ["deployment", "schedule", "work_pool"]
+    assert [line.split()[0] for line in table[2:5]] == [
+        "score-suite/toy-nightly", "score-suite/gpt2-16k-nightly",
+        "score-suite-transcoder/score-suite-transcoder",
+    ]  # fmt: skip
+    assert "0 2 * * * (UTC)" in table[2] and table[2].endswith(WORK_POOL)
+    assert "none" in table[4]  # never scheduled
+    (warning,) = deployed.stderr.strip().splitlines()
+    assert warning.startswith(
+        "warning: score-suite/gpt2-16k-nightly cannot run on a worker like this machine: "
+    ), warning
+    assert "not in the local cache" in warning, warning
 
     assert set(first) == {"toy-nightly", "gpt2-16k-nightly", "score-suite-transcoder"}
     expected_schedules = {

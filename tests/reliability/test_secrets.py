@@ -48,3 +48,11 @@ def test_a_lake_that_cannot_be_reached_never_shows_its_password(caplog) -> None:
         printed = "".join(traceback.format_exception(raised.value))
         assert "s3cret" not in printed and "password=***" in printed, printed
     assert "s3cret" not in caplog.text
+
+
+def test_a_file_store_prints_as_its_path(tmp_path) -> None:
+    # Log lines said "FileStore(path=PosixPath('…'))": a store is printed as a user names it.
+    from tracerflow.storage.store import FileStore
+
+    store = FileStore(tmp_path / "scores.duckdb")
+    assert f"recorded in {store}" == f"recorded in {tmp_path / 'scores.duckdb'}"

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tracerflow.cli import app as tracerflow_app
 
-from .builders import IOI_PROMPTS, NEW_CLT, OLD_CLT, PLT
+from .builders import IOI_PROMPTS, NEW_CLT, OLD_CLT, PLT, SMOKE_PROMPT
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,88 @@ def test_plot_history_refuses_an_unknown_file_type(
 
     assert result.exit_code == 2
     assert "must end in .png" in result.stderr
+
+
+@pytest.mark.parametrize("output_format", ["table", "json"])
+def test_history_of_an_unknown_transcoder_lists_the_recorded_ones_and_exits_2(
+    app: typer.Typer, populated_db: Path, output_format: str
+) -> None:
+    # A typo is not an empty history: "no scores match" and exit 0 hid it.
+    result = invoke(
+        app, "history", "--db", populated_db, "--transcoder", PLT + "2", "--format", output_format
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: no scores for transcoder '{PLT}2'; recorded transcoders: "
+        + ", ".join(sorted({OLD_CLT, NEW_CLT, PLT}))
+    ]
+
+
+def test_history_of_a_known_transcoder_with_nothing_since_is_an_empty_answer(
+    app: typer.Typer, populated_db: Path
+) -> None:
+    result = invoke(
+        app, "history", "--db", populated_db, "--transcoder", PLT, "--since", "2100-01-01"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "no scores match"
+
+
+def test_history_limit_keeps_the_newest_and_suite_keeps_its_runs(
+    app: typer.Typer, populated_db: Path
+) -> None:
+    every = json.loads(invoke(app, "history", "--db", populated_db, "--format", "json").stdout)
+    newest = json.loads(
+        invoke(app, "history", "--db", populated_db, "--limit", "3", "--format", "json").stdout
+    )
+    assert newest == every[:3]
+    smoke = json.loads(
+        invoke(app, "history", "--db", populated_db, "--suite", "smoke", "--format", "json").stdout
+    )
+    assert [row["prompt"] for row in smoke] == [SMOKE_PROMPT]
+    assert {row["suite_name"] for row in every} == {"ioi", "smoke"}
+
+
+def test_the_history_table_fits_the_terminal_and_csv_keeps_every_character(
+    app: typer.Typer, populated_db: Path
+) -> None:
+    table = invoke(app, "history", "--db", populated_db, env={"COLUMNS": "100"}).stdout
+    scores = table.split("\n\ntranscoder quality")[0].splitlines()
+    assert max(len(line) for line in scores) <= 100
+    assert any("…" in line for line in scores[2:])  # the prompts were cut to fit
+    assert scores[0].split()[:5] == [
+        "created_at", "transcoder_source", "prompt", "replacement_score", "completeness_score"
+    ]  # fmt: skip
+    assert scores[-1].startswith("(not shown: ")  # and names the rest
+    full = invoke(app, "history", "--db", populated_db, "--format", "csv", env={"COLUMNS": "100"})
+    prompts = {row["prompt"] for row in csv.DictReader(io.StringIO(full.stdout))}
+    assert prompts == {*IOI_PROMPTS, SMOKE_PROMPT}
+
+
+def test_history_columns_chooses_the_table_s_columns_and_names_the_known_ones(
+    app: typer.Typer, populated_db: Path
+) -> None:
+    chosen = invoke(app, "history", "--db", populated_db, "--columns", "prompt,replacement_score")
+    assert chosen.stdout.splitlines()[0].split() == ["prompt", "replacement_score"]
+    wrong = invoke(app, "history", "--db", populated_db, "--columns", "prompt,score")
+    assert wrong.exit_code == 2
+    assert wrong.stderr.startswith("error: --columns: unknown column 'score'; known: created_at,")
+
+
+def test_a_table_is_cut_widest_column_first_down_to_what_fits() -> None:
+    # Worked by hand: widths 1 and 26 plus the two-space gap is 29; to fit 20 the prompt gives 9
+    # characters (the one-letter column is at its own width), ending in "…".
+    from tracerflow.cli.render import fitted, text_table
+
+    rows = [["x", "abcdefghijklmnopqrstuvwxyz"]]
+    assert fitted(["a", "prompt"], rows, 20).rows == [["x", "abcdefghijklmnop…"]]
+    assert fitted(["a", "prompt"], rows, 29).rows == rows  # fits already
+    assert len(text_table(["a", "prompt"], rows).splitlines()[-1]) == 29  # the gap is real
+    # Two wide columns share the cut, down to 10 characters each (10 + 2 + 10 = 22).
+    wide = [["a" * 30, "b" * 30]]
+    assert [len(c) for c in fitted(["one", "two"], wide, 42).rows[0]] == [20, 20]
+    assert [len(c) for c in fitted(["one", "two"], wide, 22).rows[0]] == [10, 10]
+    # Narrower than that, the last column is left out and named.
+    narrow = fitted(["one", "two"], wide, 21)
+    assert (narrow.columns, narrow.hidden) == (["one"], ["two"])
+    assert narrow.rows == [["a" * 20 + "…"]]

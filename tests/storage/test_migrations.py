@@ -91,6 +91,7 @@ SHIPPED_SQL_SHA256 = {
     4: "9ba501ddc897ae8b823e0e911475df1b84eacaab2e1cdbf72e05450a0faccde0",
     5: "ac50b36a172cfbba929f1b844285d7f1ab9a3c305d6ceb46fbde9e60079b450c",
     6: "fdcbe85bf07d79ffd19578b9411fbdd014169eea9f0f73ede39927894e2d566d",
+    7: "0e103a6aa77bffaf7c63c288a2eeb4452a6425e6ecf007dacec2ebff698ae390",
 }
 
 

@@ -152,3 +152,22 @@ def test_the_metrics_chart_draws_per_layer_fvu_l0_and_density(tmp_path: Path) ->
     assert list(fvu_ax.get_lines()[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3])
     assert list(l0_ax.get_lines()[0].get_xdata()) == [0, 1, 2]
     assert max(density_ax.get_lines()[0].get_ydata()) == 6  # 1 + 2 + 3 over the layers
+
+
+def test_the_report_clips_a_score_interval_to_the_range_a_score_can_take() -> None:
+    # Two spread prompts: the t interval of the mean reaches past 1, which no score can.
+    from tracerflow.storage.report import clipped_to_score_range
+
+    row = {
+        "transcoder_source": "toy-clt",
+        "replacement_mean": 0.9,
+        "replacement_ci_low": 0.7977,
+        "replacement_ci_high": 1.0023,
+        "completeness_ci_low": -0.05,
+        "completeness_ci_high": None,  # one prompt: no interval
+    }
+    assert clipped_to_score_range(row) == {
+        **row,
+        "replacement_ci_high": 1.0,
+        "completeness_ci_low": 0.0,
+    }

@@ -220,3 +220,31 @@ def test_006_adds_the_transcoder_format_and_keeps_the_ids(db_path: Path) -> None
         (before.transcoder.transcoder_id, None),
         (before.transcoder.transcoder_id, "circuit-tracer"),
     ]
+
+
+def test_007_adds_the_file_commits_and_keeps_the_ids(db_path: Path) -> None:
+    """007 adds ``scores.transcoder_file_commits_json`` to a 006 database: a row of a transcoder
+    read through a circuit-tracer Hub config records the commit of each Hub file it names, as
+    canonical JSON; the commits are no part of any id."""
+    before = score(transcoder(OLD_CLT), IOI_PROMPTS[0], 0.8, 0.9)
+    with duckdb.connect(str(db_path)) as con:
+        apply_migrations(con, up_to=6)
+    record_run(db_path, run_info("run-a"), [before])  # migrates to 007 first
+    commits = {"hf://org/files/layer_1.npz": "b" * 40, "hf://org/files/layer_0.npz": "a" * 40}
+    read_as = dataclasses.replace(before.transcoder, file_commits=commits)
+    after = dataclasses.replace(before, transcoder=read_as, prompt=IOI_PROMPTS[1])
+    record_run(db_path, run_info("run-b"), [after])
+    with reading(db_path) as con:
+        rows = con.execute(
+            "SELECT transcoder_id, transcoder_file_commits_json FROM scores ORDER BY flow_run_id"
+        ).fetchall()
+        assert con.execute("SELECT count(*) FROM transcoders").fetchone() == (1,)
+    assert rows[0] == (before.transcoder.transcoder_id, None)
+    assert rows[1][0] == before.transcoder.transcoder_id
+    assert rows[1][1] == (
+        '{"hf://org/files/layer_0.npz":"'
+        + "a" * 40
+        + '","hf://org/files/layer_1.npz":"'
+        + "b" * 40
+        + '"}'
+    )

@@ -93,7 +93,8 @@ def fetching_hub(monkeypatch, repo_files: dict[str, bytes], root: Path) -> list[
 
 def test_a_hub_repo_is_fetched_one_format_at_a_time_until_one_is_whole(tmp_path, monkeypatch):
     """A checkpoint beside a (large) Lightning training file fetches the checkpoint alone; a
-    circuit-tracer repo is found after the checkpoint formats came up empty."""
+    circuit-tracer repo is found after the checkpoint formats and a Hub config (its config.yaml
+    alone) came up empty."""
     checkpoint = random_checkpoint(tmp_path / "ckpt")
     files = {
         name: (checkpoint / name).read_bytes() for name in ("config.yaml", "checkpoint.safetensors")
@@ -108,7 +109,8 @@ def test_a_hub_repo_is_fetched_one_format_at_a_time_until_one_is_whole(tmp_path,
     files = {path.name: path.read_bytes() for path in converted.glob("*.safetensors")}
     calls = fetching_hub(monkeypatch, files, tmp_path / "b")
     snapshot = resolve_source(REPO)
-    assert len(calls) == 3 and calls[2][0] == "layer_*.safetensors"
+    assert len(calls) == 4 and calls[2] == ["config.yaml"]
+    assert calls[3][0] == "layer_*.safetensors"
     assert snapshot.format == "circuit-tracer" and snapshot.commit_sha == COMMIT
 
 

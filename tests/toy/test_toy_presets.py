@@ -1,4 +1,5 @@
-"""Presets are data: five named presets with the notebook's attribution defaults."""
+"""Presets are data: the toy, the notebook's and circuit-tracer's published sets, with the
+notebook's attribution defaults and each Hub transcoder's download size."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ EXPECTED = {
     "toy-jumprelu-clt": ("toy-gpt2", "clt"),
     "gpt2-clt-16k": ("gpt2", "clt"),
     "gpt2-plt-16k": ("gpt2", "plt"),
+    "gemma-2-2b-gemmascope": ("google/gemma-2-2b", "plt"),
+    "gemma-2-2b-clt-426k": ("google/gemma-2-2b", "clt"),
+    "llama-3.2-1b-plt": ("meta-llama/Llama-3.2-1B", "plt"),
+    "llama-3.2-1b-clt-524k": ("meta-llama/Llama-3.2-1B", "clt"),
+    "qwen3-0.6b-plt": ("Qwen/Qwen3-0.6B", "plt"),
+    "qwen3-1.7b-plt": ("Qwen/Qwen3-1.7B", "plt"),
+    "qwen3-4b-plt": ("Qwen/Qwen3-4B", "plt"),
+    "qwen3-8b-plt": ("Qwen/Qwen3-8B", "plt"),
+    "qwen3-14b-plt": ("Qwen/Qwen3-14B", "plt"),
 }
 
 
@@ -117,3 +127,47 @@ def test_presets_command_prints_json_for_scripts() -> None:
     rows = json.loads(result.output)
     assert [row["name"] for row in rows] == list(EXPECTED)
     assert rows[0]["max_feature_nodes"] == 8192 and rows[0]["kind"] == "clt"
+
+
+def test_presets_command_shows_each_hub_presets_download_size() -> None:
+    result = CliRunner().invoke(app, ["presets"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:5] == ["name", "model", "transcoder", "kind", "download"]
+    cells = {line.split()[0]: line for line in lines[1:]}
+    assert " built in " in cells["toy-clt"]
+    assert " 4.4 GB " in cells["gpt2-clt-16k"]  # 12 layers x 768 x 16 000, float32
+    assert " 7.9 GB " in cells["gemma-2-2b-gemmascope"]  # 26 x ~302 MB npz files
+    assert " ? " in cells["qwen3-8b-plt"]  # its feature count is not known
+    rows = json.loads(CliRunner().invoke(app, ["presets", "--format", "json"]).output)
+    sizes = {row["name"]: row["download_bytes"] for row in rows}
+    assert sizes["toy-plt"] == 0 and sizes["qwen3-8b-plt"] is None
+
+
+def test_the_published_sets_carry_circuit_tracers_demo_prompts() -> None:
+    assert (
+        "Fact: the capital of the state containing Dallas is"
+        in preset_named("gemma-2-2b-gemmascope").prompts
+    )
+    assert preset_named("llama-3.2-1b-plt").prompts[0] == "Because the manager retired the project"
+
+
+@pytest.mark.parametrize(
+    ("preset", "first_prompt"),
+    [
+        ("gemma-2-2b-clt-426k", "Fact: the capital of the state containing Dallas is"),
+        ("toy-clt", NOTEBOOK_PROMPT),
+    ],
+)
+def test_a_preset_run_without_prompts_runs_the_presets_own_or_the_builtin_suite(
+    monkeypatch: pytest.MonkeyPatch, preset: str, first_prompt: str
+) -> None:
+    import tracerflow.cli.run as run_command
+
+    requests = []
+    monkeypatch.setattr(run_command, "_run_scoring", requests.append)
+    result = CliRunner().invoke(app, ["run", "--preset", preset])
+    assert result.exit_code == 0, result.output
+    (request,) = requests
+    assert request.prompts[0] == first_prompt
+    assert len(request.prompts) == len(preset_named(preset).prompts or BUILTIN_PROMPTS)

@@ -15,11 +15,13 @@ transcoders), so its tensors are that folder's.
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from circuit_tracer.transcoder import load_transcoder_set
@@ -152,3 +154,31 @@ def lightning_checkpoint(
     }
     torch.save(payload, out / "clt.ckpt")
     return out
+
+
+def gemma_scope_npz(d_model: int, n_features: int, seed: int) -> bytes:
+    """One GemmaScope ``params.npz``: ``numpy.savez`` of W_enc [d, F], W_dec [F, d], b_enc [F],
+    b_dec [d] and positive JumpReLU thresholds [F], float32."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "W_enc": rng.standard_normal((d_model, n_features)) * d_model**-0.5,
+        "W_dec": rng.standard_normal((n_features, d_model)) * 0.05,
+        "b_enc": rng.standard_normal(n_features) * 0.1,
+        "b_dec": rng.standard_normal(d_model) * 0.01,
+        "threshold": rng.uniform(0.0, 0.3, n_features),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **{key: value.astype(np.float32) for key, value in arrays.items()})
+    return buffer.getvalue()
+
+
+def gemma_scope_folder(
+    folder: Path, n_layers: int, d_model: int = 64, n_features: int = 32
+) -> Path:
+    """A GemmaScope folder as ``google/gemma-scope-2b-pt-transcoders`` lays out one variant a
+    layer: ``layer_{i}/width_16k/average_l0_{n}/params.npz``."""
+    for layer in range(n_layers):
+        path = folder / f"layer_{layer}" / "width_16k" / f"average_l0_{10 + layer}" / "params.npz"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(gemma_scope_npz(d_model, n_features, seed=layer))
+    return folder

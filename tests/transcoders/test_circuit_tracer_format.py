@@ -229,7 +229,7 @@ REFUSALS = {
     ),
     "a Hub config listing its files": (
         _config(transcoders=["hf://someone/clt/W_enc_0.safetensors"]),
-        "lists its files under 'transcoders'",
+        "a cross-layer transcoder under 'transcoders' (the GemmaScope-2 CLT layout)",
     ),
     "a config of the other kind": (
         lambda folder: (folder / "config.yaml").write_text(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,19 @@ def test_bfloat16_conversion_stays_close(tmp_path):
     transcoder = load_converted(out, device="cpu")
     assert transcoder.b_enc.dtype == torch.bfloat16
     assert read_checkpoint(checkpoint).kind == "clt"
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o077])
+def test_converted_files_are_created_with_the_users_umask(tmp_path, umask):
+    # safetensors writes 0600 whatever the umask: a team's shared artifact root was unreadable to
+    # everyone but the writer. Every file of the folder gets what a plain open() would give.
+    from tracerflow import toy
+
+    previous = os.umask(umask)
+    try:
+        out = convert(toy.transcoder_dir("clt"), tmp_path / "converted")
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert "W_enc_0.safetensors" in modes
+    assert set(modes.values()) == {0o666 & ~umask}, modes

@@ -101,16 +101,19 @@ def test_an_unknown_folder_names_the_folder_and_the_formats(tmp_path: Path) -> N
     assert str(raised.value) == (
         f"'{tmp_path}' is not a transcoder checkpoint folder: no layer_*.safetensors or "
         "W_enc_*.safetensors or W_dec_*.safetensors or config.yaml or tracerflow.json or "
-        f"checkpoint.safetensors or clt.ckpt ({KNOWN}circuit-tracer transcoder folder, "
-        "crosslayer-transcoder checkpoint, crosslayer-transcoder Lightning checkpoint)"
+        "checkpoint.safetensors or clt.ckpt or layer_*/**/params.npz "
+        f"({KNOWN}circuit-tracer transcoder folder, crosslayer-transcoder checkpoint, "
+        "crosslayer-transcoder Lightning checkpoint, circuit-tracer Hub config, "
+        "GemmaScope params.npz transcoders)"
     )
     with pytest.raises(CheckpointError) as raised:
         source_format(tmp_path, "my-clt")
     assert str(raised.value) == (
         "'my-clt' is not a transcoder checkpoint folder: no config.yaml or checkpoint.safetensors "
         "or clt.ckpt or layer_*.safetensors or W_enc_*.safetensors or W_dec_*.safetensors or "
-        f"tracerflow.json ({KNOWN}crosslayer-transcoder checkpoint, crosslayer-transcoder "
-        "Lightning checkpoint, circuit-tracer transcoder folder)"
+        f"tracerflow.json or layer_*/**/params.npz ({KNOWN}crosslayer-transcoder checkpoint, "
+        "crosslayer-transcoder Lightning checkpoint, circuit-tracer Hub config, circuit-tracer "
+        "transcoder folder, GemmaScope params.npz transcoders)"
     )
 
 
@@ -153,9 +156,11 @@ def test_the_door_checks_read_the_config_and_the_header(tmp_path: Path) -> None:
 
 
 def test_a_hub_download_asks_for_one_formats_files_at_a_time_the_checkpoint_first() -> None:
+    """GemmaScope's npz files are never fetched by pattern: a config picks among them."""
     assert [(found.name, patterns) for found, patterns in download_pattern_groups()] == [
         ("crosslayer-transcoder", ["config.yaml", "checkpoint.safetensors"]),
         ("crosslayer-transcoder-lightning", ["clt.ckpt", "config.yaml"]),
+        ("circuit-tracer-hub-config", ["config.yaml"]),
         (
             "circuit-tracer",
             [

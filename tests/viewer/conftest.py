@@ -32,6 +32,7 @@ import pytest
 from tests.storage import builders
 from tests.viewer import toy_graphs
 from tracerflow.storage import ModelInfo, ScoreRecord
+from tracerflow.viewer.features import display_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
@@ -220,6 +221,15 @@ def run_viewer(
                 process.wait()
 
 
+@pytest.fixture(scope="module")
+def demo_viewer(demo_home: Path) -> Iterator[RunningViewer]:
+    """``tracerflow view`` on the demo's home, found through ``$TRACERFLOW_HOME``."""
+    with run_viewer(
+        demo_home / "graph-files", db_path=demo_home / "scores.duckdb", pass_graph_dir=False
+    ) as viewer:
+        yield viewer
+
+
 @dataclass(frozen=True)
 class DemoScore:
     """One demo graph as the score database records it."""
@@ -355,13 +365,14 @@ def check_clicked_feature_panels(
         title.wait_for(timeout=15_000)
         top_row = panel.locator(".feature-example-logits .ctx-container").first
         # Waits (a debounce and a fetch) until the tokens read as the pack's top logits.
-        expect(top_row.locator("span.token")).to_have_text(record["top_logits"], timeout=15_000)
+        expected_logits = [display_token(token) for token in record["top_logits"]]
+        expect(top_row.locator("span.token")).to_have_text(expected_logits, timeout=15_000)
         titles = panel.locator(".feature-example-list .quantile-title").all_text_contents()
         assert titles[0].strip() == "Top activations"
         first_example = panel.locator(".feature-example-list .ctx-container").first
         text = "".join(first_example.locator("span.token").all_text_contents())
         expected = record["examples_quantiles"][0]["examples"][0]
-        assert text == "".join(expected["tokens"])
+        assert text == display_token("".join(expected["tokens"]))
         # The max-activating token is marked and coloured.
         marked = first_example.locator("span.token.train_token_ind")
         assert marked.count() == 1

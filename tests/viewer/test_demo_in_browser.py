@@ -12,7 +12,6 @@ viewer; what the graph page draws against the graph file; what a clicked feature
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,11 @@ from tests.viewer.conftest import (
     Page,
     RunningViewer,
     check_clicked_feature_panels,
-    run_viewer,
 )
 from tracerflow.dashboards.pack import cantor_pair, read_feature_pack
 from tracerflow.presets import builtin_prompts
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def demo_viewer(demo_home: Path) -> Iterator[RunningViewer]:
-    with run_viewer(
-        demo_home / "graph-files", db_path=demo_home / "scores.duckdb", pass_graph_dir=False
-    ) as viewer:
-        yield viewer
 
 
 def test_index_lists_every_demo_graph_with_its_recorded_scores(
@@ -73,6 +63,13 @@ def headline_slug(demo_scores: dict[str, DemoScore]) -> str:
         if score.transcoder == "toy-clt" and score.prompt == builtin_prompts()[0]
     )
     return slug
+
+
+def feature_records(graph_files: Path, slug: str) -> dict[int, dict[str, Any]]:
+    """The feature pack records of graph ``slug``'s transcoder, by the graph files' feature id."""
+    scan = json.loads((graph_files / f"{slug}.json").read_text())["metadata"]["scan"]
+    pack = read_feature_pack(graph_files / "features" / scan)
+    return {cantor_pair(*feature): record for feature, record in pack.items()}
 
 
 def nodes_drawn_by_default(graph: dict[str, Any]) -> set[str]:
@@ -138,10 +135,7 @@ def test_clicked_demo_feature_nodes_show_their_examples_and_logits(
     artifacts_dir: Path,
 ) -> None:
     slug = headline_slug(demo_scores)
-    graph_files = demo_home / "graph-files"
-    scan = json.loads((graph_files / f"{slug}.json").read_text())["metadata"]["scan"]
-    pack = read_feature_pack(graph_files / "features" / scan)
-    records = {cantor_pair(*feature): record for feature, record in pack.items()}
+    records = feature_records(demo_home / "graph-files", slug)
 
     page.page.goto(f"{demo_viewer.url}graph.html?slug={slug}")
     screenshots = [artifacts_dir / f"demo-feature-examples-{n}.png" for n in (1, 2, 3)]

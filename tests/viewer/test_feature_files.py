@@ -15,6 +15,7 @@ from circuit_tracer.frontend.graph_models import _cantor_pairing
 
 from tests.viewer.conftest import serve_in_thread
 from tracerflow.dashboards.pack import cantor_pair, encode_record, write_feature_pack
+from tracerflow.viewer.features import display_token
 from tracerflow.viewer.server import ViewerServer
 
 PACK = "tracerflow-0123456789ab"
@@ -195,3 +196,19 @@ def test_the_graph_page_metadata_carries_the_four_scores(
     by_slug = {graph["slug"]: graph for graph in graphs}
     assert {key: by_slug["scored"][key] for key in SCORES} == SCORES
     assert all(by_slug[SLUG][key] is None for key in SCORES)
+
+
+@pytest.mark.parametrize(
+    ("token", "shown"),
+    [
+        (" the", " the"),
+        ("\\xe2\\x80\\x99s", "’s"),  # escapes that form a character: the character
+        ("\\xd2", "<0xD2>"),  # a byte on its own: named, never a raw escape
+        ("\\xe2\\x80", "<0xE2><0x80>"),
+        (" caf\\xc3\\xa9", " café"),
+        ("\x1b", "␛"),
+        ("a\nb\tc\r", "a⏎b→c↵"),
+    ],
+)
+def test_display_token_shows_the_text_a_token_spells(token: str, shown: str) -> None:
+    assert display_token(token) == shown

@@ -203,3 +203,32 @@ def test_the_index_shows_each_transcoder_s_newest_metrics_above_the_graphs(
     assert page.index("<table id='quality'") < page.index('<table id="graphs"')
     assert load_db_metrics(tmp_path / "none.duckdb") == []
     assert "id='quality'" not in render_index_html([], graph_files_dir)
+
+
+def test_graphs_are_named_by_source_and_revision_with_the_hash_in_a_tooltip(
+    graph_files_dir: Path,
+) -> None:
+    db_path = graph_files_dir.parent / "scores.duckdb"
+    record_run(
+        db_path, run_info("nightly-1", FIRST_RUN), [toy_score("toy-clt-ioi", 0.7, 0.9, FIRST_RUN)]
+    )
+    # builders.transcoder records revision "main", commit "sha-of-<source>", weights
+    # "weights-of-<source>".
+    served = {g["slug"]: g for g in viewer_metadata(graph_files_dir, db_path)["graphs"]}
+    ioi = served["toy-clt-ioi"]
+    assert ioi["transcoder_label"] == "./checkpoints/toy-clt @ main"
+    assert ioi["transcoder_title"].splitlines() == [
+        "commit sha-of-./checkpoints/toy-clt",
+        "weights sha256 weights-of-./checkpoints/toy-clt",
+        "scan toy-clt",
+    ]
+    # Without a score row the graph's scan names it, as before.
+    assert served["toy-clt-collide"]["transcoder_label"] == "toy-clt"
+
+    page = render_index_html(build_graph_index(graph_files_dir, db_path), graph_files_dir)
+    ioi_row = page.split("data-slug='toy-clt-ioi'")[1].split("</tr>")[0]
+    assert (
+        "<span class='transcoder' title='commit sha-of-./checkpoints/toy-clt\n"
+        "weights sha256 weights-of-./checkpoints/toy-clt\nscan toy-clt'>"
+        "./checkpoints/toy-clt @ main</span>"
+    ) in ioi_row

@@ -15,6 +15,16 @@ from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNor
 
 NORMS = (LayerNorm, LayerNormPre, RMSNorm, RMSNormPre)
 FLOAT_DTYPES = (torch.float32, torch.float64)
+# Where features may read: the residual stream before the MLP, or the MLP's normalised input
+# (the published Gemma, Llama and Qwen3 PLTs). circuit-tracer injects an encoder vector's
+# gradient there; through the frozen ln2 that is ``center?(g) / scale[pos]`` at resid_mid.
+RESID_INPUT_HOOK = "hook_resid_mid"
+NORMALIZED_INPUT_HOOK = "ln2.hook_normalized"
+
+
+def reads_normalized_input(model: object) -> bool:
+    """Whether the model's transcoders read the MLP's normalised input (``ln2.hook_normalized``)."""
+    return getattr(model, "feature_input_hook", None) == NORMALIZED_INPUT_HOOK
 
 
 def unsupported_reason(model: object) -> str | None:
@@ -32,7 +42,6 @@ def unsupported_reason(model: object) -> str | None:
         "non-causal attention": cfg.attention_dir != "causal",
         "split or per-head attention inputs": cfg.use_split_qkv_input or cfg.use_attn_in,
         "norms after attention/MLP": cfg.use_normalization_before_and_after,
-        "grouped-query attention": cfg.n_key_value_heads not in (None, cfg.n_heads),
         "4-bit weights": cfg.load_in_4bit,
         f"positional embedding {cfg.positional_embedding_type!r}": (
             cfg.positional_embedding_type not in ("standard", "rotary")
@@ -42,17 +51,26 @@ def unsupported_reason(model: object) -> str | None:
         ),
         f"dtype {cfg.dtype}": cfg.dtype not in FLOAT_DTYPES,
         f"feature input hook {model.feature_input_hook!r}": (
-            model.feature_input_hook != "hook_resid_mid"
+            model.feature_input_hook not in (RESID_INPUT_HOOK, NORMALIZED_INPUT_HOOK)
+        ),
+        "a skip connection read at the normalised MLP input": (
+            reads_normalized_input(model) and bool(model.skip_transcoder)
         ),
         f"feature output hook {model.original_feature_output_hook!r}": (
             model.original_feature_output_hook != "hook_mlp_out"
         ),
     }
     for block in model.blocks:
-        checks[f"attention class {type(block.attn).__name__}"] = (
-            type(block.attn).__name__ != "Attention"
+        # Grouped key/value heads: ``W_V`` reads as every query head's copy of its group's, and
+        # the pattern is per query head, so the frozen backward is multi-head attention's.
+        checks[f"attention class {type(block.attn).__name__}"] = type(block.attn).__name__ not in (
+            "Attention",
+            "GroupedQueryAttention",
         )
         checks[f"norm class {type(block.ln1).__name__}"] = not isinstance(block.ln1, NORMS)
+        if reads_normalized_input(model):
+            ln2 = getattr(block, "ln2", None)
+            checks[f"MLP-input norm class {type(ln2).__name__}"] = not isinstance(ln2, NORMS)
     checks[f"final norm class {type(model.ln_final).__name__}"] = not isinstance(
         model.ln_final, NORMS
     )
@@ -60,8 +78,11 @@ def unsupported_reason(model: object) -> str | None:
     return ", ".join(reasons) if reasons else None
 
 
-def forward_cache_hooks(n_layers: int) -> tuple[dict[str, torch.Tensor], list[tuple[str, object]]]:
-    """Forward hooks that keep what the frozen backward needs: attention patterns, norm scales.
+def forward_cache_hooks(
+    n_layers: int, normalized_input: bool = False
+) -> tuple[dict[str, torch.Tensor], list[tuple[str, object]]]:
+    """Forward hooks that keep what the frozen backward needs: attention patterns, norm scales
+    (ln2's too where features read the normalised MLP input, ``normalized_input``).
 
     They ride along circuit-tracer's own (batch 1) precomputation forward pass, so no extra pass
     over the model is needed. Returns the dict they fill and the ``(hook name, fn)`` list.
@@ -75,6 +96,8 @@ def forward_cache_hooks(n_layers: int) -> tuple[dict[str, torch.Tensor], list[tu
     names = ["ln_final.hook_scale"]
     for layer in range(n_layers):
         names += [f"blocks.{layer}.ln1.hook_scale", f"blocks.{layer}.attn.hook_pattern"]
+        if normalized_input:
+            names.append(f"blocks.{layer}.ln2.hook_scale")
     return cache, [(name, keep) for name in names]
 
 
@@ -139,6 +162,16 @@ class LinearBackward:
             if _centers(block.ln1):
                 w_v_t = w_v_t - w_v_t.mean(dim=1, keepdim=True)
             self.w_v_eff.append(w_v_t.contiguous())
+        # Features read at ln2.hook_normalized: an injected g becomes center?(g) / scale[pos] at
+        # resid_mid (ln2's scale is frozen; its weight comes after the hook).
+        self.input_scales: list[torch.Tensor] | None = None  # per layer [n_pos, 1]
+        self.input_centers: list[bool] = []
+        if reads_normalized_input(model):
+            blocks = model.blocks  # type: ignore[attr-defined]
+            self.input_scales = [
+                forward_cache[f"blocks.{layer}.ln2.hook_scale"][0] for layer in range(n_layers)
+            ]
+            self.input_centers = [_centers(block.ln2) for block in blocks]
         self.skip_t = self._skip_transposes(model, n_layers, d_model)
         self._pack_output_vectors(ctx)
         self.token_kernel = self._token_kernel(model, forward_cache)
@@ -336,7 +369,9 @@ class LinearBackward:
             mask = layers == layer
             if bool(mask.any()):
                 # circuit-tracer replaces the gradient there; it is zero for these rows anyway.
-                grad[positions[mask], rows[mask]] = inject_values[mask]
+                grad[positions[mask], rows[mask]] = self._at_resid_mid(
+                    layer, positions[mask], inject_values[mask]
+                )
             if layer == 0 and self.token_kernel is not None:
                 break  # the token kernel stands in for layer 0's attention
             if layer == top:
@@ -352,6 +387,18 @@ class LinearBackward:
             tokens = torch.bmm(self.token_vectors[:extent, None, :], grad.transpose(1, 2))
             buffer[token_row : token_row + extent] += tokens.view(extent, batch)
         return buffer.T
+
+    def _at_resid_mid(
+        self, layer: int, positions: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder vectors ``[n, d_model]`` injected at the feature input hook, as gradients at
+        resid_mid: themselves, or through the frozen ln2 for ``ln2.hook_normalized``."""
+        if self.input_scales is None:
+            return values
+        values = values / self.input_scales[layer][positions]
+        if self.input_centers[layer]:
+            values = values - values.mean(-1, keepdim=True)
+        return values
 
     def _residual_to_mid(self, layer: int, grad: torch.Tensor) -> torch.Tensor:
         """Gradient at resid_mid from the gradient at resid_post: the residual (+ skip)."""

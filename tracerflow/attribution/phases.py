@@ -157,9 +157,11 @@ def _precompute(model: Any, input_ids: torch.Tensor) -> tuple[Any, Any]:
     """circuit-tracer's attribution context (active features, encoder/decoder vectors, logits).
     The patterns and norm scales the explicit backward needs come from the same (batch 1)
     forward pass circuit-tracer runs to find the active features."""
-    from tracerflow.attribution.linear_backward import forward_cache_hooks
+    from tracerflow.attribution.linear_backward import forward_cache_hooks, reads_normalized_input
 
-    backward_cache, cache_hooks = forward_cache_hooks(model.cfg.n_layers)
+    backward_cache, cache_hooks = forward_cache_hooks(
+        model.cfg.n_layers, normalized_input=reads_normalized_input(model)
+    )
     with model.hooks(fwd_hooks=cache_hooks):
         ctx = model.setup_attribution(input_ids)
     return ctx, backward_cache

@@ -55,7 +55,8 @@ class AttributionResult:
     ``forward``, ``inputs``, ``logits``, ``features``, ``package``, ``total``).
     ``peak_rss_bytes`` is the process's peak RSS during the call (Linux), ``peak_device_bytes``
     the peak CUDA memory allocated (on CUDA). ``threads`` is torch's intra-op thread count the
-    whole call ran with.
+    whole call ran with. ``stock_reason`` says why circuit-tracer's own attribution ran (None on
+    the fast path).
     """
 
     graph: Graph
@@ -67,6 +68,7 @@ class AttributionResult:
     fast_path: bool = True
     block_size: int | None = None
     peak_device_bytes: int | None = None
+    stock_reason: str | None = None
 
 
 def fast_path_unavailable(model: Any) -> str | None:
@@ -168,6 +170,7 @@ def attribute(
             fast_path=reason is None,
             block_size=block_size,
             peak_device_bytes=_peak_device_bytes(device),
+            stock_reason=reason,
         )
 
 

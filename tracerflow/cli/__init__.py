@@ -26,7 +26,8 @@ class TracerflowGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except TracerflowError as error:
-            typer.echo(f"error: {error}", err=True)
+            log = f" (full log: {error.log_path})" if error.log_path else ""
+            typer.echo(f"error: {error}{log}", err=True)
             raise typer.Exit(error.exit_code) from None
 
 

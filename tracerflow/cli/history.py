@@ -4,14 +4,22 @@ metrics beside the scores (``tracerflow.storage.quality``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tracerflow.cli.db_option import StoreOption, score_store
-from tracerflow.cli.render import OutputFormat, csv_text, emit, json_text, rows_text
-from tracerflow.errors import StorageError
+from tracerflow.cli.render import (
+    OutputFormat,
+    csv_text,
+    emit,
+    json_text,
+    rows_text,
+    terminal_width,
+)
+from tracerflow.errors import StorageError, UsageError
 from tracerflow.storage.quality import (
     METRICS_HISTORY_COLUMNS,
     MetricsPair,
@@ -21,9 +29,10 @@ from tracerflow.storage.quality import (
 from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
 from tracerflow.storage.store import parse_as_of
 
+# Most important first: a narrow terminal leaves out the last ones (cli/render.fitted).
 HISTORY_TABLE_COLUMNS = (
-    "created_at", "transcoder_source", "prompt", "status", "replacement_score",
-    "replacement_change", "completeness_score", "completeness_change", "flow_run_id",
+    "created_at", "transcoder_source", "prompt", "replacement_score", "completeness_score",
+    "replacement_change", "completeness_change", "status", "flow_run_id",
 )  # fmt: skip
 
 COMPARE_COLUMNS = (
@@ -61,12 +70,25 @@ def history_command(
             "(`tracerflow store snapshots` lists them)."
         ),
     ] = None,
+    suite: Annotated[str | None, typer.Option(help="Only runs of this suite.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the newest this many scores.")
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="The table's columns, comma-separated (csv and json carry every column). "
+            f"Default: {','.join(HISTORY_TABLE_COLUMNS)}."
+        ),
+    ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     store: StoreOption = None,
 ) -> None:
     """Every score, newest first, with the change since the previous run of the same series;
-    in the table format, then the transcoder quality metrics (all layers) of each run."""
+    in the table format (cut to fit the terminal), then the transcoder quality metrics (all
+    layers) of each run."""
     at = parse_as_of(as_of) if as_of is not None else None
+    table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
     if metrics:
         quality = metrics_history(
             score_store(store), transcoder=transcoder, since=since, all_layers_only=False, as_of=at
@@ -79,12 +101,24 @@ def history_command(
             )
         )
         return
-    rows = history(score_store(store), transcoder=transcoder, prompt=prompt, since=since, as_of=at)
-    columns = HISTORY_TABLE_COLUMNS if output_format is OutputFormat.table else HISTORY_COLUMNS
+    rows = history(
+        score_store(store),
+        transcoder=transcoder,
+        prompt=prompt,
+        since=since,
+        as_of=at,
+        suite=suite,
+        limit=limit,
+    )
+    shown = table_columns if output_format is OutputFormat.table else HISTORY_COLUMNS
     if not rows and output_format is OutputFormat.table:
         typer.echo("no scores match", err=True)
         return
-    emit(rows_text(columns, [[r[c] for c in columns] for r in rows], output_format.value))
+    emit(
+        rows_text(
+            shown, [[r[c] for c in shown] for r in rows], output_format.value, terminal_width()
+        )
+    )
     if output_format is OutputFormat.table and prompt is None:
         quality = metrics_history(score_store(store), transcoder=transcoder, since=since, as_of=at)
         if quality:
@@ -100,8 +134,25 @@ def history_command(
                         for r in quality
                     ],
                     "table",
+                    terminal_width(),
                 )
             )
+
+
+def chosen_columns(
+    given: str | None, known: Sequence[str], default: Sequence[str]
+) -> Sequence[str]:
+    """``--columns`` read against the columns a command knows; ``UsageError`` naming them."""
+    if given is None:
+        return default
+    chosen = [name.strip() for name in given.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        raise UsageError(
+            f"--columns: unknown column {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"known: {', '.join(known)}"
+        )
+    return chosen
 
 
 def compare_command(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from tracerflow.cli.render import text_table
-from tracerflow.memory import size_text
-from tracerflow.presets import list_presets
+from tracerflow.presets import Preset, list_presets
 
 
 class OutputFormat(StrEnum):
@@ -20,20 +20,37 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-_COLUMNS = (
-    "name",
-    "model",
-    "transcoder",
-    "kind",
-    "max_n_logits",
-    "desired_logit_prob",
-    "max_feature_nodes",
-    "batch_size",
-    "node_threshold",
-    "edge_threshold",
+def size_text(n_bytes: int | None) -> str:
+    """A byte count as people read it (``4.4 GB``); ``built in`` for 0, ``?`` when unknown."""
+    if n_bytes is None:
+        return "?"
+    if n_bytes == 0:
+        return "built in"
+    if n_bytes < 1000:
+        return f"{n_bytes} B"
+    value, unit = n_bytes / 1000, "kB"
+    for larger in ("MB", "GB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, larger
+    return f"{value:.1f} {unit}"
+
+
+# The table's columns: (header, the cell of a preset). A column is one line here.
+_COLUMNS: tuple[tuple[str, Callable[[Preset], object]], ...] = (
+    ("name", lambda preset: preset.name),
+    ("model", lambda preset: preset.model),
+    ("transcoder", lambda preset: preset.transcoder),
+    ("kind", lambda preset: preset.kind),
+    ("download", lambda preset: size_text(preset.download_bytes())),
+    ("max n logits", lambda preset: preset.max_n_logits),
+    ("desired logit prob", lambda preset: preset.desired_logit_prob),
+    ("max feature nodes", lambda preset: preset.max_feature_nodes),
+    ("batch size", lambda preset: preset.batch_size),
+    ("node threshold", lambda preset: preset.node_threshold),
+    ("edge threshold", lambda preset: preset.edge_threshold),
+    ("memory", lambda preset: memory_text(preset_memory_bytes(preset.name))),
 )
-# Beside each preset's fields: what its run needs (tracerflow.memory), on the built-in prompts.
-_MEMORY_COLUMN = "memory"
 
 
 def presets_command(
@@ -44,29 +61,41 @@ def presets_command(
 ) -> None:
     """List the presets: model, transcoder, kind and attribution defaults."""
     presets = list_presets()
-    memory = {preset.name: preset_memory_bytes(preset.name) for preset in presets}
     if output_format is OutputFormat.json:
-        rows = [preset.model_dump() | {"memory_bytes": memory[preset.name]} for preset in presets]
+        rows = [
+            dict(
+                preset.model_dump(),
+                download_bytes=preset.download_bytes(),
+                memory_bytes=preset_memory_bytes(preset.name),
+            )
+            for preset in presets
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
     typer.echo(
         text_table(
-            [column.replace("_", " ") for column in _COLUMNS] + [_MEMORY_COLUMN],
-            [
-                [str(getattr(preset, column)) for column in _COLUMNS]
-                + [size_text(memory[preset.name]) if memory[preset.name] is not None else "?"]
-                for preset in presets
-            ],
+            [header for header, _ in _COLUMNS],
+            [[str(cell(preset)) for _, cell in _COLUMNS] for preset in presets],
         )
     )
 
 
 def preset_memory_bytes(name: str) -> int | None:
-    """The estimated peak memory of a CPU run of preset ``name`` on the built-in prompts, as its
-    run's door estimates it; None where its shapes are not known before the run."""
+    """The estimated peak memory of a CPU run of preset ``name`` on its prompts, as its run's
+    door estimates it (``tracerflow.memory``); None where its shapes are not known before it
+    runs (a model not in the Hugging Face cache, a transcoder without a feature count)."""
     from tracerflow.flows.validation import run_memory_needs
     from tracerflow.parameters import run_request
-    from tracerflow.presets import builtin_prompts
+    from tracerflow.presets import builtin_prompts, find_preset
 
-    needs = run_memory_needs(name, run_request(transcoders=[name], prompts=builtin_prompts()))
+    preset = find_preset(name)
+    prompts = list(preset.prompts) if preset is not None and preset.prompts else builtin_prompts()
+    needs = run_memory_needs(name, run_request(transcoders=[name], prompts=prompts))
     return needs.estimate.total_bytes if needs is not None else None
+
+
+def memory_text(n_bytes: int | None) -> str:
+    """An estimate as the refusal says it (``2.9 GiB``); ``?`` when not known."""
+    from tracerflow.memory import size_text as gib_text
+
+    return gib_text(n_bytes) if n_bytes is not None else "?"

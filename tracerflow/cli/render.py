@@ -8,6 +8,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -67,6 +68,64 @@ def text_table(
     with console.capture() as captured:
         console.print(table)
     return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+# A column fitted to the terminal keeps at least this many characters (or its header's).
+_MIN_FITTED = 10
+# Characters between two columns of ``text_table``: the cell's right padding and the box's divider.
+_GAP = 2
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A table cut to a width: the columns it kept (the first ones), their cells, and the
+    columns that did not fit even at their narrowest."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    hidden: list[str]
+
+
+def fitted(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> Fitted:
+    """``rows`` cut to fit ``width`` characters as ``text_table`` draws them: the widest column
+    gives a character first (its cells end in "…"), down to ``_MIN_FITTED`` or its header's
+    length; columns that still do not fit are left out from the right, so a command lists its
+    columns most important first."""
+    widths = [
+        max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)
+    ]
+    floors = [min(w, max(_MIN_FITTED, len(c))) for w, c in zip(widths, columns, strict=True)]
+    kept = len(columns)
+    while kept > 1 and sum(floors[:kept]) + _GAP * (kept - 1) > width:
+        kept -= 1
+    widths, floors = widths[:kept], floors[:kept]
+    excess = sum(widths) + _GAP * (kept - 1) - width
+    while excess > 0:
+        widest = max(range(kept), key=lambda i: widths[i] if widths[i] > floors[i] else -1)
+        if widths[widest] <= floors[widest]:
+            break
+        widths[widest] -= 1
+        excess -= 1
+    return Fitted(
+        columns=list(columns[:kept]),
+        rows=[[_cut(cell, w) for cell, w in zip(row, widths, strict=False)] for row in rows],
+        hidden=list(columns[kept:]),
+    )
+
+
+def terminal_width() -> int | None:
+    """The width tables on stdout fit: the terminal's (``COLUMNS`` when set); None when stdout
+    is a pipe or a file and ``COLUMNS`` is not set (the whole table then)."""
+    import shutil
+    import sys
+
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -167,19 +226,29 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-def rows_text(columns: Sequence[str], rows: Sequence[Sequence[Any]], output_format: str) -> str:
-    """Rows of the score database as a text table, csv, or json (a list of objects)."""
+def rows_text(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    output_format: str,
+    width: int | None = None,
+) -> str:
+    """Rows of the score database as a text table (cut to fit ``width`` when given), csv, or
+    json (a list of objects); csv and json always carry every character."""
     if output_format == "csv":
         return csv_text(columns, rows)
     if output_format == "json":
         return json_text([dict(zip(columns, row, strict=True)) for row in rows])
-    return text_table(
-        columns,
-        [
-            [_cell(column, value) for column, value in zip(columns, row, strict=True)]
-            for row in rows
-        ],
-    )
+    cells = [
+        [_cell(column, value) for column, value in zip(columns, row, strict=True)] for row in rows
+    ]
+    if width is None:
+        return text_table(columns, cells)
+    fit = fitted(columns, cells, width)
+    table = text_table(fit.columns, fit.rows)
+    if fit.hidden:
+        note = f"(not shown: {', '.join(fit.hidden)}; see --columns, --format csv)"
+        table += "\n" + _cut(note, width)
+    return table
 
 
 # A table shows at most this many characters of a cell; csv and json show all of it.
@@ -187,5 +256,4 @@ _MAX_CELL = 48
 
 
 def _cell(column: str, value: Any) -> str:
-    text = cell_text(value, signed=column.endswith(("_change", "difference")))
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
+    return _cut(cell_text(value, signed=column.endswith(("_change", "difference"))), _MAX_CELL)

@@ -4,6 +4,8 @@ its scores and where its database and graphs are."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,9 +77,11 @@ def run(
     if prompts_file is not None:
         prompts += read_prompts_file(prompts_file)
     if not prompts and preset is not None:
-        from tracerflow.presets import builtin_prompts
+        from tracerflow.presets import builtin_prompts, find_preset
 
-        prompts = builtin_prompts()
+        found = find_preset(preset)
+        # the preset's own (its transcoder's demo prompts), else the built-in suite's
+        prompts = list(found.prompts) if found is not None and found.prompts else builtin_prompts()
     _run_scoring(run_request(transcoders=transcoders, prompts=prompts, **options))
 
 
@@ -122,7 +126,7 @@ def _run_scoring(request: RunRequest) -> None:
     _check_store()
     from tracerflow.flows.temporary_server import prefect_api
 
-    with prefect_api():
+    with logged_run(), prefect_api():
         from tracerflow.flows.score import score_flow
 
         _report(score_flow(request, return_state=True))
@@ -141,10 +145,25 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
             f"--dask-workers must be a whole number from 1 to {most} (this machine's CPUs), "
             f"got {dask_workers}"
         )
-    with prefect_api():
+    with logged_run(), prefect_api():
         from tracerflow.flows.suite import suite_flow
 
         _report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
+
+
+@contextmanager
+def logged_run() -> Iterator[None]:
+    """The run's log whole in a file under the home, and on the terminal without tracebacks or
+    Prefect's repeats of a failure; an error that ends the run names the file."""
+    from tracerflow.cli.run_log import new_log_path, terminal_and_file
+    from tracerflow.settings import get_settings
+
+    with terminal_and_file(new_log_path(get_settings().home)) as path:
+        try:
+            yield
+        except TracerflowError as error:
+            error.log_path = str(path)
+            raise
 
 
 def _check_store() -> None:
@@ -185,6 +204,8 @@ def _report(state: Any) -> None:
     typer.echo("view the graphs   tracerflow view")
     if not_recorded is not None:
         raise not_recorded
+    if isinstance(result, TracerflowError):  # what ended the run, said once, as it was raised
+        raise result
     if state.is_failed():
         raise TracerflowError(state.message or "the flow run failed")
 

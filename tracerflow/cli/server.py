@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tracerflow.cli.render import rows_text
 from tracerflow.settings import get_settings
 
 server_app = typer.Typer(
@@ -74,9 +75,23 @@ def deploy(
     ),
     api_url: Annotated[str | None, typer.Option(help="default: $PREFECT_API_URL")] = None,
 ) -> None:
-    """Register the scheduled deployments (idempotent) with the configured Prefect server."""
-    from tracerflow.deploy import WORK_POOL, register
+    """Register the scheduled deployments (idempotent) with the configured Prefect server; list
+    them, and warn of a scheduled suite that could not run on a worker like this machine."""
+    from tracerflow.deploy import WORK_POOL, register, suite_readiness
 
-    output = register(prefect_file, api_url)
-    typer.echo(output.strip().splitlines()[-1] if output.strip() else "deployed")
+    deployments = register(prefect_file, api_url)
+    typer.echo(
+        rows_text(
+            ("deployment", "schedule", "work_pool"),
+            [[d.name, ", ".join(d.schedules) or "none", d.work_pool] for d in deployments],
+            "table",
+        )
+    )
+    for deployment in deployments:
+        problem = suite_readiness(deployment)
+        if problem is not None:
+            typer.echo(
+                f"warning: {deployment.name} cannot run on a worker like this machine: {problem}",
+                err=True,
+            )
     typer.echo(f"start a worker: prefect worker start --pool {WORK_POOL}")

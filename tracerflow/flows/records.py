@@ -11,6 +11,7 @@ import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from tracerflow.tasks.results import (
     ConvertedTranscoder,
     GraphScores,
 )
+from tracerflow.transcoders import formats
 
 
 def score_record(item: ScoreItem, run_threads: int) -> ScoreRecord:
@@ -93,8 +95,16 @@ def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder
         d_features=converted.d_features,
         activation=converted.activation,
         activation_params=converted.activation_params,
-        format=snapshot.format,
+        format=snapshot.format or snapshot_format(snapshot),
+        file_commits=snapshot.file_commits,
     )
+
+
+def snapshot_format(snapshot: CheckpointSnapshot) -> str | None:
+    """The format of a snapshot cached before snapshots recorded theirs: the registry's answer
+    for its folder (cheap: file names and headers); None if the folder is gone."""
+    found = formats.detect_format(Path(snapshot.path), formats.SOURCE_FORMATS)
+    return found.name if found is not None else None
 
 
 def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:

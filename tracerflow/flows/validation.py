@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from tracerflow.suites import LoadedSuite
 
 DEFAULT_MODEL = "gpt2"
-# (n_layers, d_model) of the Hub models whose shape the door knows without loading them.
-KNOWN_MODEL_DIMENSIONS = {"gpt2": (12, 768)}
 # For models whose context is not known without loading them: far beyond what attribution can
 # take on any model tracerflow runs (its graph is dense in the number of tokens).
 MAX_PROMPT_CHARS = 8192
@@ -82,18 +80,18 @@ def model_for_source(source: str, model: str | None) -> str:
 
 
 def check_model(model: str, given: bool, fetch: bool) -> None:
-    """The built-in toy model, or a TransformerLens model name; with ``fetch``, also one its
-    download would find (offline: in the Hugging Face cache; online: the Hub answers), so a run
-    that would fail every item loading its model is refused before it starts. Loads nothing.
+    """The built-in toy model, a local model folder (its config, weights header and tokenizer
+    checked), or a TransformerLens model name; with ``fetch``, also one its download would find
+    (offline: in the Hugging Face cache; online: the Hub answers), so a run that would fail every
+    item loading its model is refused before it starts. Loads nothing.
     ``given``: the request named it (``--model``, a suite's ``model:``), and the message starts
     with that option; otherwise it is a preset's model or the default, named by the message."""
-    from tracerflow import toy
-    from tracerflow.model_sources import check_model_source, official_model_name
+    from tracerflow.model_sources import check_model_source, local_model, official_model_name
 
-    if model == toy.TOY_MODEL_NAME:
-        return
     where = f"{flag('model')}: " if given else ""
     try:
+        if local_model(model) is not None:
+            return
         if fetch:
             check_model_source(model)
         else:
@@ -152,25 +150,30 @@ def check_checkpoint_folder(folder: Path, source: str) -> None:
 
 
 def model_dimensions(model: str) -> tuple[int, int] | None:
-    """(n_layers, d_model) of ``model`` where known without loading it: the toy model's from its
-    config, GPT-2's; None for any other model (its shape is known once it is loaded)."""
-    from tracerflow import toy
+    """(n_layers, d_model) of ``model`` where a config at hand tells it without loading the model
+    (``model_sources.model_dimensions``: a local model's config, a cached Hub ``config.json``);
+    None otherwise, and for a model the door refuses anyway (its own check says why)."""
+    from tracerflow.model_sources import model_dimensions as read_dimensions
 
-    if model == toy.TOY_MODEL_NAME:
-        return toy.model_dimensions()
-    return KNOWN_MODEL_DIMENSIONS.get(model)
+    try:
+        return read_dimensions(model)
+    except ConfigError:
+        return None
 
 
 def check_dimensions(source: str, model: str) -> None:
     """A local transcoder folder must be as deep and as wide as ``model``: ``UsageError`` in one
     line when the (n_layers, d_model) its format reads cheaply is not the model's. Presets match
-    their models; a Hub repo is checked once downloaded, by the run."""
+    their models; a Hub repo, or a model whose config is not at hand yet, is checked once both
+    are loaded, before the transcoder is installed (``models.check_fits``)."""
     from tracerflow.presets import find_preset
     from tracerflow.transcoders.formats import source_format
 
     folder = Path(source).expanduser()
+    if find_preset(source) is not None or not folder.is_dir():
+        return
     expected = model_dimensions(model)
-    if expected is None or find_preset(source) is not None or not folder.is_dir():
+    if expected is None:
         return
     try:
         found = source_format(folder, source).dimensions(folder)
@@ -185,17 +188,22 @@ def check_dimensions(source: str, model: str) -> None:
 
 
 def check_prompt(prompt: str, model: str, index: int) -> None:
-    """Not empty, and short enough for ``model``: ``toy-gpt2`` is counted exactly with its shipped
-    tokenizer (n_ctx 64, BOS included); other models are bounded by ``MAX_PROMPT_CHARS`` here and
-    by their exact token count in the attribute stage, once the model is loaded."""
-    from tracerflow import toy
+    """Not empty, and short enough for ``model``: a local model (``toy-gpt2`` among them) whose
+    tokenizer has a ``tokenizer.json`` is counted exactly with it (BOS included, as the attribute
+    stage counts); other models are bounded by ``MAX_PROMPT_CHARS`` here and by their exact token
+    count in the attribute stage, once the model is loaded."""
+    from tracerflow.model_sources import local_model
 
     where = f"prompt {index}"
     if not prompt.strip():
         raise UsageError(f"{where} is empty")
-    if model == toy.TOY_MODEL_NAME:
-        n_ctx = toy.model_n_ctx()
-        n_tokens = toy.token_count(prompt)
+    try:
+        local = local_model(model)
+    except ConfigError:
+        local = None  # the model's own check says what is wrong with it
+    if local is not None and (local.tokenizer_dir / "tokenizer.json").is_file():
+        n_ctx = local.n_ctx
+        n_tokens = token_count(prompt, local.tokenizer_dir)
         if n_tokens > n_ctx:
             raise UsageError(
                 f"{where} ({prompt[:40]!r}...) has {n_tokens} tokens; {model} takes at most {n_ctx}"
@@ -204,6 +212,14 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
         raise UsageError(
             f"{where} has {len(prompt)} characters; tracerflow takes at most {MAX_PROMPT_CHARS}"
         )
+
+
+def token_count(prompt: str, tokenizer_dir: Path) -> int:
+    """Tokens a model sees for ``prompt``: its tokenizer's tokens plus the BOS it prepends
+    (counted with ``tokenizer.json`` alone, without loading the model or torch)."""
+    from tracerflow.shapes import tokenizer_token_count
+
+    return tokenizer_token_count(prompt, tokenizer_dir / "tokenizer.json")
 
 
 def check_corpus_file(corpus: str, option: str, read_all: bool = True) -> None:

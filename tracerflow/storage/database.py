@@ -20,7 +20,7 @@ from typing import TypeVar
 import duckdb
 from filelock import FileLock, Timeout
 
-from tracerflow.errors import StorageError
+from tracerflow.errors import StorageError, StoreUnreachableError
 from tracerflow.hashing import canonical_json
 from tracerflow.storage import lake
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
@@ -128,10 +128,13 @@ def check_run_store(store: Store) -> None:
     """What a run's record step would refuse after the whole run, refused before it starts
     (``StorageError``, exit 2): a folder, a file that is no DuckDB database, another
     application's database, one from a newer tracerflow. Reads only (no lock file, nothing
-    changed). A lake: its data folder (its PostgreSQL is reached by the record step)."""
+    changed). A lake: its data folder, or, when none is given, that the lake is not new (a new
+    lake needs one); a lake that cannot be reached now is left to the record step's retries."""
     if isinstance(store, LakeStore):
         if store.data_path is not None:
             lake.check_data_path(store.data_path)
+        else:
+            _check_lake_exists(store)
         return
     path = store.path
     if path.is_dir():
@@ -156,6 +159,16 @@ def check_run_store(store: Store) -> None:
             f"the score store {path} is at schema version {version}, newer than this "
             f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to record into it"
         )
+
+
+def _check_lake_exists(store: LakeStore) -> None:
+    """``StorageError`` when ``store`` is a lake nobody has written (it would need a data path)."""
+    try:
+        lake.connect(store, read_only=True).close()
+    except NoHistoryError:
+        raise lake.needs_data_path(store) from None
+    except StoreUnreachableError:
+        return  # down for now: the record step retries, and says so if it stays down
 
 
 def open_reader(
@@ -241,9 +254,13 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             + (f" at {as_of.describe()}" if as_of else "")
             + ": a lake gets its tables from the first run that records into it"
         )
+    if version < CURRENT_VERSION and lake.upgrades_in_place(version):
+        how = "the next run that records into it upgrades it in place"
+    else:
+        how = "use the tracerflow that wrote it"
     raise StorageError(
         f"the lake {store.describe()} is at schema version {version}, this tracerflow reads "
-        f"version {CURRENT_VERSION}; use the tracerflow that wrote it"
+        f"version {CURRENT_VERSION}; {how}"
     )
 
 
@@ -422,6 +439,11 @@ def _score_row(run: RunInfo, record: ScoreRecord) -> dict[str, object]:
         "attribution_threads": record.attribution_threads,
         "attribution_path": record.attribution_path,
         "transcoder_format": record.transcoder.format,
+        "transcoder_file_commits_json": (
+            canonical_json(record.transcoder.file_commits)
+            if record.transcoder.file_commits is not None
+            else None
+        ),
         "graph_path": record.graph_path,
         "graph_files_path": record.graph_files_path,
         "slug": record.slug,

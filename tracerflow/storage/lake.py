@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import os
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from tracerflow.errors import StorageError, StoreUnreachableError
 from tracerflow.storage.migrations import (
     CURRENT_VERSION,
     MIGRATIONS,
+    Migration,
     apply_migrations,
     schema_version,
 )
@@ -203,10 +205,7 @@ def lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> Storag
             f"into it (`tracerflow run --store ...`) or by `tracerflow store copy`"
         )
     if "data_path is not set" in text:
-        return StorageError(
-            f"{where} is a new lake and needs a data folder for its Parquet files: set "
-            f"TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
-        )
+        return needs_data_path(store)
     if is_unreachable(error):
         reason = text.split("failed:", 1)[-1].strip().splitlines()[0] if "failed:" in text else ""
         return StoreUnreachableError(
@@ -218,15 +217,24 @@ def lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> Storag
     return StorageError(f"cannot {action} the lake {where}: {text.strip().splitlines()[0]}")
 
 
+def needs_data_path(store: LakeStore) -> StorageError:
+    """The error of a new lake given no data folder."""
+    return StorageError(
+        f"{store.describe()} is a new lake and needs a data folder for its Parquet files: set "
+        "TRACERFLOW_LAKE_DATA_PATH (a folder every machine mounts at the same path)"
+    )
+
+
 # --- schema -------------------------------------------------------------------------------
 
 
-def schema_statements() -> list[str]:
-    """The current schema as CREATE statements a lake accepts: tables (without PRIMARY KEY and
-    UNIQUE, which DuckLake lacks), then macros, then views, in the order they were created."""
+def schema_statements(up_to: int | None = None) -> list[str]:
+    """The schema (the current one, or the one at version ``up_to``) as CREATE statements a lake
+    accepts: tables (without PRIMARY KEY and UNIQUE, which DuckLake lacks), then macros, then
+    views, in the order they were created."""
     template = duckdb.connect()
     try:
-        apply_migrations(template)
+        apply_migrations(template, up_to)
         statements = []
         for (name,) in template.execute(
             "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
@@ -269,11 +277,21 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
             f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to use it"
         )
     if version > 0:
-        raise StorageError(
-            f"the lake {store.describe()} is at schema version {version}, older than this "
-            f"tracerflow ({CURRENT_VERSION}), and lakes are not migrated in place yet: copy its "
-            f"history into a new lake with the tracerflow that wrote it (`tracerflow store copy`)"
+        if not upgrades_in_place(version):
+            raise StorageError(
+                f"the lake {store.describe()} is at schema version {version}, older than this "
+                f"tracerflow ({CURRENT_VERSION}), and only migrations that add columns run on a "
+                "lake in place: copy its history into a new lake with the tracerflow that wrote "
+                "it (`tracerflow store copy`)"
+            )
+        pending = [migration for migration in MIGRATIONS if migration.version > version]
+        _in_transaction(
+            con,
+            lambda con: _add_columns(con, pending),
+            timeout_s=60.0,
+            done=lambda c: schema_version(c) == CURRENT_VERSION,
         )
+        return
 
     def create(con: Connection) -> None:
         for statement in schema_statements():
@@ -292,6 +310,38 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
     _in_transaction(
         con, create, timeout_s=60.0, done=lambda c: schema_version(c) == CURRENT_VERSION
     )
+
+
+# A migration a lake can apply in place: statements that each add one nullable column. DuckLake
+# adds a column without rewriting a Parquet file (old files read it as NULL), and the views select
+# ``s.*``, so they show it at once.
+_ADD_COLUMN = re.compile(r"ALTER TABLE \w+ ADD COLUMN \w+ [A-Z]+", re.IGNORECASE)
+
+
+def column_additions(migration: Migration) -> list[str]:
+    """The statements of ``migration`` if each adds one nullable column; [] otherwise."""
+    code = "\n".join(line.split("--", 1)[0] for line in migration.sql.splitlines())
+    statements = [statement.strip() for statement in code.split(";") if statement.strip()]
+    if statements and all(_ADD_COLUMN.fullmatch(statement) for statement in statements):
+        return statements
+    return []
+
+
+def upgrades_in_place(version: int) -> bool:
+    """Whether a lake at ``version`` reaches the current one by adding columns only."""
+    pending = [migration for migration in MIGRATIONS if migration.version > version]
+    return all(column_additions(migration) for migration in pending)
+
+
+def _add_columns(con: Connection, migrations: list[Migration]) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for migration in migrations:
+        for statement in column_additions(migration):
+            con.execute(statement)
+        con.execute(
+            "INSERT INTO schema_version VALUES (?, ?, ?)",
+            [migration.version, migration.name, now],
+        )
 
 
 # --- writes -------------------------------------------------------------------------------

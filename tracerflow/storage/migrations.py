@@ -588,6 +588,14 @@ MIGRATION_006 = """
 ALTER TABLE scores ADD COLUMN transcoder_format VARCHAR;
 """
 
+MIGRATION_007 = """
+-- The commit sha of each Hub file a transcoder was read from besides its source's own repo
+-- (issue 25: a circuit-tracer Hub config's `transcoders` list of hf://org/repo/path?revision=
+-- files): a JSON object, hf:// URI -> commit sha. The source's own commit stays
+-- transcoders.commit_sha. NULL before 007 and for transcoders that name no such files.
+ALTER TABLE scores ADD COLUMN transcoder_file_commits_json VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -597,6 +605,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "transcoder quality metrics (issue 15)", MIGRATION_004),
     Migration(5, "which attribution path computed each graph (issue 17)", MIGRATION_005),
     Migration(6, "which format each transcoder was read as (issue 25)", MIGRATION_006),
+    Migration(
+        7, "the commits of the Hub files a transcoder was read from (issue 25)", MIGRATION_007
+    ),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

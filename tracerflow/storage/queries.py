@@ -71,6 +71,8 @@ def history(
     prompt: str | None = None,
     since: date | datetime | str | None = None,
     as_of: AsOf | None = None,
+    suite: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every score, newest first, each with the change since the previous run of its series.
 
@@ -82,6 +84,8 @@ def history(
         prompt: the exact prompt text.
         since: only scores recorded at or after this date/time (UTC).
         as_of: read a lake as it was at this snapshot or time.
+        suite: only scores of runs of this suite.
+        limit: only the newest this many scores.
     """
     conditions, params = [], []
     if transcoder is not None:
@@ -93,14 +97,21 @@ def history(
     if since is not None:
         conditions.append("created_at >= ?")
         params.append(parse_since(since))
+    if suite is not None:
+        conditions.append("suite_name = ?")
+        params.append(suite)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    limited = f" LIMIT {int(limit)}" if limit is not None else ""
     with reading(store, as_of=as_of) as con:
-        return _dicts(
+        rows = _dicts(
             con,
             f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
-            "ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt",
+            f"ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt{limited}",
             params,
         )
+        if not rows and transcoder is not None:
+            _check_known_transcoder(con, transcoder)
+        return rows
 
 
 def transcoder_summary(store: StoreLike) -> list[dict[str, Any]]:
@@ -133,6 +144,23 @@ def _known_sources(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in rows]
 
 
+def _unknown_transcoder(source: str, known: list[str]) -> StorageError:
+    return StorageError(
+        f"no scores for transcoder {source!r}; recorded transcoders: {', '.join(known) or 'none'}"
+    )
+
+
+def _check_known_transcoder(con: duckdb.DuckDBPyConnection, transcoder: str) -> None:
+    """``StorageError`` (exit 2) listing the recorded sources when ``transcoder`` is neither a
+    recorded source nor a transcoder id: a typo, not an empty history."""
+    is_id = con.execute(
+        "SELECT count(*) FROM transcoders WHERE transcoder_id = ?", [transcoder]
+    ).fetchone()
+    known = _known_sources(con)
+    if transcoder not in known and not (is_id and is_id[0]):
+        raise _unknown_transcoder(transcoder, known)
+
+
 def compare(
     store: StoreLike,
     source_a: str,
@@ -146,10 +174,7 @@ def compare(
         known = _known_sources(con)
         for source in (source_a, source_b):
             if source not in known:
-                raise StorageError(
-                    f"no scores for transcoder {source!r}; recorded transcoders: "
-                    f"{', '.join(known) or 'none'}"
-                )
+                raise _unknown_transcoder(source, known)
         rows = _dicts(
             con,
             """
@@ -301,7 +326,8 @@ def graph_index(store: StoreLike) -> list[dict[str, Any]]:
         return _dicts(
             con,
             """
-            SELECT slug, transcoder_source, transcoder_kind, model_name, prompt, status,
+            SELECT slug, transcoder_source, transcoder_revision, transcoder_commit_sha,
+                   transcoder_content_hash, transcoder_kind, model_name, prompt, status,
                    replacement_score, completeness_score,
                    pruned_replacement_score, pruned_completeness_score,
                    graph_path, graph_files_path, flow_run_id, suite_name,

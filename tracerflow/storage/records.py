@@ -69,6 +69,9 @@ class TranscoderInfo:
     # the format its files were read as (crosslayer-transcoder, circuit-tracer, ...); recorded
     # with each score row, not part of its identity; None: unknown
     format: str | None = None
+    # the commit sha of each Hub file it was read from besides its source's own (a circuit-tracer
+    # Hub config's hf:// files), by URI; recorded with each score row; None: none or unknown
+    file_commits: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in TRANSCODER_KINDS:

@@ -165,10 +165,27 @@ HISTORY_TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
+# Replacement and completeness scores are fractions (docs/scores.md): a t interval of their mean
+# can reach past 0 or 1 on few, spread prompts, which no score can. The report shows the interval
+# clipped to [0, 1]; the transcoder_summary view keeps the t interval as computed.
+SCORE_RANGE = (0.0, 1.0)
+
+
+def clipped_to_score_range(summary_row: dict[str, Any]) -> dict[str, Any]:
+    """``summary_row`` with each ``*_ci_low``/``*_ci_high`` clipped to ``SCORE_RANGE``."""
+    low, high = SCORE_RANGE
+    clipped = dict(summary_row)
+    for column, value in summary_row.items():
+        if value is not None and column.endswith(("_ci_low", "_ci_high")):
+            clipped[column] = min(max(value, low), high)
+    return clipped
+
+
 def history_html(
     rows: list[dict[str, Any]], summary: list[dict[str, Any]], title: str = "tracerflow scores"
 ) -> str:
     png = base64.b64encode(history_png(rows)).decode("ascii")
+    summary = [clipped_to_score_range(row) for row in summary]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -180,7 +197,7 @@ img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <img alt="score history chart" src="data:image/png;base64,{png}">
-<h2>Per transcoder, over its latest score on each prompt (95% t interval)</h2>
+<h2>Per transcoder, over its latest score on each prompt (95% t interval, clipped to [0, 1])</h2>
 {_html_table(summary, SUMMARY_COLUMNS)}
 <h2>History, newest first ({len(rows)} scores)</h2>
 {_html_table(rows, HISTORY_TABLE_COLUMNS)}

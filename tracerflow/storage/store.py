@@ -35,6 +35,8 @@ class FileStore:
         """``text`` as is: a file store has no secret."""
         return text
 
+    __str__ = describe  # a log line or message names the file, as a user wrote it
+
 
 @dataclass(frozen=True)
 class LakeStore:

@@ -184,6 +184,7 @@ def run_attribution(
         model_d_model=cfg.d_model,
         model_d_vocab=cfg.d_vocab,
         model_n_ctx=cfg.n_ctx,
+        stock_reason=result.stock_reason,
     )
 
 
@@ -254,4 +255,7 @@ def attribute_task(
             threads,
             computed[0].stats.path,
         )
+        reasons = sorted({r.stats.stock_reason for r in computed if r.stats.stock_reason})
+        for reason in reasons:
+            logger.warning("circuit-tracer's own attribution computed these graphs: %s", reason)
     return results

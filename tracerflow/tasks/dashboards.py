@@ -69,24 +69,26 @@ def graph_features(graph_files: Iterable[Path]) -> set[tuple[int, int]]:
 
 def model_tokenizer(model_name: str) -> Any:
     """The tokenizer a model's corpus is cut with, without loading the model's weights (a fully
-    cached stage never loads them): the shipped folder for the toy model, else the Hub's."""
+    cached stage never loads them): a local model's (the toy's shipped folder among them), else
+    the Hub's."""
     from transformers import AutoTokenizer
 
-    from tracerflow import toy
-    from tracerflow.model_sources import official_model_name
+    from tracerflow.model_sources import local_model, official_model_name
 
-    if model_name == toy.TOY_MODEL_NAME:
-        return AutoTokenizer.from_pretrained(str(toy.tokenizer_dir()))
+    local = local_model(model_name)
+    if local is not None:
+        return AutoTokenizer.from_pretrained(str(local.tokenizer_dir))
     return AutoTokenizer.from_pretrained(official_model_name(model_name))
 
 
 def window_tokens(model_name: str) -> int:
-    """Positions per corpus window: ``DASHBOARD_WINDOW_TOKENS``, or the toy model's shorter
-    context (the models tracerflow runs through TransformerLens take 512 and more)."""
-    from tracerflow import toy
+    """Positions per corpus window: ``DASHBOARD_WINDOW_TOKENS``, or a local model's shorter
+    context (the toy's 64; the Hub models tracerflow runs take 512 and more)."""
+    from tracerflow.model_sources import local_model
 
-    if model_name == toy.TOY_MODEL_NAME:
-        return min(DASHBOARD_WINDOW_TOKENS, toy.model_n_ctx())
+    local = local_model(model_name)
+    if local is not None:
+        return min(DASHBOARD_WINDOW_TOKENS, local.n_ctx)
     return DASHBOARD_WINDOW_TOKENS
 
 

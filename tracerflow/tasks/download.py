@@ -6,7 +6,9 @@ A source is one of:
   - a Hugging Face repo id with an optional revision: ``owner/name`` or ``owner/name@rev``.
 Hub sources go through ``huggingface_hub.snapshot_download``, so the standard cache (``HF_HOME``)
 and ``HF_HUB_OFFLINE=1`` behave as Hugging Face users expect; the resolved commit sha is part of
-the result (and so of every later cache key and database row).
+the result (and so of every later cache key and database row). Files a source names in other Hub
+repos (a circuit-tracer config's ``hf://`` list) are fetched with ``hf_hub_download`` at their
+revisions, and each one's commit sha is recorded too (``file_commits``).
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from tracerflow.errors import CheckpointError, SourceError
-from tracerflow.fsutil import sha256_file
 from tracerflow.sources import parse_repo_source
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.results import CheckpointSnapshot, file_text
 from tracerflow.tasks.stage import stage_task
 from tracerflow.transcoders import formats
 from tracerflow.transcoders.conversion import content_hash
+from tracerflow.transcoders.formats.hub_config import cached_file, parse_hf_uri, snapshot_commit
+from tracerflow.transcoders.formats.layer_files import file_sha256
 
-# 2: snapshots record their format (issue 25).
-CODE_VERSION = "2"
+# Still 1 although snapshots now record their format and the commits of the Hub files a config
+# names (issue 25): a store's cached downloads stay valid (flows/records.py asks the registry for
+# the format of one cached before; a source of a format that names Hub files is new, so no
+# cached snapshot of one lacks its commits).
+CODE_VERSION = "1"
 SNAPSHOT_FILE = "snapshot.json"
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None] | None:
@@ -56,7 +61,7 @@ def resolve_source(source: str) -> CheckpointSnapshot:
     folder = Path(source).expanduser()
     if folder.is_dir():
         folder = folder.resolve()
-        checkpoint_format, hashes = _file_hashes(folder)
+        checkpoint_format, hashes, file_commits = _file_hashes(folder)
         return CheckpointSnapshot(
             source=source,
             location=str(folder),
@@ -65,6 +70,7 @@ def resolve_source(source: str) -> CheckpointSnapshot:
             path=str(folder),
             content_hash=content_hash(hashes),
             format=checkpoint_format,
+            file_commits=file_commits,
         )
     hub = parse_hub_source(source)
     if hub is None:
@@ -89,7 +95,7 @@ def download_from_hub(source: str, repo_id: str, revision: str | None) -> Checkp
         if candidate.detect(folder) >= 1.0:
             break
     commit_sha = folder.name if _COMMIT_SHA.match(folder.name) else None
-    checkpoint_format, hashes = _file_hashes(folder)
+    checkpoint_format, hashes, file_commits = _file_hashes(folder)
     return CheckpointSnapshot(
         source=source,
         location=repo_id,
@@ -98,13 +104,17 @@ def download_from_hub(source: str, repo_id: str, revision: str | None) -> Checkp
         path=str(folder),
         content_hash=content_hash(hashes),
         format=checkpoint_format,
+        file_commits=file_commits,
     )
 
 
-def hub_error(error: OSError, repo_id: str, revision: str | None) -> SourceError:
-    """The one-line ``SourceError`` for a failed Hub download. A repo or revision that does not
-    exist, or that this machine may not read, fails at once; network trouble, a Hub outage or a
-    rate limit may pass, so those are retryable."""
+def hub_error(
+    error: OSError, repo_id: str, revision: str | None, path: str | None = None
+) -> SourceError:
+    """The one-line ``SourceError`` for a failed Hub download (of the repo, or of the file
+    ``path`` in it). A repo or revision that does not exist, or that this machine may not read,
+    fails at once; network trouble, a Hub outage or a rate limit may pass, so those are
+    retryable."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         DisabledRepoError,
@@ -115,7 +125,7 @@ def hub_error(error: OSError, repo_id: str, revision: str | None) -> SourceError
         RevisionNotFoundError,
     )
 
-    where = f"{repo_id}@{revision or 'main'}"
+    where = f"{repo_id}@{revision or 'main'}" + (f" ({path})" if path else "")
     page = f"{constants.ENDPOINT}/{repo_id}"
     if isinstance(error, GatedRepoError):  # a RepositoryNotFoundError: test it first
         return SourceError(
@@ -157,8 +167,9 @@ def hub_error(error: OSError, repo_id: str, revision: str | None) -> SourceError
     )
 
 
-def _file_hashes(folder: Path) -> tuple[str, dict[str, str]]:
-    """The folder's format and the sha256 of its files, as its format names them. In the HF
+def _file_hashes(folder: Path) -> tuple[str, dict[str, str], dict[str, str] | None]:
+    """The folder's format, the sha256 of its files as its format names them, and the commit of
+    each Hub file it names elsewhere (fetched now; None when its format names none). In the HF
     cache, LFS files are symlinks to blobs named by their sha256: use that name instead of
     re-reading several GB."""
     try:
@@ -170,9 +181,30 @@ def _file_hashes(folder: Path) -> tuple[str, dict[str, str]]:
         path = folder / name
         if not path.is_file():
             raise SourceError(f"{folder}: no {name}; not a {checkpoint_format.title}")
-        target = path.resolve().name
-        hashes[name] = target if path.is_symlink() and _SHA256.match(target) else sha256_file(path)
-    return checkpoint_format.name, hashes
+        hashes[name] = file_sha256(path)
+    file_commits = None
+    if checkpoint_format.references is not None:
+        try:
+            hub_files = checkpoint_format.references(folder)
+        except CheckpointError as error:
+            raise SourceError(str(error)) from None
+        file_commits = {}
+        for hub_file in hub_files:
+            local_path = fetch_hub_file(hub_file)
+            hashes[hub_file.uri] = file_sha256(local_path)
+            file_commits[hub_file.uri] = snapshot_commit(local_path, hub_file.path)
+    return checkpoint_format.name, hashes, file_commits
+
+
+def fetch_hub_file(hub_file: formats.HubFile) -> Path:
+    """``hf_hub_download`` one file at its revision (offline: from the cache), as circuit-tracer
+    fetches a config's ``hf://`` files, without its gated-repo look-up first."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(hub_file.repo_id, hub_file.path, revision=hub_file.revision))
+    except OSError as error:
+        raise hub_error(error, hub_file.repo_id, hub_file.revision, hub_file.path) from error
 
 
 def download(source: str, store: ArtifactStore) -> CheckpointSnapshot:
@@ -196,8 +228,16 @@ def _read_snapshot(folder: Path) -> CheckpointSnapshot:
 
 
 def _checkpoint_is_there(folder: Path) -> bool:
-    """Whether the checkpoint a stored snapshot names, outside the home, is still there."""
-    return Path(_read_snapshot(folder).path).is_dir()
+    """Whether the checkpoint a stored snapshot names, outside the home, is still there with
+    every Hub file it names, none of them by a revision that can move (those are resolved again
+    on each run)."""
+    snapshot = _read_snapshot(folder)
+    for uri in snapshot.file_commits or {}:
+        hub_file = parse_hf_uri(uri, str(folder))
+        pinned = hub_file.revision is not None and _COMMIT_SHA.match(hub_file.revision)
+        if not pinned or cached_file(hub_file) is None:
+            return False
+    return Path(snapshot.path).is_dir()
 
 
 def _fingerprint(source: str) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from prefect.logging import get_run_logger
 from safetensors.torch import save_file
 
+from tracerflow.cells import cell_text
 from tracerflow.corpus import DEFAULT_BATCH_TOKENS, TokenCorpus, Tokenizer
 from tracerflow.evaluation import METRICS_VERSION
 from tracerflow.fsutil import sha256_file
@@ -185,11 +186,12 @@ def evaluate_task(
     everything = result.metrics.all_layers
     logger.info(
         "evaluated on %d tokens in %.1f s: FVU %.4f, L0 %.1f, KL %.4f, CE recovered %s",
+        # CE recovered is None when zero-ablation changes no loss (docs/metrics.md)
         result.corpus.n_tokens,
         result.seconds,
         everything.fvu,
         everything.l0,
         result.metrics.fidelity.kl,
-        result.metrics.fidelity.ce_loss_recovered,
+        cell_text(result.metrics.fidelity.ce_loss_recovered) or "undefined",
     )
     return result

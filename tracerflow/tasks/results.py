@@ -45,6 +45,9 @@ class CheckpointSnapshot(StageResult):
     path: str
     content_hash: str  # sha256 over the checkpoint files' sha256
     format: str | None = None  # the registry's name of its format; None in older snapshots
+    # the commit sha of each Hub file the checkpoint names in other repos, by its hf:// URI (a
+    # circuit-tracer Hub config's `transcoders` list); None when its format names none
+    file_commits: dict[str, str] | None = None
 
 
 class ConvertedTranscoder(StageResult):
@@ -88,6 +91,9 @@ class AttributionStats(_Frozen):
     model_d_model: int
     model_d_vocab: int
     model_n_ctx: int
+    # Why circuit-tracer's own attribution computed the graph (what the fast path does not
+    # cover, or an unvalidated device); None on the fast path, and in older stats files.
+    stock_reason: str | None = None
 
     @property
     def path(self) -> str:

@@ -42,30 +42,6 @@ def transcoder_dir(name: str) -> Path:
     return data_dir() / name
 
 
-def model_n_ctx() -> int:
-    """The toy model's context length (``n_ctx`` of its ``config.json``), without loading it."""
-    return int(_model_config()["n_ctx"])
-
-
-def model_dimensions() -> tuple[int, int]:
-    """The toy model's (n_layers, d_model), from its ``config.json``, without loading it."""
-    config = _model_config()
-    return int(config["n_layers"]), int(config["d_model"])
-
-
-def _model_config() -> dict[str, Any]:
-    return json.loads((model_dir() / "config.json").read_text())
-
-
-def token_count(prompt: str) -> int:
-    """Tokens the toy model sees for ``prompt``: its BPE tokens plus the BOS it prepends
-    (counted with the shipped tokenizer alone, without loading the model or torch)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir() / "tokenizer.json"))
-    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
-
-
 def eval_corpus_path() -> Path:
     """The held-out evaluation corpus (one sentence per line; ``grammar.eval_corpus_texts``)."""
     return data_dir() / EVAL_CORPUS_FILE

@@ -28,6 +28,34 @@ FEATURE_LIST_PATH = "/features/index.json"
 # A transcoder page lists at most this many features (the densest first): an HTML table of
 # every feature of a 12 x 16k transcoder would be tens of MB.
 MAX_FEATURE_ROWS = 5000
+# Runs of the ``\\xNN`` escapes a pack writes for byte-level tokens that are part of a character.
+BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
+CONTROL_TEXT = {"\n": "⏎", "\t": "→", "\r": "↵", "\x7f": "\u2421"}
+
+
+def display_token(token: str) -> str:
+    """A token as the text it spells, as the graph page shows it (``util.ppToken``).
+
+    A run of ``\\xNN`` escapes that forms whole UTF-8 characters becomes them; one that does not
+    (a byte left on its own) shows as ``<0xNN>`` per byte, as byte-fallback tokenizers name
+    such tokens; newline, tab and carriage return as ``⏎ → ↵``; other control characters as
+    their Unicode pictures (``\\x1b`` as ``␛``).
+    """
+
+    def decode(match: re.Match[str]) -> str:
+        data = bytes(int(part, 16) for part in match.group(0).split("\\x")[1:])
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "".join(f"<0x{byte:02X}>" for byte in data)
+
+    text = BYTE_ESCAPES.sub(decode, token)
+    return "".join(
+        CONTROL_TEXT.get(char, chr(0x2400 + ord(char)) if ord(char) < 0x20 else char)
+        for char in text
+    )
+
+
 _LAYER_FILE = re.compile(r"layer_[0-9]{1,4}\.bin")
 
 
@@ -87,8 +115,15 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def render_feature_page(pack_name: str, summary_path: Path) -> str:
-    """A sortable table of a pack's features: layer, index, density, max activation, logits."""
+def render_feature_page(
+    pack_name: str, summary_path: Path, transcoder_names: list[str] | None = None
+) -> str:
+    """A sortable table of a pack's features: layer, index, density, max activation, logits.
+
+    ``transcoder_names``: what the graphs using the pack call its transcoder (source and
+    revision); the page is titled by them, the pack's name (a hash) in a tooltip, or by the
+    pack's name alone when there are none.
+    """
     rows_data = read_pack_summary(summary_path.parent)
     rows_data.sort(key=lambda row: (-row["density"], row["layer"], row["index"]))
     shown = rows_data[:MAX_FEATURE_ROWS]
@@ -99,7 +134,7 @@ def render_feature_page(pack_name: str, summary_path: Path) -> str:
         f"<td data-sort='{row['feature_id']}'>{row['feature_id']}</td>"
         f"<td class='score' data-sort='{row['density']!r}'>{100 * row['density']:.4f}%</td>"
         f"<td class='score' data-sort='{row['act_max']!r}'>{row['act_max']:.3f}</td>"
-        f"<td>{''.join(f'<span class=token>{html.escape(t)}</span>' for t in row['top_logits'])}"
+        f"<td>{''.join(_token_span(t) for t in row['top_logits'])}"
         "</td>"
         "</tr>"
         for row in shown
@@ -116,9 +151,9 @@ def render_feature_page(pack_name: str, summary_path: Path) -> str:
             ("Top logits", "text"),
         )
     )
-    name = html.escape(pack_name)
+    name = html.escape(", ".join(transcoder_names or []) or pack_name)
     body = f"""<p><a href="/">&larr; all graphs</a></p>
-<h1>Features of {name}</h1>
+<h1>Features of <span class="transcoder" title="scan {html.escape(pack_name)}">{name}</span></h1>
 <p class="where">{len(rows_data)} feature(s) with dashboards.{cut} Click a column header to sort
 (density: the share of corpus tokens on which the feature is active).</p>
 <table id="features" class="sortable">
@@ -128,3 +163,8 @@ def render_feature_page(pack_name: str, summary_path: Path) -> str:
 </tbody>
 </table>"""
     return render_page(f"features of {name}", body)
+
+
+def _token_span(token: str) -> str:
+    shown = html.escape(display_token(token))
+    return f"<span class=token title='{html.escape(token)}'>{shown}</span>"

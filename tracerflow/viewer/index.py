@@ -38,6 +38,9 @@ SCORE_KEYS = (
 # The index's name for each column of ``graph_index``'s rows (scores keep their names).
 DB_COLUMNS = {
     "transcoder": "transcoder_source",
+    "transcoder_revision": "transcoder_revision",
+    "transcoder_commit": "transcoder_commit_sha",
+    "transcoder_hash": "transcoder_content_hash",
     "model": "model_name",
     "prompt": "prompt",
     "recorded_at": "recorded_at",
@@ -59,7 +62,10 @@ class GraphEntry:
     slug: str
     prompt: str
     scan: str | None = None
-    transcoder: str | None = None
+    transcoder: str | None = None  # its source, as the user named it ("toy-clt", "./my-clt")
+    transcoder_revision: str | None = None  # the ref asked for ("main"), if any
+    transcoder_commit: str | None = None  # the Hub commit it resolved to, if any
+    transcoder_hash: str | None = None  # sha256 of the converted weights
     model: str | None = None
     replacement_score: float | None = None
     completeness_score: float | None = None
@@ -180,6 +186,13 @@ def build_graph_index(graph_files_dir: Path, store: StoreLike | None = None) -> 
                 transcoder=_as_text(
                     row.get("transcoder") or meta.get("transcoder") or meta.get("scan")
                 ),
+                transcoder_revision=_as_text(
+                    row.get("transcoder_revision") or meta.get("transcoder_revision")
+                ),
+                transcoder_commit=_as_text(
+                    row.get("transcoder_commit") or meta.get("transcoder_commit")
+                ),
+                transcoder_hash=_as_text(row.get("transcoder_hash") or meta.get("transcoder_hash")),
                 model=_as_text(row.get("model") or meta.get("model")),
                 recorded_at=recorded_at,
                 **{key: _as_float(row.get(key, meta.get(key))) for key in SCORE_KEYS},
@@ -200,7 +213,47 @@ def viewer_metadata(
         entry = scores.get(graph["slug"])
         for key in SCORE_KEYS:
             graph[key] = getattr(entry, key) if entry else None
+        # What the page names the graph by: the transcoder's source and revision; the weights'
+        # hash goes in a tooltip (two sources with the same weights must not look alike).
+        graph["transcoder_label"] = transcoder_label(entry) if entry else graph.get("scan")
+        graph["transcoder_title"] = transcoder_title(entry) if entry else graph.get("scan")
+        graph["model"] = entry.model if entry else graph.get("model")
     return {"graphs": graphs}
+
+
+def transcoder_label(entry: GraphEntry) -> str:
+    """The transcoder as a person named it: its source, and the revision asked for if any
+    (``"org/clt @ main"``); the scan name (a hash) only when nothing better is known."""
+    label = entry.transcoder or entry.scan or ""
+    if entry.transcoder_revision:
+        label += f" @ {entry.transcoder_revision}"
+    elif entry.transcoder_commit:
+        label += f" @ {entry.transcoder_commit[:12]}"
+    return label
+
+
+def transcoder_names_by_scan(entries: Iterable[GraphEntry]) -> dict[str, list[str]]:
+    """Per scan (the name graph and feature files use, a hash), what the graphs using it call
+    their transcoder (``transcoder_label``), each once, in ``entries``' order."""
+    names: dict[str, list[str]] = {}
+    for entry in entries:
+        label = transcoder_label(entry)
+        if entry.scan and label and label not in names.setdefault(entry.scan, []):
+            names[entry.scan].append(label)
+    return names
+
+
+def transcoder_title(entry: GraphEntry) -> str:
+    """The tooltip of ``transcoder_label``: the resolved commit, the weights' sha256 and the
+    scan name the graph and feature files use."""
+    lines = []
+    if entry.transcoder_commit:
+        lines.append(f"commit {entry.transcoder_commit}")
+    if entry.transcoder_hash:
+        lines.append(f"weights sha256 {entry.transcoder_hash}")
+    if entry.scan:
+        lines.append(f"scan {entry.scan}")
+    return "\n".join(lines)
 
 
 def render_index_html(
@@ -228,7 +281,7 @@ def render_index_html(
 <p class="where">{len(entries)} graph(s) in <code>{html.escape(str(graph_files_dir))}</code>.
 Click a column header to sort.</p>
 {empty}
-{_render_pack_list(packs)}
+{_render_pack_list(packs, entries)}
 {_render_quality(list(quality))}
 <table id="graphs" class="sortable">
 <thead><tr>{headers}</tr></thead>
@@ -269,11 +322,16 @@ _COLUMNS = (
 )
 
 
-def _render_pack_list(packs: list[str]) -> str:
+def _render_pack_list(packs: list[str], entries: list[GraphEntry]) -> str:
+    """A link to each pack's feature page, named by the sources of the graphs that use it (the
+    pack's name, a hash, in the tooltip; it alone when no graph names a source)."""
     if not packs:
         return ""
+    names = transcoder_names_by_scan(entries)
     links = "".join(
-        f"<li><a href='/features/{name}.html'>{name}</a></li>" for name in packs
+        f"<li><a href='/features/{name}.html' title='scan {name}'>"
+        f"{html.escape(', '.join(names.get(name, [])) or name)}</a></li>"
+        for name in packs
     )  # pack names are valid slugs: nothing to escape
     return f"<h2>Feature dashboards</h2>\n<ul class='feature-packs'>{links}</ul>"
 
@@ -320,13 +378,16 @@ def _render_row(entry: GraphEntry, has_features: bool = False) -> str:
 
 
 def _transcoder_cell(entry: GraphEntry, has_features: bool) -> str:
-    if not has_features:
-        return _text_cell(entry.transcoder)
-    text = html.escape(entry.transcoder or entry.scan or "")
-    return (
-        f"<td data-sort='{text}'>{text}"
-        f"<div class='slug'><a href='/features/{entry.scan}.html'>features</a></div></td>"
+    """Source and revision, the hash in the tooltip; a link to its features when it has some."""
+    text = html.escape(transcoder_label(entry))
+    title = html.escape(transcoder_title(entry))
+    features = (
+        f"<div class='slug'><a href='/features/{entry.scan}.html'>features</a></div>"
+        if has_features
+        else ""
     )
+    name = f"<span class='transcoder' title='{title}'>{text}</span>"
+    return f"<td data-sort='{text}'>{name}{features}</td>"
 
 
 def _text_cell(value: str | None) -> str:

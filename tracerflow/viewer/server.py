@@ -52,6 +52,7 @@ from tracerflow.viewer.index import (
     build_graph_index,
     load_db_metrics,
     render_index_html,
+    transcoder_names_by_scan,
     viewer_metadata,
 )
 from tracerflow.viewer.saved_views import (
@@ -311,7 +312,9 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         if found is None:
             raise BadRequest(HTTPStatus.NOT_FOUND, "no such feature file")
         if found.kind == "page":
-            page = render_feature_page(found.pack_name, found.path)
+            entries = build_graph_index(self.server.graph_files_dir, self.server.store)
+            names = transcoder_names_by_scan(entries).get(found.pack_name)
+            page = render_feature_page(found.pack_name, found.path, names)
             self._send_bytes(page.encode("utf-8"), CONTENT_TYPES[".html"], head=head)
         elif found.kind == "index":
             # Sent as stored, without Content-Encoding: the frontend inflates it with pako.

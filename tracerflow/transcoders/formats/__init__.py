@@ -3,7 +3,8 @@
 ``convert``, ``inspect``, the download stage and the run's door checks ask here, so none of them
 names a format's files. Each format is one module of this package (``crosslayer_transcoder``,
 ``lightning_checkpoint``, ``circuit_tracer``) that builds a ``SourceFormat`` (``base``) and is
-listed below; docs/checkpoints.md, "Adding a format". Importing this package and detecting a
+listed below (``gemma_scope`` and ``hub_config`` too, over the per-layer files of
+``layer_files``); docs/checkpoints.md, "Adding a format". Importing this package and detecting a
 folder never imports torch.
 """
 
@@ -16,24 +17,36 @@ from tracerflow.errors import CheckpointError
 from tracerflow.transcoders.formats import (
     circuit_tracer,
     crosslayer_transcoder,
+    gemma_scope,
+    hub_config,
     lightning_checkpoint,
 )
-from tracerflow.transcoders.formats.base import ConvertibleSource, FolderFormat, SourceFormat
+from tracerflow.transcoders.formats.base import (
+    ConvertibleSource,
+    FolderFormat,
+    HubFile,
+    SourceFormat,
+)
 
 # The formats a run starts from, in the order a run prefers them (download, the door checks and
 # convert), then the same formats in the order inspect prefers them. On equal detection scores
 # the one listed first wins: a folder holding a checkpoint and circuit-tracer files converted
 # from it runs from the checkpoint, and inspect shows what the converted files are. A Hub
-# download fetches each format's files in the run's order until one format's are all there.
+# download fetches each format's files in the run's order until one format's are all there
+# (a Hub config's config.yaml before circuit-tracer's layer files, which it may sit beside).
 SOURCE_FORMATS: tuple[SourceFormat, ...] = (
     crosslayer_transcoder.FORMAT,
     lightning_checkpoint.FORMAT,
+    hub_config.FORMAT,
     circuit_tracer.FORMAT,
+    gemma_scope.FORMAT,
 )
 FORMATS: tuple[FolderFormat, ...] = (
     circuit_tracer.FORMAT,
     crosslayer_transcoder.FORMAT,
     lightning_checkpoint.FORMAT,
+    hub_config.FORMAT,
+    gemma_scope.FORMAT,
 )
 
 __all__ = [
@@ -41,6 +54,7 @@ __all__ = [
     "SOURCE_FORMATS",
     "ConvertibleSource",
     "FolderFormat",
+    "HubFile",
     "SourceFormat",
     "check_source_folder",
     "checkpoint_files",
@@ -120,8 +134,9 @@ def checkpoint_files(folder: Path) -> tuple[str, ...]:
 def download_pattern_groups() -> list[tuple[SourceFormat, list[str]]]:
     """What the download stage fetches from a Hub repo, format by format in the run's order: it
     stops at the first format whose files are then all there (``detect`` says 1), so a repo that
-    holds a checkpoint beside a large training file fetches the checkpoint only."""
-    return [(found, list(found.file_patterns)) for found in SOURCE_FORMATS]
+    holds a checkpoint beside a large training file fetches the checkpoint only. Formats whose
+    files a config picks among (GemmaScope's) are never fetched by pattern."""
+    return [(found, list(found.file_patterns)) for found in SOURCE_FORMATS if found.downloadable]
 
 
 def _existing_folder(folder: str | Path) -> Path:

@@ -76,6 +76,23 @@ class SourceFormat(FolderFormat):
     check: Callable[[Path], None]
     read: Callable[[Path], ConvertibleSource]
     dimensions: Callable[[Path], tuple[int, int] | None]
+    # Files the folder names in other Hub repos (a circuit-tracer config's ``hf://`` list): the
+    # download stage fetches each at its revision and records its commit; None: none ever.
+    references: Callable[[Path], list[HubFile]] | None = None
+    # Whether a Hub download fetches ``file_patterns`` for this format (False where a repo holds
+    # many variants and a config picks among them: GemmaScope's npz files).
+    downloadable: bool = True
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hub repo a folder names: ``hf://org/repo/path?revision=rev`` as circuit-tracer
+    writes it (``revision`` None: the repo's default branch)."""
+
+    uri: str
+    repo_id: str
+    path: str
+    revision: str | None
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:

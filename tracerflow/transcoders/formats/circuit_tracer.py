@@ -163,7 +163,7 @@ def files(folder: Path) -> tuple[str, ...]:
     return names + tuple(name for name in (CONFIG_FILE, MANIFEST_FILE) if (folder / name).is_file())
 
 
-def _read_config(folder: Path) -> dict[str, Any] | None:
+def read_config(folder: Path) -> dict[str, Any] | None:
     """circuit-tracer's ``config.yaml``: a mapping with at least one of its keys; None when the
     folder has none, or its config.yaml is another library's (a crosslayer-transcoder one)."""
     from tracerflow.transcoders.checkpoint import _NoAliasLoader
@@ -186,13 +186,17 @@ def _read_config(folder: Path) -> dict[str, Any] | None:
 def detect(folder: Path) -> float:
     """Certain when the folder holds circuit-tracer's tensor files or a tracerflow manifest;
     likely (0.75) when it holds only circuit-tracer's config.yaml, so that its missing files
-    are named; 0 otherwise."""
+    are named; 0.5 when its config lists the files under ``transcoders`` (a Hub config, read as
+    ``hub_config``, even beside layer files: circuit-tracer reads the list then); 0 otherwise."""
+    try:
+        config = read_config(folder)
+    except CheckpointError:
+        config = None
+    if config is not None and "transcoders" in config:
+        return 0.5
     if _kind_and_layers(folder) is not None or (folder / MANIFEST_FILE).is_file():
         return 1.0
-    try:
-        return 0.75 if _read_config(folder) is not None else 0.0
-    except CheckpointError:
-        return 0.0
+    return 0.75 if config is not None else 0.0
 
 
 # --- checking a folder -----------------------------------------------------------------------
@@ -204,13 +208,12 @@ def read_folder(folder: str | Path) -> CircuitTracerFolder:
     a missing layer, both kinds of files, a tensor missing, extra or of another shape, layers that
     disagree, a config or manifest that contradicts the files."""
     folder = Path(folder).expanduser()
-    config = _read_config(folder) or {}
+    config = read_config(folder) or {}
     config_path = folder / CONFIG_FILE
     if "transcoders" in config:
         raise CheckpointError(
-            f"{config_path}: lists its files under 'transcoders' (a circuit-tracer Hub config); "
-            "tracerflow reads folders that hold the files themselves (layer_{i}.safetensors, or "
-            "W_enc_{i}.safetensors and W_dec_{i}.safetensors)"
+            f"{config_path}: lists its files under 'transcoders' (a circuit-tracer Hub config, "
+            "read as that format, not as a folder of circuit-tracer files)"
         )
     manifest = read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
     found = _tensor_files(folder)
@@ -247,7 +250,7 @@ def read_folder(folder: str | Path) -> CircuitTracerFolder:
     headers = {name: read_safetensors_header(folder / name) for name in names}
     shape = _check_headers(folder, kind, n_layers, headers)
     activation = _activation(folder, config, manifest, shape)
-    hooks = _hooks(config_path, config, manifest)
+    hooks = config_hooks(config_path, config, manifest)
     model_name = config.get("model_name")
     return CircuitTracerFolder(
         path=folder,
@@ -423,7 +426,7 @@ def _topk_size(where: Path, k: Any, shape: _Shape) -> int:
     return k
 
 
-def _hooks(config_path: Path, config: dict[str, Any], manifest: Any) -> tuple[str, str]:
+def config_hooks(config_path: Path, config: dict[str, Any], manifest: Any) -> tuple[str, str]:
     if manifest is not None:
         return manifest.feature_input_hook, manifest.feature_output_hook
     hooks = []

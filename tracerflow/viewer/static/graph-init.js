@@ -5,13 +5,15 @@ window.init = async function(){
   var {graphs} = await util.getFile('./data/graph-metadata.json', false)
 
   window.visState = window.visState || {
-    slug: util.params.get('slug') || graphs[0].slug,
+    slug: util.params.get('slug') || graphs[0]?.slug,
     clickedId: util.params.get('clickedId')?.replace('null', ''),
     isGridsnap: util.params.get('isGridsnap')?.replace('null', ''),
   }
 
   // Find the current graph metadata
   var currentGraph = graphs.find(g => g.slug === visState.slug)
+  // tracerflow: a slug the folder does not hold (a stale link, a typo) gets a page saying so
+  if (!currentGraph) return renderUnknownGraph(visState.slug, graphs)
   
   // Initialize pruningThreshold only if the graph has node_threshold
   if (currentGraph && typeof currentGraph.node_threshold === 'number') {
@@ -44,11 +46,8 @@ window.init = async function(){
       // Rebuild the options
       selectSel.selectAll('option').remove()
       selectSel.appendMany('option', graphs)
-        .text(d => {
-          var scanName = util.nameToPrettyPrint[d.scan] || d.scan
-          var prefix = d.title_prefix ? d.title_prefix + ' ' : ''
-          return prefix + scanName + ' — ' + d.prompt
-        })
+        .text(optionText)
+        .attr('title', d => d.transcoder_title || d.scan)
         .attr('value', d => d.slug)
         .property('selected', d => d.slug === visState.slug)
     })
@@ -76,16 +75,19 @@ window.init = async function(){
   var sliderContainer
 
   selectSel.appendMany('option', graphs)
-    .text(d => {
-      var scanName = util.nameToPrettyPrint[d.scan] || d.scan
-      var prefix = d.title_prefix ? d.title_prefix + ' ' : ''
-      return prefix + scanName + ' — ' + d.prompt
-    })
+    .text(optionText)
+    .attr('title', d => d.transcoder_title || d.scan)
     .attr('value', d => d.slug)
     .property('selected', d => d.slug === visState.slug)
 
   // Add save button to the right
-  var saveButton = navSel.append('button.save-button')
+  // tracerflow: Save says what happened next to the button (and to screen readers), and why
+  // it failed when it did
+  var saveContainer = navSel.append('div.tf-save')
+  var saveStatus = saveContainer.append('span.tf-save-status')
+    .attr('role', 'status')
+    .attr('aria-live', 'polite')
+  var saveButton = saveContainer.append('button.save-button')
     .text('Save')
     .style('display', window.isLocalServing ? 'block' : 'none')
     .on('click', function() {
@@ -104,6 +106,7 @@ window.init = async function(){
       saveButton.text("Saving...")
         .attr("disabled", true)
         .style("opacity", 0.6);
+      saveStatus.text('Saving…').classed('tf-save-ok', false).classed('tf-save-failed', false)
       
       // Send the POST request
       fetch(url, {
@@ -119,15 +122,18 @@ window.init = async function(){
           timestamp: new Date().toISOString()
         })
       })
-      .then(response => {
+      .then(async response => {
         if (!response.ok) {
-          throw new Error(`HTTP error! Status: ${response.status}`);
+          // The server answers {"error": "..."}: say that, not only the status
+          var reason = await response.json().then(body => body.error, () => null)
+          throw new Error(reason ? `${reason} (HTTP ${response.status})` : `HTTP ${response.status}`);
         }
         return 1;
-        // return response.text();
       })
-      .then(data => {
-        console.log("Graph saved successfully:", data);
+      .then(() => {
+        saveStatus.text('Saved at ' + new Date().toLocaleTimeString())
+          .attr('title', 'The view (pinned nodes, groups, labels) is stored in the graph file')
+          .classed('tf-save-ok', true)
         saveButton.text("Saved!")
           .style("background-color", "#e6f7e6")
           .style("border-color", "#8bc34a");
@@ -142,7 +148,9 @@ window.init = async function(){
         }, 2000);
       })
       .catch(error => {
-        console.error("Error saving graph:", error);
+        saveStatus.text('Not saved: ' + error.message)
+          .attr('title', null)
+          .classed('tf-save-failed', true)
         saveButton.text("Error!")
           .style("background-color", "#ffebee")
           .style("border-color", "#f44336");
@@ -233,11 +241,26 @@ window.init = async function(){
     }
     
     initCg(d3.select('.cg'), visState.slug, options)
+    renderIdentity(m)
     renderScores(m)
 
     selectSel.at({title: m.prompt})
     document.title = 'Attribution Graph: ' + m.prompt
   }
+  // tracerflow: what graph this is: the transcoder's source and revision (hash in the
+  // tooltip) and the model, from the score database where it has them
+  function renderIdentity(m) {
+    var identitySel = d3.select('.tf-identity').html('')
+    identitySel.append('span.tf-score-label').text('Transcoder ')
+    identitySel.append('b.tf-transcoder')
+      .text(m.transcoder_label || m.scan)
+      .attr('title', m.transcoder_title || m.scan)
+    if (m.model) {
+      identitySel.append('span.tf-score-label').text(' · Model ')
+      identitySel.append('b.tf-model').text(m.model)
+    }
+  }
+
   // tracerflow: the graph's replacement and completeness scores, unpruned and pruned, from
   // the score database (the server adds them to each graph-metadata entry; null if unknown).
   function renderScores(m) {
@@ -256,6 +279,23 @@ window.init = async function(){
   }
 
   render()
+}
+
+// tracerflow: the dropdown names a graph by its transcoder's source and revision, not its hash
+function optionText(d) {
+  var prefix = d.title_prefix ? d.title_prefix + ' ' : ''
+  return prefix + (d.transcoder_label || util.nameToPrettyPrint[d.scan] || d.scan) + ' — ' + d.prompt
+}
+
+// tracerflow: the page for a slug that names no graph here, instead of a blank page
+function renderUnknownGraph(slug, graphs) {
+  document.title = 'No such graph'
+  var sel = d3.select('.cg').html('').append('div.tf-unknown-graph')
+  sel.append('h2').text(slug ? `No graph named “${slug}”` : 'No graphs yet')
+  sel.append('p').text(graphs.length
+    ? `This viewer's folder holds ${graphs.length} graph(s), none of them by that name.`
+    : 'This viewer\'s folder holds no graphs: export some (e.g. tracerflow demo) and reload.')
+  sel.append('p').append('a').attr('href', '/').text('See all graphs')
 }
 
 window.init()

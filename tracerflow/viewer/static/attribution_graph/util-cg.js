@@ -113,7 +113,6 @@ window.utilCg = (function(){
     if (params) {
       const [node, hClerp] = params;
       const scan = data.metadata.scan?.startsWith('custom-') ? data.metadata.transcoder_list[node.layer] : data.metadata.scan;
-      console.log(`Updating clerp for node ${node.featureId} in scan ${scan}:`, hClerp)
       const localClerps = getHClerpsFromLocalStorage(scan);
       localClerps.set(clerpUUID(node), hClerp)
       saveHClerpsToLocalStorage(localClerps, scan);
@@ -183,8 +182,9 @@ window.utilCg = (function(){
     return {nodes, links}
   }
 
+  // tracerflow: util.ppToken also turns byte escapes and other control characters into text
   function replaceWhitespace(token) {
-    return token.replaceAll("\n", "⏎").replaceAll("\t", "→").replaceAll("\r", "↵")
+    return util.ppToken(token)
   }
 
   // Decorates and mutates data.json
@@ -271,7 +271,6 @@ window.utilCg = (function(){
         })
       }
     })
-    if (deletedFeatures.length) console.log({deletedFeatures})
     nodes = nodes.filter(d => idToNode[d.nodeId])
     nodes = d3.sort(nodes, d => +d.layer)
 
@@ -458,7 +457,6 @@ window.utilCg = (function(){
   }
 
   function clickFeature(visState, renderAll, d, metaKey){
-    console.log(d)
     if (d.nodeId.includes('supernode-')) return
     
     if (metaKey && visState.isEditMode) {
@@ -558,6 +556,15 @@ window.utilCg = (function(){
   ])
   
 
+  // tracerflow: a node's label: the one a person gave it, else, for a transcoder feature, its
+  // name as the feature panel titles it (L<layer>/<index>), so no subgraph node is blank.
+  function nodeLabel(d, visState){
+    if (d.ppClerp) return d.ppClerp
+    if (d.feature_type != 'cross layer transcoder') return ''
+    var featIdx = visState.graphSchemaVersion > 0 ? util.cantorUnpair(d.featureIndex)[1] : d.featureIndex
+    return `${layerLocationLabel(d.layer, d.probe_location_idx)}/${featIdx}`
+  }
+
   function layerLocationLabel(layer, location) {
     if (layer == 'E') return 'Emb'
     if (layer == 'E1') return 'Lgt'
@@ -624,8 +631,9 @@ window.utilCg = (function(){
 
 
     sel.append('div.label')
-      .text(d => d.ppClerp)
-      .at({ title: d => d.ppClerp })
+      // tracerflow: an unlabelled feature's row shows its name (nodeLabel), not nothing
+      .text(d => nodeLabel(d, visState))
+      .at({ title: d => nodeLabel(d, visState) })
 
     sel
       .filter(d => d[linkKey] && d[linkKey].tmpClickedCtxOffset != 0)
@@ -660,6 +668,7 @@ window.utilCg = (function(){
     clickFeature,
     togglePinned,
     layerLocationLabel,
+    nodeLabel,
     keysToSkip,
     addFeatureTooltip,
     showTooltip,

@@ -141,8 +141,9 @@ window.initFeatureExamplesList = function({renderAll, visState, sel}){
     // Then merge consecutive tokens with the same activation
     tokenData = mergeConsecutiveSameActivations(tokenData);
     
+    // tracerflow: what is left of byte escapes after merging, and control characters, readable
     var tokenSel = textSel.appendMany('span.token', tokenData)
-        .text(d => d.token)
+        .text(d => util.ppToken(d.token))
         // .at({title: d => `${d.token} (${d.act})` })
 
     tokenSel

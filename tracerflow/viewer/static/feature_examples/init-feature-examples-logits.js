@@ -13,7 +13,8 @@ window.initFeatureExamplesLogits = function({renderAll, visState, sel}) {
       var row = containerSel.append('div.ctx-container')  
       row.append('div.logit-label').text(rowName)
 
-      row.appendMany('span.token', logits).text(d => d)
+      // tracerflow: byte-level tokens as the text they spell (util.ppToken), raw in the tooltip
+      row.appendMany('span.token', logits).text(d => util.ppToken(d)).at({title: d => d})
     }
   })
 }
