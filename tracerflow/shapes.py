@@ -2,11 +2,11 @@
 anything: for the memory estimate (``tracerflow.memory``) at the run's door and in
 ``tracerflow presets``.
 
-No torch: the toy model's ``config.json``, a Hub model's ``config.json`` and ``tokenizer.json``
-where the Hugging Face cache holds them, GPT-2's shape where it does not, a transcoder folder's
-config and safetensors headers through its format (``transcoders.formats``), or a Hub preset's
-declared shape. Anything else is None: its shape is known once it is downloaded or loaded, and
-the door then says nothing about its memory.
+No torch: a local model's (the toy's) config and tokenizer, a Hub model's ``config.json`` and
+``tokenizer.json`` where the Hugging Face cache holds them, the presets' models' shapes where it
+does not (``KNOWN_CONFIGS``), a transcoder folder's config and safetensors headers through its
+format (``transcoders.formats``), a Hub preset's declared layout. Anything else is None: its
+shape is known once it is downloaded or loaded, and the door then says nothing about its memory.
 """
 
 from __future__ import annotations
@@ -20,15 +20,45 @@ from typing import Any
 from tracerflow.errors import CheckpointError, ConfigError
 from tracerflow.memory import FILE_LOAD_COPIES, ModelShape, TranscoderShape
 
-# GPT-2 small (TransformerLens's ``gpt2``), for when its config is not in the cache yet.
-GPT2_CONFIG = {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
+# The shapes of the presets' models, from their Hub ``config.json`` files, for when those are not
+# in the cache yet (a cached config wins). Keyed by the repo TransformerLens downloads from.
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024},
+    "google/gemma-2-2b": {
+        "num_hidden_layers": 26,
+        "hidden_size": 2304,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "intermediate_size": 9216,
+        "vocab_size": 256000,
+    },
+    "meta-llama/Llama-3.2-1B": {
+        "num_hidden_layers": 16,
+        "hidden_size": 2048,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "intermediate_size": 8192,
+        "vocab_size": 128256,
+    },
+    "Qwen/Qwen3-0.6B": {
+        "num_hidden_layers": 28,
+        "hidden_size": 1024,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "intermediate_size": 3072,
+        "vocab_size": 151936,
+    },
+}
 # Tokens per character assumed for a prompt whose tokenizer is not on this machine yet.
 CHARS_PER_TOKEN = 4
 
 
 def model_shape(model: str) -> ModelShape | None:
-    """``model``'s shape: the toy's or a local model folder's config, a cached Hub config,
-    GPT-2's; None if unknown."""
+    """``model``'s shape: the toy's or a local model folder's config, a cached Hub config, the
+    presets' models' known configs; None if unknown."""
     from tracerflow.model_sources import local_model
 
     try:
@@ -38,9 +68,7 @@ def model_shape(model: str) -> ModelShape | None:
     if found is not None:
         shape = shape_of_config(found.config)
         return replace(shape, load_copies=FILE_LOAD_COPIES) if shape is not None else None
-    config = _cached_json(model, "config.json")
-    if config is None and _official_name(model) == "gpt2":
-        config = GPT2_CONFIG
+    config = _cached_json(model, "config.json") or KNOWN_CONFIGS.get(_official_name(model) or "")
     if config is None:
         return None
     return shape_of_config(config.get("text_config") or config)
