@@ -53,6 +53,7 @@ class Layout(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"]
     thresholds: bool = False  # JumpReLU thresholds, one per feature and layer
     skip: bool = False  # a W_skip [d, d] per layer
+    k: int | None = Field(default=None, gt=0)  # TopK's k, for the memory estimate; None: no k
 
     def tensor_bytes(self, kind: Literal["clt", "plt"]) -> int | None:
         """The bytes of every tensor the files hold (their headers aside); None when the

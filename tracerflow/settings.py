@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # $TRACERFLOW_CUDA_FAST_PATH=1 lets attribution on CUDA take tracerflow's fast path, which
     # has not been validated on a GPU yet; unset, CUDA runs circuit-tracer's own attribution.
     cuda_fast_path: bool = False
+    # $TRACERFLOW_MEMORY_LIMIT: the memory a run may use, checked at its door against its
+    # estimated peak (tracerflow/memory.py), e.g. 8GiB or 12G; unset, the memory available now
+    # (the CPU's, within the container's limit; the GPU's free memory on CUDA). "off" skips it.
+    memory_limit: str | None = None
     # $TRACERFLOW_STORE: where the score history lives: a .duckdb file, or
     # ducklake:postgres:<libpq conninfo> for a team's DuckLake (docs/operations.md). Unset: the
     # embedded file $TRACERFLOW_HOME/scores.duckdb.

@@ -49,6 +49,7 @@ _COLUMNS: tuple[tuple[str, Callable[[Preset], object]], ...] = (
     ("batch size", lambda preset: preset.batch_size),
     ("node threshold", lambda preset: preset.node_threshold),
     ("edge threshold", lambda preset: preset.edge_threshold),
+    ("memory", lambda preset: memory_text(preset_memory_bytes(preset.name))),
 )
 
 
@@ -62,7 +63,12 @@ def presets_command(
     presets = list_presets()
     if output_format is OutputFormat.json:
         rows = [
-            dict(preset.model_dump(), download_bytes=preset.download_bytes()) for preset in presets
+            dict(
+                preset.model_dump(),
+                download_bytes=preset.download_bytes(),
+                memory_bytes=preset_memory_bytes(preset.name),
+            )
+            for preset in presets
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -72,3 +78,24 @@ def presets_command(
             [[str(cell(preset)) for _, cell in _COLUMNS] for preset in presets],
         )
     )
+
+
+def preset_memory_bytes(name: str) -> int | None:
+    """The estimated peak memory of a CPU run of preset ``name`` on its prompts, as its run's
+    door estimates it (``tracerflow.memory``); None where its shapes are not known before it
+    runs (a model not in the Hugging Face cache, a transcoder without a feature count)."""
+    from tracerflow.flows.validation import run_memory_needs
+    from tracerflow.parameters import run_request
+    from tracerflow.presets import builtin_prompts, find_preset
+
+    preset = find_preset(name)
+    prompts = list(preset.prompts) if preset is not None and preset.prompts else builtin_prompts()
+    needs = run_memory_needs(name, run_request(transcoders=[name], prompts=prompts))
+    return needs.estimate.total_bytes if needs is not None else None
+
+
+def memory_text(n_bytes: int | None) -> str:
+    """An estimate as the refusal says it (``2.9 GiB``); ``?`` when not known."""
+    from tracerflow.memory import size_text as gib_text
+
+    return gib_text(n_bytes) if n_bytes is not None else "?"

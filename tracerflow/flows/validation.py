@@ -1,4 +1,5 @@
-"""Check a run request before anything starts: prompts, sources, the model, files and the device.
+"""Check a run request before anything starts: prompts, sources, the model, files, the device and
+whether its estimated peak memory fits.
 
 Pure and cheap (no torch, no Prefect, no weights), so the CLI runs it before it starts a Prefect
 server and a typo costs a second, not a temporary server and a failed row; the scoring flow runs
@@ -9,10 +10,22 @@ transcoder's Hub repo exists) is said at each check below.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracerflow.errors import CheckpointError, ConfigError, SourceError, UsageError
+from tracerflow.memory import (
+    MemoryEstimate,
+    ModelShape,
+    TranscoderShape,
+    available_memory_bytes,
+    cuda_free_bytes,
+    estimate_memory,
+    largest_fitting_feature_nodes,
+    parse_memory_limit,
+    size_text,
+)
 from tracerflow.parameters import RunRequest, flag, run_request
 from tracerflow.sources import parse_repo_source
 
@@ -51,10 +64,11 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     for model in sorted(models):
         for index, prompt in enumerate(request.prompts, start=1):
             check_prompt(prompt, model, index)
-    for model in sorted(models):  # last: it may ask the network
+    for model in sorted(models):  # late: it may ask the network
         check_model(model, given=request.model is not None, fetch=True)
     for source in request.transcoders:
         check_cached_when_offline(source)
+    check_memory(request)
 
 
 def check_cached_when_offline(source: str) -> None:
@@ -231,10 +245,9 @@ def check_prompt(prompt: str, model: str, index: int) -> None:
 def token_count(prompt: str, tokenizer_dir: Path) -> int:
     """Tokens a model sees for ``prompt``: its tokenizer's tokens plus the BOS it prepends
     (counted with ``tokenizer.json`` alone, without loading the model or torch)."""
-    from tokenizers import Tokenizer
+    from tracerflow.shapes import tokenizer_token_count
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + 1
+    return tokenizer_token_count(prompt, tokenizer_dir / "tokenizer.json")
 
 
 def check_corpus_file(corpus: str, option: str, read_all: bool = True) -> None:
@@ -291,3 +304,130 @@ def suite_request(loaded: LoadedSuite) -> RunRequest:
         eval_corpus=loaded.eval_corpus,
         eval_tokens=loaded.suite.eval_tokens,
     )
+
+
+def check_memory(request: RunRequest, available_bytes: int | None = None) -> None:
+    """Refuse, in one line, a run whose estimated peak memory (``tracerflow.memory``) exceeds
+    ``available_bytes``: by default ``$TRACERFLOW_MEMORY_LIMIT``, else the memory available now.
+    The line names the need, what is available and a setting that fits (a smaller
+    ``--max-feature-nodes``, ``--offload disk``) where one does. Each transcoder is estimated at
+    the request's longest prompt; one whose shapes are not known before it is downloaded or
+    loaded (a Hub repo, a Lightning checkpoint, a model not in the cache) is not checked. On
+    CUDA the check is that the GPU's free memory holds the model and transcoder weights."""
+    from tracerflow.settings import get_settings
+
+    limit = get_settings().memory_limit
+    if available_bytes is None and limit is not None:
+        try:
+            available_bytes = parse_memory_limit(limit)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if available_bytes is None:  # "off"
+            return
+    device = request.device or ("cuda" if cuda_device_count() else "cpu")
+    for source in request.transcoders:
+        needs = run_memory_needs(source, request)
+        if needs is None:
+            continue
+        if device.startswith("cuda"):
+            _check_cuda_weights(source, needs, device, available_bytes)
+            continue
+        available = available_memory_bytes() if available_bytes is None else available_bytes
+        if needs.estimate.total_bytes > available:
+            raise UsageError(_refusal(source, needs, available))
+
+
+@dataclass(frozen=True)
+class MemoryNeeds:
+    """One transcoder's estimate in a request, and what it was computed from."""
+
+    estimate: MemoryEstimate
+    model: ModelShape
+    transcoder: TranscoderShape
+    options: dict[str, Any]  # estimate_memory's keyword arguments besides max_feature_nodes
+    max_feature_nodes: int | None
+    prompt_index: int  # 1-based: the longest prompt
+
+
+def run_memory_needs(source: str, request: RunRequest) -> MemoryNeeds | None:
+    """The estimate for ``source`` in ``request`` at its longest prompt; None when the model's
+    or the transcoder's shape is not known before the run."""
+    from tracerflow.presets import run_parameters
+    from tracerflow.shapes import model_shape, token_count, transcoder_shape
+
+    model_name = model_for_source(source, request.model)
+    model = model_shape(model_name)
+    transcoder = transcoder_shape(source)
+    if model is None or transcoder is None:
+        return None
+    counts = [token_count(model_name, prompt) for prompt in request.prompts]
+    longest = max(range(len(counts)), key=counts.__getitem__)
+    attribution = run_parameters(source, request).attribution
+    options: dict[str, Any] = {
+        "n_tokens": counts[longest],
+        "max_n_logits": attribution.max_n_logits,
+        "batch_size": attribution.batch_size,
+        "offload": attribution.offload,
+        "dtype": request.dtype,
+    }
+    estimate = estimate_memory(
+        model, transcoder, max_feature_nodes=attribution.max_feature_nodes, **options
+    )
+    return MemoryNeeds(
+        estimate, model, transcoder, options, attribution.max_feature_nodes, longest + 1
+    )
+
+
+def _refusal(source: str, needs: MemoryNeeds, available: int) -> str:
+    """The one line a run that cannot fit is refused with."""
+    estimate = needs.estimate
+    what = (
+        f"transcoder '{source}', prompt {needs.prompt_index} of {estimate.n_tokens} tokens, "
+        f"{estimate.n_feature_nodes} of ~{estimate.n_active} feature nodes, in its "
+        f"{estimate.peak_stage} stage"
+    )
+    fixes = []
+    fitting = largest_fitting_feature_nodes(
+        available, needs.model, needs.transcoder, **needs.options
+    )
+    if fitting is not None and fitting < estimate.n_feature_nodes:
+        smaller = estimate_memory(
+            needs.model, needs.transcoder, max_feature_nodes=fitting, **needs.options
+        )
+        fixes.append(f"--max-feature-nodes {fitting} ({size_text(smaller.total_bytes)})")
+    if needs.options["offload"] is None:
+        offloaded = estimate_memory(
+            needs.model,
+            needs.transcoder,
+            max_feature_nodes=needs.max_feature_nodes,
+            **{**needs.options, "offload": "disk"},
+        )
+        if offloaded.total_bytes <= available:
+            fixes.append(f"--offload disk ({size_text(offloaded.total_bytes)})")
+    fix = (
+        f"this would fit: {' or '.join(fixes)}"
+        if fixes
+        else "no --max-feature-nodes or --offload fits: give shorter prompts or a larger machine"
+    )
+    need = size_text(estimate.total_bytes)
+    return (
+        f"this run needs about {need} of memory at its peak ({what}), but "
+        f"{size_text(available)} is available; {fix} (TRACERFLOW_MEMORY_LIMIT sets the memory "
+        "a run may use; off skips this check)"
+    )
+
+
+def _check_cuda_weights(
+    source: str, needs: MemoryNeeds, device: str, available_bytes: int | None
+) -> None:
+    """On CUDA: the model's and transcoder's weights must fit in the GPU's free memory."""
+    weights = needs.estimate.stages["precompute"]
+    need = weights["model weights"] + weights["transcoder weights"]
+    free = cuda_free_bytes(device) if available_bytes is None else available_bytes
+    if need > free:
+        raise UsageError(
+            f"transcoder '{source}': the model and transcoder weights alone take about "
+            f"{size_text(need)}, but {device} has {size_text(free)} free; run with --device cpu, "
+            "or --offload cpu (TRACERFLOW_MEMORY_LIMIT sets the memory a run may use; off "
+            "skips this check)"
+        )
