@@ -11,6 +11,7 @@ SourceError            2      a source that cannot be resolved (no such repo, no
 SourceError retryable  1      network trouble: the attempt failed, a later one may not
 StorageError           2      the database, query or ``--out`` file named cannot be used
 StoreUnreachableError  1      a lake's PostgreSQL catalog cannot be reached right now
+StoreBusyError         1      another process has held the score database too long
 RunNotRecordedError    1      a run finished but its write to the database failed
 AttributionError       1      attribution failed on an input
 TracerflowError        1      any other failure, e.g. a run that failed
@@ -63,6 +64,12 @@ class StorageError(TracerflowError):
     """The artifact store or the score database cannot be read or written."""
 
     exit_code = 2
+
+
+class StoreBusyError(StorageError):
+    """Another process has held the score database's file lock too long: a later try may work."""
+
+    exit_code = 1
 
 
 class StoreUnreachableError(StorageError):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -21,7 +22,7 @@ STARTUP_S = 180.0  # a temporary server on a loaded 2-core machine
 GONE_WITHIN_S = 10.0
 
 
-def start_run(home: Path, output: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+def start_run(home: Path, output: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
@@ -35,6 +36,9 @@ def start_run(home: Path, output: int = subprocess.DEVNULL) -> subprocess.Popen[
         stdout=output,
         stderr=output,
         start_new_session=True,
+        # Ctrl-C as at a terminal, even when this suite runs in the background (which would
+        # hand the command SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -58,21 +62,34 @@ def alive(process: psutil.Process) -> bool:
 
 
 @pytest.mark.parametrize(
-    "kill_signal", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"]
+    ("kill_signal", "to_group"),
+    [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGKILL", "SIGTERM", "Ctrl-C"],
 )
-def test_a_killed_run_leaves_no_child_process(kill_signal: int, tmp_path: Path) -> None:
-    command = start_run(tmp_path / "home")
+def test_a_killed_run_leaves_no_child_process(
+    kill_signal: int, to_group: bool, tmp_path: Path
+) -> None:
+    """Ctrl-C signals the terminal's whole process group: the temporary server used to get it
+    too and die first, and the run went on without its API for minutes."""
+    log = tmp_path / "output.log"
+    with log.open("wb") as output:
+        command = start_run(tmp_path / "home", output=output)
     cli = psutil.Process(command.pid)
     children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + STARTUP_S
-        while not listening_children(cli):
+        while not listening_children(cli) or (
+            to_group and b"Beginning flow run" not in log.read_bytes()  # Ctrl-C mid-run
+        ):
             assert command.poll() is None, "the run ended before its server was up"
             assert time.monotonic() < deadline, "no server came up"
             time.sleep(0.2)
         children = cli.children(recursive=True)
 
-        os.kill(command.pid, kill_signal)
+        if to_group:
+            os.killpg(command.pid, kill_signal)
+        else:
+            os.kill(command.pid, kill_signal)
         command.wait(timeout=GONE_WITHIN_S)
         deadline = time.monotonic() + GONE_WITHIN_S
         while any(alive(child) for child in children) and time.monotonic() < deadline:

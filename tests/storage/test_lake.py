@@ -451,3 +451,24 @@ def test_only_a_migration_that_adds_nullable_columns_runs_on_a_lake_in_place(
     sql: str, in_place: bool
 ) -> None:
     assert bool(lake.column_additions(Migration(99, "test", sql))) is in_place
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'IO Error: Unable to connect to Postgres at "host=127.0.0.1 port=1"',
+        "could not connect to server: Connection refused",
+        'Failed to get table information from DuckLake: Failed to prepare COPY "COPY (SELECT'
+        ' ...": server closed the connection unexpectedly\n\tThis probably means the server'
+        " terminated abnormally",
+        "FATAL:  terminating connection due to administrator command",
+        "no connection to the server",
+    ],
+)
+def test_a_catalog_lost_before_or_during_a_query_is_unreachable_not_bad_input(
+    message: str,
+) -> None:
+    # The issue-24 replay stopped PostgreSQL in the middle of `history`: a connection lost
+    # mid-query exited 2 ("change your input") with DuckLake's raw text.
+    assert lake.is_unreachable(duckdb.Error(message))
+    assert not lake.is_unreachable(duckdb.Error("Catalog Error: Table with name x does not exist"))

@@ -16,9 +16,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from tracerflow.errors import StorageError
+from tracerflow.errors import StorageError, StoreBusyError
 from tracerflow.storage import ScoreRecord, record_run
-from tracerflow.storage.database import write_file
+from tracerflow.storage.database import open_reader, write_file
 from tracerflow.storage.store import FileStore
 
 from .builders import (
@@ -129,11 +129,14 @@ def test_three_runs_recorded_at_once_from_three_processes_all_land(db_path: Path
 
 
 @contextlib.contextmanager
-def reader_in_another_process(db_path: Path, hold_s: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding the database open read-only (DuckDB then refuses writers)."""
+def reader_in_another_process(
+    db_path: Path, hold_s: float, read_only: bool = True
+) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the database open, read-only (DuckDB then refuses writers) or
+    for writing (then it refuses everyone)."""
     code = (
         "import duckdb, sys, time\n"
-        f"con = duckdb.connect({str(db_path)!r}, read_only=True)\n"
+        f"con = duckdb.connect({str(db_path)!r}, read_only={read_only})\n"
         "print('ready', flush=True)\n"
         f"time.sleep({hold_s})\n"
     )
@@ -168,6 +171,23 @@ def test_a_writer_gives_up_with_an_actionable_error_when_the_file_stays_locked(
         pytest.raises(StorageError, match=rf"process {reader.pid} has held it .* try again"),
     ):
         record_run(db_path, run_info("run-2"), two_by_two(), timeout_s=0.5)
+
+
+def test_a_reader_kept_out_by_a_writer_gives_up_saying_a_later_try_may_work(
+    db_path: Path,
+) -> None:
+    # A held lock is not bad input: exit 1 ("try again"), not 2 ("change it"); found by the
+    # issue-24 replay, where `history` beside a writing process exited 2.
+    record_run(db_path, run_info("run-1"), two_by_two())
+
+    with (
+        reader_in_another_process(db_path, hold_s=30, read_only=False) as writer,
+        pytest.raises(
+            StoreBusyError, match=rf"process {writer.pid} has held it .* try again"
+        ) as raised,
+    ):
+        open_reader(db_path, timeout_s=0.5)
+    assert raised.value.exit_code == 1
 
 
 def test_a_writer_killed_mid_write_never_blocks_the_next(db_path: Path) -> None:

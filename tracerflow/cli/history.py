@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -114,29 +114,29 @@ def history_command(
     if not rows and output_format is OutputFormat.table:
         typer.echo("no scores match", err=True)
         return
+    # Everything is read before anything is printed: a store lost in between ends the command
+    # in its one error line, not after half of its answer.
+    quality: list[dict[str, Any]] = []
+    if output_format is OutputFormat.table and prompt is None:
+        quality = metrics_history(score_store(store), transcoder=transcoder, since=since, as_of=at)
     emit(
         rows_text(
             shown, [[r[c] for c in shown] for r in rows], output_format.value, terminal_width()
         )
     )
-    if output_format is OutputFormat.table and prompt is None:
-        quality = metrics_history(score_store(store), transcoder=transcoder, since=since, as_of=at)
-        if quality:
-            typer.echo("\ntranscoder quality, all layers (tracerflow history --metrics: per layer)")
-            typer.echo(
-                rows_text(
-                    METRICS_TABLE_COLUMNS,
-                    [
-                        [
-                            Path(r[c]).name if c == "corpus_name" else r[c]
-                            for c in METRICS_TABLE_COLUMNS
-                        ]
-                        for r in quality
-                    ],
-                    "table",
-                    terminal_width(),
-                )
+    if quality:
+        typer.echo("\ntranscoder quality, all layers (tracerflow history --metrics: per layer)")
+        typer.echo(
+            rows_text(
+                METRICS_TABLE_COLUMNS,
+                [
+                    [Path(r[c]).name if c == "corpus_name" else r[c] for c in METRICS_TABLE_COLUMNS]
+                    for r in quality
+                ],
+                "table",
+                terminal_width(),
             )
+        )
 
 
 def chosen_columns(

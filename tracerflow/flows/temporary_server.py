@@ -114,6 +114,10 @@ def _start() -> tuple[subprocess.Popen[bytes], str]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # Out of the terminal's process group: Ctrl-C reaches the command alone, which
+                # stops its run and then this server; the server dying first left the run going
+                # on without its API for minutes.
+                start_new_session=True,
             )
         base_url = f"http://127.0.0.1:{port}"
         while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ from typing import TypeVar
 import duckdb
 from filelock import FileLock, Timeout
 
-from tracerflow.errors import StorageError, StoreUnreachableError
+from tracerflow.errors import StorageError, StoreBusyError, StoreUnreachableError
 from tracerflow.hashing import canonical_json
 from tracerflow.storage import lake
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
@@ -85,7 +85,7 @@ def _retry_while_locked(connect: Callable[[], T], path: Path, timeout_s: float, 
             if not _is_file_lock_conflict(error):
                 raise StorageError(f"cannot open the score database {path}: {error}") from error
             if time.monotonic() + delay > deadline:
-                raise StorageError(
+                raise StoreBusyError(
                     f"cannot open the score database {path} to {purpose}: {_lock_holder(error)} "
                     f"has held it for more than {timeout_s:.0f} s; wait for it to finish "
                     f"(or stop it) and try again"

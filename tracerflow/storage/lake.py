@@ -188,10 +188,24 @@ def _recorded_data_path(con: Connection, alias: str) -> str:
     return str(row[0]) if row else ""
 
 
+# What libpq and DuckDB's postgres extension say when the catalog cannot be reached, or when the
+# connection was lost in the middle of a query (the server stopped, restarted, the network went).
+_UNREACHABLE = (
+    "unable to connect to postgres",
+    "could not connect",
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "no connection to the server",
+    "connection to server",
+    "ssl syscall error",
+)
+
+
 def is_unreachable(error: duckdb.Error) -> bool:
-    """The lake's PostgreSQL catalog could not be reached (down, restarted, a lost network)."""
-    text = str(error)
-    return "Unable to connect to Postgres" in text or "could not connect" in text.lower()
+    """The lake's PostgreSQL catalog could not be reached (down, restarted, a lost network), at
+    the start or in the middle of a query."""
+    text = str(error).lower()
+    return any(sign in text for sign in _UNREACHABLE)
 
 
 def lake_error(store: LakeStore, error: duckdb.Error, read_only: bool) -> StorageError:
