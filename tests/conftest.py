@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # Nothing in the test suite may reach the Hub; fail fast instead of retrying for 25 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 set, which tables fit on a terminal
+# read (cli/render.terminal_width): a test that wants a width sets one itself.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 # Nothing may write to the user's ~/.tracerflow either: every test run gets its own home.
 os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
 

@@ -29,14 +29,13 @@ HUB_PROBE_TIMEOUT_S = 3.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def hub_offline() -> bool:
-    """True when the user asked for offline mode (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+def hub_offline(transformers_too: bool = True) -> bool:
+    """True when the user asked for offline mode: ``HF_HUB_OFFLINE``, and with
+    ``transformers_too`` (what loading a model obeys) ``TRANSFORMERS_OFFLINE`` too."""
     from huggingface_hub import constants
 
-    env = any(
-        os.environ.get(name, "").strip().lower() in _TRUE
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if transformers_too else ("HF_HUB_OFFLINE",)
+    env = any(os.environ.get(name, "").strip().lower() in _TRUE for name in names)
     return env or bool(constants.HF_HUB_OFFLINE)
 
 

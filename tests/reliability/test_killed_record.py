@@ -188,7 +188,9 @@ def test_a_run_that_cannot_record_on_a_full_disk_leaves_the_next_run_free(
     assert full.returncode == 1, full.stdout + full.stderr
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the run was not recorded: ")
-    assert last.endswith("; a re-run will record it (its finished stages are cached)")
+    message, _, log = last.partition(" (full log: ")
+    assert message.endswith("; a re-run will record it (its finished stages are cached)")
+    assert Path(log.removesuffix(")")).is_file()  # the run's whole log, named last
     table = [line for line in full.stdout.splitlines() if line.startswith("toy-clt ")]
     assert len(table) == 1 and table[0].rstrip().endswith("ok")  # the scores it computed
     assert not store.exists()  # the file the full disk cut short is gone: nothing half-written

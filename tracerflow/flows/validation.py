@@ -79,7 +79,9 @@ def check_cached_when_offline(source: str) -> None:
     from tracerflow.model_sources import hub_cache_dir, hub_offline
     from tracerflow.sources import hub_error, parse_hub_source, unpreset
 
-    hub = parse_hub_source(unpreset(source)) if hub_offline() else None
+    # huggingface_hub's own offline switch: TRANSFORMERS_OFFLINE keeps transformers (the model)
+    # offline, not the transcoder's download.
+    hub = parse_hub_source(unpreset(source)) if hub_offline(transformers_too=False) else None
     if hub is None:
         return
     from huggingface_hub import snapshot_download
