@@ -57,7 +57,11 @@ def terminal_and_file(path: Path) -> Iterator[Path]:
     root = logging.getLogger()
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(logging.Formatter(_FILE_FORMAT))
-    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    consoles = [  # a FileHandler is a StreamHandler too: a user's log file keeps everything
+        h
+        for h in root.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
     kept = [(h, h.formatter) for h in consoles]
     repeats = _NotRepeated()
     for handler in consoles:
