@@ -109,3 +109,24 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     except (struct.error, ValueError, OSError) as error:
         raise CheckpointError(f"{path}: not a safetensors file ({error})") from None
     return header
+
+
+# safetensors' float dtype codes, and the torch dtype each one is.
+SAFETENSORS_FLOATS = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def check_float_tensor(
+    label: str, key: str, info: dict[str, Any], want: list[int], implied_by: str
+) -> str:
+    """The dtype name of header entry ``info`` of tensor ``key``; ``CheckpointError`` naming
+    ``label`` when its shape is not ``want`` (what ``implied_by`` implies) or it is no float."""
+    if list(info.get("shape", ())) != want:
+        raise CheckpointError(
+            f"{label}: tensor '{key}' has shape {list(info.get('shape', ()))}, but {implied_by} "
+            f"implies {want}"
+        )
+    if info.get("dtype") not in SAFETENSORS_FLOATS:
+        raise CheckpointError(
+            f"{label}: tensor '{key}' has dtype {info.get('dtype')}, not a float type"
+        )
+    return SAFETENSORS_FLOATS[info["dtype"]]

@@ -29,7 +29,11 @@ from tracerflow.transcoders.checkpoint import (
     Kind,
     TranscoderShape,
 )
-from tracerflow.transcoders.formats.base import SourceFormat, read_safetensors_header
+from tracerflow.transcoders.formats.base import (
+    SourceFormat,
+    check_float_tensor,
+    read_safetensors_header,
+)
 from tracerflow.transcoders.manifest import MANIFEST_FILE, read_manifest
 
 if TYPE_CHECKING:
@@ -45,7 +49,6 @@ _CONFIG_KEYS = {"model_kind", "feature_input_hook", "feature_output_hook", "acti
 _CONFIG_KEYS |= {"model_name", "transcoders"}
 _HOOK = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 DEFAULT_HOOKS = ("hook_resid_mid", "hook_mlp_out")  # load_clt's defaults, what convert writes
-_FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 _INT_DTYPES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
 # What each file holds: (name, shape in terms of F, d, L-i; optional). `k` is the TopK size
 # circuit-tracer's later releases write into PLT files; 0.5.0's loader refuses it, so the copy
@@ -328,17 +331,8 @@ def _check_headers(
                 if key == "k":
                     k_values.append(_int_scalar(path, info))
                     continue
-                want = tuple(n_layers - layer if dim == "L-i" else sizes[dim] for dim in dims)
-                if tuple(info.get("shape", ())) != want:
-                    raise CheckpointError(
-                        f"{path}: tensor '{key}' has shape {list(info.get('shape', ()))}, but "
-                        f"layer 0 implies {list(want)}"
-                    )
-                if info.get("dtype") not in _FLOAT_DTYPES:
-                    raise CheckpointError(
-                        f"{path}: tensor '{key}' has dtype {info.get('dtype')}, not a float type"
-                    )
-                dtypes.add(info["dtype"])
+                want = [n_layers - layer if dim == "L-i" else sizes[dim] for dim in dims]
+                dtypes.add(check_float_tensor(str(path), key, info, want, "layer 0"))
     for optional in ("activation_function.threshold", "threshold", "W_skip", "k"):
         layers = present.get(optional, set())
         if layers and len(layers) != n_layers:
@@ -348,7 +342,7 @@ def _check_headers(
                 "has one; circuit-tracer needs it in every layer or none"
             )
     thresholds = bool(present.get("activation_function.threshold") or present.get("threshold"))
-    dtype = "float32" if "F32" in dtypes else _FLOAT_DTYPES[min(dtypes)]
+    dtype = "float32" if "float32" in dtypes else min(dtypes)
     skip = bool(present.get("W_skip"))
     return _Shape(d_model, d_features, dtype, thresholds, skip, tuple(k_values))
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import sha256_file
 from tracerflow.transcoders.checkpoint import Activation, TranscoderShape
-from tracerflow.transcoders.formats.base import read_safetensors_header
+from tracerflow.transcoders.formats.base import check_float_tensor, read_safetensors_header
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,6 @@ SAFETENSORS_TENSORS = {
     "k": ((), True),
 }
 _NPY_FLOATS = {"<f4": "float32", "<f2": "float16", "<f8": "float64"}
-_ST_FLOATS = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 _MAX_NPY_MEMBERS = 64
 
 
@@ -147,18 +146,8 @@ def check_safetensors_layer(path: Path, label: str) -> LayerShape:
             raise CheckpointError(f"{label}: missing tensor '{key}'")
         if key == "k":
             continue
-        info = header[key]
         want = [sizes[dim] for dim in dims]
-        if list(info.get("shape", ())) != want:
-            raise CheckpointError(
-                f"{label}: tensor '{key}' has shape {list(info.get('shape', ()))}, but W_enc "
-                f"implies {want}"
-            )
-        if info.get("dtype") not in _ST_FLOATS:
-            raise CheckpointError(
-                f"{label}: tensor '{key}' has dtype {info.get('dtype')}, not a float type"
-            )
-        dtypes.add(_ST_FLOATS[info["dtype"]])
+        dtypes.add(check_float_tensor(label, key, header[key], want, "W_enc"))
     dtype = "float32" if "float32" in dtypes else sorted(dtypes)[0]
     thresholds = "activation_function.threshold" in header
     return LayerShape(sizes["F"], sizes["d"], dtype, thresholds, skip="W_skip" in header)
