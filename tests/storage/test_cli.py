@@ -32,7 +32,7 @@ def test_history_prints_a_table_newest_first(app: typer.Typer, populated_db: Pat
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["created_at", "transcoder_source", "prompt"]
+    assert lines[0].split()[:3] == ["created_at", "transcoder_source", "version"]
     assert "nightly-4" in lines[2] and "nightly-0" in lines[-1]
 
 
@@ -199,8 +199,9 @@ def test_the_history_table_fits_the_terminal_and_csv_keeps_every_character(
     scores = table.split("\n\ntranscoder quality")[0].splitlines()
     assert max(len(line) for line in scores) <= 100
     assert any("…" in line for line in scores[2:])  # the prompts were cut to fit
-    assert scores[0].split()[:5] == [
-        "created_at", "transcoder_source", "prompt", "replacement_score", "completeness_score"
+    assert scores[0].split()[:6] == [
+        "created_at", "transcoder_source", "version", "prompt", "replacement_score",
+        "completeness_score",
     ]  # fmt: skip
     assert scores[-1].startswith("(not shown: ")  # and names the rest
     full = invoke(app, "history", "--db", populated_db, "--format", "csv", env={"COLUMNS": "100"})

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -397,24 +398,45 @@ def test_a_bad_data_path_is_refused_before_the_lake_records_it(
         assert con.execute("SELECT flow_run_id FROM runs").fetchall() == [("second",)]
 
 
-def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_its_rows(
-    postgres: PostgresServer, tmp_path: Path
+def test_a_lake_an_older_tracerflow_made_is_upgraded_in_place_keeping_its_rows(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every migration since 5 (the lakes made before issue 25) only adds a column, so a team's
-    # lake at 5 is upgraded by the first writer, never refused. The lake at 5 is made by undoing
-    # those columns on a lake with rows: what the older tracerflow left.
+    # Every migration since 5 (the lakes made before issue 25) adds a column, replaces views or
+    # updates rows, so a team's lake at 5 is upgraded by the first writer, never refused. The
+    # lake at 5 is made by undoing those columns and views on a lake with rows: what the older
+    # tracerflow left, absolute paths included.
     older = 5
+    home = tmp_path / "home"
+    monkeypatch.setenv("TRACERFLOW_HOME", str(home))
     store = new_lake(postgres, tmp_path, "older")
-    records = [score(transcoder(OLD_CLT), prompt, 0.7, 0.9) for prompt in IOI_PROMPTS]
+    records = [
+        replace(
+            score(transcoder(OLD_CLT), prompt, 0.7, 0.9),
+            graph_path=f"{home}/artifacts/attribute/k{index}/graph.safetensors",
+            graph_files_path=f"{home}/graph-files/g{index}.json",
+        )
+        for index, prompt in enumerate(IOI_PROMPTS)
+    ]
     record_run(store, run_info("run-before"), records)
     con = lake.connect(store, read_only=False)
     try:
         for migration in reversed([m for m in MIGRATIONS if m.version > older]):
-            statements = lake.column_additions(migration)
-            assert statements, f"migration {migration.version} cannot run on a lake in place"
-            for statement in statements:
+            assert lake.in_place_statements(migration), (
+                f"migration {migration.version} cannot run on a lake in place"
+            )
+            for statement in lake.column_additions(migration):
                 table, column = statement.split()[2], statement.split()[5]
                 con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        older_views = [
+            s for s in lake.schema_statements(up_to=older) if s.startswith("CREATE VIEW")
+        ]
+        for (name,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall():
+            if not any(s.startswith(f"CREATE VIEW {name} ") for s in older_views):
+                con.execute(f"DROP VIEW {name}")
+        for statement in older_views:
+            con.execute(statement.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
         con.execute("DELETE FROM schema_version WHERE version > ?", [older])
     finally:
         con.close()
@@ -432,6 +454,26 @@ def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_
     # The added column reads NULL on the older rows.
     older_rows = "SELECT transcoder_format FROM scores WHERE flow_run_id = 'run-before'"
     assert rows(store, older_rows) == [(None,)] * len(IOI_PROMPTS)
+    # The older rows' absolute paths under this host's roots are stored relative now, and the
+    # views resolve them under the roots of whoever reads: here, a home moved elsewhere.
+    stored = "SELECT graph_path, graph_files_path FROM scores WHERE flow_run_id = 'run-before'"
+    assert sorted(rows(store, stored)) == [
+        (f"attribute/k{index}/graph.safetensors", f"graph-files/g{index}.json")
+        for index in range(len(IOI_PROMPTS))
+    ]
+    moved = tmp_path / "moved"
+    monkeypatch.setenv("TRACERFLOW_HOME", str(moved))
+    wide = "SELECT graph_path, graph_files_path FROM scores_wide WHERE flow_run_id = 'run-before'"
+    assert sorted(rows(store, wide)) == [
+        (
+            f"{moved}/artifacts/attribute/k{index}/graph.safetensors",
+            f"{moved}/graph-files/g{index}.json",
+        )
+        for index in range(len(IOI_PROMPTS))
+    ]
+    # The upgraded score_history follows the source and knows its weights' version.
+    history = "SELECT DISTINCT version_changed, transcoder_version FROM score_history"
+    assert rows(store, history) == [(False, transcoder(OLD_CLT).content_hash[:8])]
 
 
 @pytest.mark.parametrize(
@@ -442,15 +484,21 @@ def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_
         ("ALTER TABLE scores ADD COLUMN x VARCHAR NOT NULL;", False),  # old rows have none
         ("ALTER TABLE scores ADD COLUMN x INTEGER DEFAULT 0;", False),
         ("ALTER TABLE scores DROP COLUMN x;", False),
-        ("ALTER TABLE scores ADD COLUMN x VARCHAR; CREATE VIEW v AS SELECT 1;", False),
+        ("ALTER TABLE scores ADD COLUMN x VARCHAR; CREATE VIEW v AS SELECT 1;", True),
+        ("ALTER VIEW v RENAME TO w; CREATE VIEW v AS SELECT * FROM w;", True),
+        ("ALTER TABLE scores RENAME TO s;", False),
+        ("CREATE OR REPLACE VIEW v AS\nSELECT 1;\nUPDATE scores SET slug = NULL;", True),
+        ("CREATE OR REPLACE MACRO m() AS 1; ALTER TABLE s ADD COLUMN x VARCHAR;", True),
+        ("DROP VIEW v;", False),
+        ("DELETE FROM scores;", False),
         ("CREATE TABLE t (a INTEGER);", False),
         ("", False),
     ],
 )  # fmt: skip
-def test_only_a_migration_that_adds_nullable_columns_runs_on_a_lake_in_place(
+def test_only_a_migration_that_adds_nullable_columns_replaces_views_or_updates_runs_in_place(
     sql: str, in_place: bool
 ) -> None:
-    assert bool(lake.column_additions(Migration(99, "test", sql))) is in_place
+    assert bool(lake.in_place_statements(Migration(99, "test", sql))) is in_place
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,10 @@ SHIPPED_SQL_SHA256 = {
     5: "ac50b36a172cfbba929f1b844285d7f1ab9a3c305d6ceb46fbde9e60079b450c",
     6: "fdcbe85bf07d79ffd19578b9411fbdd014169eea9f0f73ede39927894e2d566d",
     7: "0e103a6aa77bffaf7c63c288a2eeb4452a6425e6ecf007dacec2ebff698ae390",
+    # Issue 26's migration, by its name: its number is given when it is merged.
+    next(m.version for m in MIGRATIONS if m.name.startswith("paths relative to their roots")): (
+        "b90f2e7978df30df5f9afcb01fad7571115b5f049d973ec76baaec3c1c340920"
+    ),
 }
 
 

@@ -31,9 +31,17 @@ from tracerflow.storage.store import parse_as_of
 
 # Most important first: a narrow terminal leaves out the last ones (cli/render.fitted).
 HISTORY_TABLE_COLUMNS = (
-    "created_at", "transcoder_source", "prompt", "replacement_score", "completeness_score",
-    "replacement_change", "completeness_change", "status", "flow_run_id",
+    "created_at", "transcoder_source", "transcoder_version", "prompt", "replacement_score",
+    "completeness_score", "replacement_change", "completeness_change", "status", "flow_run_id",
 )  # fmt: skip
+# A table's header, where the column's name is longer than its values need.
+TABLE_HEADERS = {"transcoder_version": "version"}
+# Beside the version of a series' first score with new weights, in the table format.
+NEW_VERSION_MARK = " *"
+NEW_VERSION_NOTE = (
+    f"{NEW_VERSION_MARK.strip()} new weights: the series' first score since the transcoder's "
+    "weights changed (version: the first digits of their hash, column transcoder_version)"
+)
 
 COMPARE_COLUMNS = (
     "model_name", "prompt", "a_replacement_score", "b_replacement_score",
@@ -119,11 +127,17 @@ def history_command(
     quality: list[dict[str, Any]] = []
     if output_format is OutputFormat.table and prompt is None:
         quality = metrics_history(score_store(store), transcoder=transcoder, since=since, as_of=at)
-    emit(
-        rows_text(
-            shown, [[r[c] for c in shown] for r in rows], output_format.value, terminal_width()
-        )
+    if output_format is OutputFormat.table:
+        cells = [[table_cell(r, c) for c in shown] for r in rows]
+        marked = "transcoder_version" in shown and any(r["version_changed"] for r in rows)
+    else:
+        cells, marked = [[r[c] for c in shown] for r in rows], False
+    headers = (
+        [TABLE_HEADERS.get(c, c) for c in shown] if output_format is OutputFormat.table else shown
     )
+    emit(rows_text(headers, cells, output_format.value, terminal_width()))
+    if marked:
+        typer.echo(NEW_VERSION_NOTE)
     if quality:
         typer.echo("\ntranscoder quality, all layers (tracerflow history --metrics: per layer)")
         typer.echo(
@@ -137,6 +151,15 @@ def history_command(
                 terminal_width(),
             )
         )
+
+
+def table_cell(row: dict[str, Any], column: str) -> Any:
+    """A history row's value in the table format: the version of a series' first score with new
+    weights carries ``NEW_VERSION_MARK``, so a reader sees where the weights changed."""
+    value = row[column]
+    if column == "transcoder_version" and value is not None and row["version_changed"]:
+        return value + NEW_VERSION_MARK
+    return value
 
 
 def chosen_columns(

@@ -21,6 +21,7 @@ from prefect.logging import get_run_logger
 import tracerflow
 from tracerflow.errors import StorageError
 from tracerflow.flows.run_types import RunContext, ScoreItem
+from tracerflow.storage.paths import PathRoots, stored_path
 from tracerflow.storage.queries import latest_transcoder
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.tasks.results import (
@@ -32,9 +33,11 @@ from tracerflow.tasks.results import (
 from tracerflow.transcoders import formats
 
 
-def score_record(item: ScoreItem, run_threads: int) -> ScoreRecord:
+def score_record(item: ScoreItem, run_threads: int, roots: PathRoots | None = None) -> ScoreRecord:
     """An item's record, whether it succeeded or failed: a failed item records what its stages
-    gave before the failure (attribution's facts), never scores of an item that failed."""
+    gave before the failure (attribution's facts), never scores of an item that failed. With
+    ``roots``, its paths are stored relative to them (storage/paths.py), so a moved home or
+    another host's artifact root still finds its files."""
     outcome = item.outcome
     ok = outcome.error is None  # then every stage gave its result
     attribution = outcome.attribution
@@ -55,11 +58,17 @@ def score_record(item: ScoreItem, run_threads: int) -> ScoreRecord:
         peak_memory_bytes=stats.peak_memory_bytes if stats else None,
         attribution_threads=stats.threads if stats else run_threads,
         attribution_path=stats.path if stats else None,
-        graph_path=attribution.graph_path if attribution else None,
-        graph_files_path=exported.graph_files_path if exported else None,
+        graph_path=_stored(attribution.graph_path if attribution else None, roots, "artifact"),
+        graph_files_path=_stored(exported.graph_files_path if exported else None, roots, "home"),
         slug=exported.slug if exported else None,
         created_at=datetime.now(UTC),
     )
+
+
+def _stored(path: str | None, roots: PathRoots | None, root: str) -> str | None:
+    if roots is None:
+        return path
+    return stored_path(path, roots.artifact_root if root == "artifact" else roots.home)
 
 
 def model_info(model_name: str, stats: AttributionStats | None) -> ModelInfo:

@@ -56,6 +56,7 @@ from tracerflow.presets import run_parameters
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.storage.metrics import MetricsRecord
+from tracerflow.storage.paths import PathRoots
 from tracerflow.storage.queries import previous_suite_run_scores
 from tracerflow.storage.records import ScoreRecord
 from tracerflow.tasks.attribute import attribute_task
@@ -94,7 +95,7 @@ def score_flow(
     submitted = [submit_transcoder(run, source, request) for source in request.transcoders]
     submitted = [submit_evaluation(run, request, transcoder) for transcoder in submitted]
     records = [
-        score_record(item, run.threads)
+        score_record(item, run.threads, PathRoots(run.settings.home, run.settings.artifacts_dir))
         for transcoder in submitted
         for item in score_items(transcoder)
     ]

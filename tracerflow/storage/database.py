@@ -30,6 +30,7 @@ from tracerflow.storage.migrations import (
     refuse_foreign,
     schema_version,
 )
+from tracerflow.storage.paths import set_roots
 from tracerflow.storage.records import (
     ModelInfo,
     RunInfo,
@@ -116,6 +117,7 @@ def open_database(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
         try:
+            set_roots(con)  # migration 008 makes paths under them relative
             refuse_foreign(con, path)
             apply_migrations(con)
         except BaseException:
@@ -201,12 +203,14 @@ def open_reader(
 
     def connect() -> Connection:
         try:
-            return duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+            con = duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
         except duckdb.ConnectionException as error:
             raise StorageError(
                 f"cannot open {path} read-only while this process holds a write connection to "
                 f"it; close that connection first ({error})"
             ) from error
+        set_roots(con)  # the views resolve stored paths against them
+        return con
 
     con = _retry_while_locked(connect, path, timeout_s, "read")
     try:
@@ -550,6 +554,7 @@ def write_file(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(connect, path, timeout_s, "write")
         try:
+            set_roots(con)
             refuse_foreign(con, path)
             apply_migrations(con)
             if prepare is not None:

@@ -37,6 +37,7 @@ from tracerflow.storage.migrations import (
     apply_migrations,
     schema_version,
 )
+from tracerflow.storage.paths import set_roots
 from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError
 
 Connection = duckdb.DuckDBPyConnection
@@ -101,6 +102,7 @@ def connect(store: LakeStore, read_only: bool, as_of: AsOf | None = None) -> Con
     try:
         attach(con, store, CATALOG, read_only=read_only, as_of=as_of)
         con.execute(f"USE {CATALOG}")
+        set_roots(con)  # the views resolve stored paths against this host's roots
         if read_only:
             data_path = store.data_path or _recorded_data_path(con, CATALOG)
             con.execute(f"SET allowed_directories = [{_quote(str(data_path))}]")
@@ -270,14 +272,32 @@ def schema_statements(up_to: int | None = None) -> list[str]:
             "AND database_name = 'memory'"
         ).fetchall():
             statements.append(f"CREATE MACRO {name}({', '.join(parameters)}) AS {definition}")
-        for (sql,) in template.execute(
-            "SELECT sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
+        views = template.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
             "ORDER BY view_oid"
-        ).fetchall():
-            statements.append(sql.rstrip().rstrip(";"))
+        ).fetchall()
+        statements += [sql.rstrip().rstrip(";") for sql in dependencies_first(dict(views))]
         return statements
     finally:
         template.close()
+
+
+def dependencies_first(views: dict[str, str]) -> list[str]:
+    """The views' SQL (``name -> CREATE VIEW ...``, in creation order) ordered so that each comes
+    after the views it names: a view replaced by a later migration (``CREATE OR REPLACE``) is
+    newer than the views built on it, and a lake binds a view when it is created."""
+    ordered: list[str] = []
+    pending = dict(views)
+    while pending:
+        ready = next(
+            name
+            for name, sql in pending.items()
+            if not any(
+                re.search(rf"\b{re.escape(other)}\b", sql) for other in pending if other != name
+            )
+        )
+        ordered.append(pending.pop(ready))
+    return ordered
 
 
 def ensure_schema(con: Connection, store: LakeStore) -> None:
@@ -294,14 +314,14 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
         if not upgrades_in_place(version):
             raise StorageError(
                 f"the lake {store.describe()} is at schema version {version}, older than this "
-                f"tracerflow ({CURRENT_VERSION}), and only migrations that add columns run on a "
-                "lake in place: copy its history into a new lake with the tracerflow that wrote "
-                "it (`tracerflow store copy`)"
+                f"tracerflow ({CURRENT_VERSION}), and only migrations that add columns, replace "
+                "views or update rows run on a lake in place: copy its history into a new lake "
+                "with the tracerflow that wrote it (`tracerflow store copy`)"
             )
         pending = [migration for migration in MIGRATIONS if migration.version > version]
         _in_transaction(
             con,
-            lambda con: _add_columns(con, pending),
+            lambda con: _upgrade_in_place(con, pending),
             timeout_s=60.0,
             done=lambda c: schema_version(c) == CURRENT_VERSION,
         )
@@ -326,31 +346,53 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
     )
 
 
-# A migration a lake can apply in place: statements that each add one nullable column. DuckLake
-# adds a column without rewriting a Parquet file (old files read it as NULL), and the views select
-# ``s.*``, so they show it at once.
+# A migration a lake can apply in place: statements that each add one nullable column, create,
+# replace or rename a view, create or replace a macro, or update rows. DuckLake adds a column
+# without rewriting a Parquet file (old files read it as NULL), and the views select ``s.*``, so
+# they show it at once.
 _ADD_COLUMN = re.compile(r"ALTER TABLE \w+ ADD COLUMN \w+ [A-Z]+", re.IGNORECASE)
+_REPLACE_OR_UPDATE = re.compile(
+    r"(CREATE (OR REPLACE )?(VIEW|MACRO) \w+|ALTER VIEW \w+ RENAME TO \w+|UPDATE \w+ SET)\b.*",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _statements(migration: Migration) -> list[str]:
+    code = "\n".join(line.split("--", 1)[0] for line in migration.sql.splitlines())
+    return [statement.strip() for statement in code.split(";") if statement.strip()]
 
 
 def column_additions(migration: Migration) -> list[str]:
     """The statements of ``migration`` if each adds one nullable column; [] otherwise."""
-    code = "\n".join(line.split("--", 1)[0] for line in migration.sql.splitlines())
-    statements = [statement.strip() for statement in code.split(";") if statement.strip()]
+    statements = _statements(migration)
     if statements and all(_ADD_COLUMN.fullmatch(statement) for statement in statements):
         return statements
     return []
 
 
+def in_place_statements(migration: Migration) -> list[str]:
+    """The statements of ``migration`` if a lake can run each in place (a nullable column added,
+    a view created, replaced or renamed, a macro created or replaced, rows updated); [] if
+    not."""
+    statements = _statements(migration)
+    if statements and all(
+        _ADD_COLUMN.fullmatch(statement) or _REPLACE_OR_UPDATE.fullmatch(statement)
+        for statement in statements
+    ):
+        return statements
+    return []
+
+
 def upgrades_in_place(version: int) -> bool:
-    """Whether a lake at ``version`` reaches the current one by adding columns only."""
+    """Whether a lake at ``version`` reaches the current one by in-place migrations only."""
     pending = [migration for migration in MIGRATIONS if migration.version > version]
-    return all(column_additions(migration) for migration in pending)
+    return all(in_place_statements(migration) for migration in pending)
 
 
-def _add_columns(con: Connection, migrations: list[Migration]) -> None:
+def _upgrade_in_place(con: Connection, migrations: list[Migration]) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
     for migration in migrations:
-        for statement in column_additions(migration):
+        for statement in in_place_statements(migration):
             con.execute(statement)
         con.execute(
             "INSERT INTO schema_version VALUES (?, ?, ?)",

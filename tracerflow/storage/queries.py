@@ -57,8 +57,9 @@ def parse_since(since: date | datetime | str) -> datetime:
 
 
 HISTORY_COLUMNS = (
-    "created_at", "flow_run_id", "suite_name", "transcoder_source", "transcoder_kind",
-    "model_name", "prompt", "params_hash", "status", "replacement_score",
+    "created_at", "flow_run_id", "suite_name", "transcoder_source", "transcoder_version",
+    "version_changed", "transcoder_kind", "model_name", "prompt", "params_hash", "status",
+    "replacement_score",
     "previous_replacement_score", "replacement_change", "completeness_score",
     "previous_completeness_score", "completeness_change", "pruned_replacement_score",
     "pruned_completeness_score", "error", "run_started_at",
@@ -76,8 +77,10 @@ def history(
 ) -> list[dict[str, Any]]:
     """Every score, newest first, each with the change since the previous run of its series.
 
-    A series is one transcoder × model × prompt × parameter set; the change is measured against
-    its previous successful score, before any filter here is applied.
+    A series is one transcoder source × model × prompt × parameter set, across changes of the
+    source's weights: ``transcoder_version`` names the weights (their hash's first 8 hex
+    digits) and ``version_changed`` is true on a series' first row with new weights. The change
+    is measured against its previous successful score, before any filter here is applied.
 
     Args:
         transcoder: a transcoder source (``georglange/...``) or a transcoder id.

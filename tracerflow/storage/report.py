@@ -11,7 +11,9 @@ import base64
 import html
 import io
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -40,13 +42,54 @@ def _per_run_means(
     per_run: dict[tuple[str, str], list[tuple[datetime, float]]] = defaultdict(list)
     for row in rows:
         if row["status"] == "ok" and row[score] is not None:
-            label = f"{row['transcoder_source']} ({row['suite_name'] or 'no suite'})"
+            label = _series_label(row)
             at = row.get("run_started_at") or row["created_at"]
             per_run[(label, row["flow_run_id"])].append((at, row[score]))
     series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for (label, _), points in per_run.items():
         series[label].append((min(t for t, _ in points), fmean(v for _, v in points)))
     return {label: sorted(points) for label, points in sorted(series.items())}
+
+
+@dataclass(frozen=True)
+class VersionBoundary:
+    """Where a plotted series (a transcoder source and suite) went on with new weights: the
+    first run scored with ``version`` after runs scored with ``previous``."""
+
+    label: str  # the series' label, as in the chart's legend
+    at: datetime  # that run's start
+    previous: str
+    version: str
+
+
+def version_boundaries(rows: list[dict[str, Any]]) -> list[VersionBoundary]:
+    """Each plotted series' changes of weights, in time order: a run whose successful scores
+    were computed with other weights (``transcoder_version``) than the series' previous run's.
+    A run that scored one source with two versions (which one run does not do) counts by its
+    newest score's."""
+    starts: dict[tuple[str, str], datetime] = {}
+    newest: dict[tuple[str, str], tuple[datetime, str]] = {}
+    for row in rows:
+        if row["status"] != "ok" or row.get("transcoder_version") is None:
+            continue
+        key = (_series_label(row), row["flow_run_id"])
+        at = row.get("run_started_at") or row["created_at"]
+        starts[key] = min(starts.get(key, at), at)
+        if key not in newest or row["created_at"] > newest[key][0]:
+            newest[key] = (row["created_at"], row["transcoder_version"])
+    series: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for key, (_, version) in newest.items():
+        series[key[0]].append((starts[key], version))
+    boundaries = []
+    for label, runs in sorted(series.items()):
+        for (_, previous), (at, version) in pairwise(sorted(runs)):
+            if version != previous:
+                boundaries.append(VersionBoundary(label, at, previous, version))
+    return sorted(boundaries, key=lambda b: (b.at, b.label))
+
+
+def _series_label(row: dict[str, Any]) -> str:
+    return f"{row['transcoder_source']} ({row['suite_name'] or 'no suite'})"
 
 
 def history_png(rows: list[dict[str, Any]]) -> bytes:
@@ -69,12 +112,30 @@ def history_figure(rows: list[dict[str, Any]]) -> Any:
     figure = Figure(figsize=(9, 6.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(SCORES_PLOTTED), 1, sharex=True)
+    boundaries = version_boundaries(rows)
     for ax, (score, score_label) in zip(axes, SCORES_PLOTTED, strict=True):
+        colours = {}
         for series_label, points in _per_run_means(rows, score).items():
             times, values = zip(*points, strict=True)
-            ax.plot(times, values, marker="o", label=series_label)
+            (line,) = ax.plot(times, values, marker="o", label=series_label)
+            colours[series_label] = line.get_color()
+        for boundary in boundaries:  # new weights: a dashed line in the series' colour
+            ax.axvline(
+                boundary.at, color=colours.get(boundary.label, "grey"), linestyle="--", alpha=0.7
+            )
         ax.set_ylabel(f"mean {score_label}")
         ax.grid(alpha=0.3)
+    for boundary in boundaries:
+        axes[0].annotate(
+            f"new weights {boundary.version}",
+            xy=(boundary.at, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3),
+            textcoords="offset points",
+            rotation=90,
+            va="top",
+            fontsize="x-small",
+        )
     axes[0].set_title("Score history: mean over each run's prompts")
     axes[0].legend(fontsize="small", loc="best")
     axes[-1].set_xlabel("run started at (UTC)")
@@ -160,9 +221,11 @@ SUMMARY_COLUMNS = [
     "completeness_ci_low", "completeness_ci_high",
 ]  # fmt: skip
 HISTORY_TABLE_COLUMNS = [
-    "created_at", "transcoder_source", "prompt", "status", "replacement_score",
-    "replacement_change", "completeness_score", "completeness_change", "flow_run_id",
+    "created_at", "transcoder_source", "transcoder_version", "prompt", "status",
+    "replacement_score", "replacement_change", "completeness_score", "completeness_change",
+    "flow_run_id",
 ]  # fmt: skip
+BOUNDARY_COLUMNS = ["label", "at", "previous", "version"]
 
 
 # Replacement and completeness scores are fractions (docs/scores.md): a t interval of their mean
@@ -199,10 +262,29 @@ img {{ max-width: 100%; }}
 <img alt="score history chart" src="data:image/png;base64,{png}">
 <h2>Per transcoder, over its latest score on each prompt (95% t interval, clipped to [0, 1])</h2>
 {_html_table(summary, SUMMARY_COLUMNS)}
-<h2>History, newest first ({len(rows)} scores)</h2>
-{_html_table(rows, HISTORY_TABLE_COLUMNS)}
+{_boundaries_html(version_boundaries(rows))}
+<h2>History, newest first ({len(rows)} scores; * marks new weights)</h2>
+{_html_table([_marked(row) for row in rows], HISTORY_TABLE_COLUMNS)}
 </body></html>
 """
+
+
+def _marked(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row whose version carries a * on a series' first score with new weights."""
+    if row.get("version_changed") and row.get("transcoder_version") is not None:
+        return {**row, "transcoder_version": row["transcoder_version"] + " *"}
+    return row
+
+
+def _boundaries_html(boundaries: list[VersionBoundary]) -> str:
+    """The chart's dashed lines as a table: where each series went on with new weights."""
+    if not boundaries:
+        return ""
+    rows = [vars(boundary) for boundary in boundaries]
+    return (
+        "<h2>New weights (the dashed lines): the first run of each new version</h2>\n"
+        + _html_table(rows, BOUNDARY_COLUMNS)
+    )
 
 
 def write_history_report(
