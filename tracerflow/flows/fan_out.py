@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from tracerflow.errors import ConfigError, TracerflowError
+from tracerflow.flows.report import carry_summaries
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
 from tracerflow.settings import configure_prefect_defaults, get_settings
@@ -96,6 +97,7 @@ def fan_out_suite(suite: str, loaded: LoadedSuite) -> list[dict[str, Any]]:
     create_table_artifact(
         key="fan-out", table=rows, description=f"child runs of suite {loaded.suite.name}"
     )
+    carry_summaries([run.id for run in finished])
     failed = [row for row in rows if row["state"] != "Completed"]
     if failed:
         raise TracerflowError(
