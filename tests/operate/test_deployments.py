@@ -232,6 +232,13 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     summary = by_key["summary"]["data"]
     assert "**Regression:** `toy-clt`" in summary
     assert "## Transcoder quality" in summary and "| toy-clt | eval-corpus.txt | 4103 |" in summary
+    # The suite's run, the one the UI lists, carries the same summary.
+    (on_suite,) = httpx.post(
+        f"{api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [suite_run_id]}, "key": {"any_": ["summary"]}}},
+        timeout=30,
+    ).json()
+    assert on_suite["data"] == summary
 
     # The server persists events asynchronously: poll briefly for them.
     expected = set(load_suite("toy-nightly").suite.transcoders)

@@ -62,7 +62,8 @@ HISTORY_COLUMNS = (
     "replacement_score",
     "previous_replacement_score", "replacement_change", "completeness_score",
     "previous_completeness_score", "completeness_change", "pruned_replacement_score",
-    "pruned_completeness_score", "error", "run_started_at",
+    "pruned_completeness_score", "error", "run_started_at", "slug", "graph_path",
+    "graph_files_path",
 )  # fmt: skip
 
 
