@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from tracerflow.errors import ConfigError, TracerflowError
-from tracerflow.flows.report import carry_summaries
+from tracerflow.flows.report import carry_summaries, carrying_summary
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
 from tracerflow.settings import configure_prefect_defaults, get_settings
@@ -54,11 +54,14 @@ def suite_transcoder_flow(suite: str, transcoder: str) -> list[dict[str, Any]]:
         )
     request = suite_request(loaded).model_copy(update={"transcoders": [transcoder]})
     with tags(f"suite:{loaded.suite.name}"):
-        return score_flow.with_options(flow_run_name=f"{loaded.suite.name}-{transcoder}-scores")(
+        state = score_flow.with_options(flow_run_name=f"{loaded.suite.name}-{transcoder}-scores")(
             request,
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
+            return_state=True,
         )
+    # This child's run carries its scoring run's summary, so the suite's run can carry them all.
+    return carrying_summary(state)
 
 
 def fan_out_suite(suite: str, loaded: LoadedSuite) -> list[dict[str, Any]]:

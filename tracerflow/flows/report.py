@@ -379,3 +379,11 @@ def carry_summaries(flow_run_ids: list[UUID]) -> str | None:
         markdown=markdown, key=SUMMARY_KEY, description="Run summary (of the runs it started)"
     )
     return markdown
+
+
+def carrying_summary(state: Any) -> Any:
+    """The result of a scoring run started from the current one (its final ``state``), after
+    its summary is carried onto the current run (``carry_summaries``); a failed run raises its
+    error, as calling it without ``return_state`` would have."""
+    carry_summaries([state.state_details.flow_run_id])
+    return state.result()

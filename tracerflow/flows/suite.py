@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tracerflow.flows.report import carry_summaries
+from tracerflow.flows.report import carrying_summary
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
 from tracerflow.settings import configure_prefect_defaults
@@ -67,7 +67,5 @@ def suite_flow(
             regression_margin=loaded.suite.regression_margin,
             return_state=True,
         )
-    # The suite's own run (the one the UI lists) carries its scoring run's summary too; a
-    # failed scoring run fails the suite with the same error, after that.
-    carry_summaries([state.state_details.flow_run_id])
-    return state.result()  # type: ignore[return-value]
+    # The suite's own run (the one the UI lists) carries its scoring run's summary too.
+    return carrying_summary(state)
