@@ -1,8 +1,10 @@
-"""Stage 6, export: viewer graph files for one graph, published into the home's graph folder.
+"""Stage 6, export: viewer graph files for one graph, published into the viewer's folder.
 
 The files (``viewer.graph_ids.write_graph_files``: circuit-tracer's, with unique node ids) are
-written into the stage's artifact folder, then published: ``<slug>.json`` replaced atomically and
-its ``graph-metadata.json`` entry merged under a file lock. Each run checks the published copy
+written into the stage's artifact folder, then published (``viewer.publish``) into the home's
+``graph-files/`` or the publish root that several hosts share (``$TRACERFLOW_PUBLISH_ROOT``):
+``<slug>.json`` replaced atomically and its ``graph-metadata.json`` entry merged under a file
+lock. Each run checks the published copy
 against the artifact folder and restores it, with a warning, when it is missing or changed. A
 view a person saved in the viewer (``viewer.saved_views``) is part of what is published: a re-run
 restores the graph with it, never without it.
