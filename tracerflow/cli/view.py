@@ -26,7 +26,10 @@ def view(
     ] = False,
     graph_dir: Annotated[
         Path | None,
-        typer.Option(help="Graph-files folder. Default: $TRACERFLOW_HOME/graph-files."),
+        typer.Option(
+            help="Graph-files folder. Default: $TRACERFLOW_PUBLISH_ROOT, else"
+            " $TRACERFLOW_HOME/graph-files."
+        ),
     ] = None,
     store: StoreOption = None,
     read_only: Annotated[
