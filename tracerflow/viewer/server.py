@@ -147,6 +147,8 @@ class ViewerServer(ThreadingHTTPServer):
         self.read_only = read_only
         self.routes = static_routes()
         self.save_lock = threading.Lock()
+        # Scoring sets torch's thread count (process-wide) to the graph's: one Save at a time.
+        self.score_lock = threading.Lock()
         if ":" in host:  # an IPv6 literal such as ::1
             self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerRequestHandler)
@@ -420,9 +422,10 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         from tracerflow.subgraphs import score_and_record  # torch: only when a Save scores
 
         try:
-            record = score_and_record(
-                store, artifacts_dir, slug, q_params, f"the view saved for {slug}", "viewer"
-            )
+            with self.server.score_lock:
+                record = score_and_record(
+                    store, artifacts_dir, slug, q_params, f"the view saved for {slug}", "viewer"
+                )
         except TracerflowError as error:
             return {"subgraph_error": str(error)}
         return {"subgraph": subgraph_answer(record)}
