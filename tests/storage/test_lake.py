@@ -458,6 +458,19 @@ def test_only_a_migration_that_adds_nullable_columns_adds_columns_in_place(
     assert bool(lake.column_additions(Migration(99, "test", sql))) is in_place
 
 
+def test_a_migration_that_only_creates_tables_and_views_runs_on_a_lake_in_place() -> None:
+    (creates,) = [m for m in MIGRATIONS if m.name.startswith("subgraph scores")]
+    statements = lake.in_place_statements(creates)
+    assert [s.split()[:3] for s in statements] == [
+        ["CREATE", "TABLE", '"subgraphs"'],
+        ["CREATE", "VIEW", "subgraphs_wide"],
+    ]
+    assert "PRIMARY KEY" not in statements[0]  # a lake has no keys
+    # Creating and also changing what exists is not in place.
+    mixed = Migration(99, "test", "CREATE TABLE t (a INTEGER);\nDROP TABLE scores;")
+    assert lake.in_place_statements(mixed) == []
+
+
 @pytest.mark.parametrize(
     "message",
     [
