@@ -419,9 +419,12 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         if not q_params.get("pinnedIds") and q_params.get("supernodes") in (None, "", "[]", []):
             return {}
         from tracerflow.errors import TracerflowError
-        from tracerflow.subgraphs import score_and_record  # torch: only when a Save scores
+        from tracerflow.storage.subgraphs import graph_of_slug
 
         try:
+            graph_of_slug(store, slug)  # a graph the store lacks: said before torch is loaded
+            from tracerflow.subgraphs import score_and_record  # torch: only when a Save scores
+
             with self.server.score_lock:
                 record = score_and_record(
                     store, artifacts_dir, slug, q_params, f"the view saved for {slug}", "viewer"
