@@ -77,7 +77,7 @@ def history_command(
         typer.Option(
             "--subgraphs",
             help="Only the saved subgraphs' scores (tracerflow subgraph score, the viewer's "
-            "Save), newest first, in any --format.",
+            "Save), newest first, in any --format; with --transcoder and --as-of only.",
         ),
     ] = False,
     as_of: Annotated[
@@ -107,6 +107,13 @@ def history_command(
     at = parse_as_of(as_of) if as_of is not None else None
     table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
     if subgraphs:
+        others = {"--metrics": metrics, "--prompt": prompt, "--since": since, "--suite": suite,
+                  "--limit": limit, "--columns": columns}  # fmt: skip
+        given = [name for name, value in others.items() if value not in (None, False)]
+        if given:
+            raise UsageError(
+                f"--subgraphs takes --transcoder, --as-of and --format, not {', '.join(given)}"
+            )
         found = subgraph_rows(score_store(store), transcoder=transcoder, as_of=at)
         if not found and output_format is OutputFormat.table:
             typer.echo("no subgraphs match", err=True)

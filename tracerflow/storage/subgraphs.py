@@ -21,12 +21,14 @@ from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike, parse_stor
 
 WRITE_TIMEOUT_S = 60.0
 
+# Every column of ``subgraphs_wide`` (what csv and json carry), most important first.
 SUBGRAPH_COLUMNS = (
     "created_at", "slug", "transcoder_source", "prompt", "n_pinned_features",
     "n_selected_features", "graph_replacement_score", "graph_completeness_score",
     "pruned_replacement_score", "pruned_completeness_score", "subgraph_replacement_score",
     "subgraph_completeness_score", "scored_by", "pinned_ids_json", "supernodes_json",
-    "model_name", "flow_run_id", "score_id", "subgraph_id",
+    "model_name", "replacement_score", "completeness_score", "suite_name", "params_hash",
+    "flow_run_id", "score_id", "subgraph_id",
 )  # fmt: skip
 
 
