@@ -43,7 +43,7 @@ from tracerflow.storage.store import (
 VIEWS = (
     "scores_wide", "latest_scores", "score_history", "transcoder_summary",
     "transcoder_metrics_wide", "latest_transcoder_metrics", "transcoder_metrics_history",
-    "transcoder_quality",
+    "transcoder_quality", "subgraphs_wide",
 )  # fmt: skip
 
 
@@ -337,7 +337,7 @@ def test_store_copy_moves_a_file_into_a_lake_and_back_losing_nothing(
     first = copy_history(file_store, store)
     assert {r.table: r.added for r in first} == {
         "transcoders": 3, "models": 1, "prompts": 5, "runs": 6, "scores": 49,
-        "transcoder_metrics": 0,
+        "transcoder_metrics": 0, "subgraphs": 1,
     }  # fmt: skip
     assert all(r.target_rows == r.source_rows and not r.columns_differing for r in first)
     assert all(r.added == 0 for r in copy_history(file_store, store))  # a second copy
@@ -410,11 +410,14 @@ def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_
     con = lake.connect(store, read_only=False)
     try:
         for migration in reversed([m for m in MIGRATIONS if m.version > older]):
-            statements = lake.column_additions(migration)
+            statements = lake.in_place_statements(migration)
             assert statements, f"migration {migration.version} cannot run on a lake in place"
-            for statement in statements:
-                table, column = statement.split()[2], statement.split()[5]
-                con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+            for statement in reversed(statements):
+                words = statement.split()
+                if words[0] == "ALTER":
+                    con.execute(f"ALTER TABLE {words[2]} DROP COLUMN {words[5]}")
+                else:  # CREATE TABLE "name" (...) / CREATE VIEW name AS ...
+                    con.execute(f"DROP {words[1]} {words[2]}")
         con.execute("DELETE FROM schema_version WHERE version > ?", [older])
     finally:
         con.close()
@@ -432,6 +435,8 @@ def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_
     # The added column reads NULL on the older rows.
     older_rows = "SELECT transcoder_format FROM scores WHERE flow_run_id = 'run-before'"
     assert rows(store, older_rows) == [(None,)] * len(IOI_PROMPTS)
+    # A table a migration created starts empty, and its view reads.
+    assert rows(store, "SELECT count(*) FROM subgraphs_wide") == [(0,)]
 
 
 @pytest.mark.parametrize(
@@ -447,10 +452,23 @@ def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_
         ("", False),
     ],
 )  # fmt: skip
-def test_only_a_migration_that_adds_nullable_columns_runs_on_a_lake_in_place(
+def test_only_a_migration_that_adds_nullable_columns_adds_columns_in_place(
     sql: str, in_place: bool
 ) -> None:
     assert bool(lake.column_additions(Migration(99, "test", sql))) is in_place
+
+
+def test_a_migration_that_only_creates_tables_and_views_runs_on_a_lake_in_place() -> None:
+    (creates,) = [m for m in MIGRATIONS if m.name.startswith("subgraph scores")]
+    statements = lake.in_place_statements(creates)
+    assert [s.split()[:3] for s in statements] == [
+        ["CREATE", "TABLE", '"subgraphs"'],
+        ["CREATE", "VIEW", "subgraphs_wide"],
+    ]
+    assert "PRIMARY KEY" not in statements[0]  # a lake has no keys
+    # Creating and also changing what exists is not in place.
+    mixed = Migration(99, "test", "CREATE TABLE t (a INTEGER);\nDROP TABLE scores;")
+    assert lake.in_place_statements(mixed) == []
 
 
 @pytest.mark.parametrize(

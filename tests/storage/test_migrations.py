@@ -93,6 +93,15 @@ SHIPPED_SQL_SHA256 = {
     6: "fdcbe85bf07d79ffd19578b9411fbdd014169eea9f0f73ede39927894e2d566d",
     7: "0e103a6aa77bffaf7c63c288a2eeb4452a6425e6ecf007dacec2ebff698ae390",
 }
+# Migrations added beside others at once are looked up by name (renumbered at merge).
+SHIPPED_SQL_SHA256 |= {
+    next(m.version for m in MIGRATIONS if m.name.startswith(name)): sha256
+    for name, sha256 in {
+        "subgraph scores of pinned node sets": (
+            "6c1d8bd5cbc8c328eae089a38f5ae73e127a22024b9d2efb78549ab08c62b268"
+        ),
+    }.items()
+}
 
 
 def database_at_001(path: Path, rows: list[tuple]) -> None:

@@ -19,6 +19,7 @@ from tracerflow.cli import (
     server,
     sql,
     store,
+    subgraph,
     transcoders,
     view,
 )
@@ -60,6 +61,7 @@ app.add_typer(plot.plot_app, name="plot")
 app.add_typer(server.server_app, name="server")
 app.add_typer(store.store_app, name="store")
 app.add_typer(export.export_app, name="export")
+app.add_typer(subgraph.subgraph_app, name="subgraph")
 app.command()(server.deploy)
 app.command("presets")(presets.presets_command)
 app.command("view")(view.view)

@@ -28,6 +28,7 @@ from tracerflow.storage.quality import (
 )
 from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
 from tracerflow.storage.store import parse_as_of
+from tracerflow.storage.subgraphs import SUBGRAPH_COLUMNS, subgraph_rows
 
 # Most important first: a narrow terminal leaves out the last ones (cli/render.fitted).
 HISTORY_TABLE_COLUMNS = (
@@ -39,6 +40,14 @@ COMPARE_COLUMNS = (
     "model_name", "prompt", "a_replacement_score", "b_replacement_score",
     "replacement_difference", "a_completeness_score", "b_completeness_score",
     "completeness_difference", "a_params_hash", "b_params_hash",
+)  # fmt: skip
+
+# `history --subgraphs` and compare's saved subgraphs, as a table (csv and json: every column).
+SUBGRAPH_TABLE_COLUMNS = (
+    "created_at", "transcoder_source", "prompt", "n_pinned_features",
+    "subgraph_replacement_score", "subgraph_completeness_score", "graph_replacement_score",
+    "graph_completeness_score", "pruned_replacement_score", "pruned_completeness_score", "slug",
+    "scored_by",
 )  # fmt: skip
 
 METRICS_TABLE_COLUMNS = (
@@ -61,6 +70,14 @@ def history_command(
             "--metrics",
             help="Only the transcoder quality metrics (every layer, then all layers: layer "
             "empty), in any --format.",
+        ),
+    ] = False,
+    subgraphs: Annotated[
+        bool,
+        typer.Option(
+            "--subgraphs",
+            help="Only the saved subgraphs' scores (tracerflow subgraph score, the viewer's "
+            "Save), newest first, in any --format; with --transcoder and --as-of only.",
         ),
     ] = False,
     as_of: Annotated[
@@ -89,6 +106,22 @@ def history_command(
     layers) of each run."""
     at = parse_as_of(as_of) if as_of is not None else None
     table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
+    if subgraphs:
+        others = {"--metrics": metrics, "--prompt": prompt, "--since": since, "--suite": suite,
+                  "--limit": limit, "--columns": columns}  # fmt: skip
+        given = [name for name, value in others.items() if value not in (None, False)]
+        if given:
+            raise UsageError(
+                f"--subgraphs takes --transcoder, --as-of and --format, not {', '.join(given)}"
+            )
+        found = subgraph_rows(score_store(store), transcoder=transcoder, as_of=at)
+        if not found and output_format is OutputFormat.table:
+            typer.echo("no subgraphs match", err=True)
+            return
+        shown = SUBGRAPH_TABLE_COLUMNS if output_format is OutputFormat.table else SUBGRAPH_COLUMNS
+        cells = [[r[c] for c in shown] for r in found]
+        emit(rows_text(shown, cells, output_format.value, terminal_width()))
+        return
     if metrics:
         quality = metrics_history(
             score_store(store), transcoder=transcoder, since=since, all_layers_only=False, as_of=at
@@ -174,6 +207,11 @@ def compare_command(
         prompts = [line for line in lines if line.strip()]
     result = compare(score_store(store), source_a, source_b, prompts=prompts)
     quality = compare_metrics(score_store(store), _artifacts_dir(), source_a, source_b)
+    saved = [
+        row
+        for source in (source_a, source_b)
+        for row in subgraph_rows(score_store(store), transcoder=source)
+    ]
     if output_format is OutputFormat.json:
         emit(
             json_text(
@@ -186,6 +224,7 @@ def compare_command(
                     "missing_prompts": result.missing_prompts,
                     "rows": result.rows,
                     "metrics": [_pair_json(pair) for pair in quality],
+                    "subgraphs": [{c: row[c] for c in SUBGRAPH_COLUMNS} for row in saved],
                 }
             )
         )
@@ -202,6 +241,11 @@ def compare_command(
         for pair in quality:
             typer.echo("")
             typer.echo(_metrics_text(pair))
+        if saved:
+            typer.echo("\nsaved subgraphs of A and B (tracerflow history --subgraphs)")
+            shown = SUBGRAPH_TABLE_COLUMNS
+            cells = [[row[c] for c in shown] for row in saved]
+            typer.echo(rows_text(shown, cells, "table", terminal_width()))
     if result.n_params_differ:
         typer.echo(
             f"note: {result.n_params_differ} pair(s) were scored under different parameters",

@@ -517,18 +517,23 @@ def record_run(
         _insert_metrics(con, run, metrics)
         return added
 
+    return write_store(store, write_run, timeout_s, f"recording flow run {run.flow_run_id}")
+
+
+def write_store(store: Store, body: Callable[[Connection], T], timeout_s: float, what: str) -> T:
+    """Run ``body`` in one transaction on a file or a lake; any failure is one StorageError
+    line (``what`` failed, nothing of it was written) with the lake's password masked."""
     try:
         if isinstance(store, LakeStore):
-            return lake.write(store, write_run, timeout_s)
-        return write_file(store, write_run, timeout_s)
+            return lake.write(store, body, timeout_s)
+        return write_file(store, body, timeout_s)
     except StorageError as error:
         if store.mask(str(error)) == str(error):
             raise
         raise StorageError(store.mask(str(error))) from None  # no chained driver message
     except Exception as error:
         raise StorageError(
-            f"recording flow run {run.flow_run_id} failed, nothing of it was written: "
-            f"{store.mask(str(error))}"
+            f"{what} failed, nothing of it was written: {store.mask(str(error))}"
         ) from None  # the driver's own message may hold the password
 
 

@@ -294,9 +294,9 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
         if not upgrades_in_place(version):
             raise StorageError(
                 f"the lake {store.describe()} is at schema version {version}, older than this "
-                f"tracerflow ({CURRENT_VERSION}), and only migrations that add columns run on a "
-                "lake in place: copy its history into a new lake with the tracerflow that wrote "
-                "it (`tracerflow store copy`)"
+                f"tracerflow ({CURRENT_VERSION}), and only migrations that add columns or new "
+                "tables run on a lake in place: copy its history into a new lake with the "
+                "tracerflow that wrote it (`tracerflow store copy`)"
             )
         pending = [migration for migration in MIGRATIONS if migration.version > version]
         _in_transaction(
@@ -326,31 +326,57 @@ def ensure_schema(con: Connection, store: LakeStore) -> None:
     )
 
 
-# A migration a lake can apply in place: statements that each add one nullable column. DuckLake
-# adds a column without rewriting a Parquet file (old files read it as NULL), and the views select
-# ``s.*``, so they show it at once.
+# A migration a lake can apply in place: statements that each add one nullable column, or that
+# only create new tables and views. DuckLake adds a column without rewriting a Parquet file (old
+# files read it as NULL), and the views select ``s.*``, so they show it at once; a new table
+# starts empty, as it would in a file migrated to it.
 _ADD_COLUMN = re.compile(r"ALTER TABLE \w+ ADD COLUMN \w+ [A-Z]+", re.IGNORECASE)
+_CREATE = re.compile(r"CREATE (TABLE|VIEW) \w+ .*", re.IGNORECASE | re.DOTALL)
 
 
 def column_additions(migration: Migration) -> list[str]:
     """The statements of ``migration`` if each adds one nullable column; [] otherwise."""
-    code = "\n".join(line.split("--", 1)[0] for line in migration.sql.splitlines())
-    statements = [statement.strip() for statement in code.split(";") if statement.strip()]
+    statements = _statements(migration)
     if statements and all(_ADD_COLUMN.fullmatch(statement) for statement in statements):
         return statements
     return []
 
 
+def _statements(migration: Migration) -> list[str]:
+    code = "\n".join(line.split("--", 1)[0] for line in migration.sql.splitlines())
+    return [statement.strip() for statement in code.split(";") if statement.strip()]
+
+
+def created_objects(migration: Migration) -> list[str]:
+    """When ``migration`` only creates tables and views, the lake's form of what it creates
+    (``schema_statements`` of its version less those of the one before: no keys); [] otherwise,
+    and also when it would change anything that existed before it."""
+    statements = _statements(migration)
+    if not statements or not all(_CREATE.fullmatch(statement) for statement in statements):
+        return []
+    before = schema_statements(migration.version - 1)
+    after = schema_statements(migration.version)
+    if not set(before) <= set(after):
+        return []
+    return [statement for statement in after if statement not in before]
+
+
+def in_place_statements(migration: Migration) -> list[str]:
+    """What brings a lake from the version before ``migration`` to its version without
+    rewriting a row; [] when nothing can (then a lake is copied into a new one instead)."""
+    return column_additions(migration) or created_objects(migration)
+
+
 def upgrades_in_place(version: int) -> bool:
-    """Whether a lake at ``version`` reaches the current one by adding columns only."""
+    """Whether a lake at ``version`` reaches the current one in place (columns or new tables)."""
     pending = [migration for migration in MIGRATIONS if migration.version > version]
-    return all(column_additions(migration) for migration in pending)
+    return all(in_place_statements(migration) for migration in pending)
 
 
 def _add_columns(con: Connection, migrations: list[Migration]) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
     for migration in migrations:
-        for statement in column_additions(migration):
+        for statement in in_place_statements(migration):
             con.execute(statement)
         con.execute(
             "INSERT INTO schema_version VALUES (?, ?, ?)",

@@ -596,6 +596,44 @@ MIGRATION_007 = """
 ALTER TABLE scores ADD COLUMN transcoder_file_commits_json VARCHAR;
 """
 
+MIGRATION_008 = """
+-- Subgraph scores (issue 28): a set of pinned nodes of one exported graph (the viewer's Save, or
+-- `tracerflow subgraph score`), scored with the pruned scores' rule, kept = the pinned features
+-- (docs/metrics.md, "Subgraph scores"). One row per score row x pinned set.
+CREATE TABLE subgraphs (
+    subgraph_id VARCHAR PRIMARY KEY,        -- id('subgraph', score_id, pinned_ids_json)
+    score_id VARCHAR NOT NULL,              -- the score row whose graph was scored
+    slug VARCHAR NOT NULL,                  -- the viewer's graph slug
+    pinned_ids_json VARCHAR NOT NULL,       -- sorted JSON list of the pinned node ids
+    supernodes_json VARCHAR,                -- the saved supernodes ([label, id, ...] lists)
+    n_pinned_features INTEGER NOT NULL,     -- pinned ids that are features (the kept ones)
+    n_selected_features INTEGER NOT NULL,
+    graph_replacement_score DOUBLE NOT NULL,     -- the whole graph, recomputed from its file
+    graph_completeness_score DOUBLE NOT NULL,
+    subgraph_replacement_score DOUBLE NOT NULL,  -- non-pinned features merged into error
+    subgraph_completeness_score DOUBLE NOT NULL,
+    scored_by VARCHAR NOT NULL,             -- 'cli' or 'viewer'
+    created_at TIMESTAMP NOT NULL
+);
+
+-- Each subgraph beside its graph's score row (transcoder, model, prompt, run, pruned scores).
+CREATE VIEW subgraphs_wide AS
+SELECT
+    g.*,
+    s.transcoder_source,
+    s.model_name,
+    s.prompt,
+    s.flow_run_id,
+    s.suite_name,
+    s.params_hash,
+    s.replacement_score,
+    s.completeness_score,
+    s.pruned_replacement_score,
+    s.pruned_completeness_score
+FROM subgraphs g
+JOIN scores_wide s USING (score_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -608,6 +646,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7, "the commits of the Hub files a transcoder was read from (issue 25)", MIGRATION_007
     ),
+    Migration(8, "subgraph scores of pinned node sets (issue 28 part 1)", MIGRATION_008),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
