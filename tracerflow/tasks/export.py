@@ -5,7 +5,10 @@ written into the stage's artifact folder, then published: ``<slug>.json`` replac
 its ``graph-metadata.json`` entry merged under a file lock. Each run checks the published copy
 against the artifact folder and restores it, with a warning, when it is missing or changed. A
 view a person saved in the viewer (``viewer.saved_views``) is part of what is published: a re-run
-restores the graph with it, never without it.
+restores the graph with it, never without it. So is the run's feature pack: the published file's
+``metadata.scan`` (and its entry's ``scan``) is the pack of the run's dashboards
+(``tasks.dashboards.feature_pack_name``), while the stored files keep the weights' scan, so the
+export's key and folder do not depend on the corpus.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tracerflow.viewer.graph_ids import (
     add_graph_metadata_entry,
     write_graph_files,
 )
-from tracerflow.viewer.saved_views import graph_text, saved_view
+from tracerflow.viewer.saved_views import graph_text, saved_view, strict_json
 from tracerflow.viewer.slugs import validate_slug
 
 CODE_VERSION = "2"
@@ -67,8 +70,10 @@ def export_graph(
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
+    feature_pack: str | None = None,
 ) -> ExportedGraph:
-    """Create the viewer files of one graph (once) and publish them into ``graph_files_dir``."""
+    """Create the viewer files of one graph (once) and publish them into ``graph_files_dir``,
+    naming ``feature_pack`` as the published graph's scan (when given)."""
     validate_slug(slug)
     key = export_key(scored.key, slug, node_threshold, edge_threshold)
 
@@ -85,27 +90,39 @@ def export_graph(
             )
 
     folder, cached = store.get_or_compute("export", key, write)
-    published, restored = publish(folder, slug, Path(graph_files_dir), announce=cached)
+    published, restored = publish(
+        folder, slug, Path(graph_files_dir), feature_pack=feature_pack, announce=cached
+    )
     return ExportedGraph(
         key=key, slug=slug, graph_files_path=str(published), cached=cached and not restored
     )
 
 
 def publish(
-    export_dir: Path, slug: str, graph_files_dir: Path, *, announce: bool = False
+    export_dir: Path,
+    slug: str,
+    graph_files_dir: Path,
+    *,
+    feature_pack: str | None = None,
+    announce: bool = False,
 ) -> tuple[Path, bool]:
     """Make the shared folder's ``<slug>.json`` and metadata entry those of ``export_dir``,
     writing only what is missing or differs; returns the file and whether anything was written.
-    ``announce``: warn about each repair (the graph was published before, so it was damaged)."""
+    ``feature_pack``: the scan they name (else the stored one). ``announce``: warn about each
+    repair (the graph was published before, so it was damaged)."""
     graph_files_dir.mkdir(parents=True, exist_ok=True)
     target = graph_files_dir / f"{slug}.json"
     check_no_link_below(graph_files_dir, target)
     check_no_link_below(graph_files_dir, graph_files_dir / GRAPH_METADATA_FILE)
     graph_json = (export_dir / f"{slug}.json").read_text(encoding="utf-8")
     view = saved_view(graph_files_dir, slug)
+    (entry,) = json.loads((export_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
+    if feature_pack is not None and entry.get("scan") != feature_pack:
+        graph = json.loads(graph_json)
+        graph["metadata"]["scan"] = entry["scan"] = feature_pack
+        graph_json = strict_json(graph)
     if view is not None:
         graph_json = graph_text(json.loads(graph_json), view)
-    (entry,) = json.loads((export_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
     repairs = []
     if not target.is_file() or target.read_bytes() != graph_json.encode("utf-8"):
         repairs.append(target)
@@ -154,17 +171,26 @@ def export_task(
     scored: ChunkResults,
     slugs: list[str],
     scan: str,
+    feature_pack: str,
     node_threshold: float,
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
 ) -> ChunkResults:
     """Export a chunk's graphs: each an ``ExportedGraph``, or the ``PromptFailure`` that stopped
-    it."""
+    it. ``scan``: the weights' (stored files); ``feature_pack``: the published files' scan."""
 
     def export_one(attribution: Attribution, scores: ScoredGraph, slug: str) -> ExportedGraph:
         return export_graph(
-            attribution, scores, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+            attribution,
+            scores,
+            slug,
+            scan,
+            node_threshold,
+            edge_threshold,
+            store,
+            graph_files_dir,
+            feature_pack,
         )
 
     return for_each_prompt(
