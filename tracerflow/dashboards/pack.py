@@ -1,7 +1,7 @@
 """The binary feature pack circuit-tracer's frontend reads: ``index.json.gz``, a ``.bin`` per layer.
 
 The layout is the one ``init-feature-examples.js`` reads from a Hub repo's ``features/`` folder
-(``loadFeatureFromBinary``), so a pack folder can also be uploaded there as is:
+(``loadFeatureFromBinary``), so a pack's files can also be uploaded there as they are:
 
 - ``index.json.gz``: gzip of a JSON list, one entry per layer, ``{"filename": "layer_<l>.bin",
   "offsets": [...]}`` with ``d_transcoder + 1`` offsets; feature ``i`` of layer ``l`` is the

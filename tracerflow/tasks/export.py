@@ -124,13 +124,17 @@ def publish(
     if view is not None:
         graph_json = graph_text(json.loads(graph_json), view)
     repairs = []
+    published_entry = _published_entry(graph_files_dir, slug)
+    # Another run's pack (another corpus, or a graph from before pack names): a new binding,
+    # not damage, so no warning.
+    rebound = published_entry is not None and published_entry.get("scan") != entry.get("scan")
     if not target.is_file() or target.read_bytes() != graph_json.encode("utf-8"):
         repairs.append(target)
         write_text_atomically(target, graph_json)
-    if _published_entry(graph_files_dir, slug) != entry:
+    if published_entry != entry:
         repairs.append(graph_files_dir / GRAPH_METADATA_FILE)
         add_graph_metadata_entry(graph_files_dir, entry)
-    if announce:
+    if announce and not rebound:
         for path in repairs:
             logger.warning("restored %s from %s: it was missing or changed", path, export_dir)
     return target, bool(repairs)
