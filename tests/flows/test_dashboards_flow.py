@@ -120,6 +120,17 @@ def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small
     assert flow_pack.name == own_pack.name  # the version: a hash of the files
     for name in (INDEX_FILE, "layer_0.bin", "layer_1.bin", "layer_2.bin"):
         assert (own_pack / name).read_bytes() == (flow_pack / name).read_bytes(), name
+    # Another corpus (the prompts: what `./my-clt` without a preset streams) is another pack
+    # and another store folder: the first pack is left as it was (issue 26).
+    on_prompts = feature_pack_name(
+        converted.content_hash, model.identity, corpus_identity(None, PROMPTS)
+    )
+    other = build_dashboards(
+        model, converted, on_prompts, None, PROMPTS, [first_graph], False, store, home / "own"
+    )
+    assert on_prompts != scan and other.key != both.key
+    assert current_pack_dir(pack) == own_pack and read_feature_pack(pack) == merged
+    assert pack_features(home / "own" / FEATURES_DIR / on_prompts) == first
 
 
 def test_a_failed_dashboards_stage_keeps_every_score_and_publishes_nothing(
