@@ -29,7 +29,7 @@ from prefect.utilities.annotations import quote
 
 from tracerflow.attribution import default_threads
 from tracerflow.errors import ConfigError, RunNotRecordedError
-from tracerflow.flows.dashboards import submit_dashboards
+from tracerflow.flows.dashboards import feature_pack, submit_dashboards
 from tracerflow.flows.evaluation import metrics_record, submit_evaluation
 from tracerflow.flows.failures import collect, raise_first_failure
 from tracerflow.flows.records import (
@@ -175,14 +175,16 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> Subm
         dtype=run.dtype,
         device=run.device,
     )
+    pack = feature_pack(request, source, model, converted)
     submitted = SubmittedTranscoder(
         transcoder,
         prompts,
         recorded_as=transcoder_info(snapshot, converted),
         model=model,
         converted=converted,
+        feature_pack=pack,
         chunks=tuple(
-            submit_chunk(run, transcoder, model, converted, chunk)
+            submit_chunk(run, transcoder, model, converted, pack, chunk)
             for chunk in prompt_chunks(prompts)
         ),
     )
@@ -204,9 +206,11 @@ def submit_chunk(
     transcoder: TranscoderRun,
     model: ModelSpec,
     converted: ConvertedTranscoder,
+    pack: str,
     prompts: tuple[str, ...],
 ) -> PromptChunk:
-    """Submit the attribute, score and export stages of a chunk of prompts."""
+    """Submit the attribute, score and export stages of a chunk of prompts; the graphs are
+    published naming ``pack`` (``flows.dashboards.feature_pack``) as their ``scan``."""
     parameters = transcoder.parameters
     thresholds = (parameters.node_threshold, parameters.edge_threshold)
     attribution = attribute_task.submit(
@@ -224,7 +228,8 @@ def submit_chunk(
         attribution,
         scored,
         [graph_slug(transcoder.source, converted.content_hash, prompt) for prompt in prompts],
-        viewer_scan(converted.content_hash),  # one per transcoder: its feature pack's name
+        viewer_scan(converted.content_hash),  # the weights' name, in the stored graph files
+        pack,  # the published graphs' scan: their feature pack's name
         *thresholds,
         run.store,
         run.settings.graph_files_dir,

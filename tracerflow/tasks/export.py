@@ -7,7 +7,10 @@ written into the stage's artifact folder, then published (``viewer.publish``) in
 lock. Each run checks the published copy
 against the artifact folder and restores it, with a warning, when it is missing or changed. A
 view a person saved in the viewer (``viewer.saved_views``) is part of what is published: a re-run
-restores the graph with it, never without it.
+restores the graph with it, never without it. So is the run's feature pack: the published file's
+``metadata.scan`` (and its entry's ``scan``) is the pack of the run's dashboards
+(``tasks.dashboards.feature_pack_name``), while the stored files keep the weights' scan, so the
+export's key and folder do not depend on the corpus.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ def export_graph(
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
+    feature_pack: str | None = None,
 ) -> ExportedGraph:
-    """Create the viewer files of one graph (once) and publish them into ``graph_files_dir``."""
+    """Create the viewer files of one graph (once) and publish them into ``graph_files_dir``,
+    naming ``feature_pack`` as the published graph's scan (when given)."""
     validate_slug(slug)
     key = export_key(scored.key, slug, node_threshold, edge_threshold)
 
@@ -77,7 +82,9 @@ def export_graph(
             )
 
     folder, cached = store.get_or_compute("export", key, write)
-    published, restored = publish(folder, slug, Path(graph_files_dir), announce=cached)
+    published, restored = publish(
+        folder, slug, Path(graph_files_dir), feature_pack=feature_pack, announce=cached
+    )
     return ExportedGraph(
         key=key, slug=slug, graph_files_path=str(published), cached=cached and not restored
     )
@@ -90,17 +97,26 @@ def export_task(
     scored: ChunkResults,
     slugs: list[str],
     scan: str,
+    feature_pack: str,
     node_threshold: float,
     edge_threshold: float,
     store: ArtifactStore,
     graph_files_dir: Path,
 ) -> ChunkResults:
     """Export a chunk's graphs: each an ``ExportedGraph``, or the ``PromptFailure`` that stopped
-    it."""
+    it. ``scan``: the weights' (stored files); ``feature_pack``: the published files' scan."""
 
     def export_one(attribution: Attribution, scores: ScoredGraph, slug: str) -> ExportedGraph:
         return export_graph(
-            attribution, scores, slug, scan, node_threshold, edge_threshold, store, graph_files_dir
+            attribution,
+            scores,
+            slug,
+            scan,
+            node_threshold,
+            edge_threshold,
+            store,
+            graph_files_dir,
+            feature_pack,
         )
 
     return for_each_prompt(

@@ -24,34 +24,48 @@ from typing import Any
 
 from tracerflow.fsutil import check_no_link_below, write_text_atomically
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE, add_graph_metadata_entry
-from tracerflow.viewer.saved_views import graph_text, saved_view
+from tracerflow.viewer.saved_views import graph_text, saved_view, strict_json
 
 logger = logging.getLogger(__name__)
 
 
 def publish(
-    export_dir: Path, slug: str, graph_files_dir: Path, *, announce: bool = False
+    export_dir: Path,
+    slug: str,
+    graph_files_dir: Path,
+    *,
+    feature_pack: str | None = None,
+    announce: bool = False,
 ) -> tuple[Path, bool]:
     """Make the shared folder's ``<slug>.json`` and metadata entry those of ``export_dir``,
     writing only what is missing or differs; returns the file and whether anything was written.
-    ``announce``: warn about each repair (the graph was published before, so it was damaged)."""
+    ``feature_pack``: the scan they name (else the stored one). ``announce``: warn about each
+    repair (the graph was published before, so it was damaged)."""
     graph_files_dir.mkdir(parents=True, exist_ok=True)
     target = graph_files_dir / f"{slug}.json"
     check_no_link_below(graph_files_dir, target)
     check_no_link_below(graph_files_dir, graph_files_dir / GRAPH_METADATA_FILE)
     graph_json = (export_dir / f"{slug}.json").read_text(encoding="utf-8")
     view = saved_view(graph_files_dir, slug)
+    (entry,) = json.loads((export_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
+    if feature_pack is not None and entry.get("scan") != feature_pack:
+        graph = json.loads(graph_json)
+        graph["metadata"]["scan"] = entry["scan"] = feature_pack
+        graph_json = strict_json(graph)
     if view is not None:
         graph_json = graph_text(json.loads(graph_json), view)
-    (entry,) = json.loads((export_dir / GRAPH_METADATA_FILE).read_text())["graphs"]
     repairs = []
+    published_entry = _published_entry(graph_files_dir, slug)
+    # Another run's pack (another corpus, or a graph from before pack names): a new binding,
+    # not damage, so no warning.
+    rebound = published_entry is not None and published_entry.get("scan") != entry.get("scan")
     if not target.is_file() or target.read_bytes() != graph_json.encode("utf-8"):
         repairs.append(target)
         write_text_atomically(target, graph_json)
-    if _published_entry(graph_files_dir, slug) != entry:
+    if published_entry != entry:
         repairs.append(graph_files_dir / GRAPH_METADATA_FILE)
         add_graph_metadata_entry(graph_files_dir, entry)
-    if announce:
+    if announce and not rebound:
         for path in repairs:
             logger.warning("restored %s from %s: it was missing or changed", path, export_dir)
     return target, bool(repairs)

@@ -8,10 +8,12 @@ request path to a folder:
   (``.html``, ``.js``, ``.css`` only), so a path not in the table is a 404 whatever it contains;
 - ``/data/graph-metadata.json``: the viewable entries of the folder's metadata file;
 - ``/graph_data/<slug>.json``: a graph file, after ``validate_slug``;
-- ``/features/index.json``: the names of the feature packs in the folder's ``features/``;
-  ``/features/<name>/index.json.gz`` and ``/features/<name>/layer_<n>.bin``: a pack's files
-  (``tracerflow.dashboards.pack``), the ``.bin`` with HTTP Range requests (206, 416), as
-  circuit-tracer's frontend reads them; ``/features/<name>.html``: the pack's feature table;
+- ``/features/index.json``: the names of the feature packs in the folder's ``features/`` and
+  each one's current version; ``/features/<name>/<version>/index.json.gz`` and
+  ``/features/<name>/<version>/layer_<n>.bin`` (or without ``<version>``: the current one): a
+  pack's files (``tracerflow.dashboards.pack``), the ``.bin`` with HTTP Range requests (206,
+  416), as circuit-tracer's frontend reads them; ``/features/<name>.html``: the pack's feature
+  table;
 - ``POST /save_graph/<slug>``: the viewer's Save button (pinned nodes, supernodes, ...), which
   rewrites only the ``qParams`` of an existing graph file: strict JSON (no ``NaN`` or
   ``Infinity``), bounded in size and depth, written compactly; never ``graph-metadata``; off
@@ -47,6 +49,7 @@ from tracerflow.viewer.features import (
     FeatureFile,
     feature_file,
     feature_pack_names,
+    feature_pack_versions,
     render_feature_page,
 )
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
@@ -299,8 +302,9 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             graph_path = self._graph_path(path.removeprefix("/graph_data/"))
             self._send_bytes(graph_path.read_bytes(), "application/json", head=head)
         elif path == FEATURE_LIST_PATH:
-            names = feature_pack_names(self.server.graph_files_dir)
-            self._send_bytes(json.dumps({"scans": names}).encode(), "application/json", head=head)
+            versions = feature_pack_versions(self.server.graph_files_dir)
+            listing = {"scans": sorted(versions), "versions": versions}
+            self._send_bytes(json.dumps(listing).encode(), "application/json", head=head)
         elif path.startswith("/features/"):
             self._send_feature_file(path.removeprefix("/features/"), head=head)
         else:
