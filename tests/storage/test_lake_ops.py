@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -215,29 +216,38 @@ def test_maintain_flushes_expires_old_snapshots_and_keeps_those_of_recorded_runs
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     store = new_lake(postgres, tmp_path, "maintained")
-    for night, source in enumerate([OLD_CLT, PLT, OLD_CLT]):
+
+    def night(number: int, source: str) -> None:
         records = [
-            score(transcoder(source), prompt, 0.5 + night / 10, 0.9) for prompt in IOI_PROMPTS
+            score(transcoder(source), prompt, 0.5 + number / 10, 0.9) for prompt in IOI_PROMPTS
         ]
-        record_run(store, run_info(f"night-{night}"), records)
+        record_run(store, run_info(f"night-{number}"), records)
+
+    night(0, OLD_CLT)
+    night(1, PLT)
+    # Nothing is older than a day: the inlined rows are flushed, nothing is expired.
+    recent = maintain(store, keep_days=1)
+    assert recent.flushed_rows >= 2 * len(IOI_PROMPTS) and recent.expired == []
+    assert recent.data_files_after > recent.data_files_before
+    night(2, OLD_CLT)
     history = queries.history(store)
     first, second, third = queries_snapshots(store)
     as_of_first = queries.history(store, as_of=AsOf(snapshot=first["snapshot_id"]))
     assert len(as_of_first) == len(IOI_PROMPTS)
 
-    # Nothing is older than a day: the inlined rows are flushed, nothing is expired.
-    recent = maintain(store, keep_days=1)
-    assert recent.flushed_rows >= 3 * len(IOI_PROMPTS) and recent.expired == []
-    assert recent.data_files_after > recent.data_files_before
-
     done = invoke("store", "maintain", "--keep-days", "0", "--store", store.url)
     assert done.exit_code == 0, done.output
-    assert "flushed 0 inlined rows" in done.stdout, done.stdout  # none was left
+    # The third night's rows flushed into a second file per table, and the two merged: its run,
+    # its scores and the rewritten writer's-turn row (its transcoder, model, prompts were known).
+    assert f"flushed {1 + len(IOI_PROMPTS) + 1} inlined rows" in done.stdout, done.stdout
+    merged = re.search(r"merged (\d+) small data files into (\d+)", done.stdout)
+    assert merged and int(merged[1]) > int(merged[2]) > 0, done.stdout
     assert "kept 3 older ones that recorded a run" in done.stdout, done.stdout
     with lake.connect(store, read_only=True) as con:
         kept = [s.snapshot_id for s in snapshots.lake_snapshots(con)]
     runs = [first["snapshot_id"], second["snapshot_id"], third["snapshot_id"]]
-    assert kept[:3] == runs and len(kept) == 4  # the runs' and the newest
+    # The runs' and the two this maintenance made (flush, merge: newer than its cutoff).
+    assert kept[:3] == runs and len(kept) == 5
     assert queries.history(store) == history
     assert queries.history(store, as_of=AsOf(snapshot=runs[0])) == as_of_first
 
@@ -249,7 +259,10 @@ def test_maintain_flushes_expires_old_snapshots_and_keeps_those_of_recorded_runs
 
     forced = invoke("store", "maintain", "--keep-days", "0", "--force", "--store", store.url)
     assert forced.exit_code == 0, forced.output
-    assert f"expired 2 snapshots older than 0 days ({runs[0]}, {runs[2]})" in forced.stdout
+    # All but the newest: the runs' two left and the flush's.
+    assert f"expired 3 snapshots older than 0 days ({runs[0]}, {runs[2]}, {kept[3]})" in (
+        forced.stdout
+    )
     assert queries.history(store) == history
     past = invoke("history", "--as-of", str(runs[0]), "--store", store.url)
     assert past.exit_code == 2

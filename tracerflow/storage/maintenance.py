@@ -42,6 +42,8 @@ class MaintenanceReport:
 
     store: str
     flushed_rows: int = 0
+    merged_files: int = 0  # small files merged ...
+    merged_into: int = 0  # ... into this many
     data_files_before: int = 0
     data_files_after: int = 0
     expired: list[int] = field(default_factory=list)
@@ -64,12 +66,12 @@ class MaintenanceReport:
         return [
             f"maintained {self.store}",
             f"flushed {self.flushed_rows} inlined rows into Parquet files",
-            f"data files: {self.data_files_before} before, {self.data_files_after} after "
-            "(small files merged, unread ones deleted)",
+            f"merged {self.merged_files} small data files into {self.merged_into}",
             f"expired {len(self.expired)} snapshots older than {keep_days:g} days"
             + (f" ({_ids(self.expired)})" if self.expired else "")
             + kept,
-            f"deleted {self.deleted_files} data files no kept snapshot reads",
+            f"deleted {self.deleted_files} data files no kept snapshot reads; the lake's "
+            f"tables now read {self.data_files_after} files ({self.data_files_before} before)",
         ]
 
 
@@ -111,7 +113,8 @@ def _maintain_lake(
     files_before = _data_files(con)
     flushed = _step(con, f"CALL ducklake_flush_inlined_data('{lake.CATALOG}')")
     flushed_rows = sum(int(row[-1] or 0) for row in flushed)
-    _step(con, f"CALL ducklake_merge_adjacent_files('{lake.CATALOG}')")
+    # One row per table merged: schema, table, files merged, files written.
+    merged = _step(con, f"CALL ducklake_merge_adjacent_files('{lake.CATALOG}')")
     snapshots = lake_snapshots(con)
     newest = snapshots[-1].snapshot_id
     old = [s.snapshot_id for s in snapshots if s.time < cutoff and s.snapshot_id != newest]
@@ -124,6 +127,8 @@ def _maintain_lake(
     return MaintenanceReport(
         store.describe(),
         flushed_rows=flushed_rows,
+        merged_files=sum(int(row[-2]) for row in merged),
+        merged_into=sum(int(row[-1]) for row in merged),
         data_files_before=files_before,
         data_files_after=_data_files(con),
         expired=expired,
