@@ -23,7 +23,7 @@ from tracerflow.storage.lake_schema import Column, Schema, upgrade_statements
 from tracerflow.storage.maintenance import maintain
 from tracerflow.storage.migrations import CURRENT_VERSION, MIGRATIONS, Migration
 from tracerflow.storage.pglock import SCHEMA_LOCK_KEY
-from tracerflow.storage.store import AsOf, FileStore, LakeStore
+from tracerflow.storage.store import AsOf, FileStore, LakeStore, NoHistoryError
 
 OLDER = 5  # the schema of the lakes made before issue 25
 
@@ -286,3 +286,7 @@ def test_maintain_on_the_embedded_file_is_a_checkpoint(tmp_path: Path) -> None:
     assert report.checkpointed and "checkpointed it" in report.lines(0)[0]
     assert not wal.exists()
     assert queries.history(path) == history
+    missing = tmp_path / "none.duckdb"
+    with pytest.raises(NoHistoryError, match=f"no score database at {missing}: nothing to"):
+        maintain(FileStore(missing))
+    assert not missing.exists()  # never created

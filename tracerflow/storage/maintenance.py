@@ -27,7 +27,7 @@ from tracerflow.storage import lake
 from tracerflow.storage.database import open_database
 from tracerflow.storage.pglock import MAINTENANCE_LOCK_KEY
 from tracerflow.storage.snapshots import lake_snapshots, run_snapshots, table_id
-from tracerflow.storage.store import FileStore, LakeStore, Store
+from tracerflow.storage.store import FileStore, LakeStore, NoHistoryError, Store
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -90,7 +90,9 @@ def maintain(
     if not keep_days >= 0:
         raise ConfigError(f"--keep-days {keep_days} must be a number of days, 0 or more")
     if isinstance(store, FileStore):
-        con = open_database(store)  # creates nothing new: migrations under the writer lock
+        if not store.path.is_file():
+            raise NoHistoryError(f"no score database at {store.path}: nothing to maintain")
+        con = open_database(store)  # migrations, if any, under the writer lock
         try:
             con.execute("CHECKPOINT")
         finally:
