@@ -39,12 +39,15 @@ def rows(store: Any, sql: str, as_of: AsOf | None = None) -> list[tuple[Any, ...
         return con.execute(sql).fetchall()
 
 
-def lake_at(store: LakeStore, version: int) -> None:
-    """A lake as the tracerflow of schema ``version`` left it: its schema, then one run with one
-    score written by SQL of that schema (the current writer would migrate first)."""
+def lake_at(store: LakeStore, version: int, with_run: bool = True) -> None:
+    """A lake as the tracerflow of schema ``version`` left it: its schema, then (``with_run``,
+    from 005 on) one run with one score written by SQL of that schema (the current writer would
+    migrate first)."""
     con = lake.connect(store, read_only=False)
     try:
         lake.create_schema(con, version)
+        if not with_run:
+            return
         con.execute("BEGIN TRANSACTION")
         con.execute(
             "INSERT INTO runs (flow_run_id, status, recorded_at) "
@@ -173,7 +176,9 @@ def test_two_processes_opening_an_old_lake_at_once_migrate_it_once(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     store = new_lake(postgres, tmp_path, "two_openers")
-    lake_at(store, OLDER)
+    # From 003: the migrations since add a table (transcoder_metrics), views and columns.
+    before_metrics = next(m.version for m in MIGRATIONS if "quality metrics" in m.name) - 1
+    lake_at(store, before_metrics, with_run=False)
     with lake.connect(store, read_only=True) as con:
         before = len(snapshots.lake_snapshots(con))
     spawn = multiprocessing.get_context("spawn")
@@ -192,6 +197,10 @@ def test_two_processes_opening_an_old_lake_at_once_migrate_it_once(
     ]
     with lake.connect(store, read_only=True) as con:
         assert len(snapshots.lake_snapshots(con)) == before + 1  # one migration commit
+    with reading(store) as con:
+        assert table_columns(con) == expected_columns()
+        for name, _ in lake_schema.schema_at(CURRENT_VERSION).views:
+            con.execute(f"SELECT * FROM {name}").fetchall()  # every view binds on the lake
 
 
 def test_the_schema_lock_keeps_a_second_holder_out_until_the_first_lets_go(
