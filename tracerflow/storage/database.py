@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from tracerflow.errors import StorageError, StoreBusyError, StoreUnreachableError
 from tracerflow.hashing import canonical_json
-from tracerflow.storage import lake
+from tracerflow.storage import lake, snapshots
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
 from tracerflow.storage.migrations import (
     CURRENT_VERSION,
@@ -236,16 +236,26 @@ def open_reader(
 
 
 def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
-    con = lake.connect(store, read_only=True, as_of=as_of)
+    """A lake reader; a lake an older tracerflow wrote is migrated first, in place, under its
+    schema lock, as the file is. A snapshot from before a migration is history and is read as
+    it is: a query that names a column added since fails in one line."""
+    try:
+        con = lake.connect(store, read_only=True, as_of=as_of)
+    except StorageError as error:
+        if as_of is None or "No snapshot found" not in str(error):
+            raise
+        raise snapshots.missing_snapshot_error(store, as_of) from None
     try:
         version = schema_version(con)
+        if as_of is not None and as_of.time is not None and version > 0:
+            snapshots.check_time_kept(store, as_of.time)
     except duckdb.Error as error:  # PostgreSQL lost between the ATTACH and this first read
         con.close()
         raise lake.lake_error(store, error, read_only=True) from None
     except BaseException:
         con.close()
         raise
-    if version == CURRENT_VERSION:
+    if version == CURRENT_VERSION or (as_of is not None and 0 < version < CURRENT_VERSION):
         return con
     con.close()
     if version == 0:
@@ -254,14 +264,13 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             + (f" at {as_of.describe()}" if as_of else "")
             + ": a lake gets its tables from the first run that records into it"
         )
-    if version < CURRENT_VERSION and lake.upgrades_in_place(version):
-        how = "the next run that records into it upgrades it in place"
-    else:
-        how = "use the tracerflow that wrote it"
-    raise StorageError(
-        f"the lake {store.describe()} is at schema version {version}, this tracerflow reads "
-        f"version {CURRENT_VERSION}; {how}"
-    )
+    if version > CURRENT_VERSION:
+        raise StorageError(
+            f"the lake {store.describe()} is at schema version {version}, newer than this "
+            f"tracerflow reads ({CURRENT_VERSION}); upgrade tracerflow to read it"
+        )
+    lake.open_writer(store).close()  # migrates in place under the schema lock
+    return lake.connect(store, read_only=True)
 
 
 @contextlib.contextmanager
