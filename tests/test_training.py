@@ -121,3 +121,27 @@ def test_the_door_checks_every_checkpoint_of_a_run_folder(tmp_path: Path) -> Non
     (run / "step-30" / "checkpoint.safetensors").write_bytes(b"")
     with pytest.raises(UsageError, match="step-30"):
         validate_run_request(request)
+
+
+def test_a_suite_watching_a_run_s_folder_asks_for_unscored_checkpoints_only(
+    tmp_path: Path,
+) -> None:
+    from tracerflow.flows.validation import suite_request
+    from tracerflow.suites import load_suite
+
+    toy_checkpoint(tmp_path / "run" / "step-10")
+    suite_file = tmp_path / "watch.yaml"
+    suite_file.write_text(
+        "name: watch-run\n"
+        f"transcoders: ['{tmp_path}/run/step-*']\n"
+        "model: toy-gpt2\n"
+        f"prompts: ['{PROMPT}']\n"
+        "parameters: {unscored_only: true}\n"
+    )
+
+    request = suite_request(load_suite(str(suite_file)))
+
+    assert request.unscored_only is True
+    assert request.transcoders == [f"{tmp_path}/run/step-*"]  # expanded at each run, not now
+    validate_run_request(request)
+    assert run_request(transcoders=["toy-plt"], prompts=[PROMPT]).unscored_only is False
