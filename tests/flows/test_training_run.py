@@ -48,6 +48,7 @@ def test_a_training_run_s_checkpoints_are_scored_by_step_and_its_curve_rises(
         [
             "--transcoder", f"{run}/step-*", "--unscored-only", "--model", "toy-gpt2",
             "--prompt", PROMPT, "--eval-corpus", str(eval_corpus_path()), "--eval-tokens", "1024",
+            "--threads", "1",  # toy-sized: a second thread only contends on a shared machine
         ],
         home,
     )  # fmt: skip

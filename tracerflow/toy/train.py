@@ -500,6 +500,19 @@ def checkpoint_folder_name(step: int) -> str:
 def train_checkpoints(
     out: Path, steps: list[int], log: Callable[[str], None], kind: str = "plt"
 ) -> list[Path]:
+    """``write_run_checkpoints`` at one torch thread, as the whole training runs: these matrices
+    are tiny, and on a shared machine a second thread made it eight times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        return write_run_checkpoints(out, steps, log, kind)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def write_run_checkpoints(
+    out: Path, steps: list[int], log: Callable[[str], None], kind: str = "plt"
+) -> list[Path]:
     """Train one toy TopK transcoder (``kind`` clt or plt) on the shipped toy model for
     ``max(steps)`` steps from its random start, writing a folded crosslayer-transcoder
     checkpoint ``out/step-NNNNNN`` (its step also as ``global_step`` in its config.yaml) once
