@@ -530,7 +530,15 @@ def write_run_checkpoints(
         raise ValueError(f"checkpoint steps must be whole numbers >= 1, got {steps}")
     tokenizer = GPT2TokenizerFast.from_pretrained(str(toy.tokenizer_dir()))
     model = HookedTransformer(toy_model_config())
-    model.load_state_dict(load_file(str(toy.model_dir() / "model.safetensors")), strict=False)
+    # The weights file holds the parameters (``write_model``); buffers are rebuilt from config.
+    weights = load_file(str(toy.model_dir() / "model.safetensors"))
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    missing = {name for name, _ in model.named_parameters()} - set(weights)
+    if unexpected or missing:
+        raise ValueError(
+            f"{toy.model_dir()}: the shipped toy model's weights do not match its config "
+            f"(unexpected {sorted(unexpected)[:3]}, missing {sorted(missing)[:3]})"
+        )
     model.eval()
     train_x, train_y = collect_activations(
         model,
