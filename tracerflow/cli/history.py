@@ -5,6 +5,7 @@ metrics beside the scores (``tracerflow.storage.quality``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from tracerflow.storage.quality import (
 from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
 from tracerflow.storage.store import parse_as_of
 from tracerflow.storage.subgraphs import SUBGRAPH_COLUMNS, subgraph_rows
+from tracerflow.storage.training import CURVE_COLUMNS, training_curve
 
 # Most important first: a narrow terminal leaves out the last ones (cli/render.fitted).
 HISTORY_TABLE_COLUMNS = (
@@ -56,9 +58,30 @@ METRICS_TABLE_COLUMNS = (
 )  # fmt: skip
 
 
+class HistoryBy(StrEnum):
+    """What ``history`` and ``plot history`` put the scores against."""
+
+    run = "run"
+    step = "step"
+
+
+ByOption = Annotated[
+    HistoryBy,
+    typer.Option(
+        "--by",
+        help="run: every score in time order; step: a training run's checkpoints by training "
+        "step, each with its mean scores and newest quality metrics (docs/checkpoints.md).",
+    ),
+]
+
+
 def history_command(
     transcoder: Annotated[
-        str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
+        str | None,
+        typer.Option(
+            help="Only this transcoder (source or transcoder id; with --by step, also a "
+            "training run's folder)."
+        ),
     ] = None,
     prompt: Annotated[str | None, typer.Option(help="Only this prompt (exact text).")] = None,
     since: Annotated[
@@ -99,11 +122,23 @@ def history_command(
         ),
     ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    by: ByOption = HistoryBy.run,
     store: StoreOption = None,
 ) -> None:
     """Every score, newest first, with the change since the previous run of the same series;
     in the table format (cut to fit the terminal), then the transcoder quality metrics (all
-    layers) of each run."""
+    layers) of each run. With --by step: each training run's curve."""
+    if by is HistoryBy.step:
+        given = {"--prompt": prompt, "--since": since, "--metrics": metrics, "--as-of": as_of}
+        given |= {"--suite": suite, "--limit": limit}
+        refused = [flag for flag, value in given.items() if value]
+        if refused:
+            raise UsageError(
+                f"--by step shows each checkpoint's mean over its prompts: {', '.join(refused)} "
+                "cannot be given with it"
+            )
+        curve_command(score_store(store), transcoder, columns, output_format)
+        return
     at = parse_as_of(as_of) if as_of is not None else None
     table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
     if subgraphs:
@@ -170,6 +205,32 @@ def history_command(
                 terminal_width(),
             )
         )
+
+
+def curve_command(
+    store: Any, transcoder: str | None, columns: str | None, output_format: OutputFormat
+) -> None:
+    """``history --by step``: the training curve's rows (``storage.training``)."""
+    shown = chosen_columns(columns, CURVE_COLUMNS, CURVE_COLUMNS)
+    rows = training_curve(store, transcoder=transcoder)
+    if not rows and output_format is OutputFormat.table:
+        typer.echo(
+            "no checkpoint with a training step is scored"
+            + (f" under {transcoder}" if transcoder else "")
+            + "; score a folder of checkpoints or a glob (docs/checkpoints.md)",
+            err=True,
+        )
+        return
+    if output_format is not OutputFormat.table:
+        shown = [*CURVE_COLUMNS, *sorted(set(rows[0]) - set(CURVE_COLUMNS))] if rows else shown
+    emit(
+        rows_text(
+            shown,
+            [[row.get(column) for column in shown] for row in rows],
+            output_format.value,
+            terminal_width() if output_format is OutputFormat.table else None,
+        )
+    )
 
 
 def chosen_columns(

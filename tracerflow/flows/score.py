@@ -28,7 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from tracerflow.attribution import default_threads
-from tracerflow.errors import ConfigError, RunNotRecordedError
+from tracerflow.errors import ConfigError, RunNotRecordedError, StorageError
 from tracerflow.flows.dashboards import feature_pack, submit_dashboards
 from tracerflow.flows.evaluation import metrics_record, submit_evaluation
 from tracerflow.flows.failures import collect, raise_first_failure
@@ -58,6 +58,7 @@ from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.queries import previous_suite_run_scores
 from tracerflow.storage.records import ScoreRecord
+from tracerflow.storage.training import scored_checkpoints
 from tracerflow.tasks.attribute import attribute_task
 from tracerflow.tasks.convert import convert_task
 from tracerflow.tasks.dashboards import viewer_scan
@@ -66,6 +67,7 @@ from tracerflow.tasks.export import export_task, graph_slug
 from tracerflow.tasks.record import record_task
 from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec, PromptFailure, error_text
 from tracerflow.tasks.score import score_task
+from tracerflow.training import TrainingCheckpoint, expand_sources
 
 
 @flow(
@@ -90,8 +92,18 @@ def score_flow(
     # Deployments reach the flow without the CLI's checks: its parameters' checks, before anything
     # runs (a bad source or prompt fails its own items, recorded in their series).
     validate_run_request(request, check_items=False)
+    checkpoints = run_checkpoints(request)
+    if not checkpoints:
+        get_run_logger().info(
+            "every checkpoint of %s is scored already: nothing to run",
+            ", ".join(request.transcoders),
+        )
+        return []
     run = start_run(request, suite_name)
-    submitted = [submit_transcoder(run, source, request) for source in request.transcoders]
+    submitted = [
+        submit_transcoder(run, checkpoint.source, request, checkpoint.step)
+        for checkpoint in checkpoints
+    ]
     submitted = [submit_evaluation(run, request, transcoder) for transcoder in submitted]
     records = [
         score_record(item, run.threads)
@@ -108,6 +120,30 @@ def score_flow(
 
 
 # --- the run ----------------------------------------------------------------------------------
+
+
+def run_checkpoints(request: RunRequest) -> list[TrainingCheckpoint]:
+    """The transcoders the run scores: each source, a folder of checkpoints or a glob standing
+    for each checkpoint in it (``tracerflow.training``); with ``unscored_only``, less those the
+    score database already holds a successful score of on every prompt (by folder and step),
+    so a deployment watching a training run's folder scores each new checkpoint once."""
+    checkpoints = expand_sources(request.transcoders)
+    if not request.unscored_only:
+        return checkpoints
+    store = get_settings().score_store
+    try:
+        scored = scored_checkpoints(
+            store, [(c.source, c.step) for c in checkpoints], request.prompts
+        )
+    except StorageError as error:  # e.g. a lake an older tracerflow made: it holds no steps
+        get_run_logger().warning("could not read which checkpoints are scored: %s", error)
+        scored = set()
+    for checkpoint in checkpoints:
+        if (checkpoint.source, checkpoint.step) in scored:
+            get_run_logger().info(
+                "%s (step %s) is scored already", checkpoint.source, checkpoint.step
+            )
+    return [c for c in checkpoints if (c.source, c.step) not in scored]
 
 
 def start_run(request: RunRequest, suite_name: str | None) -> RunContext:
@@ -147,9 +183,12 @@ PROMPTS_PER_TASK = 32
 # --- one transcoder: prepare it, submit its prompts ------------------------------------------
 
 
-def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> SubmittedTranscoder:
+def submit_transcoder(
+    run: RunContext, source: str, request: RunRequest, training_step: int | None = None
+) -> SubmittedTranscoder:
     """Download and convert one transcoder, then submit each chunk's stages and its dashboards;
-    when it cannot be prepared, every one of its prompts fails with that error."""
+    when it cannot be prepared, every one of its prompts fails with that error.
+    ``training_step``: the checkpoint's step in its training run, recorded with its rows."""
     logger = get_run_logger()
     transcoder = TranscoderRun(
         source=source,
@@ -166,7 +205,7 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> Subm
         return SubmittedTranscoder(
             transcoder,
             prompts,
-            recorded_as=failed_transcoder_info(run, source),
+            recorded_as=failed_transcoder_info(run, source, training_step),
             error=error_text(error),
         )
     model = ModelSpec(
@@ -179,7 +218,7 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> Subm
     submitted = SubmittedTranscoder(
         transcoder,
         prompts,
-        recorded_as=transcoder_info(snapshot, converted),
+        recorded_as=transcoder_info(snapshot, converted, training_step),
         model=model,
         converted=converted,
         feature_pack=pack,

@@ -28,6 +28,7 @@ from tracerflow.memory import (
 )
 from tracerflow.parameters import RunRequest, flag, run_request
 from tracerflow.sources import parse_repo_source
+from tracerflow.training import expand_sources
 
 if TYPE_CHECKING:
     from tracerflow.suites import LoadedSuite
@@ -57,6 +58,9 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
         check_corpus_file(request.eval_corpus, "--eval-corpus (eval_corpus)", read_all=check_items)
     if not check_items:
         return
+    # A folder of checkpoints or a glob stands for each checkpoint in it (tracerflow.training).
+    sources = [checkpoint.source for checkpoint in expand_sources(request.transcoders)]
+    request = request.model_copy(update={"transcoders": sources})
     for source in request.transcoders:
         check_source(source)
         check_dimensions(source, model_for_source(source, request.model))

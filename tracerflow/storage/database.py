@@ -403,6 +403,7 @@ def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
         ),
         "k": int(k) if k is not None else None,
         "threshold_mean": float(threshold_mean) if threshold_mean is not None else None,
+        "training_step": transcoder.training_step,
     }
 
 

@@ -18,6 +18,10 @@ from tracerflow.errors import StorageError
 Connection = duckdb.DuckDBPyConnection
 
 
+# Looked up by name (``migration_named``), never by number: numbers are given at merge.
+TRAINING_STEP_MIGRATION = "the training step of each checkpoint (issue 28 part 2)"
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -634,6 +638,14 @@ FROM subgraphs g
 JOIN scores_wide s USING (score_id);
 """
 
+MIGRATION_009 = """
+-- The training step of a checkpoint scored as one of a training run's (issue 28): from its
+-- folder's name (step=500, step-500, checkpoint-500) or its checkpoint (a Lightning checkpoint's
+-- global_step, a config.yaml's global_step). A fact of the transcoder (its folder and weights),
+-- so on its row; NULL before this migration and for a transcoder whose step is not known.
+ALTER TABLE transcoders ADD COLUMN training_step BIGINT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -647,8 +659,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         7, "the commits of the Hub files a transcoder was read from (issue 25)", MIGRATION_007
     ),
     Migration(8, "subgraph scores of pinned node sets (issue 28 part 1)", MIGRATION_008),
+    Migration(9, TRAINING_STEP_MIGRATION, MIGRATION_009),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
+
+
+def migration_named(name: str) -> Migration:
+    """The migration called ``name``: code that needs a schema feature asks for its migration by
+    name, so renumbering migrations changes nothing else."""
+    return next(migration for migration in MIGRATIONS if migration.name == name)
 
 
 def schema_version(con: Connection) -> int:
