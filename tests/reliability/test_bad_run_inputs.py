@@ -457,3 +457,21 @@ def test_a_hub_model_in_the_offline_cache_passes_the_door(
 
     for alias in ("gpt2", "GPT2-small"):  # TransformerLens's names, aliases too
         validate_run_request(run_request(transcoders=["owner/clt"], prompts=["x"], model=alias))
+
+
+def test_a_preset_run_on_a_model_of_another_shape_is_refused_at_the_door(
+    tmp_path: Path, tiny_tokenizer_dir: Path
+) -> None:
+    """A preset matches its own model; `--model` another is checked like any local folder (it
+    used to pass the door and fail every item after a minute, the message repeated)."""
+    from tests.standin_models import write_model_folder
+
+    model = write_model_folder(tmp_path / "llama", "llama", tiny_tokenizer_dir, seed=1)
+    arguments = ["--preset", "toy-clt", "--model", str(model), "--prompt", "x"]
+    result, _ = run_cli(arguments, tmp_path / "home")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: transcoder 'toy-clt' has 3 layers of d_model 64, but model '{model}' has 2 "
+        "layers of d_model 64; give --model the model it was trained on"
+    ]
+    assert_nothing_started(tmp_path / "home")

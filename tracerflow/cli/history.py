@@ -52,6 +52,12 @@ SUBGRAPH_TABLE_COLUMNS = (
     "scored_by",
 )  # fmt: skip
 
+# `history --metrics` in a table: per layer (empty: all layers), most important first.
+METRICS_LAYER_TABLE_COLUMNS = (
+    "created_at", "transcoder_source", "layer", "fvu", "fvu_change", "l0", "dead_share", "kl",
+    "top1_agreement", "ce_loss_recovered", "corpus_name", "corpus_n_tokens",
+)  # fmt: skip
+
 METRICS_TABLE_COLUMNS = (
     "created_at", "transcoder_source", "corpus_name", "corpus_n_tokens", "fvu", "fvu_change",
     "l0", "dead_share", "kl", "kl_change", "top1_agreement", "ce_loss_recovered",
@@ -140,7 +146,6 @@ def history_command(
         curve_command(score_store(store), transcoder, columns, output_format)
         return
     at = parse_as_of(as_of) if as_of is not None else None
-    table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
     if subgraphs:
         others = {"--metrics": metrics, "--prompt": prompt, "--since": since, "--suite": suite,
                   "--limit": limit, "--columns": columns}  # fmt: skip
@@ -158,17 +163,16 @@ def history_command(
         emit(rows_text(shown, cells, output_format.value, terminal_width()))
         return
     if metrics:
+        shown = METRICS_HISTORY_COLUMNS
+        if output_format is OutputFormat.table:  # csv and json carry every column
+            shown = chosen_columns(columns, METRICS_HISTORY_COLUMNS, METRICS_LAYER_TABLE_COLUMNS)
         quality = metrics_history(
             score_store(store), transcoder=transcoder, since=since, all_layers_only=False, as_of=at
         )
-        emit(
-            rows_text(
-                METRICS_HISTORY_COLUMNS,
-                [[r[c] for c in METRICS_HISTORY_COLUMNS] for r in quality],
-                output_format.value,
-            )
-        )
+        cells = [[_metrics_cell(r, c, output_format) for c in shown] for r in quality]
+        emit(rows_text(shown, cells, output_format.value, terminal_width()))
         return
+    table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
     rows = history(
         score_store(store),
         transcoder=transcoder,
@@ -231,6 +235,14 @@ def curve_command(
             terminal_width() if output_format is OutputFormat.table else None,
         )
     )
+
+
+def _metrics_cell(row: dict[str, Any], column: str, output_format: OutputFormat) -> Any:
+    """A metrics row's cell: in a table the corpus is its file's name; csv and json keep all."""
+    value = row[column]
+    if column == "corpus_name" and output_format is OutputFormat.table and value:
+        return Path(value).name
+    return value
 
 
 def chosen_columns(

@@ -197,14 +197,18 @@ def model_dimensions(model: str) -> tuple[int, int] | None:
 
 def check_dimensions(source: str, model: str) -> None:
     """A local transcoder folder must be as deep and as wide as ``model``: ``UsageError`` in one
-    line when the (n_layers, d_model) its format reads cheaply is not the model's. Presets match
-    their models; a Hub repo, or a model whose config is not at hand yet, is checked once both
-    are loaded, before the transcoder is installed (``models.check_fits``)."""
+    line when the (n_layers, d_model) its format reads cheaply is not the model's. A preset
+    matches its own model; run on another (``--model``), its folder is checked like any other.
+    A Hub repo, or a model whose config is not at hand yet, is checked once both are loaded,
+    before the transcoder is installed (``models.check_fits``)."""
     from tracerflow.presets import find_preset
     from tracerflow.transcoders.formats import source_format
 
-    folder = Path(source).expanduser()
-    if find_preset(source) is not None or not folder.is_dir():
+    preset = find_preset(source)
+    if preset is not None and preset.model == model:
+        return
+    folder = Path(preset.transcoder_source() if preset is not None else source).expanduser()
+    if not folder.is_dir():
         return
     expected = model_dimensions(model)
     if expected is None:
