@@ -136,8 +136,8 @@ class RunOptions(BaseModel):
     model: str | None = Field(
         None,
         description=(
-            "TransformerLens model name or local model folder "
-            "(default: the preset's model, else gpt2)"
+            "TransformerLens model name or local model folder (default: the preset's model; "
+            "for a local transcoder folder, the model its config names; else gpt2)"
         ),
     )
     max_n_logits: int | None = override_field(AttributionParams, "max_n_logits")

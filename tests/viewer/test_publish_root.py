@@ -21,7 +21,7 @@ import pytest
 
 from tests.postgres import PostgresServer
 from tests.viewer.conftest import REPO_ROOT, DemoScore, run_viewer
-from tracerflow.dashboards.pack import INDEX_FILE
+from tracerflow.dashboards.pack import INDEX_FILE, current_pack_dir
 from tracerflow.storage.queries import run_sql
 from tracerflow.storage.store import LakeStore
 from tracerflow.viewer.features import FEATURES_DIR
@@ -82,8 +82,9 @@ def test_a_second_host_serves_the_first_hosts_graphs_with_their_lake_scores(
     assert sorted(entry["slug"] for entry in published) == sorted(demo_scores)
     scans = {entry["scan"] for entry in published}
     assert len(scans) == 2
-    for scan in scans:
-        assert (root / FEATURES_DIR / scan / INDEX_FILE).is_file()
+    packs = {scan: current_pack_dir(root / FEATURES_DIR / scan) for scan in scans}
+    for scan, files in packs.items():  # a pack is versioned: CURRENT names its files' folder
+        assert files is not None and (files / INDEX_FILE).is_file(), scan
     lake_scores = {
         slug: (replacement, completeness)
         for slug, replacement, completeness in run_sql(
@@ -118,5 +119,5 @@ def test_a_second_host_serves_the_first_hosts_graphs_with_their_lake_scores(
             assert graph_file == (root / f"{slug}.json").read_bytes()
         for scan in scans:
             pack_index = fetch(f"{viewer.url}features/{scan}/{INDEX_FILE}")
-            assert pack_index == (root / FEATURES_DIR / scan / INDEX_FILE).read_bytes()
+            assert pack_index == (packs[scan] / INDEX_FILE).read_bytes()  # type: ignore[operator]
     assert not (host_b / "graph-files").exists()

@@ -63,6 +63,7 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
     request = request.model_copy(update={"transcoders": sources})
     for source in request.transcoders:
         check_source(source)
+        check_model_named(source, request.model)
         check_dimensions(source, model_for_source(source, request.model))
     models = {model_for_source(source, request.model) for source in request.transcoders}
     for model in sorted(models):
@@ -104,13 +105,46 @@ def check_cached_when_offline(source: str) -> None:
 
 
 def model_for_source(source: str, model: str | None) -> str:
-    """The model a transcoder runs on: the request's, else its preset's, else GPT-2."""
+    """The model a transcoder runs on: the request's, else its preset's, else the one its local
+    folder's config names (circuit-tracer's ``model_name``), else GPT-2."""
     from tracerflow.presets import find_preset
 
     if model:
         return model
     preset = find_preset(source)
-    return preset.model if preset is not None else DEFAULT_MODEL
+    if preset is not None:
+        return preset.model
+    return declared_model(source) or DEFAULT_MODEL
+
+
+def declared_model(source: str) -> str | None:
+    """The model a local transcoder folder's config names (circuit-tracer's ``config.yaml``
+    ``model_name``, which its Hub configs carry too); None for any other source or config."""
+    from tracerflow.transcoders.formats.circuit_tracer import read_config
+
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return None
+    try:
+        name = (read_config(folder) or {}).get("model_name")
+    except CheckpointError:
+        return None  # the source's own check says what is wrong with it
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def check_model_named(source: str, model: str | None) -> None:
+    """A local transcoder folder runs on the model ``--model`` names or its config names: its
+    weights do not say which model they were trained on, and GPT-2 by default would fail every
+    item (or, worse, run on the wrong model of the same shape)."""
+    from tracerflow.presets import find_preset
+
+    if model or find_preset(source) is not None or not Path(source).expanduser().is_dir():
+        return
+    if declared_model(source) is None:
+        raise UsageError(
+            f"transcoder '{source}' names no model (a local folder's files do not say which "
+            "model it was trained on): give --model"
+        )
 
 
 def check_model(model: str, given: bool, fetch: bool) -> None:
