@@ -91,8 +91,11 @@ def recorded_scores(scores: GraphScores | None) -> dict[str, float | int | None]
     return {name: getattr(scores, name) if scores else None for name in RECORDED_SCORES}
 
 
-def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder) -> TranscoderInfo:
-    """The transcoder a converted source's rows are recorded under: what conversion says."""
+def transcoder_info(
+    snapshot: CheckpointSnapshot, converted: ConvertedTranscoder, training_step: int | None = None
+) -> TranscoderInfo:
+    """The transcoder a converted source's rows are recorded under: what conversion says, and
+    its training step where the run knows one."""
     return TranscoderInfo(
         source=snapshot.source,
         revision=snapshot.revision,
@@ -106,6 +109,7 @@ def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder
         activation_params=converted.activation_params,
         format=snapshot.format or snapshot_format(snapshot),
         file_commits=snapshot.file_commits,
+        training_step=training_step,
     )
 
 
@@ -116,7 +120,9 @@ def snapshot_format(snapshot: CheckpointSnapshot) -> str | None:
     return found.name if found is not None else None
 
 
-def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
+def failed_transcoder_info(
+    run: RunContext, source: str, training_step: int | None = None
+) -> TranscoderInfo:
     """The transcoder a source that failed to download or convert is recorded under: its weights
     are unknown now, so the last transcoder recorded under the source (the failure stays in that
     series), else only the source, every unknown fact None (never a placeholder that would start
@@ -129,6 +135,7 @@ def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
     if known is not None:
         return known
     return TranscoderInfo(
+        training_step=training_step,
         source=source,
         revision=None,
         commit_sha=None,

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from tracerflow.errors import StorageError, StoreBusyError, StoreUnreachableError
 from tracerflow.hashing import canonical_json
-from tracerflow.storage import lake
+from tracerflow.storage import lake, snapshots
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
 from tracerflow.storage.migrations import (
     CURRENT_VERSION,
@@ -117,7 +117,7 @@ def open_database(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
         try:
-            set_roots(con)  # migration 008 makes paths under them relative
+            set_roots(con)  # migration 010 makes paths under them relative
             refuse_foreign(con, path)
             apply_migrations(con)
         except BaseException:
@@ -240,16 +240,26 @@ def open_reader(
 
 
 def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
-    con = lake.connect(store, read_only=True, as_of=as_of)
+    """A lake reader; a lake an older tracerflow wrote is migrated first, in place, under its
+    schema lock, as the file is. A snapshot from before a migration is history and is read as
+    it is: a query that names a column added since fails in one line."""
+    try:
+        con = lake.connect(store, read_only=True, as_of=as_of)
+    except StorageError as error:
+        if as_of is None or "No snapshot found" not in str(error):
+            raise
+        raise snapshots.missing_snapshot_error(store, as_of) from None
     try:
         version = schema_version(con)
+        if as_of is not None and as_of.time is not None and version > 0:
+            snapshots.check_time_kept(store, as_of.time)
     except duckdb.Error as error:  # PostgreSQL lost between the ATTACH and this first read
         con.close()
         raise lake.lake_error(store, error, read_only=True) from None
     except BaseException:
         con.close()
         raise
-    if version == CURRENT_VERSION:
+    if version == CURRENT_VERSION or (as_of is not None and 0 < version < CURRENT_VERSION):
         return con
     con.close()
     if version == 0:
@@ -258,14 +268,13 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             + (f" at {as_of.describe()}" if as_of else "")
             + ": a lake gets its tables from the first run that records into it"
         )
-    if version < CURRENT_VERSION and lake.upgrades_in_place(version):
-        how = "the next run that records into it upgrades it in place"
-    else:
-        how = "use the tracerflow that wrote it"
-    raise StorageError(
-        f"the lake {store.describe()} is at schema version {version}, this tracerflow reads "
-        f"version {CURRENT_VERSION}; {how}"
-    )
+    if version > CURRENT_VERSION:
+        raise StorageError(
+            f"the lake {store.describe()} is at schema version {version}, newer than this "
+            f"tracerflow reads ({CURRENT_VERSION}); upgrade tracerflow to read it"
+        )
+    lake.open_writer(store).close()  # migrates in place under the schema lock
+    return lake.connect(store, read_only=True)
 
 
 @contextlib.contextmanager
@@ -398,6 +407,7 @@ def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
         ),
         "k": int(k) if k is not None else None,
         "threshold_mean": float(threshold_mean) if threshold_mean is not None else None,
+        "training_step": transcoder.training_step,
     }
 
 
@@ -521,18 +531,23 @@ def record_run(
         _insert_metrics(con, run, metrics)
         return added
 
+    return write_store(store, write_run, timeout_s, f"recording flow run {run.flow_run_id}")
+
+
+def write_store(store: Store, body: Callable[[Connection], T], timeout_s: float, what: str) -> T:
+    """Run ``body`` in one transaction on a file or a lake; any failure is one StorageError
+    line (``what`` failed, nothing of it was written) with the lake's password masked."""
     try:
         if isinstance(store, LakeStore):
-            return lake.write(store, write_run, timeout_s)
-        return write_file(store, write_run, timeout_s)
+            return lake.write(store, body, timeout_s)
+        return write_file(store, body, timeout_s)
     except StorageError as error:
         if store.mask(str(error)) == str(error):
             raise
         raise StorageError(store.mask(str(error))) from None  # no chained driver message
     except Exception as error:
         raise StorageError(
-            f"recording flow run {run.flow_run_id} failed, nothing of it was written: "
-            f"{store.mask(str(error))}"
+            f"{what} failed, nothing of it was written: {store.mask(str(error))}"
         ) from None  # the driver's own message may hold the password
 
 

@@ -18,6 +18,10 @@ from tracerflow.errors import StorageError
 Connection = duckdb.DuckDBPyConnection
 
 
+# Looked up by name (``migration_named``), never by number: numbers are given at merge.
+TRAINING_STEP_MIGRATION = "the training step of each checkpoint (issue 28 part 2)"
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -597,6 +601,52 @@ ALTER TABLE scores ADD COLUMN transcoder_file_commits_json VARCHAR;
 """
 
 MIGRATION_008 = """
+-- Subgraph scores (issue 28): a set of pinned nodes of one exported graph (the viewer's Save, or
+-- `tracerflow subgraph score`), scored with the pruned scores' rule, kept = the pinned features
+-- (docs/metrics.md, "Subgraph scores"). One row per score row x pinned set.
+CREATE TABLE subgraphs (
+    subgraph_id VARCHAR PRIMARY KEY,        -- id('subgraph', score_id, pinned_ids_json)
+    score_id VARCHAR NOT NULL,              -- the score row whose graph was scored
+    slug VARCHAR NOT NULL,                  -- the viewer's graph slug
+    pinned_ids_json VARCHAR NOT NULL,       -- sorted JSON list of the pinned node ids
+    supernodes_json VARCHAR,                -- the saved supernodes ([label, id, ...] lists)
+    n_pinned_features INTEGER NOT NULL,     -- pinned ids that are features (the kept ones)
+    n_selected_features INTEGER NOT NULL,
+    graph_replacement_score DOUBLE NOT NULL,     -- the whole graph, recomputed from its file
+    graph_completeness_score DOUBLE NOT NULL,
+    subgraph_replacement_score DOUBLE NOT NULL,  -- non-pinned features merged into error
+    subgraph_completeness_score DOUBLE NOT NULL,
+    scored_by VARCHAR NOT NULL,             -- 'cli' or 'viewer'
+    created_at TIMESTAMP NOT NULL
+);
+
+-- Each subgraph beside its graph's score row (transcoder, model, prompt, run, pruned scores).
+CREATE VIEW subgraphs_wide AS
+SELECT
+    g.*,
+    s.transcoder_source,
+    s.model_name,
+    s.prompt,
+    s.flow_run_id,
+    s.suite_name,
+    s.params_hash,
+    s.replacement_score,
+    s.completeness_score,
+    s.pruned_replacement_score,
+    s.pruned_completeness_score
+FROM subgraphs g
+JOIN scores_wide s USING (score_id);
+"""
+
+MIGRATION_009 = """
+-- The training step of a checkpoint scored as one of a training run's (issue 28): from its
+-- folder's name (step=500, step-500, checkpoint-500) or its checkpoint (a Lightning checkpoint's
+-- global_step, a config.yaml's global_step). A fact of the transcoder (its folder and weights),
+-- so on its row; NULL before this migration and for a transcoder whose step is not known.
+ALTER TABLE transcoders ADD COLUMN training_step BIGINT;
+"""
+
+MIGRATION_010 = """
 -- Issue 26. (1) Paths relative to their roots (storage/paths.py): a row's graph_path is stored
 -- relative to the artifact root and its graph_files_path relative to the home; the views give
 -- them absolute, under the roots the reading connection sets as the variables tracerflow_home
@@ -680,13 +730,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7, "the commits of the Hub files a transcoder was read from (issue 25)", MIGRATION_007
     ),
+    Migration(8, "subgraph scores of pinned node sets (issue 28 part 1)", MIGRATION_008),
+    Migration(9, TRAINING_STEP_MIGRATION, MIGRATION_009),
     Migration(
-        8,
+        10,
         "paths relative to their roots; history across weight changes (issue 26, parts 4 and 8)",
-        MIGRATION_008,
+        MIGRATION_010,
     ),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
+
+
+def migration_named(name: str) -> Migration:
+    """The migration called ``name``: code that needs a schema feature asks for its migration by
+    name, so renumbering migrations changes nothing else."""
+    return next(migration for migration in MIGRATIONS if migration.name == name)
 
 
 def schema_version(con: Connection) -> int:

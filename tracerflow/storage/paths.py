@@ -8,7 +8,7 @@ every host resolves against its own artifact root (a shared folder, mounted anyw
 The roots are not in the database: each connection tracerflow opens sets them as DuckDB
 variables (``set_roots``), from the settings of the process that reads, and the views
 (``scores_wide`` and those built on it) join them to the stored paths. A path stored absolute
-(rows older than migration 008 outside the roots, or files outside them) is read as it is. A
+(rows older than migration 010 outside the roots, or files outside them) is read as it is. A
 bare DuckDB session that sets no variable gets the embedded file's own folder as the home and
 its ``artifacts/`` as the artifact root, the default layout.
 """

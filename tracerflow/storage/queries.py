@@ -438,7 +438,8 @@ def latest_transcoder(store: StoreLike, source: str) -> TranscoderInfo | None:
             row = con.execute(
                 """
                 SELECT t.source, t.revision, t.commit_sha, t.content_hash, t.kind, t.n_layers,
-                       t.d_model, t.d_features, t.activation, t.activation_params_json
+                       t.d_model, t.d_features, t.activation, t.training_step,
+                       t.activation_params_json
                 FROM transcoders t JOIN scores s USING (transcoder_id)
                 WHERE t.source = ?
                 ORDER BY s.created_at DESC, s.flow_run_id DESC
@@ -450,6 +451,6 @@ def latest_transcoder(store: StoreLike, source: str) -> TranscoderInfo | None:
         return None
     if row is None:
         return None
-    *fields, activation_params_json = row
+    *fields, training_step, activation_params_json = row
     params = json.loads(activation_params_json) if activation_params_json is not None else None
-    return TranscoderInfo(*fields, activation_params=params)
+    return TranscoderInfo(*fields, activation_params=params, training_step=training_step)

@@ -190,6 +190,87 @@ def metrics_figure(rows: list[dict[str, Any]]) -> Any:
     return figure
 
 
+# The training curve's panels: (column, axis label), scores first, then quality metrics.
+CURVE_PANELS = (
+    ("replacement_mean", "mean replacement score"),
+    ("completeness_mean", "mean completeness"),
+    ("fvu", "FVU (all layers)"),
+    ("l0", "L0 (summed over layers)"),
+    ("kl", "KL to the original"),
+    ("ce_loss_recovered", "CE loss recovered"),
+)
+
+
+def curve_series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``storage.training.training_curve`` rows as one series per training run, model,
+    parameter set and evaluation corpus, each in step order."""
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        corpus = f", {row['corpus_name']}" if row.get("corpus_name") else ""
+        label = f"{row['training_run']} ({row['model_name']}{corpus}, {row['params_hash'][:8]})"
+        series[label].append(row)
+    return {
+        label: sorted(points, key=lambda row: row["training_step"])
+        for label, points in sorted(series.items())
+    }
+
+
+def training_curve_figure(rows: list[dict[str, Any]]) -> Any:
+    """A matplotlib ``Figure`` of a training run's curve: one panel per ``CURVE_PANELS`` entry,
+    the training step on the x axis, one line per ``curve_series`` series."""
+    if not rows:
+        raise StorageError(
+            "no checkpoint with a training step is scored; score a folder of checkpoints or a "
+            "glob (docs/checkpoints.md)"
+        )
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 3, sharex=True).flatten()
+    for ax, (column, label) in zip(axes, CURVE_PANELS, strict=True):
+        for series_label, points in curve_series(rows).items():
+            drawn = [
+                (row["training_step"], row[column]) for row in points if row[column] is not None
+            ]
+            if drawn:
+                steps, values = zip(*drawn, strict=True)
+                ax.plot(steps, values, marker="o", label=series_label)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for ax in axes[3:]:
+        ax.set_xlabel("training step")
+    figure.suptitle("Training curve: each checkpoint's mean scores and quality metrics")
+    axes[0].legend(fontsize="x-small", loc="best")
+    return figure
+
+
+def write_training_curve(store: StoreLike, out: Path, transcoder: str | None = None) -> Path:
+    """Write the training curve chart (``training_curve_figure``) to ``out``: a ``.png``, or a
+    self-contained ``.html`` with the chart and its rows."""
+    from tracerflow.storage.training import CURVE_COLUMNS, training_curve
+
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".html"):
+        raise StorageError(f"--out {out} must end in .png (a chart) or .html (a report)")
+    rows = training_curve(store, transcoder=transcoder)
+    buffer = io.BytesIO()
+    training_curve_figure(rows).savefig(buffer, format="png", dpi=110)
+    if suffix == ".png":
+        write_bytes_atomically(out, buffer.getvalue())
+        return out
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    write_text_atomically(
+        out,
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>tracerflow training curve</title></head><body>"
+        f'<img alt="training curve" src="data:image/png;base64,{png}">'
+        f"{_html_table(rows, list(CURVE_COLUMNS))}</body></html>\n",
+    )
+    return out
+
+
 def write_metrics_chart(store: StoreLike, out: Path, transcoder: str | None = None) -> Path:
     """Write the per-layer metrics chart (``metrics_figure``) to ``out`` (``.png``)."""
     from tracerflow.storage.quality import latest_layer_metrics
