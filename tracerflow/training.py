@@ -64,7 +64,11 @@ def step_from_checkpoint(folder: Path) -> int | None:
         if step is not None:
             return step
     if (folder / CONFIG_FILE).is_file():
-        step = load_config(folder).get("global_step")
+        try:
+            config = load_config(folder)
+        except CheckpointError:  # another library's config.yaml (circuit-tracer's): no step;
+            return None  # a broken one of this library is the door's to report
+        step = config.get("global_step")
         if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
             return step
     return None

@@ -107,15 +107,25 @@ def history(
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     limited = f" LIMIT {int(limit)}" if limit is not None else ""
     with reading(store, as_of=as_of) as con:
+        # A lake read as it was before a migration has the views of its time: a column added
+        # since (transcoder_version, say) reads as NULL rather than failing the query.
+        known = set(view_columns(con, "score_history"))
+        selected = [c if c in known else f"NULL AS {c}" for c in HISTORY_COLUMNS]
         rows = _dicts(
             con,
-            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
+            f"SELECT {', '.join(selected)} FROM score_history {where} "
             f"ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt{limited}",
             params,
         )
         if not rows and transcoder is not None:
             _check_known_transcoder(con, transcoder)
         return rows
+
+
+def view_columns(con: Any, view: str) -> list[str]:
+    """The columns ``view`` has on this connection (a lake read as of an older snapshot has
+    the views of that snapshot's schema)."""
+    return [str(row[0]) for row in con.execute(f"DESCRIBE {view}").fetchall()]
 
 
 def transcoder_summary(store: StoreLike) -> list[dict[str, Any]]:
