@@ -195,11 +195,13 @@ def main() -> None:
                     result.setdefault(name, []).append(seconds)
                 took = time.perf_counter() - started
                 print(f"repeat {repeat + 1}/{args.repeats} {tree}: {took:.0f} s, load {load()}")
+            # After each repeat, so a long measurement that is cut short still tells something.
+            print()
+            print(f"median of {repeat + 1} (min-max), xN = the first tree's median / this one's")
+            print(table(trees, results))
+            print(flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print()
-    print(f"median of {args.repeats} (min-max), xN = the first tree's median / this one's")
-    print(table(trees, results))
     print(f"load after: {load()}")
 
 
