@@ -15,8 +15,10 @@ a fresh TRACERFLOW_HOME, offline, PREFECT_API_URL unset (as a new user runs it):
                   server's start is not counted; a tree that reuses it skips its own)
   demo            `tracerflow demo` in a fresh home                       target <= 30 s
 Every figure is the median of --repeats runs (the trees alternate within a repeat, so load from
-other jobs falls on all of them alike), with the min-max range. Timings are printed, never
-asserted: the machine is shared; the load average is printed with them.
+other jobs falls on all of them alike), with the min-max range: wall seconds, then CPU seconds
+(user + system of the command and the children it waited for, a temporary Prefect server
+among them; not a `server up` server's), which load from other jobs moves far less. Timings are
+printed, never asserted: the machine is shared; the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,10 +51,11 @@ TIMEOUT_S = 900
 
 @dataclass
 class Timing:
-    """Wall seconds of one command, and when its first output line came (None: it printed
-    nothing)."""
+    """Wall seconds of one command, its CPU seconds, and when its first output line came (None:
+    it printed nothing)."""
 
     seconds: float
+    cpu: float
     first_line: float | None
     returncode: int
     output: str = field(repr=False, default="")
@@ -89,43 +93,45 @@ def timed(args: list[str], tree: Path, home: Path) -> Timing:
         if first_line is None and raw.strip():
             first_line = time.perf_counter() - start
         lines.append(raw.decode(errors="replace"))
-    returncode = process.wait(timeout=TIMEOUT_S)
+    _, status, usage = os.wait4(process.pid, 0)  # its rusage: it and its reaped children
     seconds = time.perf_counter() - start
+    returncode = process.returncode = os.waitstatus_to_exitcode(status)
     if returncode != 0:
         tail = "".join(lines[-15:])
         print(f"  ! `tracerflow {' '.join(args)}` from {tree} exited {returncode}:\n{tail}")
-    return Timing(seconds, first_line, returncode, "".join(lines))
+    cpu = usage.ru_utime + usage.ru_stime
+    return Timing(seconds, cpu, first_line, returncode, "".join(lines))
 
 
-def measure_tree(tree: Path, skip: set[str], scratch: Path) -> dict[str, float]:
+def measure_tree(tree: Path, skip: set[str], scratch: Path) -> dict[str, Timing]:
     """One repeat of every measurement for ``tree``, each in a fresh home under ``scratch``."""
-    found: dict[str, float] = {}
+    found: dict[str, Timing] = {}
 
     def home() -> Path:
         return Path(tempfile.mkdtemp(prefix="home-", dir=scratch))
 
     if "help" not in skip:
-        found["help"] = timed(["--help"], tree, home()).seconds
+        found["help"] = timed(["--help"], tree, home())
     if "run-help" not in skip:
-        found["run-help"] = timed(["run", "--help"], tree, home()).seconds
+        found["run-help"] = timed(["run", "--help"], tree, home())
     if not {"first-line", "cold-run", "cached-run", "cached-server"} <= skip:
         run_home = home()
         cold = timed(RUN, tree, run_home)
         if cold.first_line is not None:
-            found["first-line"] = cold.first_line
-        found["cold-run"] = cold.seconds
+            found["first-line"] = Timing(cold.first_line, float("nan"), cold.first_line, 0)
+        found["cold-run"] = cold
         if "cached-run" not in skip:
-            found["cached-run"] = timed(RUN, tree, run_home).seconds
+            found["cached-run"] = timed(RUN, tree, run_home)
         if "cached-server" not in skip:
             up = timed(["server", "up", "--port", str(free_port())], tree, run_home)
             try:
-                found["cached-server"] = timed(RUN, tree, run_home).seconds
+                found["cached-server"] = timed(RUN, tree, run_home)
             finally:
                 timed(["server", "down"], tree, run_home)
             if up.returncode != 0:
                 found.pop("cached-server")
     if "demo" not in skip:
-        found["demo"] = timed(["demo"], tree, home()).seconds
+        found["demo"] = timed(["demo"], tree, home())
     return found
 
 
@@ -139,6 +145,8 @@ def free_port() -> int:
 
 def cell(values: list[float], base: list[float] | None) -> str:
     """``median s (min-max)``, and the ratio of the first tree's median to this one's."""
+    values = [value for value in values if value == value]  # no NaN (not measured)
+    base = [value for value in base if value == value] if base else None
     if not values:
         return "-"
     median = statistics.median(values)
@@ -151,7 +159,7 @@ def cell(values: list[float], base: list[float] | None) -> str:
 
 
 def table(trees: list[Path], results: list[dict[str, list[float]]]) -> str:
-    names = [name for name in TARGETS if any(result.get(name) for result in results)]
+    names = [name for name in TARGETS if any(cell(r.get(name, []), None) != "-" for r in results)]
     header = ["measurement", *(str(tree) for tree in trees), "target"]
     rows = [
         [
@@ -184,21 +192,28 @@ def main() -> None:
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.tree or [Path(__file__).resolve().parent.parent]]
     skip = set(args.skip)
-    results: list[dict[str, list[float]]] = [{} for _ in trees]
+    walls: list[dict[str, list[float]]] = [{} for _ in trees]
+    cpus: list[dict[str, list[float]]] = [{} for _ in trees]
+    # SIGTERM as an exit, so the `finally`s run: a `server up` server is stopped, homes removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     scratch = Path(tempfile.mkdtemp(prefix="tracerflow-latency-"))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load()}")
     try:
         for repeat in range(args.repeats):
-            for tree, result in zip(trees, results, strict=True):
+            for tree, wall, cpu in zip(trees, walls, cpus, strict=True):
                 started = time.perf_counter()
-                for name, seconds in measure_tree(tree, skip, scratch).items():
-                    result.setdefault(name, []).append(seconds)
+                for name, timing in measure_tree(tree, skip, scratch).items():
+                    wall.setdefault(name, []).append(timing.seconds)
+                    cpu.setdefault(name, []).append(timing.cpu)
                 took = time.perf_counter() - started
                 print(f"repeat {repeat + 1}/{args.repeats} {tree}: {took:.0f} s, load {load()}")
             # After each repeat, so a long measurement that is cut short still tells something.
             print()
             print(f"median of {repeat + 1} (min-max), xN = the first tree's median / this one's")
-            print(table(trees, results))
+            print("wall seconds")
+            print(table(trees, walls))
+            print("CPU seconds (user + system)")
+            print(table(trees, cpus))
             print(flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
