@@ -183,6 +183,10 @@ def _importing(module: str) -> Callable[[], object]:
 def logged_run() -> Iterator[None]:
     """The run's log whole in a file under the home, and on the terminal without tracebacks or
     Prefect's repeats of a failure; an error that ends the run names the file."""
+    # Prefect sets its logging up whenever `prefect.main` is first imported, set up already or
+    # not (0.3 CPU-s each): imported first, the run's flow (which needs it) sets it up once.
+    import prefect.main  # noqa: F401
+
     from tracerflow.cli.run_log import new_log_path, terminal_and_file
     from tracerflow.settings import get_settings
 
