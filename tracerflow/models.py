@@ -35,6 +35,18 @@ if TYPE_CHECKING:
     from tracerflow.transcoders import Transcoder
 
 
+def __getattr__(name: str) -> Any:
+    """``ReplacementModel``, what ``load_replacement_model`` returns (circuit-tracer's
+    TransformerLens backend), imported on first use."""
+    if name == "ReplacementModel":
+        from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+            TransformerLensReplacementModel,
+        )
+
+        return TransformerLensReplacementModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
