@@ -66,9 +66,10 @@ def status_bytes(field: str) -> int:
 
 def import_run_stack() -> None:
     """What a scoring run's process has imported before it loads a model."""
-    import tracerflow.flows.score  # noqa: F401  (Prefect, the stages, DuckDB)
-    from tracerflow.attribution import attribute  # noqa: F401  (torch, circuit-tracer)
-    from tracerflow.models import load_replacement_model  # noqa: F401  (transformer-lens)
+    import tracerflow.flows.score  # noqa: F401  (Prefect, the stages, DuckDB, torch)
+
+    # What assembling a model imports first (the flow module leaves them to the stages).
+    from tracerflow.models import ReplacementModel  # noqa: F401  (circuit-tracer, transformer-lens)
 
 
 def run_baseline_worker() -> None:

@@ -15,21 +15,36 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from circuit_tracer.replacement_model.replacement_model_transformerlens import (
-    TransformerLensReplacementModel,
-)
 from safetensors.torch import load_file
 
 from tracerflow import toy
 from tracerflow.errors import ConfigError, SourceError
 from tracerflow.model_sources import LocalModel, check_model_source, local_model
-from tracerflow.transcoders import Transcoder
 
-ReplacementModel = TransformerLensReplacementModel
-"""What ``load_replacement_model`` returns (circuit-tracer's TransformerLens backend)."""
+if TYPE_CHECKING:
+    # What ``load_replacement_model`` returns (circuit-tracer's TransformerLens backend), imported
+    # where it is used: circuit-tracer and TransformerLens take seconds to import, and a run whose
+    # stages are all in the store never assembles a model.
+    from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+        TransformerLensReplacementModel as ReplacementModel,
+    )
+
+    from tracerflow.transcoders import Transcoder
+
+
+def __getattr__(name: str) -> Any:
+    """``ReplacementModel``, what ``load_replacement_model`` returns (circuit-tracer's
+    TransformerLens backend), imported on first use."""
+    if name == "ReplacementModel":
+        from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+            TransformerLensReplacementModel,
+        )
+
+        return TransformerLensReplacementModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_device() -> torch.device:
@@ -140,6 +155,10 @@ def load_local_model(
 ) -> ReplacementModel:
     """``local``'s replacement model: built from its config, its weights loaded as they are.
     Every parameter of the model must be in the weights file, and nothing else."""
+    from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+        TransformerLensReplacementModel,
+    )
+
     model = TransformerLensReplacementModel.from_config(
         local_model_config(local, device, dtype), transcoders
     )
@@ -170,6 +189,10 @@ def load_local_model(
 def _load_pretrained(
     model_name: str, transcoders: Transcoder, device: torch.device, dtype: torch.dtype
 ) -> ReplacementModel:
+    from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+        TransformerLensReplacementModel,
+    )
+
     repo_id = check_model_source(model_name)
     try:
         model = TransformerLensReplacementModel.from_pretrained_and_transcoders(

@@ -25,9 +25,12 @@ are equal bit for bit (at the same torch thread count).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from circuit_tracer.graph import Graph, PruneResult, compute_influence, find_threshold
+
+if TYPE_CHECKING:  # imported where used: circuit-tracer takes seconds to import
+    from circuit_tracer.graph import Graph, PruneResult
 
 # Chunks for the passes that would otherwise allocate N x N temporaries.
 COLUMNS_PER_CHUNK = 256
@@ -92,6 +95,8 @@ def influence_and_scores(
 ) -> Influence:
     """circuit-tracer's ``compute_graph_scores``, with the normalised |adjacency| in ``work``
     (which may be ``adjacency`` itself, overwritten)."""
+    from circuit_tracer.graph import compute_influence
+
     normalized = normalize_into(adjacency, work)
     node_influence = compute_influence(normalized, weights)
     token_influence = node_influence[layout.error_end : layout.token_end].sum()
@@ -156,6 +161,8 @@ def prune(
         work: an N x N buffer like the adjacency, overwritten (default: a new one).
         node_influence: ``influence_and_scores(...).node_influence`` if already computed.
     """
+    from circuit_tracer.graph import PruneResult, find_threshold
+
     if not 0.0 <= node_threshold <= 1.0:
         raise ValueError("node_threshold must be between 0.0 and 1.0")
     if not 0.0 <= edge_threshold <= 1.0:
@@ -207,6 +214,8 @@ def pruned_edge_scores(
     """``prune_graph``'s edge scores, written into ``work``: the adjacency restricted to the kept
     nodes, normalised, each row times its node's influence in that graph (plus its logit weight),
     which is returned (pass it back to skip computing it again)."""
+    from circuit_tracer.graph import compute_influence
+
     work.copy_(adjacency)
     work[~node_mask] = 0
     work[:, ~node_mask] = 0

@@ -149,6 +149,30 @@ def status(settings: Settings) -> ServerStatus:
     )
 
 
+def reusable_api_url(settings: Settings) -> str | None:
+    """The API URL of this home's ``tracerflow server up`` server when a run can use it: its pid
+    runs Prefect's server on the recorded port and the URL answers. None for no server, a dead
+    one, or a pid that now belongs to another program (a run then starts its own server)."""
+    current = status(settings)
+    if not current.healthy or current.pid is None or current.url is None:
+        return None
+    if not _runs_prefect_server(current.pid, current.url):
+        return None
+    return current.api_url
+
+
+def _runs_prefect_server(pid: int, url: str) -> bool:
+    """Whether ``pid`` is ``prefect server start ... --port <url's port>`` (what ``up`` starts).
+    Where /proc cannot tell (not Linux), a live pid and a healthy URL are all there is to go on."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return not Path("/proc/self/cmdline").exists()
+    port = url.rpartition(":")[2]
+    command = " ".join(arguments)
+    return "prefect server start" in command and f"--port {port}" in command
+
+
 def up(
     settings: Settings,
     host: str = "127.0.0.1",

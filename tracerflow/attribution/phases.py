@@ -13,12 +13,14 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from circuit_tracer.graph import Graph
 
 from tracerflow.attribution.resources import Usage, UsageReading
+
+if TYPE_CHECKING:
+    from circuit_tracer.graph import Graph
 
 Progress = Callable[[int, int], None]
 Offload = Callable[[list[Any]], None]
@@ -292,6 +294,8 @@ def _package_graph(
 ) -> Graph:
     """circuit-tracer's graph: rows in node order, unselected feature columns dropped, and the
     square adjacency matrix (features, errors, tokens, logits) with empty error/token rows."""
+    from circuit_tracer.graph import Graph
+
     selected_features = torch.where(visited)[0]
     adjacency = _take_adjacency(rows, selected_features)
     activation_matrix = ctx.activation_matrix

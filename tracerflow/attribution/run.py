@@ -17,16 +17,18 @@ import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from circuit_tracer.graph import Graph
 
 from tracerflow.attribution.phases import Progress, run_fast_path
 from tracerflow.attribution.resources import Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
 from tracerflow.compat import circuit_tracer_mismatch
 from tracerflow.parameters import CIRCUIT_TRACER_BATCH_SIZE
+
+if TYPE_CHECKING:
+    from circuit_tracer.graph import Graph
 
 logger = logging.getLogger(__name__)
 

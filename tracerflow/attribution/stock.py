@@ -13,12 +13,14 @@ import io
 import logging
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from circuit_tracer.graph import Graph
 
 from tracerflow.attribution.resources import Usage, UsageReading
+
+if TYPE_CHECKING:
+    from circuit_tracer.graph import Graph
 
 PHASES = ("precompute", "forward", "inputs", "logits", "features", "package")
 _PHASE_START = re.compile(r"^Phase (\d):")

@@ -3,8 +3,10 @@ its scores and where its database and graphs are."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,12 +124,16 @@ def use_store(value: str | None) -> None:
 
 def _run_scoring(request: RunRequest) -> None:
     """Check the request (a bad input raises before anything starts), then run the scoring flow
-    on a temporary Prefect server unless PREFECT_API_URL names one, and report it."""
+    on the Prefect server ``prefect_api`` finds or starts, and report it."""
     validate_run_request(request)
     _check_store()
+    _say_started(
+        f"scoring {_count(request.transcoders, 'transcoder')} on "
+        f"{_count(request.prompts, 'prompt')}"
+    )
     from tracerflow.flows.temporary_server import prefect_api
 
-    with logged_run(), prefect_api():
+    with logged_run(), prefect_api(_importing("tracerflow.flows.score"), _say):
         from tracerflow.flows.score import score_flow
 
         _report(score_flow(request, return_state=True))
@@ -146,16 +152,42 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
             f"--dask-workers must be a whole number from 1 to {most} (this machine's CPUs), "
             f"got {dask_workers}"
         )
-    with logged_run(), prefect_api():
+    _say_started(f"running suite {suite}")
+    with logged_run(), prefect_api(_importing("tracerflow.flows.suite"), _say):
         from tracerflow.flows.suite import suite_flow
 
         _report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
+
+
+def _say_started(what: str) -> None:
+    """The run's first line, at once: what follows it (importing torch and Prefect, starting a
+    server) is seconds of silence otherwise."""
+    _say(f"{what} (loading Prefect and torch first)")
+
+
+def _say(line: str) -> None:
+    """A progress line of the command itself, on stderr with the run's log lines."""
+    typer.echo(line, err=True)
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _importing(module: str) -> Callable[[], object]:
+    """Import ``module`` (a flow: torch, Prefect's engine, seconds) when called: while a
+    temporary server boots."""
+    return functools.partial(importlib.import_module, module)
 
 
 @contextmanager
 def logged_run() -> Iterator[None]:
     """The run's log whole in a file under the home, and on the terminal without tracebacks or
     Prefect's repeats of a failure; an error that ends the run names the file."""
+    # Prefect sets its logging up whenever `prefect.main` is first imported, set up already or
+    # not (0.3 CPU-s each): imported first, the run's flow (which needs it) sets it up once.
+    import prefect.main  # noqa: F401
+
     from tracerflow.cli.run_log import new_log_path, terminal_and_file
     from tracerflow.settings import get_settings
 

@@ -10,16 +10,20 @@ an active feature and fails when none is active.
 
 from __future__ import annotations
 
-import torch
-from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+from typing import TYPE_CHECKING
 
-from tracerflow.transcoders import Transcoder
+import torch
+
+if TYPE_CHECKING:  # imported where used: circuit-tracer takes seconds to import
+    from tracerflow.transcoders import Transcoder
 
 
 class LayerCodec:
     """Per-layer encode/decode of a CLT or PLT (``TranscoderSet``), results in fp32."""
 
     def __init__(self, transcoders: Transcoder) -> None:
+        from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+
         self.transcoders = transcoders
         self.is_clt = isinstance(transcoders, CrossLayerTranscoder)
         self.n_layers = int(transcoders.n_layers)

@@ -6,12 +6,18 @@ SIGTERM leaves it running (~250 MB each). ``prefect_api()`` starts the same serv
 child that watches its parent: the child asks Linux to send it SIGTERM when the parent dies
 (``prctl(PR_SET_PDEATHSIG)``) and, on any platform, a thread in it polls the parent pid and ends
 the server when the parent is gone. SIGTERM of the command itself stops the server at once.
+
+A run needs no server of its own where one is up already: ``PREFECT_API_URL``, else the home's
+``tracerflow server up`` server when it runs and answers (``tracerflow.server.reusable_api_url``).
+Starting a server costs seconds; a new one boots while the caller's ``while_starting`` (importing
+the flow, say) runs beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -19,44 +25,77 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from tracerflow.errors import TracerflowError
-from tracerflow.server import is_healthy
+from tracerflow.server import is_healthy, reusable_api_url
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
 _STOP_GRACE_S = 5.0
 _PORT_IN_USE = 3  # uvicorn's exit code when it cannot bind
 
+logger = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(
+    while_starting: Callable[[], object] = lambda: None,
+    say: Callable[[str], object] = logger.info,
+) -> Iterator[str]:
     """Yield the API URL this run talks to: ``PREFECT_API_URL`` when set (a real server), else
-    a temporary server's, started here and stopped when the block ends or this process dies."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    the home's running ``tracerflow server up`` server's, else a temporary server's, started here
+    and stopped when the block ends or this process dies. ``while_starting()`` runs before the
+    block, while a temporary server boots (on the machine's other core); ``say`` tells which
+    server it is."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tracerflow.settings import get_settings
 
     configured = PREFECT_API_URL.value()
     if configured:
+        while_starting()
         yield str(configured)
         return
+    lasting = reusable_api_url(get_settings())
+    if lasting is not None:
+        say(f"Prefect server: the running `tracerflow server up` one at {lasting}")
+        while_starting()
+        with _talking_to(lasting, {PREFECT_API_URL: lasting}):  # a lasting server: heartbeats
+            yield lasting
+        return
+    say("Prefect server: starting a temporary one for this run")
     with _sigterm_as_exit():
-        process, api_url = _start()
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = api_url  # for worker processes (Dask) too
+        launched = [_launch()]  # the one to stop, whichever started in the end
         try:
-            with temporary_settings(updates=run_settings(api_url)):
+            while_starting()
+            api_url = _wait_until_healthy(launched)
+            with _talking_to(api_url, run_settings(api_url)):
                 yield api_url
         finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
             _deliver_queued_logs()
-            stop(process)
+            stop(launched[-1][0])
+
+
+@contextlib.contextmanager
+def _talking_to(api_url: str, settings: dict[Any, Any]) -> Iterator[None]:
+    """Prefect's settings for the block, and ``PREFECT_API_URL`` in the environment for worker
+    processes (Dask) too."""
+    from prefect.settings import temporary_settings
+
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates=settings):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
 
 
 def run_settings(api_url: str) -> dict[Any, Any]:
@@ -75,13 +114,9 @@ def run_settings(api_url: str) -> dict[Any, Any]:
     return settings
 
 
-def _start() -> tuple[subprocess.Popen[bytes], str]:
-    from prefect.settings import (
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        get_current_settings,
-    )
-
-    from tracerflow.settings import get_settings
+def _launch() -> tuple[subprocess.Popen[bytes], str]:
+    """A temporary server's process, started, and its base URL; ``_wait_until_healthy`` next."""
+    from prefect.settings import get_current_settings
 
     env = {
         **os.environ,
@@ -92,47 +127,55 @@ def _start() -> tuple[subprocess.Popen[bytes], str]:
         "PREFECT__SERVER_FINAL": "1",
     }
     env.pop("PREFECT_API_URL", None)
-    log_path = get_settings().prefect_home / "temporary-server.log"
+    log_path = _log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     # Linux sends the parent-death signal when the *thread* that started the child ends: use it
     # only from the main thread (which lives as long as the process); the watchdog covers the rest.
     main_thread = threading.current_thread() is threading.main_thread()
+    port = _free_port()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(os.getpid()), str(port), str(int(main_thread))],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # Out of the terminal's process group: Ctrl-C reaches the command alone, which
+            # stops its run and then this server; the server dying first left the run going
+            # on without its API for minutes.
+            start_new_session=True,
+        )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _log_path() -> Path:
+    from tracerflow.settings import get_settings
+
+    return get_settings().prefect_home / "temporary-server.log"
+
+
+def _wait_until_healthy(launched: list[tuple[subprocess.Popen[bytes], str]]) -> str:
+    """The API URL of the server ``_launch`` started (``launched[-1]``), once it answers; a server
+    that could not bind its port is started again on another (appended). Raises when none
+    started in time."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     while True:
-        port = _free_port()
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    __name__,
-                    str(os.getpid()),
-                    str(port),
-                    str(int(main_thread)),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # Out of the terminal's process group: Ctrl-C reaches the command alone, which
-                # stops its run and then this server; the server dying first left the run going
-                # on without its API for minutes.
-                start_new_session=True,
-            )
-        base_url = f"http://127.0.0.1:{port}"
+        process, base_url = launched[-1]
         while time.monotonic() < deadline:
-            code = process.poll()
-            if code is not None:
+            if process.poll() is not None:
                 break
             if is_healthy(base_url):
-                return process, f"{base_url}/api"
+                return f"{base_url}/api"
             time.sleep(0.2)
         if process.poll() == _PORT_IN_USE and time.monotonic() < deadline:
-            continue  # another process took the port in between: try another
+            launched.append(_launch())  # another process took the port in between
+            continue
         stop(process)
         raise TracerflowError(
             f"the temporary Prefect server did not start (exit code {process.returncode}); see "
-            f"{log_path}, or start one with `tracerflow server up` and set PREFECT_API_URL"
+            f"{_log_path()}, or start one with `tracerflow server up` and set PREFECT_API_URL"
         )
 
 

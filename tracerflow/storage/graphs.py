@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from circuit_tracer.attribution.targets import LogitTarget
-from circuit_tracer.graph import Graph
-from circuit_tracer.utils.tl_nnsight_mapping import UnifiedConfig
 from safetensors.torch import load_file, save_file
 
 from tracerflow.errors import StorageError
+
+if TYPE_CHECKING:  # imported where used: circuit-tracer takes seconds to import
+    from circuit_tracer.graph import Graph
 
 TENSORS_FILE = "graph.safetensors"
 METADATA_FILE = "graph.json"
@@ -53,6 +53,10 @@ def save_graph(graph: Graph, folder: Path) -> None:
 
 def load_graph(folder: Path) -> Graph:
     """The ``Graph`` that ``save_graph`` wrote into ``folder``, on the CPU."""
+    from circuit_tracer.attribution.targets import LogitTarget
+    from circuit_tracer.graph import Graph
+    from circuit_tracer.utils.tl_nnsight_mapping import UnifiedConfig
+
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text())
         if metadata.get("format_version") != FORMAT_VERSION:

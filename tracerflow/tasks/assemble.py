@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tracerflow.transcoders import load_converted
 from tracerflow.transcoders.conversion import parse_dtype
 
 _MODELS: dict[tuple[str, str, str, str], Any] = {}
@@ -24,7 +23,10 @@ MODEL_LOCK = threading.RLock()
 
 def assembled_model(model_name: str, converted_path: str, dtype: str, device: str) -> Any:
     """The process's ReplacementModel for these inputs, built on first use."""
+    # Imported here, not above: circuit-tracer and TransformerLens take seconds to import, and a
+    # run whose stages are all in the store never gets here.
     from tracerflow.models import load_replacement_model
+    from tracerflow.transcoders import load_converted
 
     cache_key = (model_name, converted_path, dtype, device)
     with _LOCK:  # two threads asking for the same model must not both load it

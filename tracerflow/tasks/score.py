@@ -10,9 +10,9 @@ bit for bit in any process.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from circuit_tracer.graph import Graph
 
 from tracerflow.attribution import torch_threads
 from tracerflow.scoring import (
@@ -26,6 +26,9 @@ from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, GraphScores, ScoredGraph, file_text
 from tracerflow.tasks.stage import ChunkResults, chunk_task, for_each_prompt
+
+if TYPE_CHECKING:
+    from circuit_tracer.graph import Graph
 
 CODE_VERSION = "2"
 SCORES_FILE = "scores.json"
