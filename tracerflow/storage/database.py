@@ -164,7 +164,7 @@ def check_run_store(store: Store) -> None:
 def _check_lake_exists(store: LakeStore) -> None:
     """``StorageError`` when ``store`` is a lake nobody has written (it would need a data path)."""
     try:
-        lake.connect(store, read_only=True).close()
+        _shared_lake_reader(store).close()  # opened now, for the run's lookups to use
     except NoHistoryError:
         raise lake.needs_data_path(store) from None
     except StoreUnreachableError:
@@ -235,19 +235,34 @@ def open_reader(
     return _retry_while_locked(connect, path, timeout_s, "read")
 
 
+def _shared_lake_reader(store: LakeStore) -> Connection:
+    return lake.shared_cursor(
+        store, read_only=True, opener=lambda: lake.connect(store, read_only=True)
+    )
+
+
 def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
-    con = lake.connect(store, read_only=True, as_of=as_of)
+    """A cursor on the process's shared reader of ``store`` (``lake.shared_cursor``), or, at
+    ``as_of``, a connection of its own; its schema version checked (a lake migrated meanwhile
+    is seen at the next read). A failure closes the shared reader: the next read reopens it."""
+    if as_of is None:
+        con = _shared_lake_reader(store)
+    else:
+        con = lake.connect(store, read_only=True, as_of=as_of)
     try:
         version = schema_version(con)
     except duckdb.Error as error:  # PostgreSQL lost between the ATTACH and this first read
         con.close()
+        lake.forget(store, read_only=True)
         raise lake.lake_error(store, error, read_only=True) from None
     except BaseException:
         con.close()
+        lake.forget(store, read_only=True)
         raise
     if version == CURRENT_VERSION:
         return con
     con.close()
+    lake.forget(store, read_only=True)
     if version == 0:
         raise NoHistoryError(
             f"no score history in {store.describe()}"
@@ -282,6 +297,8 @@ def reading(
     try:
         yield con
     except duckdb.Error as error:
+        if isinstance(store, LakeStore):  # the shared reader may be what broke: reopened next
+            lake.forget(store, read_only=True)
         # Not chained: the driver's own message may hold a lake's password.
         raise _read_error(store, error) from None
     finally:
