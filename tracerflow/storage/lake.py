@@ -60,6 +60,12 @@ EXTENSIONS = (
 )
 # The one-row table every write rewrites, so that overlapping writes conflict (see above).
 WRITER_TURN_TABLE = "lake_writes"
+# A write of at most this many rows into a table is kept in the catalog (DuckLake's data
+# inlining) rather than written as a Parquet file of its own: a run of up to 1 000 prompts lands
+# without a file, and reading a history of such runs reads a few catalog tables instead of a
+# file per run and table (DuckLake's default, 10, made every toy run's scores a file; measured
+# in docs/operations.md, "Lake speed"). ``ducklake_flush_inlined_data`` moves them to Parquet.
+INLINED_ROWS = 1000
 # The writer's own PostgreSQL session (a second ATTACH of the catalog's database), which holds
 # the writers' lock; and the lock's key, the same in every tracerflow (advisory locks are per
 # database, and a lake's catalog has a database of its own).
@@ -183,6 +189,8 @@ def attach(
         options.append(f"DATA_PATH {_quote(str(store.data_path) + os.sep)}")
     if read_only:
         options.append("READ_ONLY")
+    else:
+        options.append(f"DATA_INLINING_ROW_LIMIT {INLINED_ROWS}")
     if as_of is not None and as_of.snapshot is not None:
         options.append(f"SNAPSHOT_VERSION {int(as_of.snapshot)}")
     elif as_of is not None and as_of.time is not None:
