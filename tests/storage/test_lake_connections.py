@@ -7,12 +7,21 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from tests.postgres import PostgresServer
-from tests.storage.builders import IOI_PROMPTS, OLD_CLT, populate, run_info, score, transcoder
+from tests.storage.builders import (
+    FIRST_NIGHT,
+    IOI_PROMPTS,
+    OLD_CLT,
+    populate,
+    run_info,
+    score,
+    transcoder,
+)
 from tracerflow.errors import StorageError
 from tracerflow.storage import lake, queries
 from tracerflow.storage.database import record_run
@@ -144,3 +153,20 @@ def test_a_writer_killed_while_it_holds_the_turn_does_not_keep_it(
     assert worker.exitcode == -9
     records = [score(transcoder(OLD_CLT), prompt, 0.7, 0.9) for prompt in IOI_PROMPTS]
     assert record_run(populated, run_info("after-kill"), records, timeout_s=30) == len(records)
+
+
+def test_the_viewer_s_index_is_read_again_only_when_the_lake_has_a_new_snapshot(
+    populated: LakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = queries.graph_index(populated)
+    reads = counted(monkeypatch, queries, "_dicts")
+    assert queries.graph_index(populated) == first  # nothing written since: not read again
+    assert len(reads) == 0
+
+    later = FIRST_NIGHT + timedelta(days=30)
+    new = score(transcoder(OLD_CLT), "a new prompt", 0.5, 0.6, created_at=later, slug="new-graph")
+    record_run(populated, run_info("with-a-new-graph"), [new])
+    after = queries.graph_index(populated)
+    assert len(reads) == 1
+    assert [entry["slug"] for entry in after] == ["new-graph"] + [e["slug"] for e in first]
+    assert after[1:] == first
