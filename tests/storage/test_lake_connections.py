@@ -13,15 +13,8 @@ from typing import Any
 import pytest
 
 from tests.postgres import PostgresServer
-from tests.storage.builders import (
-    FIRST_NIGHT,
-    IOI_PROMPTS,
-    OLD_CLT,
-    populate,
-    run_info,
-    score,
-    transcoder,
-)
+from tests.storage import builders
+from tests.storage.builders import OLD_CLT, run_info, score, transcoder
 from tracerflow.errors import StorageError
 from tracerflow.storage import lake, queries
 from tracerflow.storage.database import record_run
@@ -46,7 +39,7 @@ def counted(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int
 def populated(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> LakeStore:
     """One lake for the module, one night of history in it; each test adds runs of its own."""
     store = LakeStore(postgres.create_database("shared_connections"), tmp_path_factory.mktemp("d"))
-    populate(store, nights=1)  # type: ignore[arg-type]
+    builders.populate(store, nights=1)  # type: ignore[arg-type]
     lake.forget_all()  # populate's writer: each test counts from a process with no connection
     return store
 
@@ -151,7 +144,7 @@ def test_a_writer_killed_while_it_holds_the_turn_does_not_keep_it(
         worker.kill()
         worker.join(60)
     assert worker.exitcode == -9
-    records = [score(transcoder(OLD_CLT), prompt, 0.7, 0.9) for prompt in IOI_PROMPTS]
+    records = [score(transcoder(OLD_CLT), prompt, 0.7, 0.9) for prompt in builders.IOI_PROMPTS]
     assert record_run(populated, run_info("after-kill"), records, timeout_s=30) == len(records)
 
 
@@ -163,7 +156,7 @@ def test_the_viewer_s_index_is_read_again_only_when_the_lake_has_a_new_snapshot(
     assert queries.graph_index(populated) == first  # nothing written since: not read again
     assert len(reads) == 0
 
-    later = FIRST_NIGHT + timedelta(days=30)
+    later = builders.FIRST_NIGHT + timedelta(days=30)
     new = score(transcoder(OLD_CLT), "a new prompt", 0.5, 0.6, created_at=later, slug="new-graph")
     record_run(populated, run_info("with-a-new-graph"), [new])
     after = queries.graph_index(populated)
