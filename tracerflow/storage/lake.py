@@ -438,8 +438,15 @@ def write(
     else:
         con = shared_cursor(store, read_only=False, opener=lambda: _writer_connection(store))
     try:
+        # Read before the turn (a lake at the current version, nearly always, needs nothing in
+        # it), checked each time: another process may have created or migrated the lake.
+        try:
+            current = schema_version(con) == CURRENT_VERSION
+        except duckdb.Error as error:  # a kept connection whose PostgreSQL went away
+            raise lake_error(store, error, read_only=False) from None
         with writers_turn(con, store, timeout_s):
-            ensure_schema(con, store)  # each time: another process may have migrated the lake
+            if not current:
+                ensure_schema(con, store)
             if prepare is not None:
                 prepare(con)
             return _in_transaction(con, take_turn_then, timeout_s)  # type: ignore[return-value]
