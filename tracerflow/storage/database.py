@@ -236,6 +236,7 @@ def open_reader(
 
 
 def _shared_lake_reader(store: LakeStore) -> Connection:
+    """A cursor on the process's one locked-down reader of ``store``, opened the first time."""
     return lake.shared_cursor(
         store, read_only=True, opener=lambda: lake.connect(store, read_only=True)
     )

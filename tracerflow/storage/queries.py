@@ -1,7 +1,8 @@
 """Read questions over the score database: history, comparisons, the graph index, free SQL.
 
-Every function opens its own short-lived, locked-down read-only connection (`reading`), so it
-works while no flow is writing and waits briefly while one is. Times are UTC; functions that
+Every function reads through its own short-lived, locked-down read-only connection (`reading`;
+on a lake, a cursor on the process's one reader), so it works while no flow is writing and waits
+briefly while one is. Times are UTC; functions that
 return dicts give timezone-aware datetimes.
 """
 
