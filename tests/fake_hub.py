@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.http_servers import serving
 
 # GET /api/models/<owner>/<name>/revision/<revision>: what snapshot_download asks first.
 _REPO_INFO = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/?]+)")
@@ -70,16 +71,8 @@ def fake_hub() -> Iterator[FakeHub]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as hub.url:
         yield hub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def hub_env(hub_url: str, hf_home: Path) -> dict[str, str]:

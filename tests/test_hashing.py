@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import pytest
 
+from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.parameters import AttributionParams, RunRequest
 from tracerflow.presets import run_parameters
 from tracerflow.storage.artifacts import stage_key
 from tracerflow.storage.records import ModelInfo, TranscoderInfo, params_hash, prompt_id
 from tracerflow.tasks import attribute
 from tracerflow.tasks.convert import convert_key
+from tracerflow.tasks.dashboards import dashboards_key, feature_pack_name
 from tracerflow.tasks.download import CODE_VERSION as DOWNLOAD_VERSION
 from tracerflow.tasks.export import export_key, graph_slug
 from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec
@@ -79,6 +81,23 @@ def test_the_score_and_export_keys_and_the_slug_are_the_ones_stores_hold() -> No
     )
     slug = graph_slug("georglange/crosslayer-transcoder-topk-16k", "b" * 64, PROMPT)
     assert slug == "georglange-crosslayer-transcoder-topk-16k-bbbbbbbb-d2cf6f3e"
+
+
+def test_the_dashboards_key_and_pack_name_are_pinned() -> None:
+    """The store folder's key (as main had it at d3df26d) and the published pack's name, which
+    the graphs' ``scan`` carries: weights, model, corpus and settings each change the name."""
+    config = DashboardConfig()
+    key = dashboards_key("a" * 64, "toy-gpt2:abc", "f" * 64, config)
+    assert key == "cdb33c18cadd85055dcdcec5b2c2cef2cc68b8b852d19a30eca6a61035baee7c"
+    name = feature_pack_name("a" * 64, "toy-gpt2:abc", "file:" + "f" * 64, config)
+    assert name == "tracerflow-aaaaaaaaaaaa-edbe6495"
+    others = {
+        feature_pack_name("b" * 64, "toy-gpt2:abc", "file:" + "f" * 64, config),
+        feature_pack_name("a" * 64, "gpt2:xyz", "file:" + "f" * 64, config),
+        feature_pack_name("a" * 64, "toy-gpt2:abc", "file:" + "e" * 64, config),
+        feature_pack_name("a" * 64, "toy-gpt2:abc", "file:" + "f" * 64, DashboardConfig(seed=1)),
+    }
+    assert len(others) == 4 and name not in others
 
 
 def test_row_ids_are_the_ones_databases_hold() -> None:

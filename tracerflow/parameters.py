@@ -136,8 +136,8 @@ class RunOptions(BaseModel):
     model: str | None = Field(
         None,
         description=(
-            "TransformerLens model name or local model folder "
-            "(default: the preset's model, else gpt2)"
+            "TransformerLens model name or local model folder (default: the preset's model; "
+            "for a local transcoder folder, the model its config names; else gpt2)"
         ),
     )
     max_n_logits: int | None = override_field(AttributionParams, "max_n_logits")
@@ -176,6 +176,12 @@ class RunOptions(BaseModel):
     eval_tokens: int | None = Field(
         None, ge=1, le=MAX_COUNT, description="at most this many evaluation tokens"
     )
+    unscored_only: bool = Field(
+        False,
+        description="score only the checkpoints the score database holds no successful score "
+        "of on every prompt (by folder and training step): what a deployment watching a "
+        "training run's folder sets",
+    )
 
     def parameters_for(self, preset_defaults: RunParameters | None) -> RunParameters:
         """One transcoder's parameters: this run's where it gives one, else its preset's
@@ -196,7 +202,9 @@ class RunRequest(RunOptions):
     """What a run was asked to do: transcoders × prompts, with its options."""
 
     transcoders: list[str] = Field(
-        min_length=1, description="preset names, local checkpoint folders or owner/repo[@rev]"
+        min_length=1,
+        description="preset names, local checkpoint folders, folders or globs of a training "
+        "run's checkpoint folders, or owner/repo[@rev]",
     )
     prompts: list[str] = Field(min_length=1, description="the prompts, one graph each")
 

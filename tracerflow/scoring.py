@@ -238,3 +238,14 @@ def merge_pruned_features_into_error(
     out[:, pruned] = 0
     out[pruned, :] = 0
     return out
+
+
+def kept_features_scores(
+    graph: Graph, keep_features: torch.Tensor, weights: torch.Tensor, work: torch.Tensor
+) -> Influence:
+    """The scores of ``graph`` with every selected feature outside ``keep_features`` (a bool mask
+    over the selected features) merged into its error node, computed in ``work``: the rule of the
+    pruned scores (kept = ``prune_graph``'s features) and of subgraph scores (kept = the pinned
+    features). Tokens, errors and logits are always kept (docs/database.md, "Pruned scores")."""
+    merged = merge_pruned_features_into_error(graph, keep_features, out=work)
+    return influence_and_scores(merged, GraphLayout.of(graph), weights, work=merged)

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # $TRACERFLOW_ARTIFACT_ROOT: the content-addressed stage outputs. A folder shared by workers
     # on several machines lets each reuse what another computed. Unset: $TRACERFLOW_HOME/artifacts.
     artifact_root: Path | None = None
+    # $TRACERFLOW_PUBLISH_ROOT: where runs publish what the viewer shows (graph files,
+    # graph-metadata.json, feature packs, saved views) and where `tracerflow view` reads it. A
+    # folder shared by every worker and viewer host lets `view` anywhere show every graph. Its
+    # own setting, not a folder of the artifact root: the root is a cache a team may clear and
+    # share more widely; the published folder is a named gallery people save views into.
+    # Unset: $TRACERFLOW_HOME/graph-files (docs/operations.md, "Every graph from every host").
+    publish_root: Path | None = None
 
     @property
     def artifacts_dir(self) -> Path:
@@ -57,8 +64,9 @@ class Settings(BaseSettings):
 
     @property
     def graph_files_dir(self) -> Path:
-        """The viewer's data folder: one JSON per graph plus ``graph-metadata.json``."""
-        return self.home / "graph-files"
+        """The viewer's data folder: one JSON per graph plus ``graph-metadata.json`` and the
+        feature packs under ``features/``; the publish root when one is set."""
+        return self.publish_root or self.home / "graph-files"
 
     @property
     def database_path(self) -> Path:
@@ -90,6 +98,8 @@ def get_settings() -> Settings:
     settings.home = settings.home.expanduser().resolve()
     if settings.artifact_root is not None:
         settings.artifact_root = settings.artifact_root.expanduser().resolve()
+    if settings.publish_root is not None:
+        settings.publish_root = settings.publish_root.expanduser().resolve()
     return settings
 
 

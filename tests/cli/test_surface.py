@@ -51,5 +51,5 @@ def test_the_top_level_help_lists_the_commands_in_the_same_order() -> None:
     root = typer.main.get_command(app)
     assert root.list_commands(typer.Context(root)) == [
         "run", "demo", "history", "compare", "sql", "deploy", "presets", "view", "convert",
-        "inspect", "plot", "server", "store",
+        "inspect", "upload", "plot", "server", "store", "export", "subgraph",
     ]  # fmt: skip

@@ -17,6 +17,7 @@ import pytest
 from tests.flows.test_score_flow import run_flow, task_states
 from tracerflow.dashboards.pack import (
     INDEX_FILE,
+    current_pack_dir,
     graph_file_features,
     pack_features,
     read_feature_pack,
@@ -25,7 +26,12 @@ from tracerflow.models import model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.tasks.convert import convert_snapshot
-from tracerflow.tasks.dashboards import FEATURES_DIR, build_dashboards, viewer_scan
+from tracerflow.tasks.dashboards import (
+    FEATURES_DIR,
+    build_dashboards,
+    corpus_identity,
+    feature_pack_name,
+)
 from tracerflow.tasks.download import resolve_source
 from tracerflow.tasks.results import ModelSpec
 from tracerflow.toy.grammar import sample_sentences
@@ -84,7 +90,10 @@ def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small
     model = ModelSpec(
         name="toy-gpt2", identity=model_identity("toy-gpt2"), dtype="float32", device="cpu"
     )
-    scan = viewer_scan(converted.content_hash)
+    scan = feature_pack_name(
+        converted.content_hash, model.identity, corpus_identity(str(small_corpus), PROMPTS)
+    )
+    assert scan == json.loads(first_graph.read_text())["metadata"]["scan"]  # the flow's name
 
     def build(graphs: list[Path]):
         return build_dashboards(
@@ -105,9 +114,23 @@ def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small
     merged = read_feature_pack(pack)
     assert all(merged[feature] == record for feature, record in first_records.items())
     # The flow's own pack, computed in one go over both graphs, is the same bytes.
-    flow_pack = home / "graph-files" / FEATURES_DIR / scan
+    flow_pack = current_pack_dir(home / "graph-files" / FEATURES_DIR / scan)
+    own_pack = current_pack_dir(pack)
+    assert flow_pack is not None and own_pack is not None
+    assert flow_pack.name == own_pack.name  # the version: a hash of the files
     for name in (INDEX_FILE, "layer_0.bin", "layer_1.bin", "layer_2.bin"):
-        assert (pack / name).read_bytes() == (flow_pack / name).read_bytes(), name
+        assert (own_pack / name).read_bytes() == (flow_pack / name).read_bytes(), name
+    # Another corpus (the prompts: what `./my-clt` without a preset streams) is another pack
+    # and another store folder: the first pack is left as it was (issue 26).
+    on_prompts = feature_pack_name(
+        converted.content_hash, model.identity, corpus_identity(None, PROMPTS)
+    )
+    other = build_dashboards(
+        model, converted, on_prompts, None, PROMPTS, [first_graph], False, store, home / "own"
+    )
+    assert on_prompts != scan and other.key != both.key
+    assert current_pack_dir(pack) == own_pack and read_feature_pack(pack) == merged
+    assert pack_features(home / "own" / FEATURES_DIR / on_prompts) == first
 
 
 def test_a_failed_dashboards_stage_keeps_every_score_and_publishes_nothing(
@@ -134,6 +157,7 @@ def test_a_failed_dashboards_stage_keeps_every_score_and_publishes_nothing(
     assert statuses == [("ok",)]
     assert run_status == [("completed",)]  # the scores' status: all of them are there
     assert task_states(run_id)["dashboards"] == ["Failed"]
+    assert not any((home / "graph-files" / FEATURES_DIR).glob(f"*/*/{INDEX_FILE}"))
     assert not any((home / "graph-files" / FEATURES_DIR).glob(f"*/{INDEX_FILE}"))
     assert not (home / "artifacts" / "dashboards").exists()
 

@@ -149,8 +149,8 @@ def test_two_runs_that_share_no_cache_give_bit_identical_graphs_and_scores(
         (row,) = db_rows(
             "SELECT graph_path, graph_files_path, n_active_features, n_selected_features, "
             "replacement_score, completeness_score, pruned_replacement_score, "
-            "pruned_completeness_score, attribution_threads, params_hash FROM scores "
-            "WHERE flow_run_id = ?",
+            "pruned_completeness_score, attribution_threads, params_hash FROM scores_wide "
+            "WHERE flow_run_id = ?",  # the view gives the paths absolute
             str(run_id),
         )
         outcomes.append(row)

@@ -119,7 +119,7 @@ def run_rows(flow_run_id: Any) -> list[dict[str, Any]]:
         cursor = con.execute(
             "SELECT s.status, s.error, s.attribution_path, s.params_json, s.replacement_score, "
             "s.completeness_score, s.graph_path, s.transcoder_format, t.source, "
-            "m.name AS model, m.n_layers, m.d_model FROM scores s "
+            "m.name AS model, m.n_layers, m.d_model FROM scores_wide s "  # absolute paths
             "JOIN transcoders t USING (transcoder_id) JOIN models m USING (model_id) "
             "WHERE s.flow_run_id = ?",
             [str(flow_run_id)],

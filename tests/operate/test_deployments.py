@@ -70,9 +70,9 @@ def test_registering_twice_yields_the_same_deployments(
     assert deployed.exit_code == 0, deployed.output
     table = deployed.stdout.splitlines()
     assert table[0].split() == ["deployment", "schedule", "work_pool"]
-    assert [line.split()[0] for line in table[2:5]] == [
+    assert [line.split()[0] for line in table[2:6]] == [
         "score-suite/toy-nightly", "score-suite/gpt2-16k-nightly",
-        "score-suite-transcoder/score-suite-transcoder",
+        "score-suite-transcoder/score-suite-transcoder", "maintain-store/store-maintenance",
     ]  # fmt: skip
     assert "0 2 * * * (UTC)" in table[2] and table[2].endswith(WORK_POOL)
     assert "none" in table[4]  # never scheduled
@@ -82,11 +82,14 @@ def test_registering_twice_yields_the_same_deployments(
     ), warning
     assert "HF_HUB_OFFLINE" in warning and "cache" in warning, warning
 
-    assert set(first) == {"toy-nightly", "gpt2-16k-nightly", "score-suite-transcoder"}
+    assert set(first) == {
+        "toy-nightly", "gpt2-16k-nightly", "score-suite-transcoder", "store-maintenance"
+    }  # fmt: skip
     expected_schedules = {
         "toy-nightly": [("0 2 * * *", "UTC")],
         "gpt2-16k-nightly": [("0 3 * * *", "UTC")],
         "score-suite-transcoder": [],  # started by a fanned-out suite run, never scheduled
+        "store-maintenance": [("0 5 * * 0", "UTC")],  # weekly, Sunday 05:00
     }
     for name, deployment in first.items():
         again = second[name]
@@ -96,6 +99,10 @@ def test_registering_twice_yields_the_same_deployments(
         assert again["path"] is None  # no checkout path baked in
         if name == "score-suite-transcoder":
             assert again["entrypoint"] == "tracerflow/flows/fan_out.py:suite_transcoder_flow"
+            continue
+        if name == "store-maintenance":
+            assert again["entrypoint"] == "tracerflow/flows/maintenance.py:maintain_store_flow"
+            assert again["parameters"] == {"keep_days": 30}
             continue
         assert again["parameters"] == deployment["parameters"] == {"suite": name}
         assert again["entrypoint"] == "tracerflow/flows/suite.py:suite_flow"
@@ -232,6 +239,13 @@ def test_triggered_toy_deployment_completes_with_artifacts_and_regression_event(
     summary = by_key["summary"]["data"]
     assert "**Regression:** `toy-clt`" in summary
     assert "## Transcoder quality" in summary and "| toy-clt | eval-corpus.txt | 4103 |" in summary
+    # The suite's run, the one the UI lists, carries the same summary.
+    (on_suite,) = httpx.post(
+        f"{api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [suite_run_id]}, "key": {"any_": ["summary"]}}},
+        timeout=30,
+    ).json()
+    assert on_suite["data"] == summary
 
     # The server persists events asynchronously: poll briefly for them.
     expected = set(load_suite("toy-nightly").suite.transcoders)

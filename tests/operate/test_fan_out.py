@@ -131,11 +131,27 @@ def test_a_suite_fans_out_over_two_workers_into_one_lake(team: dict) -> None:
     )[1]
     assert per_run == [(t, len(prompts), len(prompts), 1) for t in sorted(transcoders)]
     assert queries.run_sql(lake, "SELECT count(*) FROM transcoders")[1] == [(len(transcoders),)]
-    # Both workers took runs: each wrote graph files under its own home.
-    homes = queries.run_sql(
-        lake, "SELECT DISTINCT split_part(graph_files_path, '/graph-files/', 1) FROM scores"
+    # Both workers took runs: each wrote graph files under its own home. The rows store them
+    # relative to the home (each host resolves them under its own).
+    stored = queries.run_sql(
+        lake, "SELECT DISTINCT starts_with(graph_files_path, 'graph-files/') FROM scores"
     )[1]
-    assert sorted(Path(home).name for (home,) in homes) == ["worker-a", "worker-b"]
+    assert stored == [(True,)]
+    slugs = [slug for (slug,) in queries.run_sql(lake, "SELECT slug FROM scores")[1]]
+    homes = {
+        name
+        for name in ("worker-a", "worker-b")
+        for slug in slugs
+        if (team["folder"] / name / "graph-files" / f"{slug}.json").is_file()
+    }
+    assert homes == {"worker-a", "worker-b"}
+    # The suite's run (the one the UI lists) carries its children's summaries, one after another.
+    (summary,) = httpx.post(
+        f"{api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [parent_id]}, "key": {"any_": ["summary"]}}},
+        timeout=30,
+    ).json()
+    assert summary["data"].count("# Scores of suite") == len(transcoders)
     # The artifact root is shared: every child's stage outputs are under it.
     assert (team["artifact_root"] / "attribute").is_dir()
     assert not (team["folder"] / "worker-a" / "artifacts").exists()

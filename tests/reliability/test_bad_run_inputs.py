@@ -457,3 +457,52 @@ def test_a_hub_model_in_the_offline_cache_passes_the_door(
 
     for alias in ("gpt2", "GPT2-small"):  # TransformerLens's names, aliases too
         validate_run_request(run_request(transcoders=["owner/clt"], prompts=["x"], model=alias))
+
+
+def test_a_preset_run_on_a_model_of_another_shape_is_refused_at_the_door(
+    tmp_path: Path, tiny_tokenizer_dir: Path
+) -> None:
+    """A preset matches its own model; `--model` another is checked like any local folder (it
+    used to pass the door and fail every item after a minute, the message repeated)."""
+    from tests.standin_models import write_model_folder
+
+    model = write_model_folder(tmp_path / "llama", "llama", tiny_tokenizer_dir, seed=1)
+    arguments = ["--preset", "toy-clt", "--model", str(model), "--prompt", "x"]
+    result, _ = run_cli(arguments, tmp_path / "home")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: transcoder 'toy-clt' has 3 layers of d_model 64, but model '{model}' has 2 "
+        "layers of d_model 64; give --model the model it was trained on"
+    ]
+    assert_nothing_started(tmp_path / "home")
+
+
+def test_a_local_transcoder_runs_on_the_model_named_or_the_one_its_config_names(
+    tmp_path: Path,
+) -> None:
+    """No --model: a local folder whose files name no model is refused at the door (before, it
+    ran on GPT-2: every item failed, or a GPT-2-shaped one scored on the wrong model); one whose
+    circuit-tracer config names its model runs on that model."""
+    from tests.transcoders.foreign_formats import circuit_tracer_config
+    from tests.transcoders.foreign_formats import circuit_tracer_folder as written_by_circuit_tracer
+    from tracerflow import toy
+    from tracerflow.flows.validation import model_for_source
+
+    plain = tmp_path / "my-clt"
+    shutil.copytree(toy.transcoder_dir("clt"), plain)
+    result, _ = run_cli(["--transcoder", str(plain), "--prompt", "x"], tmp_path / "home")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: transcoder '{plain}' names no model (a local folder's files do not say which "
+        "model it was trained on): give --model"
+    ]
+    assert_nothing_started(tmp_path / "home")
+
+    named = written_by_circuit_tracer(
+        toy.transcoder_dir("plt"),
+        tmp_path / "named",
+        circuit_tracer_config("plt", activation="relu", model_name="toy-gpt2"),
+    )
+    validate_run_request(run_request(transcoders=[str(named)], prompts=["When Mary and"]))
+    assert model_for_source(str(named), None) == "toy-gpt2"
+    assert model_for_source(str(named), "gpt2") == "gpt2"  # --model wins

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tracerflow.storage import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo, record_run
+from tracerflow.storage.subgraphs import SubgraphRecord, graph_of_slug, record_subgraph
 
 OLD_CLT = "georglange/crosslayer-transcoder-topk-16k"
 PLT = "georglange/crosslayer-transcoder-topk-plt-16k"
@@ -156,6 +157,25 @@ def populate(db_path: Path, nights: int = 5) -> None:
         db_path,
         run_info("smoke-1", smoke_at, deployment_name=None, suite_name="smoke", status="completed"),
         [score(transcoder(OLD_CLT), SMOKE_PROMPT, 0.8, 0.95, created_at=smoke_at)],
+    )
+    # One saved subgraph of the old CLT's last graph of the first prompt (numbers made up).
+    scored = graph_of_slug(db_path, f"ioi-{OLD_CLT.rsplit('/', 1)[-1]}-0")
+    record_subgraph(
+        db_path,
+        SubgraphRecord(
+            score_id=scored.score_id,
+            slug=scored.slug,
+            pinned_ids=("1_7_3", "err_0_2"),
+            supernodes=(("group", "1_7_3"),),
+            n_pinned_features=1,
+            n_selected_features=40,
+            graph_replacement_score=scored.replacement_score,
+            graph_completeness_score=scored.completeness_score,
+            subgraph_replacement_score=0.25,
+            subgraph_completeness_score=0.625,
+            scored_by="cli",
+            created_at=smoke_at,
+        ),
     )
 
 

@@ -135,3 +135,36 @@ def test_reuse_is_asked_only_about_an_intact_folder(tmp_path):
     assert asked == []
     folder, cached = store.get_or_compute("score", "k1", Writes("second"), reuse=accept)
     assert cached is True and asked == [folder]
+
+
+def test_a_second_caller_of_a_key_being_computed_waits_and_reads_it(tmp_path):
+    """The key's lock is held for the whole write (another thread cannot take it), and a caller
+    after it finds the folder: computed once, never seen half-written or replaced."""
+    import threading
+
+    from filelock import Timeout
+
+    store = ArtifactStore(tmp_path)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_write(out_dir: Path) -> None:
+        inside.set()
+        release.wait(timeout=30)
+        (out_dir / "result.txt").write_text("first")
+
+    first = threading.Thread(target=store.get_or_compute, args=("score", "k1", slow_write))
+    first.start()
+    assert inside.wait(timeout=30)
+    held_elsewhere = False
+    try:
+        store.locked("score", "k1").acquire(timeout=0)  # this thread: its own lock context
+        store.locked("score", "k1").release()
+    except Timeout:
+        held_elsewhere = True
+    release.set()
+    first.join(timeout=30)
+    second = Writes("second")
+    folder, cached = store.get_or_compute("score", "k1", second)
+    assert held_elsewhere
+    assert (cached, second.calls, (folder / "result.txt").read_text()) == (True, [], "first")
+    assert stage_entries(store) == ["k1"]  # the locks live outside the stage's folder

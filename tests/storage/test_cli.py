@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from tracerflow.cli import app as tracerflow_app
+from tracerflow.storage import run_sql
 
 from .builders import IOI_PROMPTS, NEW_CLT, OLD_CLT, PLT, SMOKE_PROMPT
 
@@ -32,7 +33,7 @@ def test_history_prints_a_table_newest_first(app: typer.Typer, populated_db: Pat
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["created_at", "transcoder_source", "prompt"]
+    assert lines[0].split()[:3] == ["created_at", "transcoder_source", "version"]
     assert "nightly-4" in lines[2] and "nightly-0" in lines[-1]
 
 
@@ -199,8 +200,9 @@ def test_the_history_table_fits_the_terminal_and_csv_keeps_every_character(
     scores = table.split("\n\ntranscoder quality")[0].splitlines()
     assert max(len(line) for line in scores) <= 100
     assert any("…" in line for line in scores[2:])  # the prompts were cut to fit
-    assert scores[0].split()[:5] == [
-        "created_at", "transcoder_source", "prompt", "replacement_score", "completeness_score"
+    assert scores[0].split()[:6] == [
+        "created_at", "transcoder_source", "version", "prompt", "replacement_score",
+        "completeness_score",
     ]  # fmt: skip
     assert scores[-1].startswith("(not shown: ")  # and names the rest
     full = invoke(app, "history", "--db", populated_db, "--format", "csv", env={"COLUMNS": "100"})
@@ -235,3 +237,22 @@ def test_a_table_is_cut_widest_column_first_down_to_what_fits() -> None:
     narrow = fitted(["one", "two"], wide, 21)
     assert (narrow.columns, narrow.hidden) == (["one"], ["two"])
     assert narrow.rows == [["a" * 20 + "…"]]
+
+
+def test_history_subgraphs_lists_the_saved_subgraphs(app: typer.Typer, populated_db: Path) -> None:
+    result = invoke(app, "history", "--db", populated_db, "--subgraphs", "--format", "json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)  # the one builders.populate records
+    columns, _ = run_sql(populated_db, "SELECT * FROM subgraphs_wide")
+    assert set(row) == set(columns)  # json carries every column
+    assert (row["transcoder_source"], row["prompt"]) == (OLD_CLT, IOI_PROMPTS[0])
+    assert (row["subgraph_replacement_score"], row["subgraph_completeness_score"]) == (0.25, 0.625)
+    assert row["graph_replacement_score"] == row["replacement_score"]
+    assert json.loads(row["pinned_ids_json"]) == ["1_7_3", "err_0_2"]
+    none = invoke(app, "history", "--db", populated_db, "--subgraphs", "--transcoder", PLT)
+    assert (none.exit_code, none.output) == (0, "no subgraphs match\n")
+    mixed = invoke(app, "history", "--db", populated_db, "--subgraphs", "--metrics")
+    assert mixed.exit_code == 2
+    assert mixed.output == (
+        "error: --subgraphs takes --transcoder, --as-of and --format, not --metrics\n"
+    )

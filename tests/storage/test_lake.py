@@ -30,7 +30,6 @@ from tracerflow.errors import StorageError
 from tracerflow.storage import lake, queries
 from tracerflow.storage.copy import TABLES, copy_history
 from tracerflow.storage.database import lake_snapshots, reading, record_run
-from tracerflow.storage.migrations import CURRENT_VERSION, MIGRATIONS, Migration
 from tracerflow.storage.store import (
     AsOf,
     FileStore,
@@ -43,7 +42,7 @@ from tracerflow.storage.store import (
 VIEWS = (
     "scores_wide", "latest_scores", "score_history", "transcoder_summary",
     "transcoder_metrics_wide", "latest_transcoder_metrics", "transcoder_metrics_history",
-    "transcoder_quality",
+    "transcoder_quality", "subgraphs_wide",
 )  # fmt: skip
 
 
@@ -277,7 +276,7 @@ def test_history_as_of_a_snapshot_or_a_time_shows_the_lake_as_it_was(
     at_time = queries.history(store, as_of=parse_as_of(str(first["snapshot_time"])))
     assert [r["flow_run_id"] for r in at_snapshot] == ["night-1"]
     assert at_time == at_snapshot
-    with pytest.raises(StorageError, match="No snapshot found at version 9999"):
+    with pytest.raises(StorageError, match="has no snapshot 9999: its newest is"):
         queries.history(store, as_of=AsOf(snapshot=9999))
 
 
@@ -337,7 +336,7 @@ def test_store_copy_moves_a_file_into_a_lake_and_back_losing_nothing(
     first = copy_history(file_store, store)
     assert {r.table: r.added for r in first} == {
         "transcoders": 3, "models": 1, "prompts": 5, "runs": 6, "scores": 49,
-        "transcoder_metrics": 0,
+        "transcoder_metrics": 0, "subgraphs": 1,
     }  # fmt: skip
     assert all(r.target_rows == r.source_rows and not r.columns_differing for r in first)
     assert all(r.added == 0 for r in copy_history(file_store, store))  # a second copy
@@ -395,62 +394,6 @@ def test_a_bad_data_path_is_refused_before_the_lake_records_it(
     assert record_run(LakeStore(conninfo, good), run_info("second"), []) == 0
     with reading(LakeStore(conninfo, good)) as con:
         assert con.execute("SELECT flow_run_id FROM runs").fetchall() == [("second",)]
-
-
-def test_a_lake_an_older_tracerflow_made_gains_the_new_columns_in_place_keeping_its_rows(
-    postgres: PostgresServer, tmp_path: Path
-) -> None:
-    # Every migration since 5 (the lakes made before issue 25) only adds a column, so a team's
-    # lake at 5 is upgraded by the first writer, never refused. The lake at 5 is made by undoing
-    # those columns on a lake with rows: what the older tracerflow left.
-    older = 5
-    store = new_lake(postgres, tmp_path, "older")
-    records = [score(transcoder(OLD_CLT), prompt, 0.7, 0.9) for prompt in IOI_PROMPTS]
-    record_run(store, run_info("run-before"), records)
-    con = lake.connect(store, read_only=False)
-    try:
-        for migration in reversed([m for m in MIGRATIONS if m.version > older]):
-            statements = lake.column_additions(migration)
-            assert statements, f"migration {migration.version} cannot run on a lake in place"
-            for statement in statements:
-                table, column = statement.split()[2], statement.split()[5]
-                con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        con.execute("DELETE FROM schema_version WHERE version > ?", [older])
-    finally:
-        con.close()
-    with pytest.raises(StorageError, match="next run that records into it upgrades it in place"):
-        rows(store, "SELECT count(*) FROM scores")
-
-    again = [score(transcoder(OLD_CLT), prompt, 0.8, 0.9) for prompt in IOI_PROMPTS]
-    assert record_run(store, run_info("run-after"), again) == len(IOI_PROMPTS)
-
-    assert rows(store, "SELECT max(version) FROM schema_version") == [(CURRENT_VERSION,)]
-    assert rows(store, "SELECT flow_run_id, count(*) FROM scores_wide GROUP BY 1 ORDER BY 1") == [
-        ("run-after", len(IOI_PROMPTS)),
-        ("run-before", len(IOI_PROMPTS)),
-    ]
-    # The added column reads NULL on the older rows.
-    older_rows = "SELECT transcoder_format FROM scores WHERE flow_run_id = 'run-before'"
-    assert rows(store, older_rows) == [(None,)] * len(IOI_PROMPTS)
-
-
-@pytest.mark.parametrize(
-    ("sql", "in_place"),
-    [
-        ("ALTER TABLE scores ADD COLUMN x VARCHAR;", True),
-        ("-- why\nALTER TABLE s ADD COLUMN x VARCHAR;\nALTER TABLE t ADD COLUMN y REAL;", True),
-        ("ALTER TABLE scores ADD COLUMN x VARCHAR NOT NULL;", False),  # old rows have none
-        ("ALTER TABLE scores ADD COLUMN x INTEGER DEFAULT 0;", False),
-        ("ALTER TABLE scores DROP COLUMN x;", False),
-        ("ALTER TABLE scores ADD COLUMN x VARCHAR; CREATE VIEW v AS SELECT 1;", False),
-        ("CREATE TABLE t (a INTEGER);", False),
-        ("", False),
-    ],
-)  # fmt: skip
-def test_only_a_migration_that_adds_nullable_columns_runs_on_a_lake_in_place(
-    sql: str, in_place: bool
-) -> None:
-    assert bool(lake.column_additions(Migration(99, "test", sql))) is in_place
 
 
 @pytest.mark.parametrize(

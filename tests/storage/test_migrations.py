@@ -30,7 +30,9 @@ from tracerflow.storage import (
 from tracerflow.storage.migrations import (
     CURRENT_VERSION,
     MIGRATIONS,
+    TRAINING_STEP_MIGRATION,
     apply_migrations,
+    migration_named,
     schema_version,
 )
 from tracerflow.storage.records import params_hash, prompt_id, stable_id
@@ -92,6 +94,22 @@ SHIPPED_SQL_SHA256 = {
     5: "ac50b36a172cfbba929f1b844285d7f1ab9a3c305d6ceb46fbde9e60079b450c",
     6: "fdcbe85bf07d79ffd19578b9411fbdd014169eea9f0f73ede39927894e2d566d",
     7: "0e103a6aa77bffaf7c63c288a2eeb4452a6425e6ecf007dacec2ebff698ae390",
+    # by name: its number is given when the branches that add migrations are merged
+    migration_named(TRAINING_STEP_MIGRATION).version: (
+        "1a59512201564ed72ffb424ba6339040ad4d583345ab3f2d87d3733e824ba1c8"
+    ),
+}
+# Migrations added beside others at once are looked up by name (renumbered at merge).
+SHIPPED_SQL_SHA256 |= {
+    next(m.version for m in MIGRATIONS if m.name.startswith(name)): sha256
+    for name, sha256 in {
+        "subgraph scores of pinned node sets": (
+            "6c1d8bd5cbc8c328eae089a38f5ae73e127a22024b9d2efb78549ab08c62b268"
+        ),
+        "paths relative to their roots": (
+            "b90f2e7978df30df5f9afcb01fad7571115b5f049d973ec76baaec3c1c340920"
+        ),
+    }.items()
 }
 
 

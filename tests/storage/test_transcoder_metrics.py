@@ -248,3 +248,29 @@ def test_007_adds_the_file_commits_and_keeps_the_ids(db_path: Path) -> None:
         + "b" * 40
         + '"}'
     )
+
+
+def test_history_metrics_fits_the_terminal_and_csv_keeps_every_column(db_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tracerflow.cli import app
+    from tracerflow.storage.quality import METRICS_HISTORY_COLUMNS
+
+    record_night(db_path, 0, 0.13)
+    record_night(db_path, 1, 0.10)
+
+    def history(*args: str) -> str:
+        command = ["history", "--metrics", "--db", str(db_path), *args]
+        result = CliRunner().invoke(app, command, env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    table = history().splitlines()
+    assert max(len(line) for line in table) <= 80  # it was about 410 wide
+    assert table[0].split()[:3] == ["created_at", "transcoder_source", "layer"]
+    chosen = history("--columns", "layer,fvu,fvu_change").splitlines()
+    assert chosen[0].split() == ["layer", "fvu", "fvu_change"]
+    assert "-0.03" in "".join(chosen)  # 0.10 − 0.13 on the all-layers row
+    full = history("--format", "csv").splitlines()
+    assert full[0].split(",") == list(METRICS_HISTORY_COLUMNS)
+    assert len(full) == 1 + 2 * 3  # two nights of two layers plus all layers

@@ -158,14 +158,18 @@ def run_viewer(
     *extra_args: str,
     db_path: Path | None = None,
     pass_graph_dir: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[RunningViewer]:
     """Run ``tracerflow view`` in a subprocess on a free port; stop it after.
 
     Without ``pass_graph_dir`` the command finds the folder through ``$TRACERFLOW_HOME``
-    (``graph_files_dir`` must then be ``<home>/graph-files``). Without ``db_path`` the score
-    database is a file that does not exist.
+    (``graph_files_dir`` must then be ``<home>/graph-files``) or the ``env`` given. Without
+    ``db_path`` the score database is a file that does not exist, unless ``env`` names the
+    store (``TRACERFLOW_STORE``). ``env`` is applied last: another host's home and settings.
     """
     db_args = ["--db", str(db_path)] if db_path else ["--db", str(graph_files_dir / "none.duckdb")]
+    if db_path is None and "TRACERFLOW_STORE" in (env or {}):
+        db_args = []
     command = [
         *TRACERFLOW_COMMAND,
         "view",
@@ -180,6 +184,7 @@ def run_viewer(
         "PYTHONPATH": str(REPO_ROOT),
         "TRACERFLOW_HOME": str(graph_files_dir.parent),
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     process = subprocess.Popen(
         command,

@@ -2,7 +2,8 @@
 
 A graph of the notebook prompt on the toy CLT is exported with the transcoder's own scan
 (``tracerflow-<hash>``, as the flow writes it); dashboards of the graph's features are computed
-on held-out grammar text and written as a pack under ``features/<scan>/``; the real viewer server
+on held-out grammar text and published as the flow publishes a pack, a version under
+``features/<scan>/`` named by ``CURRENT`` (so the page reads it by version); the real viewer server
 serves both on 127.0.0.1. Three feature nodes are clicked: each panel must show the feature's top
 examples with highlighted tokens and its top logits, as in the pack, with every non-loopback
 request aborted and no console error. Screenshots go to ``test-artifacts/``.
@@ -41,6 +42,7 @@ def graph_with_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
         graph_file_features,
         write_feature_pack,
     )
+    from tracerflow.dashboards.pack import publish_pack
     from tracerflow.models import load_replacement_model
     from tracerflow.transcoders import convert, load_converted
     from tracerflow.viewer.graph_ids import write_graph_files
@@ -59,7 +61,8 @@ def graph_with_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
         corpus = corpus_sequences(model, 300)
         state = collect_dashboards(model, corpus.split(32), features)
     records = dashboard_records(state, model, scan)
-    write_feature_pack(graph_dir / "features" / scan, records, model.cfg.n_layers, 512)
+    stored = write_feature_pack(root / "stored", records, model.cfg.n_layers, 512)
+    publish_pack(stored, graph_dir / "features" / scan)
     by_id = {cantor_pair(*feature): record for feature, record in records.items()}
     return graph_dir, slug, by_id
 

@@ -14,11 +14,17 @@ import pytest
 from circuit_tracer.frontend.graph_models import _cantor_pairing
 
 from tests.viewer.conftest import serve_in_thread
-from tracerflow.dashboards.pack import cantor_pair, encode_record, write_feature_pack
+from tracerflow.dashboards.pack import (
+    cantor_pair,
+    current_pack_dir,
+    encode_record,
+    publish_pack,
+    write_feature_pack,
+)
 from tracerflow.viewer.features import display_token
 from tracerflow.viewer.server import ViewerServer
 
-PACK = "tracerflow-0123456789ab"
+PACK = "tracerflow-0123456789ab-01234567"
 SLUG = "toy-graph"
 
 
@@ -59,7 +65,8 @@ FEATURE_IDS = {(0, 2): 5, (1, 0): 1, (1, 3): 13}
 @pytest.fixture
 def graph_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "graph-files"
-    write_feature_pack(folder / "features" / PACK, RECORDS, n_layers=2, d_transcoder=4)
+    write_feature_pack(tmp_path / "stored", RECORDS, n_layers=2, d_transcoder=4)
+    publish_pack(tmp_path / "stored", folder / "features" / PACK)
     (folder / f"{SLUG}.json").write_text("{}")
     metadata = {"graphs": [{"slug": SLUG, "scan": PACK, "prompt": "Mary gave a"}]}
     (folder / "graph-metadata.json").write_text(json.dumps(metadata))
@@ -83,16 +90,34 @@ def get(
     return response
 
 
+def files_of(graph_dir: Path) -> Path:
+    files = current_pack_dir(graph_dir / "features" / PACK)
+    assert files is not None and files.parent.name == PACK
+    return files
+
+
 def test_lists_the_packs_and_serves_the_index_as_stored(
     server: ViewerServer, graph_dir: Path
 ) -> None:
+    version = files_of(graph_dir).name
     listing = get(server, "/features/index.json")
-    assert json.loads(listing.body) == {"scans": [PACK]}  # type: ignore[attr-defined]
-    index = get(server, f"/features/{PACK}/index.json.gz", {"Accept-Encoding": "gzip"})
-    assert index.status == 200
-    assert index.getheader("Content-Encoding") is None  # pako inflates it, not the browser
-    stored = (graph_dir / "features" / PACK / "index.json.gz").read_bytes()
-    assert index.body == stored  # type: ignore[attr-defined]
+    assert json.loads(listing.body) == {"scans": [PACK], "versions": {PACK: version}}  # type: ignore[attr-defined]
+    stored = (files_of(graph_dir) / "index.json.gz").read_bytes()
+    for path in (f"/features/{PACK}/{version}/index.json.gz", f"/features/{PACK}/index.json.gz"):
+        index = get(server, path, {"Accept-Encoding": "gzip"})
+        assert index.status == 200
+        assert index.getheader("Content-Encoding") is None  # pako inflates it, not the browser
+        assert index.body == stored  # type: ignore[attr-defined]
+
+
+def test_a_pack_from_before_versions_is_still_served(server: ViewerServer, graph_dir: Path):
+    """Its files directly in ``features/<name>/``, no ``CURRENT``: listed with no version."""
+    old = "tracerflow-ba9876543210"
+    write_feature_pack(graph_dir / "features" / old, RECORDS, n_layers=2, d_transcoder=4)
+    listing = json.loads(get(server, "/features/index.json").body)  # type: ignore[attr-defined]
+    assert listing["scans"] == sorted([PACK, old]) and listing["versions"][old] == ""
+    stored = (graph_dir / "features" / old / "layer_1.bin").read_bytes()
+    assert get(server, f"/features/{old}/layer_1.bin").body == stored  # type: ignore[attr-defined]
 
 
 def test_a_range_request_as_the_frontend_makes_it_returns_the_record(server: ViewerServer) -> None:
@@ -118,8 +143,8 @@ def test_a_range_request_as_the_frontend_makes_it_returns_the_record(server: Vie
 
 
 def test_range_forms_and_unsatisfiable_ranges(server: ViewerServer, graph_dir: Path) -> None:
-    path = f"/features/{PACK}/layer_1.bin"
-    data = (graph_dir / "features" / PACK / "layer_1.bin").read_bytes()
+    path = f"/features/{PACK}/{files_of(graph_dir).name}/layer_1.bin"
+    data = (files_of(graph_dir) / "layer_1.bin").read_bytes()
     size = len(data)
     assert size == len(encode_record(RECORDS[(1, 0)])) + len(encode_record(RECORDS[(1, 3)]))
     whole = get(server, path)
@@ -141,6 +166,10 @@ def test_range_forms_and_unsatisfiable_ranges(server: ViewerServer, graph_dir: P
         f"/features/{PACK}/../graph-metadata.json",
         f"/features/{PACK}/%2e%2e/%2e%2e/secret.json",
         f"/features/{PACK}/layer_1.bin/x",
+        f"/features/{PACK}/CURRENT",
+        f"/features/{PACK}/v-0123456789abcdef/index.json.gz",  # no such version
+        f"/features/{PACK}/stored/index.json.gz",  # not a version name
+        f"/features/{PACK}/v-0123456789abcdef/x/index.json.gz",
         "/features/no-such-pack/index.json.gz",
         "/features/../secret.json",
         "/features/graph-metadata.html",
@@ -155,8 +184,10 @@ def test_a_symlink_out_of_the_folder_is_not_served(
 ) -> None:
     outside = tmp_path / "outside.bin"
     outside.write_bytes(b"secret")
-    (graph_dir / "features" / PACK / "layer_7.bin").symlink_to(outside)
+    (files_of(graph_dir) / "layer_7.bin").symlink_to(outside)
     assert get(server, f"/features/{PACK}/layer_7.bin").status == 404
+    version = files_of(graph_dir).name
+    assert get(server, f"/features/{PACK}/{version}/layer_7.bin").status == 404
 
 
 def test_the_feature_page_lists_features_densest_first_and_the_index_links_it(

@@ -29,10 +29,12 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def writable_viewer(demo_home: Path, tmp_path: Path) -> Iterator[RunningViewer]:
-    """A viewer over a copy of the demo's graphs: Save rewrites files, the session's stay."""
+    """A viewer over a copy of the demo's graphs and score store: Save rewrites files (and
+    records the subgraph it pins), the session's stay."""
     graph_files = tmp_path / "home" / "graph-files"
     shutil.copytree(demo_home / "graph-files", graph_files)
-    with run_viewer(graph_files, db_path=demo_home / "scores.duckdb") as viewer:
+    shutil.copy(demo_home / "scores.duckdb", tmp_path / "home" / "scores.duckdb")
+    with run_viewer(graph_files, db_path=tmp_path / "home" / "scores.duckdb") as viewer:
         yield viewer
 
 

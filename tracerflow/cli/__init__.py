@@ -10,7 +10,19 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from tracerflow.cli import history, plot, presets, run, server, sql, store, transcoders, view
+from tracerflow.cli import (
+    export,
+    history,
+    plot,
+    presets,
+    run,
+    server,
+    sql,
+    store,
+    subgraph,
+    transcoders,
+    view,
+)
 from tracerflow.errors import TracerflowError
 from tracerflow.settings import configure_prefect_defaults
 
@@ -48,11 +60,14 @@ app.command("sql")(sql.sql_command)
 app.add_typer(plot.plot_app, name="plot")
 app.add_typer(server.server_app, name="server")
 app.add_typer(store.store_app, name="store")
+app.add_typer(export.export_app, name="export")
+app.add_typer(subgraph.subgraph_app, name="subgraph")
 app.command()(server.deploy)
 app.command("presets")(presets.presets_command)
 app.command("view")(view.view)
 app.command()(transcoders.convert)
 app.command()(transcoders.inspect)
+app.command()(export.upload)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ metrics beside the scores (``tracerflow.storage.quality``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,17 +29,41 @@ from tracerflow.storage.quality import (
 )
 from tracerflow.storage.queries import HISTORY_COLUMNS, CompareResult, compare, history
 from tracerflow.storage.store import parse_as_of
+from tracerflow.storage.subgraphs import SUBGRAPH_COLUMNS, subgraph_rows
+from tracerflow.storage.training import CURVE_COLUMNS, training_curve
 
 # Most important first: a narrow terminal leaves out the last ones (cli/render.fitted).
 HISTORY_TABLE_COLUMNS = (
-    "created_at", "transcoder_source", "prompt", "replacement_score", "completeness_score",
-    "replacement_change", "completeness_change", "status", "flow_run_id",
+    "created_at", "transcoder_source", "transcoder_version", "prompt", "replacement_score",
+    "completeness_score", "replacement_change", "completeness_change", "status", "flow_run_id",
 )  # fmt: skip
+# A table's header, where the column's name is longer than its values need.
+TABLE_HEADERS = {"transcoder_version": "version"}
+# Beside the version of a series' first score with new weights, in the table format.
+NEW_VERSION_MARK = " *"
+NEW_VERSION_NOTE = (
+    f"{NEW_VERSION_MARK.strip()} new weights: the series' first score since the transcoder's "
+    "weights changed (version: the first digits of their hash, column transcoder_version)"
+)
 
 COMPARE_COLUMNS = (
     "model_name", "prompt", "a_replacement_score", "b_replacement_score",
     "replacement_difference", "a_completeness_score", "b_completeness_score",
     "completeness_difference", "a_params_hash", "b_params_hash",
+)  # fmt: skip
+
+# `history --subgraphs` and compare's saved subgraphs, as a table (csv and json: every column).
+SUBGRAPH_TABLE_COLUMNS = (
+    "created_at", "transcoder_source", "prompt", "n_pinned_features",
+    "subgraph_replacement_score", "subgraph_completeness_score", "graph_replacement_score",
+    "graph_completeness_score", "pruned_replacement_score", "pruned_completeness_score", "slug",
+    "scored_by",
+)  # fmt: skip
+
+# `history --metrics` in a table: per layer (empty: all layers), most important first.
+METRICS_LAYER_TABLE_COLUMNS = (
+    "created_at", "transcoder_source", "layer", "fvu", "fvu_change", "l0", "dead_share", "kl",
+    "top1_agreement", "ce_loss_recovered", "corpus_name", "corpus_n_tokens",
 )  # fmt: skip
 
 METRICS_TABLE_COLUMNS = (
@@ -47,9 +72,30 @@ METRICS_TABLE_COLUMNS = (
 )  # fmt: skip
 
 
+class HistoryBy(StrEnum):
+    """What ``history`` and ``plot history`` put the scores against."""
+
+    run = "run"
+    step = "step"
+
+
+ByOption = Annotated[
+    HistoryBy,
+    typer.Option(
+        "--by",
+        help="run: every score in time order; step: a training run's checkpoints by training "
+        "step, each with its mean scores and newest quality metrics (docs/checkpoints.md).",
+    ),
+]
+
+
 def history_command(
     transcoder: Annotated[
-        str | None, typer.Option(help="Only this transcoder (source or transcoder id).")
+        str | None,
+        typer.Option(
+            help="Only this transcoder (source or transcoder id; with --by step, also a "
+            "training run's folder)."
+        ),
     ] = None,
     prompt: Annotated[str | None, typer.Option(help="Only this prompt (exact text).")] = None,
     since: Annotated[
@@ -61,6 +107,14 @@ def history_command(
             "--metrics",
             help="Only the transcoder quality metrics (every layer, then all layers: layer "
             "empty), in any --format.",
+        ),
+    ] = False,
+    subgraphs: Annotated[
+        bool,
+        typer.Option(
+            "--subgraphs",
+            help="Only the saved subgraphs' scores (tracerflow subgraph score, the viewer's "
+            "Save), newest first, in any --format; with --transcoder and --as-of only.",
         ),
     ] = False,
     as_of: Annotated[
@@ -82,25 +136,51 @@ def history_command(
         ),
     ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    by: ByOption = HistoryBy.run,
     store: StoreOption = None,
 ) -> None:
     """Every score, newest first, with the change since the previous run of the same series;
     in the table format (cut to fit the terminal), then the transcoder quality metrics (all
-    layers) of each run."""
+    layers) of each run. With --by step: each training run's curve."""
+    if by is HistoryBy.step:
+        given = {"--prompt": prompt, "--since": since, "--metrics": metrics, "--as-of": as_of}
+        given |= {"--suite": suite, "--limit": limit}
+        refused = [flag for flag, value in given.items() if value]
+        if refused:
+            raise UsageError(
+                f"--by step shows each checkpoint's mean over its prompts: {', '.join(refused)} "
+                "cannot be given with it"
+            )
+        curve_command(score_store(store), transcoder, columns, output_format)
+        return
     at = parse_as_of(as_of) if as_of is not None else None
-    table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
+    if subgraphs:
+        others = {"--metrics": metrics, "--prompt": prompt, "--since": since, "--suite": suite,
+                  "--limit": limit, "--columns": columns}  # fmt: skip
+        given = [name for name, value in others.items() if value not in (None, False)]
+        if given:
+            raise UsageError(
+                f"--subgraphs takes --transcoder, --as-of and --format, not {', '.join(given)}"
+            )
+        found = subgraph_rows(score_store(store), transcoder=transcoder, as_of=at)
+        if not found and output_format is OutputFormat.table:
+            typer.echo("no subgraphs match", err=True)
+            return
+        shown = SUBGRAPH_TABLE_COLUMNS if output_format is OutputFormat.table else SUBGRAPH_COLUMNS
+        cells = [[r[c] for c in shown] for r in found]
+        emit(rows_text(shown, cells, output_format.value, terminal_width()))
+        return
     if metrics:
+        shown = METRICS_HISTORY_COLUMNS
+        if output_format is OutputFormat.table:  # csv and json carry every column
+            shown = chosen_columns(columns, METRICS_HISTORY_COLUMNS, METRICS_LAYER_TABLE_COLUMNS)
         quality = metrics_history(
             score_store(store), transcoder=transcoder, since=since, all_layers_only=False, as_of=at
         )
-        emit(
-            rows_text(
-                METRICS_HISTORY_COLUMNS,
-                [[r[c] for c in METRICS_HISTORY_COLUMNS] for r in quality],
-                output_format.value,
-            )
-        )
+        cells = [[_metrics_cell(r, c, output_format) for c in shown] for r in quality]
+        emit(rows_text(shown, cells, output_format.value, terminal_width()))
         return
+    table_columns = chosen_columns(columns, HISTORY_COLUMNS, HISTORY_TABLE_COLUMNS)
     rows = history(
         score_store(store),
         transcoder=transcoder,
@@ -119,11 +199,17 @@ def history_command(
     quality: list[dict[str, Any]] = []
     if output_format is OutputFormat.table and prompt is None:
         quality = metrics_history(score_store(store), transcoder=transcoder, since=since, as_of=at)
-    emit(
-        rows_text(
-            shown, [[r[c] for c in shown] for r in rows], output_format.value, terminal_width()
-        )
+    if output_format is OutputFormat.table:
+        cells = [[table_cell(r, c) for c in shown] for r in rows]
+        marked = "transcoder_version" in shown and any(r["version_changed"] for r in rows)
+    else:
+        cells, marked = [[r[c] for c in shown] for r in rows], False
+    headers = (
+        [TABLE_HEADERS.get(c, c) for c in shown] if output_format is OutputFormat.table else shown
     )
+    emit(rows_text(headers, cells, output_format.value, terminal_width()))
+    if marked:
+        typer.echo(NEW_VERSION_NOTE)
     if quality:
         typer.echo("\ntranscoder quality, all layers (tracerflow history --metrics: per layer)")
         typer.echo(
@@ -137,6 +223,49 @@ def history_command(
                 terminal_width(),
             )
         )
+
+
+def table_cell(row: dict[str, Any], column: str) -> Any:
+    """A history row's value in the table format: the version of a series' first score with new
+    weights carries ``NEW_VERSION_MARK``, so a reader sees where the weights changed."""
+    value = row[column]
+    if column == "transcoder_version" and value is not None and row["version_changed"]:
+        return value + NEW_VERSION_MARK
+    return value
+
+
+def curve_command(
+    store: Any, transcoder: str | None, columns: str | None, output_format: OutputFormat
+) -> None:
+    """``history --by step``: the training curve's rows (``storage.training``)."""
+    shown = chosen_columns(columns, CURVE_COLUMNS, CURVE_COLUMNS)
+    rows = training_curve(store, transcoder=transcoder)
+    if not rows and output_format is OutputFormat.table:
+        typer.echo(
+            "no checkpoint with a training step is scored"
+            + (f" under {transcoder}" if transcoder else "")
+            + "; score a folder of checkpoints or a glob (docs/checkpoints.md)",
+            err=True,
+        )
+        return
+    if output_format is not OutputFormat.table:
+        shown = [*CURVE_COLUMNS, *sorted(set(rows[0]) - set(CURVE_COLUMNS))] if rows else shown
+    emit(
+        rows_text(
+            shown,
+            [[row.get(column) for column in shown] for row in rows],
+            output_format.value,
+            terminal_width() if output_format is OutputFormat.table else None,
+        )
+    )
+
+
+def _metrics_cell(row: dict[str, Any], column: str, output_format: OutputFormat) -> Any:
+    """A metrics row's cell: in a table the corpus is its file's name; csv and json keep all."""
+    value = row[column]
+    if column == "corpus_name" and output_format is OutputFormat.table and value:
+        return Path(value).name
+    return value
 
 
 def chosen_columns(
@@ -174,6 +303,11 @@ def compare_command(
         prompts = [line for line in lines if line.strip()]
     result = compare(score_store(store), source_a, source_b, prompts=prompts)
     quality = compare_metrics(score_store(store), _artifacts_dir(), source_a, source_b)
+    saved = [
+        row
+        for source in (source_a, source_b)
+        for row in subgraph_rows(score_store(store), transcoder=source)
+    ]
     if output_format is OutputFormat.json:
         emit(
             json_text(
@@ -186,6 +320,7 @@ def compare_command(
                     "missing_prompts": result.missing_prompts,
                     "rows": result.rows,
                     "metrics": [_pair_json(pair) for pair in quality],
+                    "subgraphs": [{c: row[c] for c in SUBGRAPH_COLUMNS} for row in saved],
                 }
             )
         )
@@ -202,6 +337,11 @@ def compare_command(
         for pair in quality:
             typer.echo("")
             typer.echo(_metrics_text(pair))
+        if saved:
+            typer.echo("\nsaved subgraphs of A and B (tracerflow history --subgraphs)")
+            shown = SUBGRAPH_TABLE_COLUMNS
+            cells = [[row[c] for c in shown] for row in saved]
+            typer.echo(rows_text(shown, cells, "table", terminal_width()))
     if result.n_params_differ:
         typer.echo(
             f"note: {result.n_params_differ} pair(s) were scored under different parameters",

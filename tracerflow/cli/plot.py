@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from tracerflow.cli.db_option import StoreOption, score_store
+from tracerflow.cli.history import ByOption, HistoryBy
 from tracerflow.cli.render import check_out_path
+from tracerflow.errors import UsageError
 
 ForceOption = Annotated[bool, typer.Option("--force", help="Let --out replace a file.")]
 
@@ -26,14 +28,21 @@ def plot_history_command(
     ] = None,
     since: Annotated[str | None, typer.Option(help="Only scores from this date on (UTC).")] = None,
     force: ForceOption = False,
+    by: ByOption = HistoryBy.run,
     store: StoreOption = None,
 ) -> None:
-    """Chart each transcoder's mean scores per run over time."""
+    """Chart each transcoder's mean scores per run over time; with --by step, each training
+    run's scores and quality metrics against the training step."""
     # Imported here: matplotlib costs a second, and the other commands do not need it.
-    from tracerflow.storage.report import write_history_report
+    from tracerflow.storage.report import write_history_report, write_training_curve
 
     check_out_path(out, score_store(store), force)
-    written = write_history_report(score_store(store), out, transcoder=transcoder, since=since)
+    if by is HistoryBy.step:
+        if since is not None:
+            raise UsageError("--by step charts each checkpoint's newest scores: no --since")
+        written = write_training_curve(score_store(store), out, transcoder=transcoder)
+    else:
+        written = write_history_report(score_store(store), out, transcoder=transcoder, since=since)
     typer.echo(f"wrote {written}")
 
 

@@ -30,8 +30,9 @@ def run(
     transcoder: Annotated[
         list[str] | None,
         typer.Option(
-            help="preset name, local checkpoint folder, or Hub repo owner/repo or "
-            "owner/repo@revision (repeatable)",
+            help="preset name, local checkpoint folder, a training run's folder of checkpoint "
+            "folders or a glob of them (each scored with its training step), or Hub repo "
+            "owner/repo or owner/repo@revision (repeatable)",
             metavar="TEXT",
         ),
     ] = None,

@@ -1,5 +1,6 @@
-"""``tracerflow store copy`` (move a score history between stores) and ``tracerflow store
-snapshots`` (a lake's snapshots, for ``history --as-of``)."""
+"""``tracerflow store copy`` (move a score history between stores), ``tracerflow store
+snapshots`` (a lake's snapshots, for ``history --as-of``) and ``tracerflow store maintain``
+(flush, merge, expire: docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import typer
 
 from tracerflow.cli.db_option import StoreOption, score_store
 from tracerflow.cli.render import OutputFormat, emit, rows_text
+from tracerflow.storage.maintenance import DEFAULT_KEEP_DAYS
 
 store_app = typer.Typer(
-    help="Where the score history lives: copy it between stores, list a lake's snapshots.",
+    help="Where the score history lives: copy it between stores, list a lake's snapshots, "
+    "maintain it.",
     no_args_is_help=True,
 )
 
@@ -57,3 +60,32 @@ def snapshots(
     rows = lake_snapshots(score_store(store))
     columns = ("snapshot_id", "snapshot_time", "changes")
     emit(rows_text(columns, [[r[c] for c in columns] for r in rows], output_format.value))
+
+
+@store_app.command()
+def maintain(
+    keep_days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Expire a lake's snapshots older than this many days (but the newest, and those "
+            "that recorded a run unless --force).",
+        ),
+    ] = DEFAULT_KEEP_DAYS,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Expire old snapshots that recorded a run too: `history --as-of` can no longer "
+            "read the history as it was then.",
+        ),
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Flush a lake's inlined rows to Parquet, merge small files, expire old snapshots and
+    delete the files none reads; on the embedded file, a CHECKPOINT."""
+    from tracerflow.storage.maintenance import maintain as maintain_store
+
+    report = maintain_store(score_store(store), keep_days=keep_days, force=force)
+    for line in report.lines(keep_days):
+        typer.echo(line)

@@ -26,7 +26,10 @@ def view(
     ] = False,
     graph_dir: Annotated[
         Path | None,
-        typer.Option(help="Graph-files folder. Default: $TRACERFLOW_HOME/graph-files."),
+        typer.Option(
+            help="Graph-files folder. Default: $TRACERFLOW_PUBLISH_ROOT, else"
+            " $TRACERFLOW_HOME/graph-files."
+        ),
     ] = None,
     store: StoreOption = None,
     read_only: Annotated[
@@ -40,7 +43,12 @@ def view(
     graph_dir = (graph_dir or settings.graph_files_dir).expanduser()
     try:
         server = make_server(
-            graph_dir, host=host, port=port, store=score_store(store), read_only=read_only
+            graph_dir,
+            host=host,
+            port=port,
+            store=score_store(store),
+            read_only=read_only,
+            artifacts_dir=settings.artifacts_dir,
         )
     except OSError as error:
         # Exit 1 like `tracerflow server up` on a taken port: the input is valid, the port busy.

@@ -1,7 +1,7 @@
 """The binary feature pack circuit-tracer's frontend reads: ``index.json.gz``, a ``.bin`` per layer.
 
 The layout is the one ``init-feature-examples.js`` reads from a Hub repo's ``features/`` folder
-(``loadFeatureFromBinary``), so a pack folder can also be uploaded there as is:
+(``loadFeatureFromBinary``), so a pack's files can also be uploaded there as they are:
 
 - ``index.json.gz``: gzip of a JSON list, one entry per layer, ``{"filename": "layer_<l>.bin",
   "offsets": [...]}`` with ``d_transcoder + 1`` offsets; feature ``i`` of layer ``l`` is the
@@ -13,6 +13,19 @@ length prefix makes that harmless). A feature without a record has ``offsets[i] 
 offsets[i + 1]``. ``summary.json.gz`` (ours; the frontend never reads it) lists every record's
 layer, index, density, act_max and top logits for the transcoder's feature page.
 The feature id the graph page uses is ``cantor_pair(layer, index)``.
+
+**Published, a pack is a folder of immutable versions** (``publish_pack``), so that any number of
+runs may grow it while viewers read it::
+
+    features/<pack>/CURRENT            the current version's name, replaced atomically (rename)
+    features/<pack>/v-<sha16>/         one version: the files above + ``_SUCCESS``; never edited
+
+A version is written aside and renamed in whole, then ``CURRENT`` is swapped to name it; the
+version it replaced stays (a reader that resolved it a moment ago reads it whole), older ones are
+removed. A reader resolves ``CURRENT`` once (``current_pack_dir``) and reads every file of that
+version, so it never mixes an old index with a new layer file (that mix was a ``zlib.error``).
+The folder is self-contained: copying ``features/<pack>/`` copies the pack. A folder from before
+versions (the files directly in it, no ``CURRENT``) is still read as its one version.
 """
 
 from __future__ import annotations
@@ -20,14 +33,26 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import re
+import shutil
 import struct
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tracerflow.fsutil import (
+    atomic_directory,
+    file_hashes,
+    verify_directory,
+    write_text_atomically,
+)
+from tracerflow.hashing import sha256_json
+
 INDEX_FILE = "index.json.gz"
 SUMMARY_FILE = "summary.json.gz"
+CURRENT_FILE = "CURRENT"
+VERSION_NAME = re.compile(r"v-[0-9a-f]{16}")
 LENGTH_PREFIX = struct.Struct("<I")
 # The ``feature_type`` circuit-tracer gives feature nodes in graph files (CLTs and PLTs alike).
 TRANSCODER_NODE_TYPE = "cross layer transcoder"
@@ -97,7 +122,9 @@ def write_feature_pack(
 
 
 def read_feature_pack(pack_dir: Path) -> dict[tuple[int, int], dict[str, Any]]:
-    """Every record of a pack, ``{(layer, index): record}`` (to merge in new features)."""
+    """Every record of a pack, ``{(layer, index): record}`` (to merge in new features).
+    ``pack_dir``: a pack's files, or a published pack (its current version is read)."""
+    pack_dir = _files_of(pack_dir)
     index = json.loads(gzip.decompress((pack_dir / INDEX_FILE).read_bytes()))
     records = {}
     for layer, entry in enumerate(index):
@@ -112,7 +139,7 @@ def read_feature_pack(pack_dir: Path) -> dict[tuple[int, int], dict[str, Any]]:
 def pack_features(pack_dir: Path) -> set[tuple[int, int]]:
     """The ``(layer, index)`` pairs a pack has records for, from its index alone (cheap: what a
     re-run reads to compute only the features still missing)."""
-    index = json.loads(gzip.decompress((pack_dir / INDEX_FILE).read_bytes()))
+    index = json.loads(gzip.decompress((_files_of(pack_dir) / INDEX_FILE).read_bytes()))
     return {
         (layer, feature)
         for layer, entry in enumerate(index)
@@ -134,7 +161,7 @@ def graph_file_features(graph_json: Path) -> set[tuple[int, int]]:
 
 def read_pack_summary(pack_dir: Path) -> list[dict[str, Any]]:
     """The pack's ``summary.json.gz`` rows (layer, index, feature_id, density, act_max, logits)."""
-    return json.loads(gzip.decompress((pack_dir / SUMMARY_FILE).read_bytes()))
+    return json.loads(gzip.decompress((_files_of(pack_dir) / SUMMARY_FILE).read_bytes()))
 
 
 def _summary_row(layer: int, index: int, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,3 +179,71 @@ def _write_gzip_json(path: Path, value: Any) -> None:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     # mtime=0: the same records give the same bytes (content-addressed store, reproducible).
     path.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0))
+
+
+def pack_file_names(pack_dir: Path) -> list[str]:
+    """The files of a pack, in the order a reader needs them last: layer files, summary, index."""
+    layers = sorted(path.name for path in pack_dir.glob("layer_*.bin"))
+    return [*layers, SUMMARY_FILE, INDEX_FILE]
+
+
+def pack_version(pack_dir: Path) -> str:
+    """The version name of a pack's files: ``v-`` and 16 hex digits of the sha256 of their
+    sha256s, so the same pack gives the same name on every host."""
+    hashes = file_hashes(pack_dir)
+    return "v-" + sha256_json({name: hashes[name] for name in pack_file_names(pack_dir)})[:16]
+
+
+def current_version(published: Path) -> str | None:
+    """The version ``published/CURRENT`` names, or None (none yet, or not a version name)."""
+    try:
+        name = (published / CURRENT_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if VERSION_NAME.fullmatch(name) else None
+
+
+def current_pack_dir(published: Path) -> Path | None:
+    """The folder holding the files of the pack published at ``published``: its current version,
+    or ``published`` itself for a pack written before versions; None when there is no index."""
+    version = current_version(published)
+    folder = published / version if version else published
+    return folder if (folder / INDEX_FILE).is_file() else None
+
+
+def _files_of(pack_dir: Path) -> Path:
+    """Where a pack's files are: its current version's folder for a published pack (resolved
+    once, so every file read after comes from one version), else ``pack_dir`` itself."""
+    version = current_version(pack_dir)
+    return pack_dir / version if version else pack_dir
+
+
+def publish_pack(pack_dir: Path, published: Path) -> Path:
+    """Make ``pack_dir``'s files the current version of the pack folder ``published``; returns
+    the version's folder.
+
+    The version is written aside and renamed in whole (kept when it is already there intact,
+    rewritten when damaged), then ``CURRENT`` is replaced by a rename; the version it named
+    stays for readers that resolved it, older ones are removed. Writers of one pack must not
+    run at once (the dashboards stage holds a lock beside the packs); readers need no lock.
+    """
+    published.mkdir(parents=True, exist_ok=True)
+    version = pack_version(pack_dir)
+    target = published / version
+    if verify_directory(target) is not None:  # absent, cut short or edited
+        with atomic_directory(target, overwrite=True) as tmp_dir:
+            for name in pack_file_names(pack_dir):
+                shutil.copyfile(pack_dir / name, tmp_dir / name)
+    previous = current_version(published)
+    if previous != version:
+        write_text_atomically(published / CURRENT_FILE, version + "\n")
+    _remove_old_versions(published, keep={version, previous})
+    return target
+
+
+def _remove_old_versions(published: Path, keep: set[str | None]) -> None:
+    """Remove the versions of ``published`` not in ``keep``."""
+    for entry in published.iterdir():
+        old = VERSION_NAME.fullmatch(entry.name) and entry.name not in keep
+        if old and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)

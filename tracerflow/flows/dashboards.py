@@ -3,7 +3,8 @@
 ``submit_dashboards`` queues the dashboards stage of one transcoder right after its prompts, so
 with the in-process runner (one task at a time) it runs while the transcoder's model is still
 the assembled one, after every attribution on it, never beside one. It waits for the exports
-(failed ones too) and takes the features of the graph files that exist.
+(failed ones too) and takes the features of the graph files that exist. ``feature_pack`` names
+the transcoder's pack before its graphs are exported, which carry the name as their ``scan``.
 
 A failed dashboards stage loses no score: the flow records every row first, then ends Failed
 with a message that says the scores were recorded (``flows.failures``). The viewer keeps the
@@ -20,8 +21,9 @@ from prefect.utilities.annotations import allow_failure
 from tracerflow.flows.run_types import RunContext, SubmittedTranscoder
 from tracerflow.parameters import RunRequest
 from tracerflow.presets import preset_file
-from tracerflow.tasks.dashboards import dashboards_task, viewer_scan
+from tracerflow.tasks.dashboards import corpus_identity, dashboards_task, feature_pack_name
 from tracerflow.tasks.export import graph_slug
+from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec
 
 
 def corpus_for(source: str, corpus: str | None) -> str | None:
@@ -32,12 +34,21 @@ def corpus_for(source: str, corpus: str | None) -> str | None:
     return preset_file(source, "dashboard_corpus")
 
 
+def feature_pack(
+    request: RunRequest, source: str, model: ModelSpec, converted: ConvertedTranscoder
+) -> str:
+    """The name of the pack this run's dashboards of ``source`` go to (``feature_pack_name``):
+    its weights, model, corpus and settings."""
+    corpus = corpus_identity(corpus_for(source, request.corpus), list(request.prompts))
+    return feature_pack_name(converted.content_hash, model.identity, corpus)
+
+
 def submit_dashboards(
     run: RunContext, request: RunRequest, transcoder: SubmittedTranscoder
 ) -> SubmittedTranscoder:
     """``transcoder`` with its dashboards stage queued after its exports, failed or not (none
     for a transcoder that could not be prepared)."""
-    if transcoder.converted is None or transcoder.model is None:
+    if transcoder.converted is None or transcoder.model is None or not transcoder.feature_pack:
         return transcoder
     content_hash = transcoder.converted.content_hash
     graph_files_dir = Path(run.settings.graph_files_dir)
@@ -48,7 +59,7 @@ def submit_dashboards(
     future = dashboards_task.submit(
         transcoder.model,
         transcoder.converted,
-        viewer_scan(content_hash),
+        transcoder.feature_pack,
         corpus_for(transcoder.source, request.corpus),
         list(transcoder.prompts),
         graph_files,

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from tracerflow.errors import ConfigError, TracerflowError
+from tracerflow.flows.report import carry_summaries, carrying_summary
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
 from tracerflow.settings import configure_prefect_defaults, get_settings
@@ -53,11 +54,14 @@ def suite_transcoder_flow(suite: str, transcoder: str) -> list[dict[str, Any]]:
         )
     request = suite_request(loaded).model_copy(update={"transcoders": [transcoder]})
     with tags(f"suite:{loaded.suite.name}"):
-        return score_flow.with_options(flow_run_name=f"{loaded.suite.name}-{transcoder}-scores")(
+        state = score_flow.with_options(flow_run_name=f"{loaded.suite.name}-{transcoder}-scores")(
             request,
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
+            return_state=True,
         )
+    # This child's run carries its scoring run's summary, so the suite's run can carry them all.
+    return carrying_summary(state)
 
 
 def fan_out_suite(suite: str, loaded: LoadedSuite) -> list[dict[str, Any]]:
@@ -96,6 +100,7 @@ def fan_out_suite(suite: str, loaded: LoadedSuite) -> list[dict[str, Any]]:
     create_table_artifact(
         key="fan-out", table=rows, description=f"child runs of suite {loaded.suite.name}"
     )
+    carry_summaries([run.id for run in finished])
     failed = [row for row in rows if row["state"] != "Completed"]
     if failed:
         raise TracerflowError(

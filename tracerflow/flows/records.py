@@ -21,6 +21,7 @@ from prefect.logging import get_run_logger
 import tracerflow
 from tracerflow.errors import StorageError
 from tracerflow.flows.run_types import RunContext, ScoreItem
+from tracerflow.storage.paths import PathRoots, stored_path
 from tracerflow.storage.queries import latest_transcoder
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
 from tracerflow.tasks.results import (
@@ -32,9 +33,11 @@ from tracerflow.tasks.results import (
 from tracerflow.transcoders import formats
 
 
-def score_record(item: ScoreItem, run_threads: int) -> ScoreRecord:
+def score_record(item: ScoreItem, run_threads: int, roots: PathRoots | None = None) -> ScoreRecord:
     """An item's record, whether it succeeded or failed: a failed item records what its stages
-    gave before the failure (attribution's facts), never scores of an item that failed."""
+    gave before the failure (attribution's facts), never scores of an item that failed. With
+    ``roots``, its paths are stored relative to them (storage/paths.py), so a moved home or
+    another host's artifact root still finds its files."""
     outcome = item.outcome
     ok = outcome.error is None  # then every stage gave its result
     attribution = outcome.attribution
@@ -55,11 +58,17 @@ def score_record(item: ScoreItem, run_threads: int) -> ScoreRecord:
         peak_memory_bytes=stats.peak_memory_bytes if stats else None,
         attribution_threads=stats.threads if stats else run_threads,
         attribution_path=stats.path if stats else None,
-        graph_path=attribution.graph_path if attribution else None,
-        graph_files_path=exported.graph_files_path if exported else None,
+        graph_path=_stored(attribution.graph_path if attribution else None, roots, "artifact"),
+        graph_files_path=_stored(exported.graph_files_path if exported else None, roots, "home"),
         slug=exported.slug if exported else None,
         created_at=datetime.now(UTC),
     )
+
+
+def _stored(path: str | None, roots: PathRoots | None, root: str) -> str | None:
+    if roots is None:
+        return path
+    return stored_path(path, roots.artifact_root if root == "artifact" else roots.home)
 
 
 def model_info(model_name: str, stats: AttributionStats | None) -> ModelInfo:
@@ -82,8 +91,11 @@ def recorded_scores(scores: GraphScores | None) -> dict[str, float | int | None]
     return {name: getattr(scores, name) if scores else None for name in RECORDED_SCORES}
 
 
-def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder) -> TranscoderInfo:
-    """The transcoder a converted source's rows are recorded under: what conversion says."""
+def transcoder_info(
+    snapshot: CheckpointSnapshot, converted: ConvertedTranscoder, training_step: int | None = None
+) -> TranscoderInfo:
+    """The transcoder a converted source's rows are recorded under: what conversion says, and
+    its training step where the run knows one."""
     return TranscoderInfo(
         source=snapshot.source,
         revision=snapshot.revision,
@@ -97,6 +109,7 @@ def transcoder_info(snapshot: CheckpointSnapshot, converted: ConvertedTranscoder
         activation_params=converted.activation_params,
         format=snapshot.format or snapshot_format(snapshot),
         file_commits=snapshot.file_commits,
+        training_step=training_step,
     )
 
 
@@ -107,7 +120,9 @@ def snapshot_format(snapshot: CheckpointSnapshot) -> str | None:
     return found.name if found is not None else None
 
 
-def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
+def failed_transcoder_info(
+    run: RunContext, source: str, training_step: int | None = None
+) -> TranscoderInfo:
     """The transcoder a source that failed to download or convert is recorded under: its weights
     are unknown now, so the last transcoder recorded under the source (the failure stays in that
     series), else only the source, every unknown fact None (never a placeholder that would start
@@ -120,6 +135,7 @@ def failed_transcoder_info(run: RunContext, source: str) -> TranscoderInfo:
     if known is not None:
         return known
     return TranscoderInfo(
+        training_step=training_step,
         source=source,
         revision=None,
         commit_sha=None,

@@ -16,12 +16,15 @@ import re
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
+from uuid import UUID
 
 from tracerflow.cells import cell_text
 from tracerflow.storage.metrics import MetricsRecord
 from tracerflow.storage.queries import PromptScore, SuiteRunScores
 
 REGRESSION_EVENT = "tracerflow.score.regressed"
+# The run summary's artifact key: on the run that scored, and on the suite run that started it.
+SUMMARY_KEY = "summary"
 # The columns of a run's scores table, in the UI and on the command line.
 # The database's column names (docs/database.md), as `tracerflow history` and `sql` show them.
 SCORE_COLUMNS = [
@@ -317,7 +320,7 @@ def publish(
             description="Transcoder quality metrics of this run (all layers)",
         )
         markdown += "\n\n" + metrics_markdown(quality)
-    create_markdown_artifact(markdown=markdown, key="summary", description="Run summary")
+    create_markdown_artifact(markdown=markdown, key=SUMMARY_KEY, description="Run summary")
     graphs = graphs_markdown(rows)
     if graphs:
         create_markdown_artifact(
@@ -342,3 +345,45 @@ def publish(
             },
         )
     return regressions
+
+
+def carry_summaries(flow_run_ids: list[UUID]) -> str | None:
+    """Create on the current flow run (a suite's) the summary artifact of each run it started
+    (``flow_run_ids``, in that order, one after another): the run a person clicks in the UI is
+    the suite's, and its scoring runs are one level down. Returns the markdown, or None when no
+    run left a summary (it failed before it published)."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids),
+                key=ArtifactFilterKey(any_=[SUMMARY_KEY]),
+            )
+        )
+    newest = {
+        a.flow_run_id: str(a.data)
+        for a in sorted(artifacts, key=lambda a: (a.created is not None, a.created))
+    }
+    parts = [newest[run_id] for run_id in flow_run_ids if run_id in newest]
+    if not parts:
+        return None
+    markdown = "\n\n".join(parts)
+    create_markdown_artifact(
+        markdown=markdown, key=SUMMARY_KEY, description="Run summary (of the runs it started)"
+    )
+    return markdown
+
+
+def carrying_summary(state: Any) -> Any:
+    """The result of a scoring run started from the current one (its final ``state``), after
+    its summary is carried onto the current run (``carry_summaries``); a failed run raises its
+    error, as calling it without ``return_state`` would have."""
+    carry_summaries([state.state_details.flow_run_id])
+    return state.result()

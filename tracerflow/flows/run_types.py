@@ -100,6 +100,7 @@ class SubmittedTranscoder:
     recorded_as: TranscoderInfo
     model: ModelSpec | None = None
     converted: ConvertedTranscoder | None = None
+    feature_pack: str | None = None  # its dashboards' pack, the scan its graphs name
     chunks: tuple[PromptChunk, ...] = ()
     evaluation: PrefectFuture[Any] | None = None
     dashboards: PrefectFuture[Any] | None = None

@@ -28,8 +28,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from tracerflow.attribution import default_threads
-from tracerflow.errors import ConfigError, RunNotRecordedError
-from tracerflow.flows.dashboards import submit_dashboards
+from tracerflow.errors import ConfigError, RunNotRecordedError, StorageError
+from tracerflow.flows.dashboards import feature_pack, submit_dashboards
 from tracerflow.flows.evaluation import metrics_record, submit_evaluation
 from tracerflow.flows.failures import collect, raise_first_failure
 from tracerflow.flows.records import (
@@ -56,8 +56,10 @@ from tracerflow.presets import run_parameters
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.storage.metrics import MetricsRecord
+from tracerflow.storage.paths import PathRoots
 from tracerflow.storage.queries import previous_suite_run_scores
 from tracerflow.storage.records import ScoreRecord
+from tracerflow.storage.training import scored_checkpoints
 from tracerflow.tasks.attribute import attribute_task
 from tracerflow.tasks.convert import convert_task
 from tracerflow.tasks.dashboards import viewer_scan
@@ -66,6 +68,7 @@ from tracerflow.tasks.export import export_task, graph_slug
 from tracerflow.tasks.record import record_task
 from tracerflow.tasks.results import ConvertedTranscoder, ModelSpec, PromptFailure, error_text
 from tracerflow.tasks.score import score_task
+from tracerflow.training import TrainingCheckpoint, expand_sources
 
 
 @flow(
@@ -90,11 +93,21 @@ def score_flow(
     # Deployments reach the flow without the CLI's checks: its parameters' checks, before anything
     # runs (a bad source or prompt fails its own items, recorded in their series).
     validate_run_request(request, check_items=False)
+    checkpoints = run_checkpoints(request)
+    if not checkpoints:
+        get_run_logger().info(
+            "every checkpoint of %s is scored already: nothing to run",
+            ", ".join(request.transcoders),
+        )
+        return []
     run = start_run(request, suite_name)
-    submitted = [submit_transcoder(run, source, request) for source in request.transcoders]
+    submitted = [
+        submit_transcoder(run, checkpoint.source, request, checkpoint.step)
+        for checkpoint in checkpoints
+    ]
     submitted = [submit_evaluation(run, request, transcoder) for transcoder in submitted]
     records = [
-        score_record(item, run.threads)
+        score_record(item, run.threads, PathRoots(run.settings.home, run.settings.artifacts_dir))
         for transcoder in submitted
         for item in score_items(transcoder)
     ]
@@ -108,6 +121,30 @@ def score_flow(
 
 
 # --- the run ----------------------------------------------------------------------------------
+
+
+def run_checkpoints(request: RunRequest) -> list[TrainingCheckpoint]:
+    """The transcoders the run scores: each source, a folder of checkpoints or a glob standing
+    for each checkpoint in it (``tracerflow.training``); with ``unscored_only``, less those the
+    score database already holds a successful score of on every prompt (by folder and step),
+    so a deployment watching a training run's folder scores each new checkpoint once."""
+    checkpoints = expand_sources(request.transcoders)
+    if not request.unscored_only:
+        return checkpoints
+    store = get_settings().score_store
+    try:
+        scored = scored_checkpoints(
+            store, [(c.source, c.step) for c in checkpoints], request.prompts
+        )
+    except StorageError as error:  # e.g. a lake an older tracerflow made: it holds no steps
+        get_run_logger().warning("could not read which checkpoints are scored: %s", error)
+        scored = set()
+    for checkpoint in checkpoints:
+        if (checkpoint.source, checkpoint.step) in scored:
+            get_run_logger().info(
+                "%s (step %s) is scored already", checkpoint.source, checkpoint.step
+            )
+    return [c for c in checkpoints if (c.source, c.step) not in scored]
 
 
 def start_run(request: RunRequest, suite_name: str | None) -> RunContext:
@@ -147,9 +184,12 @@ PROMPTS_PER_TASK = 32
 # --- one transcoder: prepare it, submit its prompts ------------------------------------------
 
 
-def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> SubmittedTranscoder:
+def submit_transcoder(
+    run: RunContext, source: str, request: RunRequest, training_step: int | None = None
+) -> SubmittedTranscoder:
     """Download and convert one transcoder, then submit each chunk's stages and its dashboards;
-    when it cannot be prepared, every one of its prompts fails with that error."""
+    when it cannot be prepared, every one of its prompts fails with that error.
+    ``training_step``: the checkpoint's step in its training run, recorded with its rows."""
     logger = get_run_logger()
     transcoder = TranscoderRun(
         source=source,
@@ -166,7 +206,7 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> Subm
         return SubmittedTranscoder(
             transcoder,
             prompts,
-            recorded_as=failed_transcoder_info(run, source),
+            recorded_as=failed_transcoder_info(run, source, training_step),
             error=error_text(error),
         )
     model = ModelSpec(
@@ -175,14 +215,16 @@ def submit_transcoder(run: RunContext, source: str, request: RunRequest) -> Subm
         dtype=run.dtype,
         device=run.device,
     )
+    pack = feature_pack(request, source, model, converted)
     submitted = SubmittedTranscoder(
         transcoder,
         prompts,
-        recorded_as=transcoder_info(snapshot, converted),
+        recorded_as=transcoder_info(snapshot, converted, training_step),
         model=model,
         converted=converted,
+        feature_pack=pack,
         chunks=tuple(
-            submit_chunk(run, transcoder, model, converted, chunk)
+            submit_chunk(run, transcoder, model, converted, pack, chunk)
             for chunk in prompt_chunks(prompts)
         ),
     )
@@ -204,9 +246,11 @@ def submit_chunk(
     transcoder: TranscoderRun,
     model: ModelSpec,
     converted: ConvertedTranscoder,
+    pack: str,
     prompts: tuple[str, ...],
 ) -> PromptChunk:
-    """Submit the attribute, score and export stages of a chunk of prompts."""
+    """Submit the attribute, score and export stages of a chunk of prompts; the graphs are
+    published naming ``pack`` (``flows.dashboards.feature_pack``) as their ``scan``."""
     parameters = transcoder.parameters
     thresholds = (parameters.node_threshold, parameters.edge_threshold)
     attribution = attribute_task.submit(
@@ -224,7 +268,8 @@ def submit_chunk(
         attribution,
         scored,
         [graph_slug(transcoder.source, converted.content_hash, prompt) for prompt in prompts],
-        viewer_scan(converted.content_hash),  # one per transcoder: its feature pack's name
+        viewer_scan(converted.content_hash),  # the weights' name, in the stored graph files
+        pack,  # the published graphs' scan: their feature pack's name
         *thresholds,
         run.store,
         run.settings.graph_files_dir,

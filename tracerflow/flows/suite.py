@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tracerflow.flows.report import carrying_summary
 from tracerflow.flows.score import score_flow
 from tracerflow.flows.validation import suite_request
 from tracerflow.settings import configure_prefect_defaults
@@ -58,10 +59,13 @@ def suite_flow(
     if dask_workers:
         spec = TaskRunnerSpec(kind="dask", workers=dask_workers)
     with tags(f"suite:{loaded.suite.name}"):
-        return score_flow.with_options(
+        state = score_flow.with_options(
             task_runner=task_runner_for(spec), flow_run_name=f"{loaded.suite.name}-scores"
         )(
             suite_request(loaded),
             suite_name=loaded.suite.name,
             regression_margin=loaded.suite.regression_margin,
+            return_state=True,
         )
+    # The suite's own run (the one the UI lists) carries its scoring run's summary too.
+    return carrying_summary(state)

@@ -28,6 +28,7 @@ from tracerflow.memory import (
 )
 from tracerflow.parameters import RunRequest, flag, run_request
 from tracerflow.sources import parse_repo_source
+from tracerflow.training import expand_sources
 
 if TYPE_CHECKING:
     from tracerflow.suites import LoadedSuite
@@ -57,8 +58,12 @@ def validate_run_request(request: RunRequest, check_items: bool = True) -> None:
         check_corpus_file(request.eval_corpus, "--eval-corpus (eval_corpus)", read_all=check_items)
     if not check_items:
         return
+    # A folder of checkpoints or a glob stands for each checkpoint in it (tracerflow.training).
+    sources = [checkpoint.source for checkpoint in expand_sources(request.transcoders)]
+    request = request.model_copy(update={"transcoders": sources})
     for source in request.transcoders:
         check_source(source)
+        check_model_named(source, request.model)
         check_dimensions(source, model_for_source(source, request.model))
     models = {model_for_source(source, request.model) for source in request.transcoders}
     for model in sorted(models):
@@ -100,13 +105,46 @@ def check_cached_when_offline(source: str) -> None:
 
 
 def model_for_source(source: str, model: str | None) -> str:
-    """The model a transcoder runs on: the request's, else its preset's, else GPT-2."""
+    """The model a transcoder runs on: the request's, else its preset's, else the one its local
+    folder's config names (circuit-tracer's ``model_name``), else GPT-2."""
     from tracerflow.presets import find_preset
 
     if model:
         return model
     preset = find_preset(source)
-    return preset.model if preset is not None else DEFAULT_MODEL
+    if preset is not None:
+        return preset.model
+    return declared_model(source) or DEFAULT_MODEL
+
+
+def declared_model(source: str) -> str | None:
+    """The model a local transcoder folder's config names (circuit-tracer's ``config.yaml``
+    ``model_name``, which its Hub configs carry too); None for any other source or config."""
+    from tracerflow.transcoders.formats.circuit_tracer import read_config
+
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return None
+    try:
+        name = (read_config(folder) or {}).get("model_name")
+    except CheckpointError:
+        return None  # the source's own check says what is wrong with it
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def check_model_named(source: str, model: str | None) -> None:
+    """A local transcoder folder runs on the model ``--model`` names or its config names: its
+    weights do not say which model they were trained on, and GPT-2 by default would fail every
+    item (or, worse, run on the wrong model of the same shape)."""
+    from tracerflow.presets import find_preset
+
+    if model or find_preset(source) is not None or not Path(source).expanduser().is_dir():
+        return
+    if declared_model(source) is None:
+        raise UsageError(
+            f"transcoder '{source}' names no model (a local folder's files do not say which "
+            "model it was trained on): give --model"
+        )
 
 
 def check_model(model: str, given: bool, fetch: bool) -> None:
@@ -193,14 +231,18 @@ def model_dimensions(model: str) -> tuple[int, int] | None:
 
 def check_dimensions(source: str, model: str) -> None:
     """A local transcoder folder must be as deep and as wide as ``model``: ``UsageError`` in one
-    line when the (n_layers, d_model) its format reads cheaply is not the model's. Presets match
-    their models; a Hub repo, or a model whose config is not at hand yet, is checked once both
-    are loaded, before the transcoder is installed (``models.check_fits``)."""
+    line when the (n_layers, d_model) its format reads cheaply is not the model's. A preset
+    matches its own model; run on another (``--model``), its folder is checked like any other.
+    A Hub repo, or a model whose config is not at hand yet, is checked once both are loaded,
+    before the transcoder is installed (``models.check_fits``)."""
     from tracerflow.presets import find_preset
     from tracerflow.transcoders.formats import source_format
 
-    folder = Path(source).expanduser()
-    if find_preset(source) is not None or not folder.is_dir():
+    preset = find_preset(source)
+    if preset is not None and preset.model == model:
+        return
+    folder = Path(preset.transcoder_source() if preset is not None else source).expanduser()
+    if not folder.is_dir():
         return
     expected = model_dimensions(model)
     if expected is None:

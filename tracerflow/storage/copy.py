@@ -30,6 +30,7 @@ TABLES = (
     ("runs", "flow_run_id"),
     ("scores", "score_id"),
     ("transcoder_metrics", "metrics_id"),
+    ("subgraphs", "subgraph_id"),
 )
 SOURCE, TARGET = "copy_source", "copy_target"
 

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from tracerflow.errors import StorageError, StoreBusyError, StoreUnreachableError
 from tracerflow.hashing import canonical_json
-from tracerflow.storage import lake
+from tracerflow.storage import lake, snapshots
 from tracerflow.storage.metrics import MetricsRecord, metrics_rows
 from tracerflow.storage.migrations import (
     CURRENT_VERSION,
@@ -30,6 +30,7 @@ from tracerflow.storage.migrations import (
     refuse_foreign,
     schema_version,
 )
+from tracerflow.storage.paths import set_roots
 from tracerflow.storage.records import (
     ModelInfo,
     RunInfo,
@@ -116,6 +117,7 @@ def open_database(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(lambda: duckdb.connect(str(path)), path, timeout_s, "write")
         try:
+            set_roots(con)  # migration 010 makes paths under them relative
             refuse_foreign(con, path)
             apply_migrations(con)
         except BaseException:
@@ -201,12 +203,14 @@ def open_reader(
 
     def connect() -> Connection:
         try:
-            return duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+            con = duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
         except duckdb.ConnectionException as error:
             raise StorageError(
                 f"cannot open {path} read-only while this process holds a write connection to "
                 f"it; close that connection first ({error})"
             ) from error
+        set_roots(con)  # the views resolve stored paths against them
+        return con
 
     con = _retry_while_locked(connect, path, timeout_s, "read")
     try:
@@ -243,15 +247,25 @@ def _shared_lake_reader(store: LakeStore) -> Connection:
 
 
 def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
-    """A cursor on the process's shared reader of ``store`` (``lake.shared_cursor``), or, at
-    ``as_of``, a connection of its own; its schema version checked (a lake migrated meanwhile
-    is seen at the next read). A failure closes the shared reader: the next read reopens it."""
-    if as_of is None:
-        con = _shared_lake_reader(store)
-    else:
-        con = lake.connect(store, read_only=True, as_of=as_of)
+    """A lake reader: a cursor on the process's shared reader of ``store``
+    (``lake.shared_cursor``), or, at ``as_of``, a connection of its own. A lake an older
+    tracerflow wrote is migrated first, in place, under its schema lock, as the file is; a
+    snapshot from before a migration is history and is read as it is (a query that names a
+    column added since fails in one line). A failure closes the shared reader: the next read
+    reopens it."""
+    try:
+        if as_of is None:
+            con = _shared_lake_reader(store)
+        else:
+            con = lake.connect(store, read_only=True, as_of=as_of)
+    except StorageError as error:
+        if as_of is None or "No snapshot found" not in str(error):
+            raise
+        raise snapshots.missing_snapshot_error(store, as_of) from None
     try:
         version = schema_version(con)
+        if as_of is not None and as_of.time is not None and version > 0:
+            snapshots.check_time_kept(store, as_of.time)
     except duckdb.Error as error:  # PostgreSQL lost between the ATTACH and this first read
         con.close()
         lake.forget(store, read_only=True)
@@ -260,7 +274,7 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
         con.close()
         lake.forget(store, read_only=True)
         raise
-    if version == CURRENT_VERSION:
+    if version == CURRENT_VERSION or (as_of is not None and 0 < version < CURRENT_VERSION):
         return con
     con.close()
     lake.forget(store, read_only=True)
@@ -270,14 +284,13 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             + (f" at {as_of.describe()}" if as_of else "")
             + ": a lake gets its tables from the first run that records into it"
         )
-    if version < CURRENT_VERSION and lake.upgrades_in_place(version):
-        how = "the next run that records into it upgrades it in place"
-    else:
-        how = "use the tracerflow that wrote it"
-    raise StorageError(
-        f"the lake {store.describe()} is at schema version {version}, this tracerflow reads "
-        f"version {CURRENT_VERSION}; {how}"
-    )
+    if version > CURRENT_VERSION:
+        raise StorageError(
+            f"the lake {store.describe()} is at schema version {version}, newer than this "
+            f"tracerflow reads ({CURRENT_VERSION}); upgrade tracerflow to read it"
+        )
+    lake.open_writer(store).close()  # migrates in place under the schema lock
+    return _shared_lake_reader(store)
 
 
 @contextlib.contextmanager
@@ -412,6 +425,7 @@ def _transcoder_row(transcoder: TranscoderInfo) -> dict[str, object]:
         ),
         "k": int(k) if k is not None else None,
         "threshold_mean": float(threshold_mean) if threshold_mean is not None else None,
+        "training_step": transcoder.training_step,
     }
 
 
@@ -535,18 +549,23 @@ def record_run(
         _insert_metrics(con, run, metrics)
         return added
 
+    return write_store(store, write_run, timeout_s, f"recording flow run {run.flow_run_id}")
+
+
+def write_store(store: Store, body: Callable[[Connection], T], timeout_s: float, what: str) -> T:
+    """Run ``body`` in one transaction on a file or a lake; any failure is one StorageError
+    line (``what`` failed, nothing of it was written) with the lake's password masked."""
     try:
         if isinstance(store, LakeStore):
-            return lake.write(store, write_run, timeout_s)
-        return write_file(store, write_run, timeout_s)
+            return lake.write(store, body, timeout_s)
+        return write_file(store, body, timeout_s)
     except StorageError as error:
         if store.mask(str(error)) == str(error):
             raise
         raise StorageError(store.mask(str(error))) from None  # no chained driver message
     except Exception as error:
         raise StorageError(
-            f"recording flow run {run.flow_run_id} failed, nothing of it was written: "
-            f"{store.mask(str(error))}"
+            f"{what} failed, nothing of it was written: {store.mask(str(error))}"
         ) from None  # the driver's own message may hold the password
 
 
@@ -568,6 +587,7 @@ def write_file(
     with _write_lock(path, timeout_s), _removed_if_not_made(path):
         con = _retry_while_locked(connect, path, timeout_s, "write")
         try:
+            set_roots(con)
             refuse_foreign(con, path)
             apply_migrations(con)
             if prepare is not None:

@@ -26,7 +26,6 @@ import contextlib
 import importlib
 import os
 import random
-import re
 import tempfile
 import threading
 import time
@@ -39,13 +38,10 @@ from typing import TypeVar
 import duckdb
 
 from tracerflow.errors import StorageError, StoreUnreachableError
-from tracerflow.storage.migrations import (
-    CURRENT_VERSION,
-    MIGRATIONS,
-    Migration,
-    apply_migrations,
-    schema_version,
-)
+from tracerflow.storage.lake_schema import create_statements, pending_upgrade, schema_at
+from tracerflow.storage.migrations import CURRENT_VERSION, MIGRATIONS, schema_version
+from tracerflow.storage.paths import set_roots
+from tracerflow.storage.pglock import SCHEMA_LOCK_KEY, catalog_lock
 from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError
 
 Connection = duckdb.DuckDBPyConnection
@@ -121,6 +117,7 @@ def connect(store: LakeStore, read_only: bool, as_of: AsOf | None = None) -> Con
     try:
         attach(con, store, CATALOG, read_only=read_only, as_of=as_of)
         con.execute(f"USE {CATALOG}")
+        set_roots(con)  # the views resolve stored paths against this host's roots
         if read_only:
             data_path = store.data_path or _recorded_data_path(con, CATALOG)
             con.execute(f"SET allowed_directories = [{_quote(str(data_path))}]")
@@ -263,121 +260,107 @@ def needs_data_path(store: LakeStore) -> StorageError:
 
 # --- schema -------------------------------------------------------------------------------
 
+# How long a process waits for another to finish creating or migrating the lake's schema.
+SCHEMA_LOCK_TIMEOUT_S = 120.0
+
 
 def schema_statements(up_to: int | None = None) -> list[str]:
     """The schema (the current one, or the one at version ``up_to``) as CREATE statements a lake
-    accepts: tables (without PRIMARY KEY and UNIQUE, which DuckLake lacks), then macros, then
-    views, in the order they were created."""
-    template = duckdb.connect()
-    try:
-        apply_migrations(template, up_to)
-        statements = []
-        for (name,) in template.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-            "AND NOT temporary ORDER BY table_oid"
-        ).fetchall():
-            columns = template.execute(
-                "SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
-                "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
-                [name],
-            ).fetchall()
-            body = ", ".join(
-                f'"{column}" {data_type}{"" if nullable else " NOT NULL"}'
-                for column, data_type, nullable in columns
-            )
-            statements.append(f'CREATE TABLE "{name}" ({body})')
-        for name, parameters, definition in template.execute(
-            "SELECT function_name, parameters, macro_definition FROM duckdb_functions() "
-            "WHERE function_type = 'macro' AND NOT internal AND schema_name = 'main' "
-            "AND database_name = 'memory'"
-        ).fetchall():
-            statements.append(f"CREATE MACRO {name}({', '.join(parameters)}) AS {definition}")
-        for (sql,) in template.execute(
-            "SELECT sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
-            "ORDER BY view_oid"
-        ).fetchall():
-            statements.append(sql.rstrip().rstrip(";"))
-        return statements
-    finally:
-        template.close()
+    accepts (``lake_schema.create_statements``)."""
+    return create_statements(schema_at(CURRENT_VERSION if up_to is None else up_to))
+
+
+@contextlib.contextmanager
+def schema_lock(store: LakeStore, timeout_s: float = SCHEMA_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """The lake's schema lock: a PostgreSQL advisory lock on its catalog database
+    (``pglock.SCHEMA_LOCK_KEY``), held while one process creates or migrates the schema, so
+    that two processes opening an old or new lake at once change it once."""
+    with catalog_lock_for(store, SCHEMA_LOCK_KEY, timeout_s, "creating or migrating its schema"):
+        yield
+
+
+@contextlib.contextmanager
+def catalog_lock_for(store: LakeStore, key: int, timeout_s: float, purpose: str) -> Iterator[None]:
+    """``pglock.catalog_lock`` on ``store``'s catalog, on a connection of its own, with a
+    driver's error (an unreachable catalog) in one masked line."""
+    what = f"{purpose} in {store.describe()}"
+    with contextlib.closing(new_connection()) as con, contextlib.ExitStack() as held:
+        try:
+            held.enter_context(catalog_lock(con, store.conninfo, key, timeout_s, what))
+        except duckdb.Error as error:
+            raise lake_error(store, error, read_only=False) from None
+        yield
 
 
 def ensure_schema(con: Connection, store: LakeStore) -> None:
-    """Create tracerflow's tables and views in a new lake; refuse one at another version."""
-    version = schema_version(con)
+    """Create tracerflow's tables and views in a new lake, or migrate one at an older version in
+    place, under the schema lock; refuse one from a newer tracerflow."""
+    version = _known_version(con, store)
     if version == CURRENT_VERSION:
         return
+    with schema_lock(store):
+        version = _known_version(con, store)  # another process may have done it meanwhile
+        if version == CURRENT_VERSION:
+            return
+        if version > 0:
+            migrate_in_place(con, version)
+        else:
+            create_schema(con, CURRENT_VERSION)
+
+
+def _known_version(con: Connection, store: LakeStore) -> int:
+    version = schema_version(con)
     if version > CURRENT_VERSION:
         raise StorageError(
             f"the lake {store.describe()} is at schema version {version}, newer than this "
             f"tracerflow knows ({CURRENT_VERSION}); upgrade tracerflow to use it"
         )
-    if version > 0:
-        if not upgrades_in_place(version):
-            raise StorageError(
-                f"the lake {store.describe()} is at schema version {version}, older than this "
-                f"tracerflow ({CURRENT_VERSION}), and only migrations that add columns run on a "
-                "lake in place: copy its history into a new lake with the tracerflow that wrote "
-                "it (`tracerflow store copy`)"
-            )
-        pending = [migration for migration in MIGRATIONS if migration.version > version]
-        _in_transaction(
-            con,
-            lambda con: _add_columns(con, pending),
-            timeout_s=60.0,
-            done=lambda c: schema_version(c) == CURRENT_VERSION,
-        )
-        return
+    return version
+
+
+def create_schema(con: Connection, version: int) -> None:
+    """Create the schema at ``version`` (the current one, but for a test's older lake) in a new
+    lake, in one transaction, with the history of the migrations it stands for."""
 
     def create(con: Connection) -> None:
-        for statement in schema_statements():
+        for statement in schema_statements(version):
             con.execute(statement)
         now = datetime.now(UTC).replace(tzinfo=None)
-        for migration in MIGRATIONS:  # the lake is born at the current version, with its history
+        for migration in MIGRATIONS:  # the lake is born at this version, with its history
+            if migration.version <= version:
+                con.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)",
+                    [migration.version, migration.name, now],
+                )
+        con.execute(f"CREATE TABLE {WRITER_TURN_TABLE} (writes BIGINT NOT NULL)")
+        con.execute(f"INSERT INTO {WRITER_TURN_TABLE} VALUES (0)")
+
+    # A process of an older tracerflow (which takes no schema lock) creating the same new lake
+    # conflicts ("two creates of the same name"); the one that loses retries, finds the schema.
+    _in_transaction(con, create, timeout_s=60.0, done=lambda c: schema_version(c) >= version)
+
+
+def migrate_in_place(con: Connection, version: int) -> None:
+    """Move a lake at ``version`` to the current one in one transaction: every pending
+    migration's statements (``lake_schema.pending_upgrade``) and its ``schema_version`` row. It
+    takes the writer's turn too, so a write of an older tracerflow that overlaps it conflicts
+    and retries instead of landing half in each schema."""
+    plan = pending_upgrade(version)  # refuses before anything is written
+
+    def upgrade(con: Connection) -> None:
+        con.execute(f"UPDATE {WRITER_TURN_TABLE} SET writes = writes + 1")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for migration, statements in plan:
+            for statement in statements:
+                con.execute(statement)
             con.execute(
                 "INSERT INTO schema_version VALUES (?, ?, ?)",
                 [migration.version, migration.name, now],
             )
-        con.execute(f"CREATE TABLE {WRITER_TURN_TABLE} (writes BIGINT NOT NULL)")
-        con.execute(f"INSERT INTO {WRITER_TURN_TABLE} VALUES (0)")
 
-    # Two writers creating the same new lake conflict ("two creates of the same name"); the one
-    # that loses retries, finds the schema there and goes on.
     _in_transaction(
-        con, create, timeout_s=60.0, done=lambda c: schema_version(c) == CURRENT_VERSION
+        con, upgrade, timeout_s=60.0, done=lambda c: schema_version(c) == CURRENT_VERSION
     )
-
-
-# A migration a lake can apply in place: statements that each add one nullable column. DuckLake
-# adds a column without rewriting a Parquet file (old files read it as NULL), and the views select
-# ``s.*``, so they show it at once.
-_ADD_COLUMN = re.compile(r"ALTER TABLE \w+ ADD COLUMN \w+ [A-Z]+", re.IGNORECASE)
-
-
-def column_additions(migration: Migration) -> list[str]:
-    """The statements of ``migration`` if each adds one nullable column; [] otherwise."""
-    code = "\n".join(line.split("--", 1)[0] for line in migration.sql.splitlines())
-    statements = [statement.strip() for statement in code.split(";") if statement.strip()]
-    if statements and all(_ADD_COLUMN.fullmatch(statement) for statement in statements):
-        return statements
-    return []
-
-
-def upgrades_in_place(version: int) -> bool:
-    """Whether a lake at ``version`` reaches the current one by adding columns only."""
-    pending = [migration for migration in MIGRATIONS if migration.version > version]
-    return all(column_additions(migration) for migration in pending)
-
-
-def _add_columns(con: Connection, migrations: list[Migration]) -> None:
-    now = datetime.now(UTC).replace(tzinfo=None)
-    for migration in migrations:
-        for statement in column_additions(migration):
-            con.execute(statement)
-        con.execute(
-            "INSERT INTO schema_version VALUES (?, ?, ?)",
-            [migration.version, migration.name, now],
-        )
 
 
 # --- writes -------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from tracerflow.errors import StorageError
 Connection = duckdb.DuckDBPyConnection
 
 
+# Looked up by name (``migration_named``), never by number: numbers are given at merge.
+TRAINING_STEP_MIGRATION = "the training step of each checkpoint (issue 28 part 2)"
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -596,6 +600,124 @@ MIGRATION_007 = """
 ALTER TABLE scores ADD COLUMN transcoder_file_commits_json VARCHAR;
 """
 
+MIGRATION_008 = """
+-- Subgraph scores (issue 28): a set of pinned nodes of one exported graph (the viewer's Save, or
+-- `tracerflow subgraph score`), scored with the pruned scores' rule, kept = the pinned features
+-- (docs/metrics.md, "Subgraph scores"). One row per score row x pinned set.
+CREATE TABLE subgraphs (
+    subgraph_id VARCHAR PRIMARY KEY,        -- id('subgraph', score_id, pinned_ids_json)
+    score_id VARCHAR NOT NULL,              -- the score row whose graph was scored
+    slug VARCHAR NOT NULL,                  -- the viewer's graph slug
+    pinned_ids_json VARCHAR NOT NULL,       -- sorted JSON list of the pinned node ids
+    supernodes_json VARCHAR,                -- the saved supernodes ([label, id, ...] lists)
+    n_pinned_features INTEGER NOT NULL,     -- pinned ids that are features (the kept ones)
+    n_selected_features INTEGER NOT NULL,
+    graph_replacement_score DOUBLE NOT NULL,     -- the whole graph, recomputed from its file
+    graph_completeness_score DOUBLE NOT NULL,
+    subgraph_replacement_score DOUBLE NOT NULL,  -- non-pinned features merged into error
+    subgraph_completeness_score DOUBLE NOT NULL,
+    scored_by VARCHAR NOT NULL,             -- 'cli' or 'viewer'
+    created_at TIMESTAMP NOT NULL
+);
+
+-- Each subgraph beside its graph's score row (transcoder, model, prompt, run, pruned scores).
+CREATE VIEW subgraphs_wide AS
+SELECT
+    g.*,
+    s.transcoder_source,
+    s.model_name,
+    s.prompt,
+    s.flow_run_id,
+    s.suite_name,
+    s.params_hash,
+    s.replacement_score,
+    s.completeness_score,
+    s.pruned_replacement_score,
+    s.pruned_completeness_score
+FROM subgraphs g
+JOIN scores_wide s USING (score_id);
+"""
+
+MIGRATION_009 = """
+-- The training step of a checkpoint scored as one of a training run's (issue 28): from its
+-- folder's name (step=500, step-500, checkpoint-500) or its checkpoint (a Lightning checkpoint's
+-- global_step, a config.yaml's global_step). A fact of the transcoder (its folder and weights),
+-- so on its row; NULL before this migration and for a transcoder whose step is not known.
+ALTER TABLE transcoders ADD COLUMN training_step BIGINT;
+"""
+
+MIGRATION_010 = """
+-- Issue 26. (1) Paths relative to their roots (storage/paths.py): a row's graph_path is stored
+-- relative to the artifact root and its graph_files_path relative to the home; the views give
+-- them absolute, under the roots the reading connection sets as the variables tracerflow_home
+-- and tracerflow_artifact_root (a bare session: the database file's own folder and its
+-- artifacts/). Absolute paths are read as they are; those under the migrating connection's roots
+-- become relative here. (2) A transcoder's history follows its source across weight changes:
+-- score_history's series are per source (not per source and weights), with the weights' version
+-- (the first 8 hex digits of their hash, as in graph slugs) and whether it changed since the
+-- series' previous row.
+CREATE OR REPLACE MACRO tf_home() AS coalesce(
+    getvariable('tracerflow_home'),
+    (SELECT CASE WHEN contains(path, '/') THEN regexp_replace(path, '/[^/]*$', '') ELSE '.' END
+     FROM duckdb_databases() WHERE database_name = current_database() AND type = 'duckdb'));
+
+CREATE OR REPLACE MACRO tf_artifact_root() AS coalesce(
+    getvariable('tracerflow_artifact_root'),
+    (SELECT CASE WHEN contains(path, '/') THEN regexp_replace(path, '/[^/]*$', '') ELSE '.' END
+     || '/artifacts'
+     FROM duckdb_databases() WHERE database_name = current_database() AND type = 'duckdb'));
+
+-- A stored path read back: absolute as it is, relative under root (relative still, no root).
+CREATE OR REPLACE MACRO tf_resolved(root, stored) AS CASE
+    WHEN stored IS NULL OR starts_with(stored, '/') THEN stored
+    ELSE coalesce(root || '/', '') || stored END;
+
+-- A path as stored: relative to root when under it, as it is otherwise.
+CREATE OR REPLACE MACRO tf_relative(root, path) AS CASE
+    WHEN root IS NOT NULL AND starts_with(path, root || '/') THEN substr(path, length(root) + 2)
+    ELSE path END;
+
+UPDATE scores SET graph_path = tf_relative(tf_artifact_root(), graph_path)
+WHERE starts_with(graph_path, tf_artifact_root() || '/');
+
+UPDATE scores SET graph_files_path = tf_relative(tf_home(), graph_files_path)
+WHERE starts_with(graph_files_path, tf_home() || '/');
+
+-- The joins stay as 002 wrote them, under a new name; scores_wide reads through them.
+ALTER VIEW scores_wide RENAME TO scores_joined;
+
+CREATE VIEW scores_wide AS
+SELECT
+    * REPLACE (
+        tf_resolved(tf_artifact_root(), graph_path) AS graph_path,
+        tf_resolved(tf_home(), graph_files_path) AS graph_files_path),
+    left(transcoder_content_hash, 8) AS transcoder_version
+FROM scores_joined;
+
+-- Every score (all of scores_wide) in time order per transcoder source x model x prompt x
+-- parameter set, across the source's weight changes: the previous successful score of the
+-- series, the change since it, and whether the weights changed since the series' previous row.
+CREATE OR REPLACE VIEW score_history AS
+WITH in_series AS (
+    SELECT
+        *,
+        lag(replacement_score IGNORE NULLS) OVER series AS previous_replacement_score,
+        lag(completeness_score IGNORE NULLS) OVER series AS previous_completeness_score,
+        lag(transcoder_version IGNORE NULLS) OVER series AS previous_transcoder_version,
+        row_number() OVER series AS series_position
+    FROM scores_wide
+    WINDOW series AS (
+        PARTITION BY transcoder_source, model_id, prompt_id, params_hash
+        ORDER BY created_at, flow_run_id)
+)
+SELECT
+    * EXCLUDE (previous_transcoder_version),
+    replacement_score - previous_replacement_score AS replacement_change,
+    completeness_score - previous_completeness_score AS completeness_change,
+    coalesce(transcoder_version <> previous_transcoder_version, false) AS version_changed
+FROM in_series;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -608,8 +730,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7, "the commits of the Hub files a transcoder was read from (issue 25)", MIGRATION_007
     ),
+    Migration(8, "subgraph scores of pinned node sets (issue 28 part 1)", MIGRATION_008),
+    Migration(9, TRAINING_STEP_MIGRATION, MIGRATION_009),
+    Migration(
+        10,
+        "paths relative to their roots; history across weight changes (issue 26, parts 4 and 8)",
+        MIGRATION_010,
+    ),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
+
+
+def migration_named(name: str) -> Migration:
+    """The migration called ``name``: code that needs a schema feature asks for its migration by
+    name, so renumbering migrations changes nothing else."""
+    return next(migration for migration in MIGRATIONS if migration.name == name)
 
 
 def schema_version(con: Connection) -> int:

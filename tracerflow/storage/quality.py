@@ -58,6 +58,22 @@ def metrics_of_run(store: StoreLike, flow_run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
+def transcoder_and_since(
+    transcoder: str | None, since: date | datetime | str | None
+) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions (and their parameters) of one transcoder (source or id) and of
+    rows from ``since`` on; none for what is None."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if transcoder is not None:
+        conditions.append("(transcoder_source = ? OR transcoder_id = ?)")
+        params += [transcoder, transcoder]
+    if since is not None:
+        conditions.append("created_at >= ?")
+        params.append(parse_since(since))
+    return conditions, params
+
+
 def metrics_history(
     store: StoreLike,
     transcoder: str | None = None,
@@ -67,13 +83,7 @@ def metrics_history(
 ) -> list[dict[str, Any]]:
     """Every recorded metrics row, newest first, with the change since the previous run of its
     series (transcoder × model × evaluation corpus × layer); ``as_of`` reads a lake as it was."""
-    conditions, params = [], []
-    if transcoder is not None:
-        conditions.append("(transcoder_source = ? OR transcoder_id = ?)")
-        params += [transcoder, transcoder]
-    if since is not None:
-        conditions.append("created_at >= ?")
-        params.append(parse_since(since))
+    conditions, params = transcoder_and_since(transcoder, since)
     if all_layers_only:
         conditions.append("layer IS NULL")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
@@ -245,3 +255,36 @@ def _paired_intervals(
         ][has_next].astype(np.float64)
         intervals["ce_loss_recovered"] = _interval(ce_difference, scale=-1.0 / gap)
     return intervals, None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One recorded evaluation (run × transcoder × model × corpus): every column of its
+    all-layers ``transcoder_metrics_wide`` row, and its per-layer rows in layer order."""
+
+    all_layers: dict[str, Any]
+    layers: list[dict[str, Any]]
+
+
+def evaluations(
+    store: StoreLike, transcoder: str | None = None, since: date | datetime | str | None = None
+) -> list[Evaluation]:
+    """Every recorded evaluation, newest first, of one transcoder (source or id) or all."""
+    conditions, params = transcoder_and_since(transcoder, since)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    with reading(store) as con:
+        rows = _dicts(
+            con,
+            f"SELECT * FROM transcoder_metrics_wide {where} "
+            "ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, transcoder_id, "
+            "corpus_hash, layer NULLS FIRST",
+            params,
+        )
+    found: dict[tuple[str, str, str, str], Evaluation] = {}
+    for row in rows:
+        key = (row["flow_run_id"], row["transcoder_id"], row["model_id"], row["corpus_hash"])
+        if row["layer"] is None:
+            found[key] = Evaluation(all_layers=row, layers=[])
+        elif key in found:  # NULLS FIRST: the all-layers row came first
+            found[key].layers.append(row)
+    return list(found.values())

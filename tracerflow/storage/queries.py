@@ -95,11 +95,13 @@ def parse_since(since: date | datetime | str) -> datetime:
 
 
 HISTORY_COLUMNS = (
-    "created_at", "flow_run_id", "suite_name", "transcoder_source", "transcoder_kind",
-    "model_name", "prompt", "params_hash", "status", "replacement_score",
+    "created_at", "flow_run_id", "suite_name", "transcoder_source", "transcoder_version",
+    "version_changed", "transcoder_kind", "model_name", "prompt", "params_hash", "status",
+    "replacement_score",
     "previous_replacement_score", "replacement_change", "completeness_score",
     "previous_completeness_score", "completeness_change", "pruned_replacement_score",
-    "pruned_completeness_score", "error", "run_started_at",
+    "pruned_completeness_score", "error", "run_started_at", "slug", "graph_path",
+    "graph_files_path",
 )  # fmt: skip
 
 
@@ -114,8 +116,10 @@ def history(
 ) -> list[dict[str, Any]]:
     """Every score, newest first, each with the change since the previous run of its series.
 
-    A series is one transcoder × model × prompt × parameter set; the change is measured against
-    its previous successful score, before any filter here is applied.
+    A series is one transcoder source × model × prompt × parameter set, across changes of the
+    source's weights: ``transcoder_version`` names the weights (their hash's first 8 hex
+    digits) and ``version_changed`` is true on a series' first row with new weights. The change
+    is measured against its previous successful score, before any filter here is applied.
 
     Args:
         transcoder: a transcoder source (``georglange/...``) or a transcoder id.
@@ -141,15 +145,25 @@ def history(
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     limited = f" LIMIT {int(limit)}" if limit is not None else ""
     with reading(store, as_of=as_of) as con:
+        # A lake read as it was before a migration has the views of its time: a column added
+        # since (transcoder_version, say) reads as NULL rather than failing the query.
+        known = set(view_columns(con, "score_history"))
+        selected = [c if c in known else f"NULL AS {c}" for c in HISTORY_COLUMNS]
         rows = _dicts(
             con,
-            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM score_history {where} "
+            f"SELECT {', '.join(selected)} FROM score_history {where} "
             f"ORDER BY created_at DESC, flow_run_id DESC, transcoder_source, prompt{limited}",
             params,
         )
         if not rows and transcoder is not None:
             _check_known_transcoder(con, transcoder)
         return rows
+
+
+def view_columns(con: Any, view: str) -> list[str]:
+    """The columns ``view`` has on this connection (a lake read as of an older snapshot has
+    the views of that snapshot's schema)."""
+    return [str(row[0]) for row in con.execute(f"DESCRIBE {view}").fetchall()]
 
 
 def transcoder_summary(store: StoreLike) -> list[dict[str, Any]]:
@@ -470,7 +484,8 @@ def latest_transcoder(store: StoreLike, source: str) -> TranscoderInfo | None:
             row = con.execute(
                 """
                 SELECT t.source, t.revision, t.commit_sha, t.content_hash, t.kind, t.n_layers,
-                       t.d_model, t.d_features, t.activation, t.activation_params_json
+                       t.d_model, t.d_features, t.activation, t.training_step,
+                       t.activation_params_json
                 FROM transcoders t JOIN scores s USING (transcoder_id)
                 WHERE t.source = ?
                 ORDER BY s.created_at DESC, s.flow_run_id DESC
@@ -482,6 +497,6 @@ def latest_transcoder(store: StoreLike, source: str) -> TranscoderInfo | None:
         return None
     if row is None:
         return None
-    *fields, activation_params_json = row
+    *fields, training_step, activation_params_json = row
     params = json.loads(activation_params_json) if activation_params_json is not None else None
-    return TranscoderInfo(*fields, activation_params=params)
+    return TranscoderInfo(*fields, activation_params=params, training_step=training_step)

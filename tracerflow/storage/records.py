@@ -72,6 +72,10 @@ class TranscoderInfo:
     # the commit sha of each Hub file it was read from besides its source's own (a circuit-tracer
     # Hub config's hf:// files), by URI; recorded with each score row; None: none or unknown
     file_commits: dict[str, str] | None = None
+    # the training step of a checkpoint scored as one of a training run's (tracerflow.training):
+    # from its folder's name or its checkpoint; a fact of the transcoder, not part of its
+    # identity (the same folder and weights are the same step); None: not known
+    training_step: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in TRANSCODER_KINDS:

@@ -1,16 +1,25 @@
 """Stage 7, dashboards: a transcoder's feature pack, cached in the store, published for the viewer.
 
-The store folder's key is the converted transcoder's content hash, the model's identity, the
-corpus hash (``TokenCorpus.summary().sha256``) and the ``DashboardConfig``: every record in it is
-a function of those and of its feature alone. The folder holds the features computed so far and
-grows: a run that wants features the folder lacks streams the corpus for those only
-(``build_feature_pack``'s ``previous_pack``) and replaces the folder atomically with the union; a
-run whose features are all there computes nothing and does not load the model.
+**Identity.** The store folder's key is the converted transcoder's content hash, the model's
+identity, the corpus hash (``TokenCorpus.summary().sha256``) and the ``DashboardConfig``: every
+record in it is a function of those and of its feature alone. The published pack is named by the
+same inputs (``feature_pack_name``: ``tracerflow-<hash12>-<id8>``, the corpus read as bytes, so
+the flow names it before the graphs are exported), and a run's graph files carry that name as
+their ``metadata.scan``: a graph leads to the pack of its own weights, model, corpus and
+settings, and two sources or two corpora never overwrite each other's pack.
 
-The pack is published into ``<graph_files_dir>/features/<scan>/``: layer files first, then
-``summary.json.gz``, then ``index.json.gz`` (the viewer lists a pack once its index exists), each
-replaced atomically and only when it differs. Progress goes to a Prefect progress artifact and to
-the log, every tenth of the corpus.
+**Growth.** The store folder holds the features computed so far and grows: a run that wants
+features the folder lacks streams the corpus for those only (``build_feature_pack``'s
+``previous_pack``) and replaces the folder atomically with the union; a run whose features are
+all there computes nothing and does not load the model.
+
+**Concurrency.** Any number of runs, on one host or several, may run this stage for the same
+pack at once under one artifact root: the store's lock of the key (``ArtifactStore.locked``) is
+held while the folder is read, grown and published, and a lock beside the packs
+(``features/.<pack>.lock``) serialises runs of one home that use different stores. The pack is
+published as a new immutable version swapped in by a rename (``pack.publish_pack``), so the
+viewer, which takes no lock, never reads half of one. Progress goes to a Prefect progress
+artifact and to the log, every tenth of the corpus.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ from typing import Any
 from filelock import FileLock
 
 from tracerflow.dashboards.compute import DashboardConfig
-from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, graph_file_features
-from tracerflow.fsutil import check_no_link_below, write_bytes_atomically
+from tracerflow.dashboards.pack import graph_file_features, publish_pack
+from tracerflow.fsutil import check_no_link_below, sha256_file
+from tracerflow.hashing import sha256_json
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.tasks.progress import ProgressArtifact
 from tracerflow.tasks.results import ConvertedTranscoder, FeatureDashboards, ModelSpec
@@ -40,9 +50,41 @@ FEATURES_DIR = "features"
 
 
 def viewer_scan(content_hash: str) -> str:
-    """The viewer's ``scan`` of a converted transcoder: its graphs' and its feature pack's name
-    (``load_converted`` names a loaded transcoder's features the same)."""
+    """The ``scan`` of a converted transcoder, a name of its weights alone: its packs' names
+    start with it and its records' ``transcoder_id`` is it (``load_converted`` names a loaded
+    transcoder's features the same)."""
     return f"tracerflow-{content_hash[:12]}"
+
+
+def corpus_identity(corpus_file: str | None, prompts: list[str]) -> str:
+    """What a pack's name knows of its corpus without tokenizing it: the sha256 of the corpus
+    file's bytes, else of the prompts (the corpus when no file is given)."""
+    if corpus_file is not None:
+        try:
+            return "file:" + sha256_file(Path(corpus_file))
+        except OSError:  # the stage reads it and fails with the file's name; the scores don't
+            return "unreadable file:" + corpus_file
+    return "prompts:" + sha256_json(list(prompts))
+
+
+def feature_pack_name(
+    content_hash: str,
+    model_identity: str,
+    corpus: str,
+    config: DashboardConfig | None = None,
+) -> str:
+    """The published pack's name, and the graphs' ``metadata.scan``: the transcoder's scan
+    and 8 hex digits of its dashboards' inputs (model, ``corpus_identity``, settings, window),
+    the inputs of ``dashboards_key`` read before any tokenizing. Same inputs, same name."""
+    inputs = stage_key(
+        "dashboards-pack",
+        CODE_VERSION,
+        model=model_identity,
+        corpus=corpus,
+        config=asdict(config or DashboardConfig()),
+        window_tokens=DASHBOARD_WINDOW_TOKENS,
+    )
+    return f"{viewer_scan(content_hash)}-{inputs[:8]}"
 
 
 def dashboards_key(
@@ -107,7 +149,7 @@ def dashboard_corpus(model_name: str, corpus_file: str | None, prompts: list[str
 def build_dashboards(
     model: ModelSpec,
     converted: ConvertedTranscoder,
-    scan: str,
+    pack: str,
     corpus_file: str | None,
     prompts: list[str],
     graph_files: list[Path],
@@ -117,9 +159,10 @@ def build_dashboards(
     config: DashboardConfig | None = None,
     progress_for: Callable[[int], Callable[[int, int], None]] | None = None,
 ) -> FeatureDashboards:
-    """Make the pack of ``scan`` hold the features of ``graph_files`` (every feature with
-    ``all_features``), computing only those the store's pack lacks, and publish it.
-    ``progress_for(corpus_tokens)`` gives the ``progress`` callback of a computation."""
+    """Make the pack ``pack`` (``feature_pack_name``) hold the features of ``graph_files``
+    (every feature with ``all_features``), computing only those the store's pack lacks, and
+    publish it. ``progress_for(corpus_tokens)`` gives the ``progress`` callback of a
+    computation."""
     from tracerflow.dashboards.pack import pack_features
 
     config = config or DashboardConfig()
@@ -128,13 +171,13 @@ def build_dashboards(
     key = dashboards_key(converted.content_hash, model.identity, summary.sha256, config)
     wanted = None if all_features else graph_features(graph_files)
     features_dir = Path(graph_files_dir) / FEATURES_DIR
-    check_no_link_below(Path(graph_files_dir), features_dir / scan)  # before any write there
+    check_no_link_below(Path(graph_files_dir), features_dir / pack)  # before any write there
     features_dir.mkdir(parents=True, exist_ok=True)
-    # One stage per transcoder at a time in a home: another run's stage may be replacing the
-    # folder this one reads, or publishing into the same pack (a run that waited here then
-    # finds its features computed). The lock lives beside the packs, as graph-metadata.json's
-    # beside it: the store holds stage folders only.
-    with FileLock(str(features_dir / f".{scan}.lock")):
+    # Two locks, always taken in this order: the one beside the packs (runs of this home) and
+    # the store's of the key (runs sharing the artifact root, on any host). Under both, the
+    # store folder is read, grown and published by one run at a time; a run that waited finds
+    # its features computed.
+    with FileLock(str(features_dir / f".{pack}.lock")), store.locked("dashboards", key):
         previous: Path | None = None  # the store's pack, when it lacks features wanted
         n_computed = 0
 
@@ -152,20 +195,20 @@ def build_dashboards(
             nonlocal n_computed
             progress = progress_for(summary.n_text_tokens) if progress_for else None
             n_computed = _compute_pack(
-                model, converted, scan, corpus, wanted, previous, out_dir, config, progress
+                model, converted, corpus, wanted, previous, out_dir, config, progress
             )
 
         folder, _ = store.get_or_compute("dashboards", key, write, reuse=holds_wanted)
-        published = publish_pack(folder, features_dir / scan)
+        publish_pack(folder, features_dir / pack)
         n_features = len(pack_features(folder))
     return FeatureDashboards(
         key=key,
-        scan=scan,
+        scan=pack,
         corpus_sha256=summary.sha256,
         corpus_tokens=summary.n_text_tokens,
         n_features=n_features,
         n_computed=n_computed,
-        published_path=str(published),
+        published_path=str(features_dir / pack),
         cached=n_computed == 0,
     )
 
@@ -173,7 +216,6 @@ def build_dashboards(
 def _compute_pack(
     model: ModelSpec,
     converted: ConvertedTranscoder,
-    scan: str,
     corpus: Any,
     wanted: set[tuple[int, int]] | None,
     previous: Path | None,
@@ -193,7 +235,9 @@ def _compute_pack(
         replacement,
         batches,
         out_dir,
-        transcoder_id=scan,
+        # The records name the weights' scan, not the pack: a store folder grown by runs with
+        # other pack names (e.g. a corpus file and the same prompts) holds the same bytes.
+        transcoder_id=viewer_scan(converted.content_hash),
         features=wanted,
         previous_pack=previous,
         config=config,
@@ -202,19 +246,6 @@ def _compute_pack(
         progress=progress,
     )
     return result.n_computed
-
-
-def publish_pack(pack_dir: Path, target: Path) -> Path:
-    """Make ``target`` hold ``pack_dir``'s files: layer files, then the summary, then the index,
-    each replaced atomically when it differs (the viewer lists a pack once its index exists)."""
-    target.mkdir(parents=True, exist_ok=True)
-    names = sorted(path.name for path in pack_dir.glob("*.bin"))
-    for name in [*names, SUMMARY_FILE, INDEX_FILE]:
-        data = (pack_dir / name).read_bytes()
-        published = target / name
-        if not published.is_file() or published.read_bytes() != data:
-            write_bytes_atomically(published, data)
-    return target
 
 
 class ProgressReport:
@@ -248,7 +279,7 @@ class ProgressReport:
 def dashboards_task(
     model: ModelSpec,
     converted: ConvertedTranscoder,
-    scan: str,
+    pack: str,
     corpus_file: str | None,
     prompts: list[str],
     graph_files: list[Path],
@@ -262,19 +293,19 @@ def dashboards_task(
     result = build_dashboards(
         model,
         converted,
-        scan,
+        pack,
         corpus_file,
         prompts,
         graph_files,
         all_features,
         store,
         graph_files_dir,
-        progress_for=lambda total: ProgressReport(scan, total, run_logger.info),
+        progress_for=lambda total: ProgressReport(pack, total, run_logger.info),
     )
     run_logger.info(
         "dashboards %s: %d features in the pack (%d computed now) over %d corpus tokens, "
         "published in %s",
-        scan,
+        pack,
         result.n_features,
         result.n_computed,
         result.corpus_tokens,

@@ -18,8 +18,8 @@ from tracerflow.attribution import torch_threads
 from tracerflow.scoring import (
     GraphLayout,
     influence_and_scores,
+    kept_features_scores,
     logit_weights,
-    merge_pruned_features_into_error,
     prune,
 )
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
@@ -42,8 +42,7 @@ def score_graph(graph: Graph, node_threshold: float, edge_threshold: float) -> G
         graph, node_threshold, edge_threshold, work=work, node_influence=unpruned.node_influence
     ).node_mask
     keep_features = node_mask[: layout.n_features]
-    merged = merge_pruned_features_into_error(graph, keep_features, out=work)
-    pruned = influence_and_scores(merged, layout, weights, work=merged)
+    pruned = kept_features_scores(graph, keep_features, weights, work)
     return GraphScores(
         replacement_score=unpruned.replacement,
         completeness_score=unpruned.completeness,

@@ -1,6 +1,8 @@
 """Train the toy preset: tokenizer, model and three transcoders. Deterministic and seeded.
 
     python -m tracerflow.toy.train [--out DIR]
+    python -m tracerflow.toy.train --checkpoints-at 30,150,600 --out DIR   (a training run's
+        checkpoints of one toy PLT on the shipped model: DIR/step-000030, ...)
 
 Writes into ``tracerflow/toy/data/`` by default (the committed package data), with
 ``training.json``'s figures and machine signature. The stages, and what reproduces byte for byte
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tracerflow.toy import EVAL_CORPUS_FILE
@@ -321,16 +323,19 @@ def fit_transcoder(
     seed: int,
     log: Callable[[str], None],
     name: str,
+    after_step: Callable[[int], None] | None = None,
+    batch: int = TRANSCODER_BATCH,
 ) -> float:
     """Minimise the standardized reconstruction MSE (plus, for JumpReLU, an L0 penalty whose
-    coefficient is steered towards ``JUMPRELU_TARGET_L0``). Returns the final MSE."""
+    coefficient is steered towards ``JUMPRELU_TARGET_L0``). Returns the final MSE.
+    ``after_step(n)`` is called once ``n`` optimizer steps are done (to save checkpoints)."""
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in transcoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=TRANSCODER_LR)
     sparsity = 1e-3
     mse = torch.tensor(0.0)
     for step in range(steps):
-        rows = torch.randint(0, x.shape[0], (TRANSCODER_BATCH,), generator=generator)
+        rows = torch.randint(0, x.shape[0], (batch,), generator=generator)
         pre = transcoder.pre_activations(x[rows])
         reconstruction = transcoder.decode(transcoder.activate(pre))
         mse = (reconstruction - y[rows]).pow(2).sum(-1).mean()
@@ -348,6 +353,8 @@ def fit_transcoder(
         optimizer.step()
         if step % 500 == 0 or step == steps - 1:
             log(f"{name} step {step}: mse {mse.item():.4f}")
+        if after_step is not None:
+            after_step(step + 1)
     return mse.item()
 
 
@@ -478,6 +485,105 @@ def train_transcoders(
     return results
 
 
+# --- a training run's checkpoints (docs/checkpoints.md, "Training runs") ---------------------
+
+# A short run: enough held-out structure for the curve to rise, seconds on one core.
+CHECKPOINT_RUN_SENTENCES = 600
+CHECKPOINT_RUN_BATCH = 128
+
+
+def checkpoint_folder_name(step: int) -> str:
+    """``step-000300``: the folder of a training run's checkpoint, its step in its name."""
+    return f"step-{step:06d}"
+
+
+def train_checkpoints(
+    out: Path, steps: list[int], log: Callable[[str], None], kind: str = "plt"
+) -> list[Path]:
+    """``write_run_checkpoints`` at one torch thread, as the whole training runs: these matrices
+    are tiny, and on a shared machine a second thread made it eight times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        return write_run_checkpoints(out, steps, log, kind)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def write_run_checkpoints(
+    out: Path, steps: list[int], log: Callable[[str], None], kind: str = "plt"
+) -> list[Path]:
+    """Train one toy TopK transcoder (``kind`` clt or plt) on the shipped toy model for
+    ``max(steps)`` steps from its random start, writing a folded crosslayer-transcoder
+    checkpoint ``out/step-NNNNNN`` (its step also as ``global_step`` in its config.yaml) once
+    each of ``steps`` is done: a training run's output, for scoring its curve. A short run
+    (``CHECKPOINT_RUN_SENTENCES`` sentences, batch ``CHECKPOINT_RUN_BATCH``), not the shipped
+    transcoders' training. Returns the folders in step order."""
+    from transformer_lens import HookedTransformer
+    from transformers import GPT2TokenizerFast
+
+    from tracerflow import toy
+    from tracerflow.models import toy_model_config
+
+    wanted = sorted(set(steps))
+    if not wanted or wanted[0] < 1:
+        raise ValueError(f"checkpoint steps must be whole numbers >= 1, got {steps}")
+    tokenizer = GPT2TokenizerFast.from_pretrained(str(toy.tokenizer_dir()))
+    model = HookedTransformer(toy_model_config())
+    # The weights file holds the parameters (``write_model``); buffers are rebuilt from config.
+    weights = load_file(str(toy.model_dir() / "model.safetensors"))
+    _, unexpected = model.load_state_dict(weights, strict=False)
+    missing = {name for name, _ in model.named_parameters()} - set(weights)
+    if unexpected or missing:
+        raise ValueError(
+            f"{toy.model_dir()}: the shipped toy model's weights do not match its config "
+            f"(unexpected {sorted(unexpected)[:3]}, missing {sorted(missing)[:3]})"
+        )
+    model.eval()
+    train_x, train_y = collect_activations(
+        model,
+        tokenizer,
+        sample_sentences(CHECKPOINT_RUN_SENTENCES, held_out=False, seed=SEED + 2),
+    )
+    stats = Standardizers.fit(train_x, train_y)
+    x = (train_x - stats.in_mean) / stats.in_std
+    y = (train_y - stats.out_mean) / stats.out_std
+    n_layers, d_model = train_x.shape[1], train_x.shape[2]
+    torch.manual_seed(SEED + 300)
+    transcoder = ToyTranscoder(kind, n_layers, d_model, D_FEATURES, TOPK_K)
+    config = checkpoint_config(
+        kind=kind,  # type: ignore[arg-type]
+        n_layers=n_layers,
+        d_model=d_model,
+        d_features=D_FEATURES,
+        nonlinearity="PerLayerTopK",
+        nonlinearity_args={"k": TOPK_K},
+        is_folded=True,
+    )
+    written: list[Path] = []
+
+    def save(done: int) -> None:
+        if done in wanted:
+            folder = out / checkpoint_folder_name(done)
+            tensors = checkpoint_tensors(transcoder, stats, fold=True)
+            write_checkpoint(folder, {**config, "global_step": done}, tensors)
+            written.append(folder)
+            log(f"wrote {folder}")
+
+    fit_transcoder(
+        transcoder,
+        x,
+        y,
+        wanted[-1],
+        SEED + 301,
+        log,
+        kind,
+        after_step=save,
+        batch=CHECKPOINT_RUN_BATCH,
+    )
+    return written
+
+
 def write_model(model: Any, tokenizer: Any, out: Path) -> None:
     model_dir = out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -552,6 +658,15 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="data folder to (re)write")
+    parser.add_argument(
+        "--checkpoints-at",
+        metavar="STEPS",
+        help="instead: train one toy PLT on the shipped model, writing a checkpoint folder "
+        "OUT/step-NNNNNN at each of these steps (comma-separated, e.g. 30,150,600)",
+    )
+    parser.add_argument(
+        "--kind", choices=("clt", "plt"), default="plt", help="with --checkpoints-at"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(TORCH_THREADS)
     torch.manual_seed(SEED)
@@ -559,6 +674,21 @@ def main(argv: list[str] | None = None) -> None:
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
+
+    if args.checkpoints_at is not None:
+        try:
+            steps = [int(step) for step in args.checkpoints_at.split(",") if step.strip()]
+        except ValueError:
+            parser.error(
+                f"--checkpoints-at: comma-separated whole numbers, got {args.checkpoints_at!r}"
+            )
+        if args.out == DEFAULT_OUT:
+            parser.error("--checkpoints-at needs an --out folder (not the shipped data)")
+        try:
+            train_checkpoints(args.out, steps, log, kind=args.kind)
+        except ValueError as error:
+            parser.error(str(error))
+        return
 
     out: Path = args.out
     for stale in ("tokenizer", "model", *TRANSCODER_SPECS):

@@ -1,11 +1,16 @@
 """The feature packs the viewer serves, and each transcoder's page of features.
 
 Packs live in ``<graph files>/features/<name>/`` (``tracerflow.dashboards.pack``), ``<name>`` the
-``scan`` the graph files carry (``tracerflow-<hash>``), so the graph page finds a graph's feature
-examples from its metadata alone. As with graphs, a request is matched against the few names a
-pack may hold, never joined to a folder as given: ``<name>.html`` (the feature page),
-``<name>/index.json.gz`` and ``<name>/layer_<n>.bin``; ``<name>`` must be a valid slug, and the
-file must resolve to where it was looked for (no symlink out of the folder).
+``scan`` the graph files carry (``tracerflow-<hash12>-<id8>``: weights, model, corpus and
+settings), so the graph page finds a graph's feature examples from its metadata alone. A pack
+folder holds immutable versions and ``CURRENT`` naming one: the pack list gives each pack's
+current version, and the page reads the index and the layer files of that version, so a run
+swapping in a grown pack meanwhile never mixes two versions under it. As with graphs, a
+request is matched against the few names a pack may hold, never joined to a folder as given:
+``<name>.html`` (the feature page), ``<name>[/<version>]/index.json.gz`` and
+``<name>[/<version>]/layer_<n>.bin`` (without a version: the current one, or the files of a
+pack from before versions); ``<name>`` must be a valid slug, ``<version>`` a version name, and
+the file must resolve to where it was looked for (no symlink out of the folder).
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tracerflow.dashboards.pack import INDEX_FILE, SUMMARY_FILE, read_pack_summary
+from tracerflow.dashboards.pack import (
+    INDEX_FILE,
+    SUMMARY_FILE,
+    VERSION_NAME,
+    current_pack_dir,
+    read_pack_summary,
+)
 from tracerflow.viewer.index import render_page
 from tracerflow.viewer.slugs import is_valid_slug
 
@@ -74,14 +85,23 @@ def features_root(graph_files_dir: Path) -> Path:
 
 def feature_pack_names(graph_files_dir: Path) -> list[str]:
     """Names of the complete packs (an ``index.json.gz`` present) under ``features/``, sorted."""
+    return sorted(feature_pack_versions(graph_files_dir))
+
+
+def feature_pack_versions(graph_files_dir: Path) -> dict[str, str]:
+    """Each complete pack's current version (``""`` for a pack from before versions), by name:
+    what the page reads its files under, ``features/<name>/<version>/``."""
     root = features_root(graph_files_dir)
     if not root.is_dir():
-        return []
-    return sorted(
-        entry.name
-        for entry in root.iterdir()
-        if is_valid_slug(entry.name) and _inside(entry / INDEX_FILE, root / entry.name)
-    )
+        return {}
+    versions = {}
+    for entry in root.iterdir():
+        if not is_valid_slug(entry.name):
+            continue
+        files = current_pack_dir(entry)
+        if files is not None and _inside(files / INDEX_FILE, files):
+            versions[entry.name] = "" if files == entry else files.name
+    return versions
 
 
 def feature_file(graph_files_dir: Path, relative: str) -> FeatureFile | None:
@@ -90,12 +110,21 @@ def feature_file(graph_files_dir: Path, relative: str) -> FeatureFile | None:
     if "/" not in relative:
         name = relative.removesuffix(".html")
         if relative.endswith(".html") and is_valid_slug(name):
-            summary = root / name / SUMMARY_FILE
-            if _inside(summary, root / name):
-                return FeatureFile(name, summary, "page")
+            files = current_pack_dir(root / name)
+            if files is not None and _inside(files / SUMMARY_FILE, files):
+                return FeatureFile(name, files / SUMMARY_FILE, "page")
         return None
-    name, _, file_name = relative.partition("/")
-    if not is_valid_slug(name):
+    parts = relative.split("/")
+    name, file_name = parts[0], parts[-1]
+    if not is_valid_slug(name) or len(parts) > 3:
+        return None
+    if len(parts) == 3:
+        if not VERSION_NAME.fullmatch(parts[1]):
+            return None
+        files: Path | None = root / name / parts[1]
+    else:
+        files = current_pack_dir(root / name)
+    if files is None:
         return None
     if file_name == INDEX_FILE:
         kind: Literal["index", "layer"] = "index"
@@ -103,8 +132,8 @@ def feature_file(graph_files_dir: Path, relative: str) -> FeatureFile | None:
         kind = "layer"
     else:
         return None
-    path = root / name / file_name
-    return FeatureFile(name, path, kind) if _inside(path, root / name) else None
+    path = files / file_name
+    return FeatureFile(name, path, kind) if _inside(path, files) else None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -124,7 +153,7 @@ def render_feature_page(
     revision); the page is titled by them, the pack's name (a hash) in a tooltip, or by the
     pack's name alone when there are none.
     """
-    rows_data = read_pack_summary(summary_path.parent)
+    rows_data = read_pack_summary(summary_path.parent)  # the version resolved for the request
     rows_data.sort(key=lambda row: (-row["density"], row["layer"], row["index"]))
     shown = rows_data[:MAX_FEATURE_ROWS]
     rows = "\n".join(

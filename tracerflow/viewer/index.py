@@ -23,6 +23,7 @@ from tracerflow.cells import cell_text
 from tracerflow.storage.quality import latest_metrics
 from tracerflow.storage.queries import graph_index
 from tracerflow.storage.store import NoHistoryError, StoreLike
+from tracerflow.storage.subgraphs import subgraph_rows
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
 from tracerflow.viewer.slugs import is_valid_slug
 
@@ -72,6 +73,11 @@ class GraphEntry:
     pruned_replacement_score: float | None = None
     pruned_completeness_score: float | None = None
     recorded_at: dt.datetime | None = None
+    # The newest saved subgraph of this graph (docs/metrics.md, "Subgraph scores"), if any.
+    subgraph_replacement_score: float | None = None
+    subgraph_completeness_score: float | None = None
+    subgraph_n_pinned_features: int | None = None
+    subgraph_scored_at: dt.datetime | None = None
 
 
 def read_graph_metadata(graph_files_dir: Path) -> list[dict[str, Any]]:
@@ -124,6 +130,22 @@ def load_db_scores(store: StoreLike | None) -> dict[str, dict[str, Any]]:
     }
 
 
+def load_db_subgraphs(store: StoreLike | None) -> dict[str, dict[str, Any]]:
+    """Per slug, its newest saved subgraph's row (``subgraphs_wide``); ``{}`` when there is no
+    database or it cannot be read (the same rules as ``load_db_scores``)."""
+    if store is None:
+        return {}
+    try:
+        rows = subgraph_rows(store)  # newest first
+    except Exception as exc:  # a locked or unreadable database must not take the viewer down
+        logger.warning("cannot read subgraphs from %s: %s", store, exc)
+        return {}
+    newest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        newest.setdefault(row["slug"], row)
+    return newest
+
+
 # The transcoder quality table: (label, row key, sort type), all layers (docs/metrics.md).
 QUALITY_COLUMNS = (
     ("Transcoder", "transcoder_source", "text"),
@@ -170,10 +192,12 @@ def build_graph_index(graph_files_dir: Path, store: StoreLike | None = None) -> 
     modification time.
     """
     scores = load_db_scores(store)
+    subgraphs = load_db_subgraphs(store) if scores else {}
     entries = []
     for meta in read_graph_metadata(graph_files_dir):
         slug = meta["slug"]
         row = scores.get(slug, {})
+        subgraph = subgraphs.get(slug, {})
         recorded_at = _as_datetime(row.get("recorded_at")) or _as_datetime(meta.get("recorded_at"))
         if recorded_at is None:
             mtime = (graph_files_dir / f"{slug}.json").stat().st_mtime
@@ -196,6 +220,10 @@ def build_graph_index(graph_files_dir: Path, store: StoreLike | None = None) -> 
                 model=_as_text(row.get("model") or meta.get("model")),
                 recorded_at=recorded_at,
                 **{key: _as_float(row.get(key, meta.get(key))) for key in SCORE_KEYS},
+                subgraph_replacement_score=_as_float(subgraph.get("subgraph_replacement_score")),
+                subgraph_completeness_score=_as_float(subgraph.get("subgraph_completeness_score")),
+                subgraph_n_pinned_features=subgraph.get("n_pinned_features"),
+                subgraph_scored_at=_as_datetime(subgraph.get("created_at")),
             )
         )
     entries.sort(key=lambda e: _sort_time(e.recorded_at), reverse=True)
@@ -319,6 +347,8 @@ _COLUMNS = (
     ("Replacement (pruned)", "number"),
     ("Completeness (pruned)", "number"),
     ("Run date", "text"),
+    ("Replacement (subgraph)", "number"),
+    ("Completeness (subgraph)", "number"),
 )
 
 
@@ -373,8 +403,23 @@ def _render_row(entry: GraphEntry, has_features: bool = False) -> str:
         _text_cell(entry.model),
         *(_score_cell(getattr(entry, key)) for key in SCORE_KEYS),
         f"<td data-sort='{sort_time}'>{recorded}</td>",
+        *_subgraph_cells(entry),
     ]
     return f"<tr data-slug='{entry.slug}'>{''.join(cells)}</tr>"
+
+
+def _subgraph_cells(entry: GraphEntry) -> list[str]:
+    """The newest saved subgraph's replacement and completeness, how many features it pins and
+    when it was scored in the tooltip."""
+    cells = [
+        _score_cell(entry.subgraph_replacement_score),
+        _score_cell(entry.subgraph_completeness_score),
+    ]
+    if entry.subgraph_scored_at is None:
+        return cells
+    when = entry.subgraph_scored_at.strftime("%Y-%m-%d %H:%M")
+    title = f"{entry.subgraph_n_pinned_features} pinned feature(s), scored {when} UTC"
+    return [cell.replace("<td ", f"<td title='{title}' ", 1) for cell in cells]
 
 
 def _transcoder_cell(entry: GraphEntry, has_features: bool) -> str:

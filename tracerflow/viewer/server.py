@@ -8,14 +8,17 @@ request path to a folder:
   (``.html``, ``.js``, ``.css`` only), so a path not in the table is a 404 whatever it contains;
 - ``/data/graph-metadata.json``: the viewable entries of the folder's metadata file;
 - ``/graph_data/<slug>.json``: a graph file, after ``validate_slug``;
-- ``/features/index.json``: the names of the feature packs in the folder's ``features/``;
-  ``/features/<name>/index.json.gz`` and ``/features/<name>/layer_<n>.bin``: a pack's files
-  (``tracerflow.dashboards.pack``), the ``.bin`` with HTTP Range requests (206, 416), as
-  circuit-tracer's frontend reads them; ``/features/<name>.html``: the pack's feature table;
+- ``/features/index.json``: the names of the feature packs in the folder's ``features/`` and
+  each one's current version; ``/features/<name>/<version>/index.json.gz`` and
+  ``/features/<name>/<version>/layer_<n>.bin`` (or without ``<version>``: the current one): a
+  pack's files (``tracerflow.dashboards.pack``), the ``.bin`` with HTTP Range requests (206,
+  416), as circuit-tracer's frontend reads them; ``/features/<name>.html``: the pack's feature
+  table;
 - ``POST /save_graph/<slug>``: the viewer's Save button (pinned nodes, supernodes, ...), which
   rewrites only the ``qParams`` of an existing graph file: strict JSON (no ``NaN`` or
   ``Infinity``), bounded in size and depth, written compactly; never ``graph-metadata``; off
-  with ``read_only``.
+  with ``read_only``. With a score store and an artifact store, a Save that pins nodes also
+  scores that subgraph (``tracerflow.subgraphs``), records it and answers its scores.
 
 Requests with ``..``, ``.``, backslashes, NUL or bad percent-encodings are refused with 400
 before routing. When bound to a loopback address, requests naming another ``Host`` are refused
@@ -40,11 +43,13 @@ from urllib.parse import unquote, urlsplit
 
 from tracerflow.fsutil import write_text_atomically
 from tracerflow.storage.store import StoreLike
+from tracerflow.storage.subgraphs import SubgraphRecord
 from tracerflow.viewer.features import (
     FEATURE_LIST_PATH,
     FeatureFile,
     feature_file,
     feature_pack_names,
+    feature_pack_versions,
     render_feature_page,
 )
 from tracerflow.viewer.graph_ids import GRAPH_METADATA_FILE
@@ -137,12 +142,16 @@ class ViewerServer(ThreadingHTTPServer):
         port: int = DEFAULT_PORT,
         store: StoreLike | None = None,
         read_only: bool = False,
+        artifacts_dir: Path | None = None,
     ) -> None:
         self.graph_files_dir = graph_files_dir.expanduser().resolve()
         self.store = store
+        self.artifacts_dir = artifacts_dir
         self.read_only = read_only
         self.routes = static_routes()
         self.save_lock = threading.Lock()
+        # Scoring sets torch's thread count (process-wide) to the graph's: one Save at a time.
+        self.score_lock = threading.Lock()
         if ":" in host:  # an IPv6 literal such as ::1
             self.address_family = socket.AF_INET6
         super().__init__((host, port), ViewerRequestHandler)
@@ -165,9 +174,18 @@ def make_server(
     port: int = DEFAULT_PORT,
     store: StoreLike | None = None,
     read_only: bool = False,
+    artifacts_dir: Path | None = None,
 ) -> ViewerServer:
-    """Bind the viewer server (``port=0``: any free port; see ``ViewerServer.url``)."""
-    return ViewerServer(graph_files_dir, host=host, port=port, store=store, read_only=read_only)
+    """Bind the viewer server (``port=0``: any free port; see ``ViewerServer.url``). Save scores
+    pinned subgraphs when both ``store`` and ``artifacts_dir`` (where the graphs are) are given."""
+    return ViewerServer(
+        graph_files_dir,
+        host=host,
+        port=port,
+        store=store,
+        read_only=read_only,
+        artifacts_dir=artifacts_dir,
+    )
 
 
 def _own_origins(host: str, port: int) -> frozenset[str]:
@@ -284,8 +302,9 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             graph_path = self._graph_path(path.removeprefix("/graph_data/"))
             self._send_bytes(graph_path.read_bytes(), "application/json", head=head)
         elif path == FEATURE_LIST_PATH:
-            names = feature_pack_names(self.server.graph_files_dir)
-            self._send_bytes(json.dumps({"scans": names}).encode(), "application/json", head=head)
+            versions = feature_pack_versions(self.server.graph_files_dir)
+            listing = {"scans": sorted(versions), "versions": versions}
+            self._send_bytes(json.dumps(listing).encode(), "application/json", head=head)
         elif path.startswith("/features/"):
             self._send_feature_file(path.removeprefix("/features/"), head=head)
         else:
@@ -391,7 +410,32 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
             # Kept beside the graph first: the next run's export republishes it (saved_views).
             save_view(self.server.graph_files_dir, slug, q_params)
             write_text_atomically(graph_path, graph_text(graph, q_params))
-        self._send_bytes(b'{"saved": true}', "application/json")
+        answer = {"saved": True, **self._score_subgraph(slug, q_params)}
+        self._send_bytes(json.dumps(answer).encode("utf-8"), "application/json")
+
+    def _score_subgraph(self, slug: str, q_params: dict[str, Any]) -> dict[str, Any]:
+        """``{"subgraph": scores}`` for a saved view that pins nodes, ``{"subgraph_error":
+        line}`` when it cannot be scored (the view is saved either way), ``{}`` when nothing is
+        pinned or this viewer has no score store."""
+        store, artifacts_dir = self.server.store, self.server.artifacts_dir
+        if store is None or artifacts_dir is None:
+            return {}
+        if not q_params.get("pinnedIds") and q_params.get("supernodes") in (None, "", "[]", []):
+            return {}
+        from tracerflow.errors import TracerflowError
+        from tracerflow.storage.subgraphs import graph_of_slug
+
+        try:
+            graph_of_slug(store, slug)  # a graph the store lacks: said before torch is loaded
+            from tracerflow.subgraphs import score_and_record  # torch: only when a Save scores
+
+            with self.server.score_lock:
+                record = score_and_record(
+                    store, artifacts_dir, slug, q_params, f"the view saved for {slug}", "viewer"
+                )
+        except TracerflowError as error:
+            return {"subgraph_error": str(error)}
+        return {"subgraph": subgraph_answer(record)}
 
     def _content_length(self) -> int:
         raw = self.headers.get("Content-Length")
@@ -448,6 +492,18 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+
+def subgraph_answer(record: SubgraphRecord) -> dict[str, Any]:
+    """What Save answers about the subgraph it scored: the four numbers and their counts."""
+    return {
+        "n_pinned_features": record.n_pinned_features,
+        "n_selected_features": record.n_selected_features,
+        "graph_replacement_score": record.graph_replacement_score,
+        "graph_completeness_score": record.graph_completeness_score,
+        "subgraph_replacement_score": record.subgraph_replacement_score,
+        "subgraph_completeness_score": record.subgraph_completeness_score,
+    }
 
 
 def _request_path(raw: str) -> str:

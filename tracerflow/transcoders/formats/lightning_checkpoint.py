@@ -130,6 +130,29 @@ def _refused_global(path: Path, data: bytes) -> str | None:
     return None
 
 
+_INT_OPCODES = ("BININT", "BININT1", "BININT2", "LONG1", "INT", "LONG")
+_MEMO_OPCODES = ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE")
+
+
+def recorded_step(folder: Path) -> int | None:
+    """The ``global_step`` Lightning saved in ``clt.ckpt`` (the optimizer steps taken when it
+    was written), read from the pickle's opcodes without executing them (no torch): the first
+    whole number pushed right after the string ``global_step``. Lightning's ``dump_checkpoint``
+    writes it at the dict's top, before the state and the loops. None when there is none."""
+    path = folder / CKPT_FILE
+    after_key = False
+    try:
+        for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
+            if after_key and opcode.name in _INT_OPCODES and isinstance(arg, int):
+                return arg
+            if opcode.name in _MEMO_OPCODES:
+                continue
+            after_key = "UNICODE" in opcode.name and arg == "global_step"
+    except (ValueError, pickle.UnpicklingError) as error:
+        raise CheckpointError(f"{path}: its pickled data cannot be read ({error})") from None
+    return None
+
+
 def check(folder: Path) -> None:
     """The door: a torch zip archive whose pickle names nothing the weights-only loader refuses,
     and a readable transcoder config beside it where there is one. No torch; the tensors and

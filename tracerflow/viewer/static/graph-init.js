@@ -80,6 +80,19 @@ window.init = async function(){
     .attr('value', d => d.slug)
     .property('selected', d => d.slug === visState.slug)
 
+  // tracerflow: what Save answered about the pinned subgraph, as the status line's tail
+  function subgraphText(answer) {
+    var f = x => Number(x).toFixed(3)
+    if (answer && answer.subgraph) {
+      var g = answer.subgraph
+      return ` · subgraph of ${g.n_pinned_features} pinned feature(s): replacement ` +
+        `${f(g.subgraph_replacement_score)}, completeness ${f(g.subgraph_completeness_score)} ` +
+        `(graph ${f(g.graph_replacement_score)} / ${f(g.graph_completeness_score)})`
+    }
+    if (answer && answer.subgraph_error) return ' · subgraph not scored: ' + answer.subgraph_error
+    return ''
+  }
+
   // Add save button to the right
   // tracerflow: Save says what happened next to the button (and to screen readers), and why
   // it failed when it did
@@ -128,10 +141,11 @@ window.init = async function(){
           var reason = await response.json().then(body => body.error, () => null)
           throw new Error(reason ? `${reason} (HTTP ${response.status})` : `HTTP ${response.status}`);
         }
-        return 1;
+        return response.json().catch(() => ({}));
       })
-      .then(() => {
-        saveStatus.text('Saved at ' + new Date().toLocaleTimeString())
+      .then(answer => {
+        // tracerflow: a Save that pins nodes also scores that subgraph (docs/metrics.md)
+        saveStatus.text('Saved at ' + new Date().toLocaleTimeString() + subgraphText(answer))
           .attr('title', 'The view (pinned nodes, groups, labels) is stored in the graph file')
           .classed('tf-save-ok', true)
         saveButton.text("Saved!")

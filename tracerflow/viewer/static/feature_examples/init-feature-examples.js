@@ -13,7 +13,8 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
     chartRowHeight: 82,
   }
 
-  // tracerflow: per page, the server's pack list, each pack's index and each loaded feature
+  // tracerflow: per page, the server's pack list (names and current versions), each pack's index
+  // and each loaded feature
   // (set before the return below: the loaders are hoisted, these assignments are not).
   var packListPromise = null
   var packIndexPromises = new Map()
@@ -50,14 +51,16 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
   // rewrite of ./features/). Here they come only from this server: a graph whose scan names a
   // feature pack the server lists (./features/index.json; a scan './features/NAME' or 'NAME')
   // reads it as circuit-tracer reads a Hub repo's features/ folder (index.json.gz, then one
-  // Range request into the layer's .bin); another './' scan tries ${scan}/${id}.json quietly;
+  // Range request into the layer's .bin), all from the version the list named, so a run that
+  // swaps in a grown pack meanwhile never mixes two versions; another './' scan tries
+  // ${scan}/${id}.json quietly;
   // any other feature gets an empty record, and the list says there are no examples.
 
   function packList() {
     if (!packListPromise) {
       packListPromise = util.getFile('./features/index.json', false)
-        .then(d => d.scans || [])
-        .catch(() => [])
+        .then(d => ({scans: d.scans || [], versions: d.versions || {}}))
+        .catch(() => ({scans: [], versions: {}}))
     }
     return packListPromise
   }
@@ -65,7 +68,10 @@ window.initFeatureExamples = function({containerSel, showLogits=true, showExampl
   async function packDir(scan) {
     if (!scan) return null
     var name = scan.startsWith('./features/') ? scan.slice('./features/'.length) : scan
-    return (await packList()).includes(name) ? `./features/${name}` : null
+    var list = await packList()
+    if (!list.scans.includes(name)) return null
+    var version = list.versions[name]
+    return version ? `./features/${name}/${version}` : `./features/${name}`
   }
 
   async function loadFeatureFromPack(dir, featureIndex) {
