@@ -540,6 +540,9 @@ def shared_cursor(
         cursor = con.cursor()
     try:
         cursor.execute(f"USE {CATALOG}")
+        # DuckDB variables belong to a connection, and a cursor is one of its own: the roots the
+        # views resolve stored paths against are set on each, from this process's settings now.
+        set_roots(cursor)
     except BaseException:
         cursor.close()
         raise
