@@ -6,16 +6,20 @@ run, side by side:
   1. writes: a history of ``--runs`` runs (default 1 000; each a toy-nightly-sized run: 3
      transcoders × 6 prompts = 18 score rows), each its own transaction (a lake snapshot each),
      into a file and into a lake; the last ``--timed`` of them through ``record_run`` as a flow
-     run writes (a fresh connection, one transaction), file and lake alternating so both see the
-     same machine: the median and p95 seconds a write, as a ratio;
+     run writes (one transaction, on the process's shared lake connection, which the first of
+     them opens), file and lake alternating so both see the same machine: the first write and
+     the median and p95 seconds a write, as a ratio;
   2. queries on that same 1 000-run history: ``history``, ``transcoder_summary``, ``graph_index``
-     and a ``sql`` aggregate, median of ``--repeats``, as ratios; then again on the lake after
+     and a ``sql`` aggregate: the first query of a process (a lake's connection opened for it)
+     and the steady state (median of ``--repeats`` after it, on the process's shared
+     connection), as ratios; then again on the lake after
      DuckLake's own maintenance (``ducklake_flush_inlined_data``: small writes are inlined in
      the catalog until flushed to Parquet; ``ducklake_merge_adjacent_files``: a run's small
      files merged);
   3. concurrent writers: ``--writers`` processes × ``--runs-each`` runs at once, into one new
-     lake and into one new file: rows/s, the p95 commit latency (a write's wall time, its
-     conflicts retried inside it) and a check that every row landed exactly once;
+     lake and into one new file: rows/s, the p95 commit latency (a write's wall time: its wait
+     for the writers' lock, and any conflict retried inside it) and a check that every row
+     landed exactly once;
   4. faults: ``--kills`` writers killed with SIGKILL at a random moment of their write
      (some before, some during COMMIT) while others write: no run is visible in part.
 
@@ -131,16 +135,29 @@ QUERIES: dict[str, Callable[[Store], Any]] = {
 }
 
 
-def time_queries(stores: list[Store], repeats: int) -> list[dict[str, float]]:
-    """Median seconds of each query on each store, the stores taking turns."""
+def time_queries(
+    stores: list[Store], repeats: int
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Seconds of each query on each store, the stores taking turns: (first, steady). First: the
+    query in a process that has no connection to the store yet (a lake's shared connections are
+    closed before it, so it loads the extensions and attaches, as a new CLI process does);
+    steady: the median of ``repeats`` after it (the viewer's pages, a worker's lookups)."""
+    first: list[dict[str, float]] = [{} for _ in stores]
     samples: list[dict[str, list[float]]] = [{name: [] for name in QUERIES} for _ in stores]
+    for name, query in QUERIES.items():
+        for i, store in enumerate(stores):
+            lake.forget_all()
+            began = time.perf_counter()
+            query(store)
+            first[i][name] = time.perf_counter() - began
     for _ in range(repeats):
         for name, query in QUERIES.items():
             for i, store in enumerate(stores):
                 began = time.perf_counter()
                 query(store)
                 samples[i][name].append(time.perf_counter() - began)
-    return [{name: statistics.median(v) for name, v in per.items()} for per in samples]
+    steady = [{name: statistics.median(v) for name, v in per.items()} for per in samples]
+    return first, steady
 
 
 # --- concurrent writers (spawned processes) -------------------------------------------------
@@ -279,6 +296,8 @@ def history_and_queries(
         print(f"   {store.describe()}: {built} runs in {time.perf_counter() - began:.0f} s")
     file_writes, lake_writes = timed_writes([file_store, lake_store], built, args.timed)
     print(f"   the last {args.timed} through record_run, file and lake taking turns:")
+    first = f"file {file_writes[0] * 1000:7.1f} ms  lake {lake_writes[0] * 1000:7.1f} ms"
+    print(f"   first write: {first}  lake/file ×{lake_writes[0] / file_writes[0]:.1f}")
     for label, stat in (("median", statistics.median), ("p95", lambda v: percentile(v, 0.95))):
         f, lk = stat(file_writes), stat(lake_writes)
         times = f"file {f * 1000:7.1f} ms  lake {lk * 1000:7.1f} ms"
@@ -286,25 +305,36 @@ def history_and_queries(
 
     if not queries_too:
         return lake_writes
-    print(f"2. queries on the {args.runs}-run history (median of {args.repeats})")
-    file_q, lake_q = time_queries([file_store, lake_store], args.repeats)
+    print(
+        f"2. queries on the {args.runs}-run history (first query of a process; median of "
+        f"{args.repeats} after it)"
+    )
+    (file_first, lake_first), (file_q, lake_q) = time_queries(
+        [file_store, lake_store], args.repeats
+    )
+    lake.forget_all()
     with lake.connect(lake_store, read_only=False) as con:
         began = time.perf_counter()
         # DuckLake's own maintenance: inlined rows to Parquet, then small files merged.
         con.execute("CALL ducklake_flush_inlined_data('lake')")
         con.execute("CALL ducklake_merge_adjacent_files('lake')")
         flush_s = time.perf_counter() - began
-    file_again, flushed_q = time_queries([file_store, lake_store], args.repeats)
-    header = ("file", "lake", "ratio", "compacted", "ratio")
-    print(f"   {'query':30s} " + " ".join(f"{h:>9s}" for h in header))
+    (_, _), (file_again, flushed_q) = time_queries([file_store, lake_store], args.repeats)
+    header = ("file", "lake 1st", "ratio", "file", "lake", "ratio", "compacted", "ratio")
+    print(f"   {'query':28s} " + " ".join(f"{h:>9s}" for h in header))
+    print(f"   {'':28s} {'first query':^29s} {'steady state':^29s} {'steady, compacted':^19s}")
     for name in QUERIES:
-        f, lk, fl = file_q[name], lake_q[name], flushed_q[name]
-        f2 = file_again[name]
-        cells = (f"{f * 1000:7.1f}ms", f"{lk * 1000:7.1f}ms", f"×{lk / f:5.1f}")
-        cells += (f"{fl * 1000:7.1f}ms", f"×{fl / f2:5.1f}")
-        print(f"   {name:30s} " + " ".join(f"{c:>9s}" for c in cells))
+        cells = (*ratio_cells(file_first[name], lake_first[name]),)
+        cells += ratio_cells(file_q[name], lake_q[name])
+        cells += ratio_cells(file_again[name], flushed_q[name])[1:]
+        print(f"   {name:28s} " + " ".join(f"{c:>9s}" for c in cells))
     print(f"   (compacting: flush inlined rows, merge adjacent files, took {flush_s:.1f} s)")
     return lake_writes
+
+
+def ratio_cells(file_s: float, lake_s: float) -> tuple[str, str, str]:
+    """A file time, a lake time and their ratio, as table cells."""
+    return f"{file_s * 1000:7.1f}ms", f"{lake_s * 1000:7.1f}ms", f"×{lake_s / file_s:5.1f}"
 
 
 def concurrent_writers(args: argparse.Namespace, postgres: PostgresServer, folder: Path) -> None:

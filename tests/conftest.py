@@ -99,6 +99,15 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _closed_lake_connections() -> Iterator[None]:
+    """Each test starts with no shared lake connection (``lake.shared_cursor``): one kept from
+    an earlier test would skip the opens a test counts or breaks, and hold PostgreSQL sessions."""
+    yield
+    if "tracerflow.storage.lake" in sys.modules:
+        sys.modules["tracerflow.storage.lake"].forget_all()
+
+
 @pytest.fixture
 def fresh_pg_database(postgres: PostgresServer) -> str:
     """A new, empty database on the session's server for this test; its libpq conninfo."""

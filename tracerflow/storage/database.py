@@ -166,7 +166,7 @@ def check_run_store(store: Store) -> None:
 def _check_lake_exists(store: LakeStore) -> None:
     """``StorageError`` when ``store`` is a lake nobody has written (it would need a data path)."""
     try:
-        lake.connect(store, read_only=True).close()
+        _shared_lake_reader(store).close()  # opened now, for the run's lookups to use
     except NoHistoryError:
         raise lake.needs_data_path(store) from None
     except StoreUnreachableError:
@@ -239,12 +239,25 @@ def open_reader(
     return _retry_while_locked(connect, path, timeout_s, "read")
 
 
+def _shared_lake_reader(store: LakeStore) -> Connection:
+    """A cursor on the process's one locked-down reader of ``store``, opened the first time."""
+    return lake.shared_cursor(
+        store, read_only=True, opener=lambda: lake.connect(store, read_only=True)
+    )
+
+
 def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
-    """A lake reader; a lake an older tracerflow wrote is migrated first, in place, under its
-    schema lock, as the file is. A snapshot from before a migration is history and is read as
-    it is: a query that names a column added since fails in one line."""
+    """A lake reader: a cursor on the process's shared reader of ``store``
+    (``lake.shared_cursor``), or, at ``as_of``, a connection of its own. A lake an older
+    tracerflow wrote is migrated first, in place, under its schema lock, as the file is; a
+    snapshot from before a migration is history and is read as it is (a query that names a
+    column added since fails in one line). A failure closes the shared reader: the next read
+    reopens it."""
     try:
-        con = lake.connect(store, read_only=True, as_of=as_of)
+        if as_of is None:
+            con = _shared_lake_reader(store)
+        else:
+            con = lake.connect(store, read_only=True, as_of=as_of)
     except StorageError as error:
         if as_of is None or "No snapshot found" not in str(error):
             raise
@@ -255,13 +268,16 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             snapshots.check_time_kept(store, as_of.time)
     except duckdb.Error as error:  # PostgreSQL lost between the ATTACH and this first read
         con.close()
+        lake.forget(store, read_only=True)
         raise lake.lake_error(store, error, read_only=True) from None
     except BaseException:
         con.close()
+        lake.forget(store, read_only=True)
         raise
     if version == CURRENT_VERSION or (as_of is not None and 0 < version < CURRENT_VERSION):
         return con
     con.close()
+    lake.forget(store, read_only=True)
     if version == 0:
         raise NoHistoryError(
             f"no score history in {store.describe()}"
@@ -274,7 +290,7 @@ def _open_lake_reader(store: LakeStore, as_of: AsOf | None) -> Connection:
             f"tracerflow reads ({CURRENT_VERSION}); upgrade tracerflow to read it"
         )
     lake.open_writer(store).close()  # migrates in place under the schema lock
-    return lake.connect(store, read_only=True)
+    return _shared_lake_reader(store)
 
 
 @contextlib.contextmanager
@@ -295,6 +311,8 @@ def reading(
     try:
         yield con
     except duckdb.Error as error:
+        if isinstance(store, LakeStore):  # the shared reader may be what broke: reopened next
+            lake.forget(store, read_only=True)
         # Not chained: the driver's own message may hold a lake's password.
         raise _read_error(store, error) from None
     finally:

@@ -7,10 +7,17 @@ schema is created once, in one transaction, from an in-memory database the migra
 the two cannot drift (DuckLake has no PRIMARY KEY or UNIQUE constraints; the writer keeps ids
 unique itself).
 
-Writers on several hosts commit concurrently. DuckLake settles races between plain appends by
-itself, but two runs that both insert the same new transcoder would both see it missing; so every
-write also rewrites the one row of ``lake_writes``, which makes any two overlapping writes
-conflict, and the later one is rolled back and retried from the start against the new snapshot.
+Opening a lake costs about 0.45 s of extension loading (DuckDB checks the signature of each
+binary) and 0.1 s of ATTACH, more than most queries; so a process opens each lake once for
+reading and once for writing, keeps both open, and hands out cursors (``shared_cursor``).
+
+Writers on several hosts take turns on a PostgreSQL advisory lock held in the catalog's own
+database (``writers_turn``): the next writer starts its transaction only after the previous one
+committed, so it reads the newest snapshot and never conflicts. The lock is transaction-scoped
+on a PostgreSQL session of the writer's own, so it ends with the commit, and with the session
+when the writer dies. Every write also still rewrites the one row of ``lake_writes``: a writer
+that does not take the lock (an older tracerflow) then conflicts with any overlapping write
+instead of landing a transcoder twice, and the later one is retried against the new snapshot.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import importlib
 import os
 import random
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +56,17 @@ EXTENSIONS = (
 )
 # The one-row table every write rewrites, so that overlapping writes conflict (see above).
 WRITER_TURN_TABLE = "lake_writes"
+# A write of at most this many rows into a table is kept in the catalog (DuckLake's data
+# inlining) rather than written as a Parquet file of its own: a run of up to 1 000 prompts lands
+# without a file, and reading a history of such runs reads a few catalog tables instead of a
+# file per run and table (DuckLake's default, 10, made every toy run's scores a file; measured
+# in docs/operations.md, "Lake speed"). ``ducklake_flush_inlined_data`` moves them to Parquet.
+INLINED_ROWS = 1000
+# The writer's own PostgreSQL session (a second ATTACH of the catalog's database), which holds
+# the writers' lock; and the lock's key, the same in every tracerflow (advisory locks are per
+# database, and a lake's catalog has a database of its own).
+LOCK_CATALOG = "tracerflow_writers"
+WRITERS_LOCK_KEY = 0x74726163_65726C6B  # "tracerlk"
 
 
 def extension_directory() -> Path:
@@ -166,6 +186,8 @@ def attach(
         options.append(f"DATA_PATH {_quote(str(store.data_path) + os.sep)}")
     if read_only:
         options.append("READ_ONLY")
+    else:
+        options.append(f"DATA_INLINING_ROW_LIMIT {INLINED_ROWS}")
     if as_of is not None and as_of.snapshot is not None:
         options.append(f"SNAPSHOT_VERSION {int(as_of.snapshot)}")
     elif as_of is not None and as_of.time is not None:
@@ -384,28 +406,164 @@ def write(
     timeout_s: float,
     prepare: Callable[[Connection], None] | None = None,
 ) -> T:
-    """Run ``body`` in one lake transaction that takes the writer's turn; conflicts retried.
-    ``prepare`` runs once before, outside the transaction (an ATTACH cannot run inside one)."""
+    """Run ``body`` in one lake transaction, in the writers' turn (``writers_turn``), on the
+    process's writer connection; conflicts (with a writer that took no turn) retried.
+    ``prepare`` runs once before, outside the transaction (an ATTACH cannot run inside one), on
+    a connection of its own that is closed after (what it attaches stays out of the shared one).
+    Any failure closes the shared connection: the next write opens a fresh one."""
 
     def take_turn_then(con: Connection) -> T:
         con.execute(f"UPDATE {WRITER_TURN_TABLE} SET writes = writes + 1")
         return body(con)
 
-    con = open_writer(store)
+    if prepare is not None:
+        con = _writer_connection(store)
+    else:
+        con = shared_cursor(store, read_only=False, opener=lambda: _writer_connection(store))
     try:
-        if prepare is not None:
-            prepare(con)
-        return _in_transaction(con, take_turn_then, timeout_s)  # type: ignore[return-value]
+        # Read before the turn (a lake at the current version, nearly always, needs nothing in
+        # it), checked each time: another process may have created or migrated the lake.
+        try:
+            current = schema_version(con) == CURRENT_VERSION
+        except duckdb.Error as error:  # a kept connection whose PostgreSQL went away
+            raise lake_error(store, error, read_only=False) from None
+        with writers_turn(con, store, timeout_s):
+            if not current:
+                ensure_schema(con, store)
+            if prepare is not None:
+                prepare(con)
+            return _in_transaction(con, take_turn_then, timeout_s)  # type: ignore[return-value]
+    except BaseException:
+        if prepare is None:
+            forget(store, read_only=False)
+        raise
     finally:
         con.close()
 
 
-def open_writer(store: LakeStore) -> Connection:
-    """A writable connection to the lake, its schema created first when the lake is new."""
-    con = connect(store, read_only=False)
+def open_writer(store: LakeStore, timeout_s: float = 60.0) -> Connection:
+    """A writable connection of its own to the lake, its schema created or brought up to date
+    first, in the writers' turn, when it is not current."""
+    con = _writer_connection(store)
     try:
-        ensure_schema(con, store)
+        with writers_turn(con, store, timeout_s):
+            ensure_schema(con, store)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _writer_connection(store: LakeStore) -> Connection:
+    """A writable connection to the lake, with the catalog's database also attached as
+    ``LOCK_CATALOG`` for the writers' lock."""
+    con = connect(store, read_only=False)
+    try:
+        con.execute(f"ATTACH {_quote(store.conninfo)} AS {LOCK_CATALOG} (TYPE postgres)")
+    except duckdb.Error as error:
+        con.close()
+        raise lake_error(store, error, read_only=False) from None
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextlib.contextmanager
+def writers_turn(con: Connection, store: LakeStore, timeout_s: float) -> Iterator[None]:
+    """Wait (up to ``timeout_s``) for the lake's writers' lock and hold it for the block.
+
+    ``pg_advisory_xact_lock`` in a transaction of the writer's own PostgreSQL session (a cursor
+    on ``con``'s ``LOCK_CATALOG``): PostgreSQL queues the waiters and hands the lock on when the
+    holder's transaction ends, which the block's end does, or its session ends, which a killed
+    writer's does (PostgreSQL ends the session when the socket closes). Measured against
+    conflict-and-retry in docs/operations.md ("Lake speed")."""
+    lock = con.cursor()
+    try:
+        lock.execute("BEGIN TRANSACTION")
+        wait_ms = max(1, round(timeout_s * 1000))
+        for statement in (
+            f"SELECT set_config('lock_timeout', '{wait_ms}', true)",
+            f"SELECT pg_advisory_xact_lock({WRITERS_LOCK_KEY})::text",
+        ):
+            lock.execute(f"SELECT * FROM postgres_query('{LOCK_CATALOG}', {_quote(statement)})")
+    except duckdb.Error as error:
+        lock.close()
+        if "lock timeout" in str(error):
+            raise StorageError(
+                f"another writer has held the lake {store.describe()} for more than "
+                f"{timeout_s:.0f} s; try again when it finishes"
+            ) from None
+        raise lake_error(store, error, read_only=False) from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            lock.execute("ROLLBACK")  # ends the PostgreSQL transaction: the lock is handed on
+        lock.close()
+
+
+# --- one connection per process -------------------------------------------------------------
+
+# Lakes kept open per kind (reader, writer) in a process; the least recently used beyond this
+# are closed (a test session touches many lakes, and each open lake holds PostgreSQL sessions).
+SHARED_PER_KIND = 2
+_shared: OrderedDict[tuple[str, str, bool], Connection] = OrderedDict()
+_shared_lock = threading.Lock()
+_shared_pid = os.getpid()
+# A forked child's copies of its parent's connections: kept referenced and never closed, since
+# closing one would end the parent's PostgreSQL sessions (libpq says goodbye on the shared socket).
+_inherited: list[Connection] = []
+
+
+def shared_cursor(
+    store: LakeStore, read_only: bool, opener: Callable[[], Connection]
+) -> Connection:
+    """A cursor (a connection of its own, for one thread) on the process's one connection to
+    ``store`` of this kind, which ``opener`` makes the first time; the lake is its default
+    catalog. Closing the cursor leaves the shared connection open; ``forget`` closes it."""
+    global _shared_pid
+    key = (store.url, str(store.data_path), read_only)
+    with _shared_lock:
+        if _shared_pid != os.getpid():  # a forked child: the parent's connections are not ours
+            _inherited.extend(_shared.values())
+            _shared.clear()
+            _shared_pid = os.getpid()
+        con = _shared.get(key)
+        if con is None:
+            con = opener()
+            _shared[key] = con
+            same_kind = [k for k in _shared if k[2] == read_only]
+            for old in same_kind[:-SHARED_PER_KIND]:
+                _shared.pop(old).close()
+        _shared.move_to_end(key)
+        cursor = con.cursor()
+    try:
+        cursor.execute(f"USE {CATALOG}")
+        # DuckDB variables belong to a connection, and a cursor is one of its own: the roots the
+        # views resolve stored paths against are set on each, from this process's settings now.
+        set_roots(cursor)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+def forget(store: LakeStore, read_only: bool) -> None:
+    """Close the process's shared connection to ``store`` of this kind, if open (after an
+    error: the next use opens a fresh one)."""
+    with _shared_lock:
+        con = _shared.pop((store.url, str(store.data_path), read_only), None)
+    if con is not None:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+
+
+def forget_all() -> None:
+    """Close every shared lake connection of this process."""
+    with _shared_lock:
+        connections = list(_shared.values())
+        _shared.clear()
+    for con in connections:
+        with contextlib.suppress(duckdb.Error):
+            con.close()

@@ -22,7 +22,7 @@ import numpy as np
 
 from tracerflow.errors import StorageError
 from tracerflow.storage.database import reading
-from tracerflow.storage.queries import _dicts, parse_since
+from tracerflow.storage.queries import _dicts, parse_since, rows_per_snapshot
 from tracerflow.storage.stats import MeanInterval, t975
 from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike
 
@@ -98,15 +98,13 @@ def metrics_history(
 
 def latest_metrics(store: StoreLike) -> list[dict[str, Any]]:
     """The newest all-layers metrics per transcoder × model × evaluation corpus."""
-    with reading(store) as con:
-        rows = _dicts(
-            con,
-            "SELECT transcoder_source, model_name, corpus_name, corpus_n_tokens, fvu, l0, "
-            "dead_share, dense_1pct_share, kl, top1_agreement, ce_loss_recovered, created_at "
-            "FROM latest_transcoder_metrics WHERE layer IS NULL "
-            "ORDER BY transcoder_source, model_name, corpus_name",
-            [],
-        )
+    rows = rows_per_snapshot(  # the viewer's index asks on every page
+        store,
+        "SELECT transcoder_source, model_name, corpus_name, corpus_n_tokens, fvu, l0, "
+        "dead_share, dense_1pct_share, kl, top1_agreement, ce_loss_recovered, created_at "
+        "FROM latest_transcoder_metrics WHERE layer IS NULL "
+        "ORDER BY transcoder_source, model_name, corpus_name",
+    )
     for row in rows:
         row["corpus_name"] = os.path.basename(row["corpus_name"])
     return rows

@@ -1,13 +1,15 @@
 """Read questions over the score database: history, comparisons, the graph index, free SQL.
 
-Every function opens its own short-lived, locked-down read-only connection (`reading`), so it
-works while no flow is writing and waits briefly while one is. Times are UTC; functions that
+Every function reads through its own short-lived, locked-down read-only connection (`reading`;
+on a lake, a cursor on the process's one reader), so it works while no flow is writing and waits
+briefly while one is. Times are UTC; functions that
 return dicts give timezone-aware datetimes.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -20,7 +22,7 @@ from tracerflow.storage import lake
 from tracerflow.storage.database import reading
 from tracerflow.storage.records import TranscoderInfo, to_utc_naive
 from tracerflow.storage.stats import MeanInterval, mean_interval
-from tracerflow.storage.store import AsOf, NoHistoryError, StoreLike, parse_store
+from tracerflow.storage.store import AsOf, LakeStore, NoHistoryError, StoreLike, parse_store
 
 # What `tracerflow sql` may run. Anything else is refused before it reaches the database; the
 # read-only, no-file-access connection is the second wall behind this one.
@@ -40,6 +42,42 @@ def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[
         {column: _aware(value) for column, value in zip(columns, row, strict=True)}
         for row in cursor.fetchall()
     ]
+
+
+# A lake's answers to the viewer's queries, each with the snapshot it was read at (see
+# ``rows_per_snapshot``): {(store URL, query): (snapshot id, rows)}.
+_by_snapshot: dict[tuple[str, str], tuple[int, list[dict[str, Any]]]] = {}
+_by_snapshot_lock = threading.Lock()
+
+
+def rows_per_snapshot(store: StoreLike, sql: str) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (as ``_dicts``); on a lake, read again only when the lake has a newer
+    snapshot than the last answer's.
+
+    The viewer asks the same questions on every page while a lake changes a few times a night;
+    a page with nothing new then reads only the snapshot id (one catalog query), in the same
+    transaction as the answer would be read, so the answer is the one that snapshot gives. The
+    embedded file has no snapshot to go by and is read each time."""
+    store = parse_store(store)
+    with reading(store) as con:
+        if not isinstance(store, LakeStore):
+            return _dicts(con, sql, [])
+        con.execute("BEGIN TRANSACTION")
+        try:
+            snapshot = con.execute(f"SELECT id FROM {lake.CATALOG}.current_snapshot()").fetchone()
+            key = (store.url, sql)
+            with _by_snapshot_lock:
+                cached = _by_snapshot.get(key)
+            if snapshot is not None and cached is not None and cached[0] == snapshot[0]:
+                rows = cached[1]
+            else:
+                rows = _dicts(con, sql, [])
+                if snapshot is not None:
+                    with _by_snapshot_lock:
+                        _by_snapshot[key] = (int(snapshot[0]), rows)
+        finally:
+            con.execute("ROLLBACK")
+    return [dict(row) for row in rows]  # a caller may change its rows; the cached ones stay
 
 
 def parse_since(since: date | datetime | str) -> datetime:
@@ -336,10 +374,9 @@ def graph_index(store: StoreLike) -> list[dict[str, Any]]:
 
     The viewer's index page lists these, newest first.
     """
-    with reading(store) as con:
-        return _dicts(
-            con,
-            """
+    return rows_per_snapshot(
+        store,
+        """
             SELECT slug, transcoder_source, transcoder_revision, transcoder_commit_sha,
                    transcoder_content_hash, transcoder_kind, model_name, prompt, status,
                    replacement_score, completeness_score,
@@ -356,8 +393,7 @@ def graph_index(store: StoreLike) -> list[dict[str, Any]]:
             WHERE newest_first = 1
             ORDER BY recorded_at DESC, slug
             """,
-            [],
-        )
+    )
 
 
 @dataclass(frozen=True)
