@@ -25,6 +25,8 @@ def test_save_scores_the_pinned_subgraph_and_the_index_shows_it(
     home = tmp_path / "home"
     shutil.copytree(demo_home / "graph-files", home / "graph-files")
     shutil.copy(demo_home / "scores.duckdb", home / "scores.duckdb")
+    # The graphs Save scores: rows name them relative to the artifact root (this home's).
+    shutil.copytree(demo_home / "artifacts" / "attribute", home / "artifacts" / "attribute")
     slug = headline_slug(demo_scores)
     graph = json.loads((home / "graph-files" / f"{slug}.json").read_text())
     # Every feature the viewer shows: the pruned graph's, so the subgraph scores are the

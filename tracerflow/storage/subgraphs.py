@@ -92,7 +92,7 @@ def graph_of_slug(store: StoreLike, slug: str) -> ScoredGraphRow:
                 """
                 SELECT score_id, slug, graph_path, attribution_threads, replacement_score,
                        completeness_score
-                FROM scores
+                FROM scores_wide
                 WHERE slug = ? AND status = 'ok' AND graph_path IS NOT NULL
                 ORDER BY created_at DESC, flow_run_id DESC
                 LIMIT 1
