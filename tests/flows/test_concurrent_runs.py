@@ -1,7 +1,7 @@
 """Four flow runs of the same two transcoders started at once, in separate processes, on one
-artifact root and one score store: every run completes and every row lands once (issue 27: two
-runs of one transcoder sharing ``TRACERFLOW_ARTIFACT_ROOT`` broke the dashboards stage, one
-reading a feature pack while the other replaced it).
+artifact root and one lake (DuckLake on PostgreSQL): every run completes and every row lands
+once (issue 27: two runs of one transcoder sharing ``TRACERFLOW_ARTIFACT_ROOT`` broke the
+dashboards stage, one reading a feature pack while the other replaced it).
 
 Two homes, two runs in each, two prompts: each pair of runs with one prompt computes the same
 attribute, score and export keys at once, from two homes (the store's key locks); each home's two
@@ -15,12 +15,15 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from tests.postgres import PostgresServer
 from tracerflow.dashboards.pack import graph_file_features, read_feature_pack
+from tracerflow.storage.database import reading
+from tracerflow.storage.store import LakeStore
 from tracerflow.toy.grammar import sample_sentences
 
 PROMPTS = [
@@ -31,8 +34,15 @@ TRANSCODERS = ["toy-clt", "toy-plt"]
 
 
 @pytest.mark.slow
-def test_four_concurrent_runs_of_the_same_transcoders_share_one_store(tmp_path, prefect_api):
+def test_four_concurrent_runs_of_the_same_transcoders_share_one_lake(
+    tmp_path: Path, prefect_api: None, postgres: PostgresServer
+) -> None:
     from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "lake-data").mkdir()
+    lake = LakeStore(
+        postgres.create_database(f"concurrent_{uuid.uuid4().hex[:12]}"), tmp_path / "lake-data"
+    )
 
     corpus = tmp_path / "corpus.jsonl"  # a few sentences: the dashboards stage stays cheap
     sentences = sample_sentences(8, held_out=True, seed=3)
@@ -43,7 +53,8 @@ def test_four_concurrent_runs_of_the_same_transcoders_share_one_store(tmp_path, 
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "PREFECT_API_URL": PREFECT_API_URL.value(),
         "TRACERFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "TRACERFLOW_STORE": str(tmp_path / "scores.duckdb"),
+        "TRACERFLOW_STORE": lake.url,
+        "TRACERFLOW_LAKE_DATA_PATH": str(lake.data_path),
     }
     runs = [(homes[i % 2], PROMPTS[i // 2]) for i in range(4)]  # (a, P0) (b, P0) (a, P1) (b, P1)
     transcoder_args = [arg for source in TRANSCODERS for arg in ("--transcoder", source)]
@@ -63,7 +74,7 @@ def test_four_concurrent_runs_of_the_same_transcoders_share_one_store(tmp_path, 
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
 
-    with duckdb.connect(str(tmp_path / "scores.duckdb"), read_only=True) as con:
+    with reading(lake) as con:
         runs_recorded = con.execute("SELECT count(*) FROM runs").fetchone()[0]
         rows = con.execute(
             "SELECT flow_run_id, transcoder_source, prompt, status FROM scores_wide"
