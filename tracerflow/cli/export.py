@@ -105,7 +105,9 @@ def export_neuronpedia(
 ) -> None:
     """Write graph SLUG as Neuronpedia uploads it: the model id, prompt tokens, the saved
     subgraph (pinned ids, supernodes) and the features' labels."""
-    target = out or Path(f"{slug}.neuronpedia.json")
+    from tracerflow.viewer.slugs import validate_slug
+
+    target = out or Path(f"{validate_slug(slug)}.neuronpedia.json")  # a slug names no path
     check_out_path(target, score_store(store), force)
     graph = upload_ready_graph(slug, graph_dir, scan, source_set, store)
     text = json.dumps(graph, allow_nan=False)
