@@ -11,6 +11,10 @@ a fresh TRACERFLOW_HOME, offline, PREFECT_API_URL unset (as a new user runs it):
   first-line      a cold toy one-prompt run: until its first output line target <= 1 s
   cold-run        the same run, to its end (every stage computed)
   cached-run      the same run again in the same home: every stage cached target <= 5 s
+                  (a tree whose runs leave their temporary server up a while reuses the cold
+                  run's: what a person re-running a command meets)
+  cached-alone    the cached run again with no server up at all (any lingering one stopped,
+                  TRACERFLOW_SERVER_LINGER_S=0): it starts its own temporary server
   cached-server   the cached run again, with `tracerflow server up` running in the home (the
                   server's start is not counted; a tree that reuses it skips its own)
   demo            `tracerflow demo` in a fresh home                       target <= 30 s
@@ -43,6 +47,7 @@ TARGETS = {
     "first-line": "<= 1 s",
     "cold-run": "",
     "cached-run": "<= 5 s",
+    "cached-alone": "",
     "cached-server": "<= 5 s",
     "demo": "<= 30 s",
 }
@@ -61,7 +66,7 @@ class Timing:
     output: str = field(repr=False, default="")
 
 
-def environment(tree: Path, home: Path) -> dict[str, str]:
+def environment(tree: Path, home: Path, **extra: str) -> dict[str, str]:
     """The environment of one measured command: the tree first on the path, a fresh home, offline,
     no Prefect server named (the default a new user has)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRACERFLOW_"))}
@@ -71,17 +76,19 @@ def environment(tree: Path, home: Path) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra)
     return env
 
 
-def timed(args: list[str], tree: Path, home: Path) -> Timing:
-    """Run ``tracerflow args`` from ``tree`` in ``home``; its wall time and first line's time."""
+def timed(args: list[str], tree: Path, home: Path, **env: str) -> Timing:
+    """Run ``tracerflow args`` from ``tree`` in ``home`` (``env`` added to its environment); its
+    wall time and first line's time."""
     command = [sys.executable, "-m", "tracerflow.cli", *args]
     start = time.perf_counter()
     process = subprocess.Popen(
         command,
         cwd=home,
-        env=environment(tree, home),
+        env=environment(tree, home, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -114,24 +121,31 @@ def measure_tree(tree: Path, skip: set[str], scratch: Path) -> dict[str, Timing]
         found["help"] = timed(["--help"], tree, home())
     if "run-help" not in skip:
         found["run-help"] = timed(["run", "--help"], tree, home())
-    if not {"first-line", "cold-run", "cached-run", "cached-server"} <= skip:
+    if not {"first-line", "cold-run", "cached-run", "cached-alone", "cached-server"} <= skip:
         run_home = home()
-        cold = timed(RUN, tree, run_home)
-        if cold.first_line is not None:
-            found["first-line"] = Timing(cold.first_line, float("nan"), cold.first_line, 0)
-        found["cold-run"] = cold
-        if "cached-run" not in skip:
-            found["cached-run"] = timed(RUN, tree, run_home)
-        if "cached-server" not in skip:
-            up = timed(["server", "up", "--port", str(free_port())], tree, run_home)
-            try:
+        try:
+            cold = timed(RUN, tree, run_home)
+            if cold.first_line is not None:
+                found["first-line"] = Timing(cold.first_line, float("nan"), cold.first_line, 0)
+            found["cold-run"] = cold
+            if "cached-run" not in skip:
+                found["cached-run"] = timed(RUN, tree, run_home)
+            timed(["server", "down"], tree, run_home)  # a lingering temporary server too
+            if "cached-alone" not in skip:
+                found["cached-alone"] = timed(RUN, tree, run_home, TRACERFLOW_SERVER_LINGER_S="0")
+            if "cached-server" not in skip:
+                up = timed(["server", "up", "--port", str(free_port())], tree, run_home)
                 found["cached-server"] = timed(RUN, tree, run_home)
-            finally:
-                timed(["server", "down"], tree, run_home)
-            if up.returncode != 0:
-                found.pop("cached-server")
+                if up.returncode != 0:
+                    found.pop("cached-server")
+        finally:
+            timed(["server", "down"], tree, run_home)
     if "demo" not in skip:
-        found["demo"] = timed(["demo"], tree, home())
+        demo_home = home()
+        try:
+            found["demo"] = timed(["demo"], tree, demo_home)
+        finally:
+            timed(["server", "down"], tree, demo_home)  # its lingering temporary server
     return found
 
 

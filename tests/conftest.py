@@ -27,6 +27,9 @@ os.environ.pop("COLUMNS", None)
 os.environ.pop("LINES", None)
 # Nothing may write to the user's ~/.tracerflow either: every test run gets its own home.
 os.environ["TRACERFLOW_HOME"] = tempfile.mkdtemp(prefix="tracerflow-tests-")
+# A run's temporary Prefect server stops with it: a test's run leaves no process behind (the
+# tests of lingering servers set their own).
+os.environ["TRACERFLOW_SERVER_LINGER_S"] = "0"
 
 from tracerflow.settings import configure_prefect_defaults
 

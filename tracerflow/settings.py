@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # estimated peak (tracerflow/memory.py), e.g. 8GiB or 12G; unset, the memory available now
     # (the CPU's, within the container's limit; the GPU's free memory on CUDA). "off" skips it.
     memory_limit: str | None = None
+    # $TRACERFLOW_SERVER_LINGER_S: how long the temporary Prefect server a run started stays up
+    # after the run, unused, for the next run in this home to reuse (its start is seconds of
+    # every run otherwise). 0: it stops with its run. A killed run's server never lingers.
+    server_linger_s: float = Field(default=600.0, ge=0)
     # $TRACERFLOW_STORE: where the score history lives: a .duckdb file, or
     # ducklake:postgres:<libpq conninfo> for a team's DuckLake (docs/operations.md). Unset: the
     # embedded file $TRACERFLOW_HOME/scores.duckdb.

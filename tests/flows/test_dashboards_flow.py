@@ -25,11 +25,13 @@ from tracerflow.dashboards.pack import (
 from tracerflow.models import model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
+from tracerflow.tasks import dashboards as dashboards_module
 from tracerflow.tasks.convert import convert_snapshot
 from tracerflow.tasks.dashboards import (
     FEATURES_DIR,
     build_dashboards,
     corpus_identity,
+    dashboard_corpus,
     feature_pack_name,
 )
 from tracerflow.tasks.download import resolve_source
@@ -78,7 +80,9 @@ def test_all_features_covers_every_feature_of_the_transcoder(home: Path, small_c
     assert pack_features(home / "graph-files" / FEATURES_DIR / scan) == every
 
 
-def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small_corpus: Path):
+def test_a_graph_more_computes_only_the_features_still_missing(
+    home: Path, small_corpus: Path, monkeypatch: pytest.MonkeyPatch
+):
     state, _ = run_flow(["toy-clt"], PROMPTS, corpus=str(small_corpus))
     assert state.is_completed(), state.message
     first_graph, second_graph = graph_files(home)
@@ -104,12 +108,18 @@ def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small
     pack = home / "own" / FEATURES_DIR / scan
     first_records = read_feature_pack(pack)
     both = build([first_graph, second_graph])
-    again = build([first_graph, second_graph])
+    # A complete pack is found without tokenizing the corpus (the corpus's summary is kept in
+    # the store): no `transformers` import or tokenizer in a cached re-run.
+    with monkeypatch.context() as patched:
+        patched.setattr(dashboards_module, "dashboard_corpus", _no_tokenizing)
+        again = build([first_graph, second_graph])
 
     assert (only_first.n_computed, only_first.cached) == (len(first), False)
     assert (both.n_computed, both.cached) == (len(second - first), False)
     assert (again.n_computed, again.cached) == (0, True)
     assert both.key == only_first.key == again.key  # one folder per (transcoder, model, corpus)
+    summary = dashboard_corpus(model.name, str(small_corpus), PROMPTS).summary()
+    assert (again.corpus_sha256, again.corpus_tokens) == (summary.sha256, summary.n_text_tokens)
     assert pack_features(pack) == first | second
     merged = read_feature_pack(pack)
     assert all(merged[feature] == record for feature, record in first_records.items())
@@ -131,6 +141,10 @@ def test_a_graph_more_computes_only_the_features_still_missing(home: Path, small
     assert on_prompts != scan and other.key != both.key
     assert current_pack_dir(pack) == own_pack and read_feature_pack(pack) == merged
     assert pack_features(home / "own" / FEATURES_DIR / on_prompts) == first
+
+
+def _no_tokenizing(*args: object) -> None:
+    raise AssertionError("the corpus was tokenized for a pack the store holds whole")
 
 
 def test_a_failed_dashboards_stage_keeps_every_score_and_publishes_nothing(

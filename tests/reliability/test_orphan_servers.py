@@ -1,12 +1,15 @@
-"""A killed `tracerflow run` leaves no Prefect server behind (each one holds ~250 MB).
+"""A killed `tracerflow run` leaves no Prefect server behind (each one holds ~250 MB); a finished
+one leaves it up for the next run of its home, for `TRACERFLOW_SERVER_LINGER_S`, and no longer.
 
 The real command on the toy preset, in its own process group and without PREFECT_API_URL, so it
 starts its temporary server; once that server listens, the command is killed (SIGKILL: no
-handler of the command can run; SIGTERM: what `kill` and service managers send).
+handler of the command can run; SIGTERM: what `kill` and service managers send). Lingering is on
+(as a user runs it) in the kill tests: a killed run must not hand its server over.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,13 +25,21 @@ STARTUP_S = 180.0  # a temporary server on a loaded 2-core machine
 GONE_WITHIN_S = 10.0
 
 
-def start_run(home: Path, output: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+def run_environment(home: Path, linger_s: float) -> dict[str, str]:
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "TRACERFLOW_HOME": str(home),
+        "TRACERFLOW_SERVER_LINGER_S": str(linger_s),
     }
     env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def start_run(
+    home: Path, output: Any = subprocess.DEVNULL, linger_s: float = 600.0
+) -> subprocess.Popen[bytes]:
+    env = run_environment(home, linger_s)
     prompt = "Mary and John went to the store, Jon gave a drink to"
     return subprocess.Popen(
         [sys.executable, "-m", "tracerflow.cli", "run", "--preset", "toy-clt", "--prompt", prompt],
@@ -106,9 +117,81 @@ def test_a_killed_run_leaves_no_child_process(
 def test_a_finished_run_delivers_its_logs_then_stops_its_server(tmp_path: Path) -> None:
     """The run's last log lines reach its temporary server before the server stops: no
     "Error logging to API" at exit."""
-    command = start_run(tmp_path / "home", output=subprocess.PIPE)
+    command = start_run(tmp_path / "home", output=subprocess.PIPE, linger_s=0)
     stdout, stderr = command.communicate(timeout=STARTUP_S + 120)
     output = stdout.decode() + stderr.decode()
     assert command.returncode == 0, output
     assert "Error logging to API" not in output
     assert "Finished in state Completed" in output
+
+
+# A run as `tracerflow run` makes it, on a flow of one task: the same `prefect_api`, seconds.
+TINY_RUN = """
+from tracerflow.settings import configure_prefect_defaults
+
+configure_prefect_defaults()
+from prefect import flow
+
+from tracerflow.flows.temporary_server import prefect_api
+
+
+@flow
+def tiny() -> int:
+    return 1
+
+
+with prefect_api(say=print):
+    assert tiny() == 1
+"""
+LINGER_S = 2.0
+
+
+def test_a_finished_runs_server_serves_the_next_run_then_stops(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = run_environment(home, LINGER_S)
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", TINY_RUN], env=env, capture_output=True, timeout=STARTUP_S
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    assert "starting a temporary one" in run()
+    record = json.loads((home / "server" / "temporary.json").read_text())
+    server = psutil.Process(record["pid"])
+    try:
+        assert alive(server)  # its run is over; it lingers
+        said = run()
+        assert f"the temporary one an earlier run left up, at {record['url']}/api" in said
+        # LINGER_S after the last run let go of it, it stops, its record gone first.
+        deadline = time.monotonic() + LINGER_S + GONE_WITHIN_S
+        while alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(server), "the lingering server did not stop"
+        assert not (home / "server" / "temporary.json").exists()
+    finally:
+        if alive(server):
+            server.kill()
+
+
+def test_server_down_stops_a_lingering_server_and_nothing_else(tmp_path: Path) -> None:
+    from tracerflow.flows.temporary_server import LINGER_RECORD, stop_lingering_server
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(300)"]
+    stand_in = subprocess.Popen([*sleep, "-m", "tracerflow.flows.temporary_server"])
+    other = subprocess.Popen([*sleep, "some", "other", "program"])
+    folder = tmp_path / "server"
+    folder.mkdir()
+    try:
+        (folder / LINGER_RECORD).write_text(json.dumps({"pid": other.pid, "url": "x"}))
+        assert not stop_lingering_server(folder)  # a pid now another program's is left alone
+        assert other.poll() is None
+        (folder / LINGER_RECORD).write_text(json.dumps({"pid": stand_in.pid, "url": "x"}))
+        assert stop_lingering_server(folder)
+        assert stand_in.wait(timeout=GONE_WITHIN_S) == -signal.SIGTERM
+        assert not (folder / LINGER_RECORD).exists()
+    finally:
+        for each in (stand_in, other):
+            each.kill()
+            each.wait()

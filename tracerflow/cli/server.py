@@ -44,10 +44,14 @@ def up(
 
 @server_app.command()
 def down() -> None:
-    """Stop the server started by `tracerflow server up`."""
+    """Stop the server started by `tracerflow server up`, and the temporary server a run left up."""
     from tracerflow import server
+    from tracerflow.flows.temporary_server import stop_lingering_server
 
-    typer.echo("stopped" if server.down(get_settings()) else "no server was running")
+    settings = get_settings()
+    if stop_lingering_server(server.server_dir(settings)):
+        typer.echo("stopped the temporary server a run left up")
+    typer.echo("stopped" if server.down(settings) else "no server was running")
 
 
 @server_app.command("status")

@@ -8,15 +8,26 @@ child that watches its parent: the child asks Linux to send it SIGTERM when the 
 the server when the parent is gone. SIGTERM of the command itself stops the server at once.
 
 A run needs no server of its own where one is up already: ``PREFECT_API_URL``, else the home's
-``tracerflow server up`` server when it runs and answers (``tracerflow.server.reusable_api_url``).
-Starting a server costs seconds; a new one boots while the caller's ``while_starting`` (importing
-the flow, say) runs beside it.
+``tracerflow server up`` server when it runs and answers (``tracerflow.server.reusable_api_url``),
+else the temporary server an earlier run of this home left lingering. Starting a server costs
+seconds (~5 s of a cached re-run's ~10 s); a new one boots while the caller's ``while_starting``
+(importing the flow, say) runs beside it.
+
+**Lingering.** A run that ends (done or failed, not killed) hands its server over instead of
+stopping it: it records the server in ``$TRACERFLOW_HOME/server/temporary.json``, and the server,
+seeing its parent gone, stays up while runs hold its lease (a shared ``flock`` of
+``server/temporary.lease``, which the kernel releases when a run dies) and for
+``TRACERFLOW_SERVER_LINGER_S`` (600 s) after the last one let go; then it stops. A run killed by a
+signal hands nothing over: its server stops with it, as before. ``tracerflow server down`` stops a
+lingering one too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import json
 import logging
 import os
 import signal
@@ -31,7 +42,15 @@ from types import FrameType
 from typing import Any
 
 from tracerflow.errors import TracerflowError
-from tracerflow.server import is_healthy, reusable_api_url
+from tracerflow.fsutil import write_text_atomically
+from tracerflow.server import is_healthy, reusable_api_url, server_dir
+
+try:
+    import fcntl
+
+    _CAN_LINGER = True  # the lease is a flock: POSIX
+except ImportError:  # pragma: no cover - Windows
+    _CAN_LINGER = False
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
@@ -60,24 +79,47 @@ def prefect_api(
         while_starting()
         yield str(configured)
         return
-    lasting = reusable_api_url(get_settings())
+    settings = get_settings()
+    lasting = reusable_api_url(settings)
     if lasting is not None:
         say(f"Prefect server: the running `tracerflow server up` one at {lasting}")
         while_starting()
         with _talking_to(lasting, {PREFECT_API_URL: lasting}):  # a lasting server: heartbeats
             yield lasting
         return
-    say("Prefect server: starting a temporary one for this run")
-    with _sigterm_as_exit():
-        launched = [_launch()]  # the one to stop, whichever started in the end
+    lingering = take_lingering_server(server_dir(settings))
+    if lingering is not None:
+        api_url, lease = lingering
+        say(f"Prefect server: the temporary one an earlier run left up, at {api_url}")
         try:
             while_starting()
-            api_url = _wait_until_healthy(launched)
             with _talking_to(api_url, run_settings(api_url)):
                 yield api_url
         finally:
             _deliver_queued_logs()
-            stop(launched[-1][0])
+            os.close(lease)  # the server's idle time starts when no run holds its lease
+        return
+    say("Prefect server: starting a temporary one for this run")
+    with _sigterm_as_exit():
+        linger_s = settings.server_linger_s if _CAN_LINGER else 0.0
+        relaunch = functools.partial(_launch, linger_s, server_dir(settings))
+        launched = [relaunch()]  # the one to stop, whichever started in the end
+        ended = False  # the run ended, done or failed; not interrupted or killed
+        try:
+            while_starting()
+            api_url = _wait_until_healthy(launched, relaunch)
+            try:
+                with _talking_to(api_url, run_settings(api_url)):
+                    yield api_url
+            except Exception:
+                ended = True
+                raise
+            ended = True
+        finally:
+            _deliver_queued_logs()
+            process, base_url = launched[-1]
+            if not (ended and linger_s > 0 and _hand_over(server_dir(settings), process, base_url)):
+                stop(process)
 
 
 @contextlib.contextmanager
@@ -114,8 +156,10 @@ def run_settings(api_url: str) -> dict[Any, Any]:
     return settings
 
 
-def _launch() -> tuple[subprocess.Popen[bytes], str]:
-    """A temporary server's process, started, and its base URL; ``_wait_until_healthy`` next."""
+def _launch(linger_s: float, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A temporary server's process, started, and its base URL; ``_wait_until_healthy`` next.
+    ``linger_s`` > 0: it may be handed over when the run ends (``_hand_over``), in ``folder``
+    (the home's ``server/``)."""
     from prefect.settings import get_current_settings
 
     env = {
@@ -133,9 +177,10 @@ def _launch() -> tuple[subprocess.Popen[bytes], str]:
     # only from the main thread (which lives as long as the process); the watchdog covers the rest.
     main_thread = threading.current_thread() is threading.main_thread()
     port = _free_port()
+    arguments = [str(os.getpid()), str(port), str(int(main_thread)), str(linger_s), str(folder)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(os.getpid()), str(port), str(int(main_thread))],
+            [sys.executable, "-m", __name__, *arguments],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -148,13 +193,98 @@ def _launch() -> tuple[subprocess.Popen[bytes], str]:
     return process, f"http://127.0.0.1:{port}"
 
 
+# --- a server lingering after its run --------------------------------------------------------
+
+LINGER_RECORD = "temporary.json"
+LINGER_LEASE = "temporary.lease"
+_LEASE_WAIT_S = _STOP_GRACE_S + 5.0  # a server stopping holds the lease until it is gone
+
+
+def _hand_over(folder: Path, process: subprocess.Popen[bytes], base_url: str) -> bool:
+    """Leave ``process`` up for the next run: record it in ``folder`` (the server, once its
+    parent is gone, lingers only when the record names it). False when it is not running."""
+    if process.poll() is not None:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"pid": process.pid, "url": base_url}
+    write_text_atomically(folder / LINGER_RECORD, json.dumps(record) + "\n")
+    return True
+
+
+def lingering_server(folder: Path) -> tuple[int, str] | None:
+    """(pid, base URL) of the lingering temporary server ``folder`` records, when that pid still
+    runs one (``_runs_temporary_server``); else None."""
+    try:
+        record = json.loads((folder / LINGER_RECORD).read_text())
+        pid, url = int(record["pid"]), str(record["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (pid, url) if _runs_temporary_server(pid) else None
+
+
+def take_lingering_server(folder: Path) -> tuple[str, int] | None:
+    """The API URL of the temporary server an earlier run of this home left up, and the lease
+    (an open file holding a shared flock) that keeps it up until it is closed; None when there
+    is none that answers. The lease is taken before the server is checked: a server that has
+    not started stopping by then cannot start while it is held."""
+    if not _CAN_LINGER or lingering_server(folder) is None:
+        return None
+    lease = os.open(folder / LINGER_LEASE, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + _LEASE_WAIT_S
+    while True:
+        try:
+            fcntl.flock(lease, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:  # the server is checking whether it is idle, or stopping
+            if time.monotonic() > deadline:
+                os.close(lease)
+                return None
+            time.sleep(0.05)
+    found = lingering_server(folder)
+    if found is None or not is_healthy(found[1]):
+        os.close(lease)
+        return None
+    return f"{found[1]}/api", lease
+
+
+def stop_lingering_server(folder: Path) -> bool:
+    """Stop the lingering temporary server ``folder`` records (``tracerflow server down``); True
+    when there was one."""
+    found = lingering_server(folder)
+    (folder / LINGER_RECORD).unlink(missing_ok=True)
+    if found is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(found[0], signal.SIGTERM)
+    return True
+
+
+def _runs_temporary_server(pid: int) -> bool:
+    """Whether ``pid`` is a temporary server of this module (not a pid reused by another
+    program). Where /proc cannot tell (not Linux), whether it is alive."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        if Path("/proc/self/cmdline").exists():
+            return False  # Linux, and the pid is gone
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return "tracerflow.flows.temporary_server" in command
+
+
 def _log_path() -> Path:
     from tracerflow.settings import get_settings
 
     return get_settings().prefect_home / "temporary-server.log"
 
 
-def _wait_until_healthy(launched: list[tuple[subprocess.Popen[bytes], str]]) -> str:
+def _wait_until_healthy(
+    launched: list[tuple[subprocess.Popen[bytes], str]],
+    relaunch: Callable[[], tuple[subprocess.Popen[bytes], str]],
+) -> str:
     """The API URL of the server ``_launch`` started (``launched[-1]``), once it answers; a server
     that could not bind its port is started again on another (appended). Raises when none
     started in time."""
@@ -170,7 +300,7 @@ def _wait_until_healthy(launched: list[tuple[subprocess.Popen[bytes], str]]) -> 
                 return f"{base_url}/api"
             time.sleep(0.2)
         if process.poll() == _PORT_IN_USE and time.monotonic() < deadline:
-            launched.append(_launch())  # another process took the port in between
+            launched.append(relaunch())  # another process took the port in between
             continue
         stop(process)
         raise TracerflowError(
@@ -224,11 +354,13 @@ def _sigterm_as_exit() -> Iterator[None]:
 # --- the child ---------------------------------------------------------------------------------
 
 
-def _die_with(parent_pid: int, death_signal: bool) -> None:
-    """End this process when ``parent_pid`` is gone: the kernel's parent-death signal on Linux
-    (``death_signal``), and a polling thread everywhere (it also catches a parent that died
-    before prctl ran)."""
-    if death_signal and sys.platform.startswith("linux"):
+def _die_with(parent_pid: int, death_signal: bool, linger_s: float, folder: Path) -> None:
+    """End this process when ``parent_pid`` is gone, unless the parent handed it over (the
+    record in ``folder`` names it): then once it has lingered (``_linger``). A polling thread
+    watches the parent; without lingering, the kernel's parent-death signal on Linux
+    (``death_signal``) ends it at once too (the thread also catches a parent that died before
+    prctl ran). A lingering server cannot take that signal: it would end with its parent."""
+    if death_signal and linger_s <= 0 and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -236,6 +368,8 @@ def _die_with(parent_pid: int, death_signal: bool) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(_POLL_S)
+        if linger_s > 0 and _recorded(folder):
+            _linger(folder, linger_s)
         os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down gracefully on SIGTERM
         time.sleep(_STOP_GRACE_S)
         os._exit(1)
@@ -243,11 +377,43 @@ def _die_with(parent_pid: int, death_signal: bool) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def _serve(parent_pid: int, port: int, death_signal: bool) -> None:
+def _recorded(folder: Path) -> bool:
+    """Whether ``folder``'s lingering record names this process."""
+    try:
+        return int(json.loads((folder / LINGER_RECORD).read_text())["pid"]) == os.getpid()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _linger(folder: Path, linger_s: float) -> None:
+    """Return when no run has held the lease for ``linger_s`` seconds, or at once when idle and
+    no longer the recorded server (``server down``, or another run's server recorded since);
+    then holding the lease exclusively (until this process ends) with the record removed, so no
+    run takes this server as it stops."""
+    lease = os.open(folder / LINGER_LEASE, os.O_RDWR | os.O_CREAT, 0o600)
+    idle_since: float | None = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a run holds it
+            idle_since = None
+        else:
+            now = time.monotonic()
+            idle_since = now if idle_since is None else idle_since
+            if not _recorded(folder):
+                return
+            if now - idle_since >= linger_s:
+                (folder / LINGER_RECORD).unlink(missing_ok=True)
+                return
+            fcntl.flock(lease, fcntl.LOCK_UN)
+        time.sleep(_POLL_S)
+
+
+def _serve(parent_pid: int, port: int, death_signal: bool, linger_s: float, folder: Path) -> None:
     """Run Prefect's API app under uvicorn, as ``SubprocessASGIServer`` does."""
     import runpy
 
-    _die_with(parent_pid, death_signal)
+    _die_with(parent_pid, death_signal, linger_s, folder)
     sys.argv = [
         "uvicorn",
         "--app-dir",
@@ -267,4 +433,10 @@ def _serve(parent_pid: int, port: int, death_signal: bool) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")
+    _serve(
+        int(sys.argv[1]),
+        int(sys.argv[2]),
+        sys.argv[3] == "1",
+        float(sys.argv[4]),
+        Path(sys.argv[5]),
+    )

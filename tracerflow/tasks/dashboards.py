@@ -2,7 +2,9 @@
 
 **Identity.** The store folder's key is the converted transcoder's content hash, the model's
 identity, the corpus hash (``TokenCorpus.summary().sha256``) and the ``DashboardConfig``: every
-record in it is a function of those and of its feature alone. The published pack is named by the
+record in it is a function of those and of its feature alone. The corpus hash needs the corpus
+tokenized; it is kept in the store too (``corpus_summary``), keyed by the corpus's bytes and the
+model, so a cached run tokenizes nothing. The published pack is named by the
 same inputs (``feature_pack_name``: ``tracerflow-<hash12>-<id8>``, the corpus read as bytes, so
 the flow names it before the graphs are exported), and a run's graph files carry that name as
 their ``metadata.scan``: a graph leads to the pack of its own weights, model, corpus and
@@ -24,6 +26,7 @@ artifact and to the log, every tenth of the corpus.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +34,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from tracerflow.corpus import CorpusSummary
 from tracerflow.dashboards.compute import DashboardConfig
 from tracerflow.dashboards.pack import graph_file_features, publish_pack
 from tracerflow.fsutil import check_no_link_below, sha256_file
@@ -47,6 +51,8 @@ CODE_VERSION = "1"
 DASHBOARD_WINDOW_TOKENS = 128
 DASHBOARD_BATCH_TOKENS = 4096
 FEATURES_DIR = "features"
+CORPUS_SUMMARY_STAGE = "corpus-summary"
+CORPUS_SUMMARY_FILE = "summary.json"
 
 
 def viewer_scan(content_hash: str) -> str:
@@ -134,6 +140,33 @@ def window_tokens(model_name: str) -> int:
     return DASHBOARD_WINDOW_TOKENS
 
 
+def corpus_summary(
+    store: ArtifactStore, model: ModelSpec, corpus_file: str | None, prompts: list[str]
+) -> CorpusSummary:
+    """The dashboard corpus's ``TokenCorpus.summary()`` (windows, text tokens, the sha256 the
+    store key names), kept in the store under what determines it: the corpus's bytes
+    (``corpus_identity``), the model (its tokenizer), the window width and the tokenizer code's
+    version. A run whose pack is complete then neither imports ``transformers`` nor tokenizes
+    the corpus (seconds of a cached re-run)."""
+    from importlib.metadata import version
+
+    key = stage_key(
+        CORPUS_SUMMARY_STAGE,
+        CODE_VERSION,
+        model=model.identity,
+        corpus=corpus_identity(corpus_file, prompts),
+        window_tokens=window_tokens(model.name),
+        transformers=version("transformers"),
+    )
+
+    def write(out_dir: Path) -> None:
+        summary = dashboard_corpus(model.name, corpus_file, prompts).summary()
+        (out_dir / CORPUS_SUMMARY_FILE).write_text(json.dumps(asdict(summary)))
+
+    folder, _ = store.get_or_compute(CORPUS_SUMMARY_STAGE, key, write)
+    return CorpusSummary(**json.loads((folder / CORPUS_SUMMARY_FILE).read_text()))
+
+
 def dashboard_corpus(model_name: str, corpus_file: str | None, prompts: list[str]) -> Any:
     """The ``TokenCorpus`` a transcoder's dashboards stream: ``corpus_file`` (text or JSONL), else
     the run's prompts."""
@@ -166,8 +199,7 @@ def build_dashboards(
     from tracerflow.dashboards.pack import pack_features
 
     config = config or DashboardConfig()
-    corpus = dashboard_corpus(model.name, corpus_file, prompts)
-    summary = corpus.summary()
+    summary = corpus_summary(store, model, corpus_file, prompts)
     key = dashboards_key(converted.content_hash, model.identity, summary.sha256, config)
     wanted = None if all_features else graph_features(graph_files)
     features_dir = Path(graph_files_dir) / FEATURES_DIR
@@ -194,6 +226,7 @@ def build_dashboards(
         def write(out_dir: Path) -> None:
             nonlocal n_computed
             progress = progress_for(summary.n_text_tokens) if progress_for else None
+            corpus = dashboard_corpus(model.name, corpus_file, prompts)
             n_computed = _compute_pack(
                 model, converted, corpus, wanted, previous, out_dir, config, progress
             )
