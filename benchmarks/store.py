@@ -104,8 +104,6 @@ def build_history(store: Store, runs: int) -> None:
         for number in range(runs):
             run, records = run_records(number)
             con.execute("BEGIN TRANSACTION")
-            if isinstance(store, LakeStore):
-                con.execute(f"UPDATE {lake.WRITER_TURN_TABLE} SET writes = writes + 1")
             _insert_run(con, run, records)
             con.execute("COMMIT")
     finally:
