@@ -434,7 +434,7 @@ def write(
     ahead: Callable[[Connection], None] | None = None,
 ) -> T:
     """Run ``body`` in one lake transaction, in the writers' turn (``writers_turn``), on the
-    process's writer connection; conflicts (with a writer that took no turn) retried.
+    process's writer connection; conflicts (with `store maintain`'s commits) retried.
     ``prepare`` runs once before, outside the transaction (an ATTACH cannot run inside one), on
     a connection of its own that is closed after (what it attaches stays out of the shared one).
     ``ahead`` runs before the turn, at the newest snapshot, when the lake is at the current
@@ -469,8 +469,8 @@ def write(
 def _read_ahead(con: Connection, ahead: Callable[[Connection], None] | None) -> bool:
     """Whether the lake is at the current schema, and then ``ahead``'s reads, in one read-only
     transaction (one snapshot) before the writers' turn. The version is read from its table
-    directly, not through ``schema_version``'s ``information_schema`` check (a third of a
-    write's CPU on a lake): a new lake, which has no such table, reads as version 0."""
+    directly, not through ``schema_version``'s ``information_schema`` check (measured: a
+    quarter of a write's CPU on a lake): a new lake, which has no such table, reads as 0."""
     # A table missing from the lake is then an error, not a look-up among the calling Python
     # frame's variables (DuckDB's replacement scans, per connection: a cursor is one).
     con.execute("SET python_enable_replacements = false")
