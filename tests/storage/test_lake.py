@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from tests.postgres import PostgresServer
 from tests.storage.builders import (
     FIRST_NIGHT,
+    GPT2,
     IOI_PROMPTS,
     OLD_CLT,
     populate,
@@ -147,6 +149,32 @@ def test_recording_the_same_run_twice_into_a_lake_adds_nothing(
     assert record_run(store, run_info("run-1"), records) == len(IOI_PROMPTS)
     assert record_run(store, run_info("run-1"), records) == 0
     assert rows(store, "SELECT count(*) FROM scores") == [(len(IOI_PROMPTS),)]
+
+
+@pytest.mark.parametrize("kind", ["file", "lake"])
+def test_a_later_run_fills_in_a_fact_recorded_as_unknown_and_replaces_none(
+    kind: str, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The first recorded value of a fact stays; a NULL one is filled in by the next run that
+    knows it. On a lake the second run's transcoder is unsettled (a NULL it can fill): read again
+    and filled in the writers' turn; the third's is settled before the turn and left alone."""
+    store = (
+        FileStore(tmp_path / "scores.duckdb")
+        if kind == "file"
+        else new_lake(postgres, tmp_path, "filled")
+    )
+    known = transcoder(OLD_CLT)
+    unknown = replace(known, commit_sha=None, n_layers=None)
+    shapeless = replace(GPT2, d_vocab=None)
+    runs = [(unknown, shapeless), (known, GPT2), (replace(known, commit_sha="other"), shapeless)]
+    for number, (scored, model) in enumerate(runs):
+        records = [score(scored, prompt, 0.7, 0.9, model=model) for prompt in IOI_PROMPTS[:2]]
+        assert record_run(store, run_info(f"run-{number}"), records) == 2
+    assert rows(store, "SELECT commit_sha, n_layers FROM transcoders") == [
+        (known.commit_sha, known.n_layers)
+    ]
+    assert rows(store, "SELECT name, d_vocab FROM models") == [(GPT2.name, GPT2.d_vocab)]
+    assert rows(store, "SELECT count(*) FROM prompts") == [(2,)]
 
 
 def record_at_barrier(url: str, run_number: int, barrier: Any) -> None:

@@ -128,6 +128,8 @@ def test_a_lake_written_at_005_is_migrated_in_place_keeping_its_rows_and_its_pas
     store = new_lake(postgres, tmp_path, "at_005")
     lake_at(store, OLDER)
     (old_run_snapshot,) = [s["snapshot_id"] for s in queries_snapshots(store)][:1]
+    with lake.connect(store, read_only=True) as con:  # the row writers of its time rewrote
+        assert con.execute(f"SELECT writes FROM {lake.WRITER_TURN_TABLE}").fetchall() == [(0,)]
 
     # A reader opens it with the current code: migrated first, the row as it was.
     assert rows(store, "SELECT version FROM schema_version ORDER BY 1") == [
@@ -146,6 +148,13 @@ def test_a_lake_written_at_005_is_migrated_in_place_keeping_its_rows_and_its_pas
     # And the current writer records beside it.
     record_run(store, run_info("new-run"), [score(transcoder(OLD_CLT), "p2", 0.8, 0.9)])
     assert rows(store, "SELECT flow_run_id FROM runs ORDER BY 1") == [("new-run",), ("old-run",)]
+    # The migration dropped that table: a write of a tracerflow that takes no writers' lock
+    # (it starts by rewriting the row) fails there and writes nothing.
+    with (
+        lake.connect(store, read_only=False) as con,
+        pytest.raises(duckdb.CatalogException, match=lake.WRITER_TURN_TABLE),
+    ):
+        con.execute(f"UPDATE {lake.WRITER_TURN_TABLE} SET writes = writes + 1")
 
 
 def test_an_older_lake_s_absolute_paths_under_the_roots_become_relative_and_follow_a_move(
@@ -275,9 +284,9 @@ def test_maintain_flushes_expires_old_snapshots_and_keeps_those_of_recorded_runs
 
     done = invoke("store", "maintain", "--keep-days", "0", "--store", store.url)
     assert done.exit_code == 0, done.output
-    # The third night's rows flushed into a second file per table, and the two merged: its run,
-    # its scores and the rewritten writer's-turn row (its transcoder, model, prompts were known).
-    assert f"flushed {1 + len(IOI_PROMPTS) + 1} inlined rows" in done.stdout, done.stdout
+    # The third night's rows flushed into a second file per table, and the two merged: its run
+    # and its scores (its transcoder, model, prompts were known; a write rewrites no other row).
+    assert f"flushed {1 + len(IOI_PROMPTS)} inlined rows" in done.stdout, done.stdout
     merged = re.search(r"merged (\d+) small data files into (\d+)", done.stdout)
     assert merged and int(merged[1]) > int(merged[2]) > 0, done.stdout
     assert "kept 3 older ones that recorded a run" in done.stdout, done.stdout

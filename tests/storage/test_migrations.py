@@ -109,6 +109,9 @@ SHIPPED_SQL_SHA256 |= {
         "paths relative to their roots": (
             "b90f2e7978df30df5f9afcb01fad7571115b5f049d973ec76baaec3c1c340920"
         ),
+        "a lake's writers all take the writers' lock": (
+            "0cb70ba2bfe8b07184adab7b913241866ec17d88d557e6e63a5158c01f66dd60"
+        ),
     }.items()
 }
 

@@ -13,6 +13,7 @@ import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -356,34 +357,107 @@ def _write_lock(path: Path, timeout_s: float) -> Iterator[None]:
         lock.release()
 
 
-def _merge_rows(con: Connection, table: str, key: str, rows: Sequence[dict[str, object]]) -> None:
-    """One MERGE of ``rows`` into ``table`` that, for an id recorded already, only fills in the
-    columns still NULL there: the first recorded value of a fact stays, a later run that knows
-    one (a commit sha, a model shape) completes it, a later run that does not erases nothing.
-    A row with nothing to fill in is left untouched (no rewrite in a lake). MERGE rather than
-    ON CONFLICT: a lake has no keys to conflict on. Rows sharing an id are combined first, the
-    same way (the first value of each column that is not NULL)."""
+def _combined(rows: Sequence[dict[str, object]], key: str) -> list[dict[str, object]]:
+    """Rows sharing an id as one row: the first value of each column that is not NULL."""
     combined: dict[object, dict[str, object]] = {}
     for row in rows:
         known = combined.setdefault(row[key], dict(row))
         for column, value in row.items():
             if known[column] is None:
                 known[column] = value
-    if not combined:
-        return
-    columns = list(next(iter(combined.values())))
-    others = [column for column in columns if column != key]
-    fillable = " OR ".join(f"(t.{c} IS NULL AND s.{c} IS NOT NULL)" for c in others)
-    fill = ", ".join(f"{c} = coalesce(t.{c}, s.{c})" for c in others)
-    placeholders = ", ".join("(" + ", ".join("?" for _ in columns) + ")" for _ in combined)
-    con.execute(
-        f"MERGE INTO {table} AS t USING (VALUES {placeholders}) AS s({', '.join(columns)}) "
-        f"ON t.{key} = s.{key} "
-        f"WHEN MATCHED AND ({fillable}) THEN UPDATE SET {fill} "
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
-        f"VALUES ({', '.join('s.' + c for c in columns)})",
-        [row[column] for row in combined.values() for column in columns],
-    )
+    return list(combined.values())
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Rows of a table of facts (transcoders, models, prompts) to merge by id: a new id is
+    inserted; for an id recorded already, only the columns still NULL there are filled in (the
+    first recorded value of a fact stays, a later run that knows one, a commit sha or a model
+    shape, completes it, one that does not erases nothing). Rows sharing an id are combined
+    first (``_combined``)."""
+
+    table: str
+    key: str
+    rows: tuple[dict[str, object], ...]
+
+    @classmethod
+    def of(cls, table: str, key: str, rows: Sequence[dict[str, object]]) -> Merge:
+        return cls(table, key, tuple(_combined(rows, key)))
+
+    def without(self, settled: set[tuple[str, str]]) -> Merge:
+        """The rows whose ids are not ``settled`` (``_settled``)."""
+        rows = (row for row in self.rows if (self.table, str(row[self.key])) not in settled)
+        return Merge(self.table, self.key, tuple(rows))
+
+    def known_sql(self) -> tuple[str, list[object]]:
+        """A SELECT of (table, id, columns NULL there) for the ids of ``rows`` recorded already,
+        and its parameters: one arm of ``_known_rows``'s single read."""
+        columns = [column for column in self.rows[0] if column != self.key]
+        nulls = ", ".join(f"CASE WHEN {c} IS NULL THEN '{c}' END" for c in columns)
+        marks = ", ".join("?" for _ in self.rows)
+        sql = (
+            f"SELECT '{self.table}', {self.key}::VARCHAR, "
+            f"list_filter([{nulls}]::VARCHAR[], c -> c IS NOT NULL) "
+            f"FROM {self.table} WHERE {self.key} IN ({marks})"
+        )
+        return sql, [row[self.key] for row in self.rows]
+
+
+def _known_rows(
+    con: Connection, merges: Sequence[Merge], run_id: str | None = None
+) -> dict[tuple[str, str], list[str]]:
+    """What the store holds of ``merges``' ids (and of the run ``run_id``), in one statement:
+    (table, id) -> the columns still NULL in that row. One read, not one per table: a lake
+    answers each statement with round trips to its catalog, inside the writers' turn."""
+    arms: list[str] = []
+    params: list[object] = []
+    if run_id is not None:
+        arms.append("SELECT 'runs', flow_run_id, []::VARCHAR[] FROM runs WHERE flow_run_id = ?")
+        params.append(run_id)
+    for merge in merges:
+        if merge.rows:
+            sql, ids = merge.known_sql()
+            arms.append(sql)
+            params += ids
+    if not arms:
+        return {}
+    found = con.execute(" UNION ALL ".join(arms), params).fetchall()
+    return {(str(table), str(key)): list(nulls) for table, key, nulls in found}
+
+
+def _settled(
+    merges: Sequence[Merge], known: dict[tuple[str, str], list[str]]
+) -> set[tuple[str, str]]:
+    """The (table, id)s of ``merges`` the store holds with nothing this write could fill in:
+    none of their NULL columns is one these rows know. Settled stays settled: a fact's row is
+    never deleted, and its columns only go from NULL to a value (``Merge``), so what a read
+    before a lake's writers' turn finds settled needs no second look in the turn."""
+    return {
+        (merge.table, str(row[merge.key]))
+        for merge in merges
+        for row in merge.rows
+        if (merge.table, str(row[merge.key])) in known
+        and not any(
+            row.get(column) is not None for column in known[merge.table, str(row[merge.key])]
+        )
+    }
+
+
+def _apply_merge(con: Connection, merge: Merge, known: dict[tuple[str, str], list[str]]) -> None:
+    """``merge`` given what the store holds (``_known_rows``): one INSERT of its new ids, and an
+    UPDATE per recorded id that has a NULL column this run knows (rare: none in a steady
+    history, so a lake rewrites nothing)."""
+    new = [row for row in merge.rows if (merge.table, str(row[merge.key])) not in known]
+    _insert_rows(con, merge.table, merge.key, new)
+    for row in merge.rows:
+        nulls = known.get((merge.table, str(row[merge.key])), [])
+        fill = {column: row[column] for column in nulls if row.get(column) is not None}
+        if fill:
+            assignments = ", ".join(f"{column} = coalesce({column}, ?)" for column in fill)
+            con.execute(
+                f"UPDATE {merge.table} SET {assignments} WHERE {merge.key} = ?",
+                [*fill.values(), row[merge.key]],
+            )
 
 
 def _insert_rows(con: Connection, table: str, key: str, rows: Sequence[dict[str, object]]) -> None:
@@ -483,8 +557,52 @@ def _score_row(run: RunInfo, record: ScoreRecord) -> dict[str, object]:
     }
 
 
-def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> int:
-    """The run's rows, parents before children; the caller holds the transaction."""
+@dataclass(frozen=True)
+class RunRows:
+    """A run's rows, built before the write (outside a lake's writers' turn: nothing in them
+    depends on what the store holds): the run, the facts it merges, the rows it adds."""
+
+    run: RunInfo
+    merges: tuple[Merge, ...]  # transcoders, models, prompts
+    scores: tuple[dict[str, object], ...]
+    metrics: tuple[dict[str, object], ...]
+
+
+def run_rows(
+    run: RunInfo, records: Sequence[ScoreRecord], metrics: Sequence[MetricsRecord] = ()
+) -> RunRows:
+    """The rows of ``run``: its scores' and its metrics' transcoders and models (the scores'
+    first, so a fact a score knows wins), its prompts, its score and metrics rows."""
+    transcoders = [_transcoder_row(item.transcoder) for item in (*records, *metrics)]
+    models = [_model_row(item.model) for item in (*records, *metrics)]
+    prompts = [
+        {"prompt_id": r.prompt_id, "text": r.prompt, "n_tokens": r.n_tokens} for r in records
+    ]
+    return RunRows(
+        run=run,
+        merges=(
+            Merge.of("transcoders", "transcoder_id", transcoders),
+            Merge.of("models", "model_id", models),
+            Merge.of("prompts", "prompt_id", prompts),
+        ),
+        scores=tuple(_score_row(run, record) for record in records),
+        metrics=tuple(row for m in metrics for row in metrics_rows(run.flow_run_id, m)),
+    )
+
+
+def _write_run_rows(
+    con: Connection, rows: RunRows, settled: set[tuple[str, str]] | None = None
+) -> int:
+    """Write ``rows`` unless their run is recorded already; the score rows added. The caller
+    holds the transaction. One read answers every question about what the store holds (but for
+    the ids a read before the transaction found ``settled``), then one INSERT per table
+    (parents before children); a failure anywhere (a duplicate id, a value DuckDB refuses)
+    rolls back the whole run."""
+    run = rows.run
+    merges = [merge.without(settled or set()) for merge in rows.merges]
+    known = _known_rows(con, merges, run_id=run.flow_run_id)
+    if ("runs", run.flow_run_id) in known:
+        return 0
     con.execute(
         "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -495,27 +613,16 @@ def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> in
             run.device, run.host, datetime.now(UTC).replace(tzinfo=None),
         ],
     )  # fmt: skip
-    _merge_rows(
-        con, "transcoders", "transcoder_id", [_transcoder_row(r.transcoder) for r in records]
-    )
-    _merge_rows(con, "models", "model_id", [_model_row(r.model) for r in records])
-    prompts = [
-        {"prompt_id": r.prompt_id, "text": r.prompt, "n_tokens": r.n_tokens} for r in records
-    ]
-    _merge_rows(con, "prompts", "prompt_id", prompts)
-    # A failure here (a duplicate id, a value DuckDB refuses) rolls back the whole run.
-    _insert_rows(con, "scores", "score_id", [_score_row(run, record) for record in records])
-    return len(records)
+    for merge in merges:
+        _apply_merge(con, merge, known)
+    _insert_rows(con, "scores", "score_id", rows.scores)
+    _insert_rows(con, "transcoder_metrics", "metrics_id", rows.metrics)
+    return len(rows.scores)
 
 
-def _insert_metrics(con: Connection, run: RunInfo, metrics: Sequence[MetricsRecord]) -> None:
-    """The run's transcoder metrics rows (after ``_insert_run``, in its transaction)."""
-    _merge_rows(
-        con, "transcoders", "transcoder_id", [_transcoder_row(m.transcoder) for m in metrics]
-    )
-    _merge_rows(con, "models", "model_id", [_model_row(m.model) for m in metrics])
-    rows = [row for record in metrics for row in metrics_rows(run.flow_run_id, record)]
-    _insert_rows(con, "transcoder_metrics", "metrics_id", rows)
+def _insert_run(con: Connection, run: RunInfo, records: list[ScoreRecord]) -> int:
+    """The run's rows (``_write_run_rows``), in the caller's transaction."""
+    return _write_run_rows(con, run_rows(run, records))
 
 
 def record_run(
@@ -538,26 +645,37 @@ def record_run(
         metrics: one record per evaluated transcoder (``transcoder_metrics`` rows).
     """
     store = parse_store(store)
+    # Everything that does not need the store's newest state is done before a lake writer's
+    # turn, which every other writer waits for: the rows, and which facts are settled.
+    rows = run_rows(run, records, metrics)
+    settled: set[tuple[str, str]] = set()
 
-    def write_run(con: Connection) -> int:
-        already = con.execute(
-            "SELECT count(*) FROM runs WHERE flow_run_id = ?", [run.flow_run_id]
-        ).fetchone()
-        if already and already[0]:
-            return 0
-        added = _insert_run(con, run, records)
-        _insert_metrics(con, run, metrics)
-        return added
+    def look_ahead(con: Connection) -> None:
+        settled.update(_settled(rows.merges, _known_rows(con, rows.merges)))
 
-    return write_store(store, write_run, timeout_s, f"recording flow run {run.flow_run_id}")
+    return write_store(
+        store,
+        lambda con: _write_run_rows(con, rows, settled),
+        timeout_s,
+        f"recording flow run {run.flow_run_id}",
+        ahead=look_ahead,
+    )
 
 
-def write_store(store: Store, body: Callable[[Connection], T], timeout_s: float, what: str) -> T:
+def write_store(
+    store: Store,
+    body: Callable[[Connection], T],
+    timeout_s: float,
+    what: str,
+    ahead: Callable[[Connection], None] | None = None,
+) -> T:
     """Run ``body`` in one transaction on a file or a lake; any failure is one StorageError
-    line (``what`` failed, nothing of it was written) with the lake's password masked."""
+    line (``what`` failed, nothing of it was written) with the lake's password masked.
+    ``ahead``: a lake's reads before the writers' turn (``lake.write``); the file, whose write
+    is a few ms under its lock, has no turn to shorten."""
     try:
         if isinstance(store, LakeStore):
-            return lake.write(store, body, timeout_s)
+            return lake.write(store, body, timeout_s, ahead=ahead)
         return write_file(store, body, timeout_s)
     except StorageError as error:
         if store.mask(str(error)) == str(error):

@@ -20,6 +20,7 @@ Connection = duckdb.DuckDBPyConnection
 
 # Looked up by name (``migration_named``), never by number: numbers are given at merge.
 TRAINING_STEP_MIGRATION = "the training step of each checkpoint (issue 28 part 2)"
+WRITERS_LOCK_MIGRATION = "a lake's writers all take the writers' lock (issue 27 part 2)"
 
 
 @dataclass(frozen=True)
@@ -718,6 +719,17 @@ SELECT
 FROM in_series;
 """
 
+MIGRATION_011 = """
+-- Issue 27 part 2: no table or row changes. From this version on, every tracerflow that writes
+-- a lake takes the writers' lock (a PostgreSQL advisory lock on the catalog's database) and
+-- nothing else; before it, writers also rewrote the lake's one-row table lake_writes, so that a
+-- writer taking no lock (an older tracerflow) conflicted instead of landing a row twice. Every
+-- tracerflow refuses a store at a newer version than it knows, so a lake at this version is
+-- written only by lock takers: the migration of a lake to it drops lake_writes (any write of
+-- an older tracerflow still under way then fails, writing nothing), and writers stop rewriting
+-- it. The embedded file, which never had lake_writes, changes only its version.
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flat scores table (issue 4)", MIGRATION_001),
     Migration(2, "normalised schema with ids and views (issue 5)", MIGRATION_002),
@@ -737,6 +749,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "paths relative to their roots; history across weight changes (issue 26, parts 4 and 8)",
         MIGRATION_010,
     ),
+    Migration(11, WRITERS_LOCK_MIGRATION, MIGRATION_011),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
