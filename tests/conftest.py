@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,26 +82,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist loadgroup``, hand out whole modules (a module's fixtures are set up once),
-    and keep the tests of each costly session fixture together. The ``slow`` ones go first, so
-    no worker ends the session alone on one of them while the other waits; the toy's retraining
-    tests go last, as the retraining runs beside the others from the start (minutes on one
-    core)."""
+    and keep the tests of each costly session fixture together. Groups with a ``slow`` test go
+    first, then the others, each the groups of most tests first, so no worker ends the session
+    alone on a long one while the other waits; the toy's retraining tests go last, as the
+    retraining runs beside the others from the start (minutes on one core)."""
     if not under_xdist(config):
         return
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         group = next((name for name in SHARED_ON_ONE_WORKER if name in fixtures), None)
         item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
-    slow_groups = {
-        mark.args[0]
-        for item in items
-        if item.get_closest_marker("slow") is not None
-        for mark in item.iter_markers("xdist_group")
-    }
+    group_of = {item: item.get_closest_marker("xdist_group").args[0] for item in items}
+    sizes = Counter(group_of.values())
+    slow_groups = {group_of[item] for item in items if item.get_closest_marker("slow")}
     items.sort(
         key=lambda item: (
             "retrained" in getattr(item, "fixturenames", ()),
-            item.get_closest_marker("xdist_group").args[0] not in slow_groups,
+            group_of[item] not in slow_groups,
+            -sizes[group_of[item]],  # as xdist orders them: the most tests first
         )
     )
 
