@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,22 +47,62 @@ def under_xdist(config: pytest.Config) -> bool:
 SHARED_ON_ONE_WORKER = ("demo_run", "retrained")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the controller hands out groups in the order ``pytest_collection_modifyitems``
+    gives them (xdist's default reorders them by their number of tests), and names the folder
+    the toy's retraining will run in, for its workers (tests/toy/retraining.py)."""
+    if under_xdist(config) or not getattr(config.option, "numprocesses", None):
+        return
+    config.option.loadscopereorder = False
+    from tests.toy.retraining import FOLDER_VARIABLE
+
+    os.environ[FOLDER_VARIABLE] = tempfile.mkdtemp(prefix="tracerflow-retrained-")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """On the controller: once a worker has collected a test that needs the toy's retraining,
+    start it, so it runs beside the other tests; its tests are handed out last."""
+    from tests.toy.retraining import FOLDER_VARIABLE, Retraining
+
+    if _RETRAINING or not any(nodeid.endswith("@retrained") for nodeid in ids):
+        return
+    retraining = Retraining(Path(os.environ[FOLDER_VARIABLE]))
+    _RETRAINING.append((retraining, retraining.start()))
+
+
+_RETRAINING: list = []  # the controller's retraining, if it started one, and its process
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller ends the retraining if it still runs, and removes its folder."""
+    if _RETRAINING:
+        from tests.toy.retraining import stop
+
+        stop(*_RETRAINING.pop())
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist loadgroup``, hand out whole modules (a module's fixtures are set up once),
-    and keep the tests of each costly session fixture together. The longest go first (the toy's
-    retraining, minutes on one core, then the ``slow`` ones), so no worker ends the session
-    alone on one of them while the other waits."""
+    and keep the tests of each costly session fixture together. Groups with a ``slow`` test go
+    first, then the others, each the groups of most tests first, so no worker ends the session
+    alone on a long one while the other waits; the toy's retraining tests go last, as the
+    retraining runs beside the others from the start (minutes on one core)."""
     if not under_xdist(config):
         return
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         group = next((name for name in SHARED_ON_ONE_WORKER if name in fixtures), None)
         item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
+    group_of = {item: item.get_closest_marker("xdist_group").args[0] for item in items}
+    sizes = Counter(group_of.values())
+    slow_groups = {group_of[item] for item in items if item.get_closest_marker("slow")}
     items.sort(
         key=lambda item: (
-            "retrained" not in getattr(item, "fixturenames", ()),
-            item.get_closest_marker("slow") is None,
+            "retrained" in getattr(item, "fixturenames", ()),
+            group_of[item] not in slow_groups,
+            -sizes[group_of[item]],  # as xdist orders them: the most tests first
         )
     )
 

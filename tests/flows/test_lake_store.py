@@ -123,6 +123,7 @@ def lake_env(monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer, tmp_path
     return url
 
 
+@pytest.mark.slow
 def test_a_run_whose_lake_is_down_fails_in_one_line_and_a_rerun_records_it_once(
     home: Path, own_postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,7 @@ STEPS = (20, 100, 400)
 ALREADY_SCORED = 800  # a checkpoint the database holds before the run
 
 
+@pytest.mark.slow
 def test_a_training_run_s_checkpoints_are_scored_by_step_and_its_curve_rises(
     prefect_api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

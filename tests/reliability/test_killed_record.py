@@ -169,6 +169,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
 
 
+@pytest.mark.slow
 def test_a_run_that_cannot_record_on_a_full_disk_leaves_the_next_run_free(
     prefect_api: None, tmp_path: Path, full_disk: Path
 ) -> None:

@@ -72,6 +72,7 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill_signal", "to_group"),
     [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
@@ -114,6 +115,7 @@ def test_a_killed_run_leaves_no_child_process(
                 process.kill()
 
 
+@pytest.mark.slow
 def test_a_finished_run_delivers_its_logs_then_stops_its_server(tmp_path: Path) -> None:
     """The run's last log lines reach its temporary server before the server stops: no
     "Error logging to API" at exit."""

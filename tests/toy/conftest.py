@@ -12,91 +12,54 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import shutil
 import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import under_xdist
+from tests.toy.retraining import FOLDER_VARIABLE, Retraining, stop
 from tracerflow import toy
 from tracerflow.models import ReplacementModel, load_replacement_model
 from tracerflow.transcoders import convert, load_converted
 
 torch.set_num_threads(1)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
-
-@dataclass(frozen=True)
-class Retraining:
-    """``python -m tracerflow.toy.train`` running in a subprocess, writing into ``out``."""
-
-    out: Path
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def wait(self) -> Path:
-        """The retrained data folder, once the training has finished; its log if it failed."""
-        if self.process.wait() != 0:
-            tail = self.log.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"retraining failed (exit {self.process.returncode}):\n{tail}")
-        return self.out
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.out.parent, ignore_errors=True)
-
-
-RETRAINING = pytest.StashKey[Retraining]()
-
-
-def start_retraining() -> Retraining:
-    folder = Path(tempfile.mkdtemp(prefix="tracerflow-retrained-"))
-    out, log = folder / "data", folder / "train.log"
-    out.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tracerflow.toy.train", "--out", str(out)],
-            env=env,
-            cwd=out,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    return Retraining(out=out, log=log, process=process)
+RETRAINING = pytest.StashKey[tuple[Retraining, subprocess.Popen[bytes]]]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The retraining takes minutes on one core, and the tests run on one core (torch at one
     thread): when a selected test needs it, start it now, so it runs beside the tests before.
-    Under xdist the other worker is that second core: the fixture starts it when first asked."""
+    Under xdist the controller starts it (tests/conftest.py) and those tests run last."""
     if session.config.option.collectonly or under_xdist(session.config):
         return
     if any("retrained" in getattr(item, "fixturenames", ()) for item in session.items):
-        session.config.stash[RETRAINING] = start_retraining()
+        retraining = Retraining(Path(tempfile.mkdtemp(prefix="tracerflow-retrained-")))
+        session.config.stash[RETRAINING] = (retraining, retraining.start())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    retraining = session.config.stash.get(RETRAINING, None)
-    if retraining is not None:
-        retraining.stop()
+    started = session.config.stash.get(RETRAINING, None)
+    if started is not None:
+        stop(*started)
 
 
 @pytest.fixture(scope="session")
 def retrained(request: pytest.FixtureRequest) -> Path:
     """The whole toy training, rerun into a temporary folder (a few minutes on one core),
-    started when the session's tests were collected."""
-    retraining = request.config.stash.get(RETRAINING, None)
-    if retraining is None:  # selected in a way collection did not see
-        retraining = request.config.stash[RETRAINING] = start_retraining()
-    return retraining.wait()
+    started when the session's tests were collected (tests/toy/retraining.py)."""
+    folder = os.environ.get(FOLDER_VARIABLE)
+    if folder is not None:  # an xdist worker: the controller retrains
+        return Retraining(Path(folder)).wait()
+    started = request.config.stash.get(RETRAINING, None)
+    if started is None:  # selected in a way collection did not see
+        retraining = Retraining(Path(tempfile.mkdtemp(prefix="tracerflow-retrained-")))
+        started = request.config.stash[RETRAINING] = (retraining, retraining.start())
+    return started[0].wait()
 
 
 @pytest.fixture(scope="session")

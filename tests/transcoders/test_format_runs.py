@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.reliability.harness import run_cli
 from tests.transcoders.foreign_formats import (
@@ -21,6 +22,7 @@ from tracerflow.transcoders import convert
 PROMPT = "Mary and John went to the store, John gave a drink to"
 
 
+@pytest.mark.slow
 def test_each_format_runs_and_scores_as_the_checkpoint_it_holds(
     prefect_api: None, tmp_path: Path
 ) -> None:
