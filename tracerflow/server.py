@@ -164,13 +164,18 @@ def reusable_api_url(settings: Settings) -> str | None:
 def _runs_prefect_server(pid: int, url: str) -> bool:
     """Whether ``pid`` is ``prefect server start ... --port <url's port>`` (what ``up`` starts).
     Where /proc cannot tell (not Linux), a live pid and a healthy URL are all there is to go on."""
+    return runs_command(pid, "prefect server start", f"--port {url.rpartition(':')[2]}")
+
+
+def runs_command(pid: int, *parts: str) -> bool:
+    """Whether ``pid`` runs a command line holding each of ``parts`` (a recorded pid may now be
+    another program's). Where /proc cannot tell (not Linux), whether the pid is alive."""
     try:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return not Path("/proc/self/cmdline").exists()
-    port = url.rpartition(":")[2]
+        return not Path("/proc/self/cmdline").exists() and _pid_alive(pid)
     command = " ".join(arguments)
-    return "prefect server start" in command and f"--port {port}" in command
+    return all(part in command for part in parts)
 
 
 def up(

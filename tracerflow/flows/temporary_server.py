@@ -43,7 +43,7 @@ from typing import Any
 
 from tracerflow.errors import TracerflowError
 from tracerflow.fsutil import write_text_atomically
-from tracerflow.server import is_healthy, reusable_api_url, server_dir
+from tracerflow.server import is_healthy, reusable_api_url, runs_command, server_dir
 
 try:
     import fcntl
@@ -213,13 +213,13 @@ def _hand_over(folder: Path, process: subprocess.Popen[bytes], base_url: str) ->
 
 def lingering_server(folder: Path) -> tuple[int, str] | None:
     """(pid, base URL) of the lingering temporary server ``folder`` records, when that pid still
-    runs one (``_runs_temporary_server``); else None."""
+    runs one; else None."""
     try:
         record = json.loads((folder / LINGER_RECORD).read_text())
         pid, url = int(record["pid"]), str(record["url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (pid, url) if _runs_temporary_server(pid) else None
+    return (pid, url) if runs_command(pid, "-m tracerflow.flows.temporary_server") else None
 
 
 def take_lingering_server(folder: Path) -> tuple[str, int] | None:
@@ -257,22 +257,6 @@ def stop_lingering_server(folder: Path) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(found[0], signal.SIGTERM)
     return True
-
-
-def _runs_temporary_server(pid: int) -> bool:
-    """Whether ``pid`` is a temporary server of this module (not a pid reused by another
-    program). Where /proc cannot tell (not Linux), whether it is alive."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        if Path("/proc/self/cmdline").exists():
-            return False  # Linux, and the pid is gone
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-    return "tracerflow.flows.temporary_server" in command
 
 
 def _log_path() -> Path:
