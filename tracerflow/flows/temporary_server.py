@@ -80,6 +80,7 @@ def prefect_api(
         yield str(configured)
         return
     settings = get_settings()
+    folder = server_dir(settings)  # where a lingering server is recorded
     lasting = reusable_api_url(settings)
     if lasting is not None:
         say(f"Prefect server: the running `tracerflow server up` one at {lasting}")
@@ -87,7 +88,7 @@ def prefect_api(
         with _talking_to(lasting, {PREFECT_API_URL: lasting}):  # a lasting server: heartbeats
             yield lasting
         return
-    lingering = take_lingering_server(server_dir(settings))
+    lingering = take_lingering_server(folder)
     if lingering is not None:
         api_url, lease = lingering
         say(f"Prefect server: the temporary one an earlier run left up, at {api_url}")
@@ -102,7 +103,7 @@ def prefect_api(
     say("Prefect server: starting a temporary one for this run")
     with _sigterm_as_exit():
         linger_s = settings.server_linger_s if _CAN_LINGER else 0.0
-        relaunch = functools.partial(_launch, linger_s, server_dir(settings))
+        relaunch = functools.partial(_launch, linger_s, folder)
         launched = [relaunch()]  # the one to stop, whichever started in the end
         ended = False  # the run ended, done or failed; not interrupted or killed
         try:
@@ -118,7 +119,7 @@ def prefect_api(
         finally:
             _deliver_queued_logs()
             process, base_url = launched[-1]
-            if not (ended and linger_s > 0 and _hand_over(server_dir(settings), process, base_url)):
+            if not (ended and linger_s > 0 and _hand_over(folder, process, base_url)):
                 stop(process)
 
 
