@@ -35,9 +35,10 @@ configure_prefect_defaults()
 
 import torch  # noqa: E402
 
-from tracerflow.attribution import attribute, torch_threads  # noqa: E402
+from tracerflow.attribution import attribute  # noqa: E402
 from tracerflow.flows.score import score_flow  # noqa: E402
 from tracerflow.flows.temporary_server import prefect_api  # noqa: E402
+from tracerflow.machine import torch_threads  # noqa: E402
 from tracerflow.models import load_replacement_model  # noqa: E402
 from tracerflow.parameters import RunRequest  # noqa: E402
 from tracerflow.presets import Preset, find_preset  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracerflow.dashboards.compute import DashboardConfig
+from tracerflow.dashboards.config import DashboardConfig
 from tracerflow.parameters import AttributionParams, RunRequest
 from tracerflow.presets import run_parameters
 from tracerflow.storage.artifacts import stage_key

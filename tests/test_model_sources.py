@@ -21,8 +21,8 @@ from tests.standin_models import (
 )
 from tracerflow.errors import ConfigError, UsageError
 from tracerflow.flows.validation import check_dimensions, check_model, check_prompt
-from tracerflow.model_sources import local_model, model_dimensions
-from tracerflow.models import check_fits, model_identity
+from tracerflow.model_sources import local_model, model_dimensions, model_identity
+from tracerflow.models import check_fits
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from circuit_tracer.graph import compute_graph_scores
 from typer.testing import CliRunner
 
 from tests.tasks.test_score import reference_prune
-from tracerflow.attribution import torch_threads
 from tracerflow.cli import app
+from tracerflow.machine import torch_threads
 from tracerflow.storage.graphs import load_graph
 from tracerflow.storage.subgraphs import graph_folder
 from tracerflow.subgraphs import pinned_feature_mask, score_subgraph

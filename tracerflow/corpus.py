@@ -24,11 +24,12 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tracerflow.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where a batch is made: reading a stored summary needs no torch
+    import torch
 
 DEFAULT_BATCH_TOKENS = 1024
 JSONL_SUFFIXES = (".jsonl",)
@@ -54,6 +55,8 @@ class TokenBatch:
     @property
     def real(self) -> torch.Tensor:
         """``[batch, pos]`` True at real (non-padding) positions."""
+        import torch
+
         positions = torch.arange(self.tokens.shape[1], device=self.tokens.device)
         return positions[None, :] < self.lengths.to(self.tokens.device)[:, None]
 
@@ -161,6 +164,8 @@ class TokenCorpus:
             yield self._batch(pending)
 
     def _batch(self, windows: list[list[int]]) -> TokenBatch:
+        import torch
+
         width = max(len(window) for window in windows)
         pad = int(self._tokenizer.bos_token_id)  # type: ignore[arg-type]
         tokens = torch.full((len(windows), width), pad, dtype=torch.long)
@@ -172,6 +177,8 @@ class TokenCorpus:
     def summary(self) -> CorpusSummary:
         """Number of windows and text tokens, and the sha256 of the windows (computed once)."""
         if self._summary is None:
+            import torch
+
             digest = hashlib.sha256()
             n_windows = n_tokens = 0
             for window in self.windows():

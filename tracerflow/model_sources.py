@@ -294,3 +294,25 @@ def model_dimensions(model_name: str) -> tuple[int, int] | None:
     layers = next((config[key] for key in _HUB_LAYERS if isinstance(config.get(key), int)), None)
     width = next((config[key] for key in _HUB_WIDTH if isinstance(config.get(key), int)), None)
     return (layers, width) if layers is not None and width is not None else None
+
+
+def model_identity(model_name: str) -> str:
+    """What identifies a model's weights in cache keys, without loading it: the sha256 of the
+    shipped weights for the toy model; for a local folder the sha256 of its config, weights and
+    tokenizer files (not its path); the name and TransformerLens version for Hub models
+    (TransformerLens pins which weights a name means)."""
+    from tracerflow.fsutil import sha256_file
+
+    if model_name == toy.TOY_MODEL_NAME:
+        return f"{model_name}:{sha256_file(toy.model_dir() / 'model.safetensors')}"
+    local = local_model(model_name)
+    if local is not None:
+        import hashlib
+
+        files = [local.folder / "config.json", local.weights]
+        files += sorted(path for path in local.tokenizer_dir.iterdir() if path.is_file())
+        hashes = sorted({sha256_file(path) for path in files})
+        return f"local-model:{hashlib.sha256(json.dumps(hashes).encode()).hexdigest()}"
+    from importlib.metadata import version
+
+    return f"{model_name}:transformer-lens-{version('transformer-lens')}"

@@ -13,7 +13,6 @@ or width than the model is refused in one line (``check_fits``) before anything 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from safetensors.torch import load_file
 
 from tracerflow import toy
 from tracerflow.errors import ConfigError, SourceError
+from tracerflow.machine import default_device
 from tracerflow.model_sources import LocalModel, check_model_source, local_model
 
 if TYPE_CHECKING:
@@ -47,11 +47,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_replacement_model(
     model_name: str,
     transcoders: Transcoder,
@@ -67,7 +62,7 @@ def load_replacement_model(
     ``ConfigError`` for a name TransformerLens does not know, a bad model folder, or transcoders
     of another shape than the model.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = torch.device(device if device is not None else default_device())
     local = local_model(model_name)
     if local is not None:
         check_fits(transcoders, *local.dimensions, model_name)
@@ -88,28 +83,6 @@ def check_fits(transcoders: Transcoder, n_layers: int, d_model: int, model_name:
             f"'{model_name}' has {n_layers} layers of d_model {d_model}; give --model the model "
             "it was trained on"
         )
-
-
-def model_identity(model_name: str) -> str:
-    """What identifies a model's weights in cache keys, without loading it: the sha256 of the
-    shipped weights for the toy model; for a local folder the sha256 of its config, weights and
-    tokenizer files (not its path); the name and TransformerLens version for Hub models
-    (TransformerLens pins which weights a name means)."""
-    from tracerflow.fsutil import sha256_file
-
-    if model_name == toy.TOY_MODEL_NAME:
-        return f"{model_name}:{sha256_file(toy.model_dir() / 'model.safetensors')}"
-    local = local_model(model_name)
-    if local is not None:
-        import hashlib
-
-        files = [local.folder / "config.json", local.weights]
-        files += sorted(path for path in local.tokenizer_dir.iterdir() if path.is_file())
-        hashes = sorted({sha256_file(path) for path in files})
-        return f"local-model:{hashlib.sha256(json.dumps(hashes).encode()).hexdigest()}"
-    from importlib.metadata import version
-
-    return f"{model_name}:transformer-lens-{version('transformer-lens')}"
 
 
 # --- local model folders (the toy model is one) ----------------------------------------------

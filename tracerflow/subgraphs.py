@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from circuit_tracer.graph import Graph
 
-from tracerflow.attribution import torch_threads
 from tracerflow.errors import UsageError
+from tracerflow.machine import torch_threads
 from tracerflow.scoring import (
     GraphLayout,
     influence_and_scores,

@@ -22,7 +22,7 @@ from tracerflow.dashboards.pack import (
     pack_features,
     read_feature_pack,
 )
-from tracerflow.models import model_identity
+from tracerflow.model_sources import model_identity
 from tracerflow.settings import get_settings
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.tasks import dashboards as dashboards_module

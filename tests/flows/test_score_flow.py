@@ -91,7 +91,7 @@ def test_stored_scores_equal_the_work_done_by_hand(home):
     """The flow records exactly what its attribution computes when called directly (bit for bit,
     CPU fp32), and what bare circuit-tracer computes to 1e-6 (tracerflow's attribution is a
     faster, reordered computation of the same graph; tests/attribution checks the graphs)."""
-    from tracerflow import attribution
+    from tracerflow import attribution, machine
     from tracerflow.models import load_replacement_model
     from tracerflow.transcoders import convert, load_converted
 
@@ -119,7 +119,7 @@ def test_stored_scores_equal_the_work_done_by_hand(home):
         "batch_size": preset.batch_size,
     }
     ours = attribution.attribute(prompt, model, threads=threads, **arguments).graph
-    with attribution.torch_threads(threads):  # scores, too, depend on the thread count
+    with machine.torch_threads(threads):  # scores, too, depend on the thread count
         by_hand = score_graph(ours, preset.node_threshold, preset.edge_threshold)
     assert stored == [
         by_hand.replacement_score,
@@ -300,15 +300,15 @@ def test_bad_parameters_fail_with_a_clear_message(home, bad):
     assert next(iter(bad)) in state.message
 
 
-def test_the_thread_count_is_the_runs_else_the_setting_else_torchs_default():
+def test_the_thread_count_is_the_runs_else_the_setting_else_torchs_default(tmp_path):
     from tracerflow.errors import ConfigError
     from tracerflow.flows.score import attribution_threads
 
-    assert attribution_threads(3, 1) == 3
-    assert attribution_threads(None, 1) == 1
-    assert attribution_threads(None, None) == torch.get_num_threads()
+    assert attribution_threads(3, 1, tmp_path) == 3
+    assert attribution_threads(None, 1, tmp_path) == 1
+    assert attribution_threads(None, None, tmp_path) == torch.get_num_threads()
     with pytest.raises(ConfigError, match="threads must be >= 1"):
-        attribution_threads(0, None)
+        attribution_threads(0, None, tmp_path)
 
 
 def test_a_run_without_a_thread_count_records_the_setting(home, monkeypatch):

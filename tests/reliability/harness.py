@@ -15,8 +15,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from tracerflow.attribution import torch_threads
 from tracerflow.flows.score import score_flow
+from tracerflow.machine import torch_threads
 from tracerflow.parameters import RunRequest
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.score import score_graph

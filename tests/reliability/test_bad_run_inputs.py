@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tracerflow.flows.validation import cuda_device_count, validate_run_request
+from tracerflow.flows.validation import validate_run_request
+from tracerflow.machine import cuda_device_count
 from tracerflow.parameters import run_request
 
 TOY = ["--preset", "toy-clt"]

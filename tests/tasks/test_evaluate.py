@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from tracerflow import toy
 from tracerflow.evaluation import PerTokenValues
 from tracerflow.flows.evaluation import evaluation_corpus
-from tracerflow.models import model_identity
+from tracerflow.model_sources import model_identity
 from tracerflow.parameters import RunRequest
 from tracerflow.storage.artifacts import ArtifactStore
 from tracerflow.tasks.convert import convert_snapshot

@@ -12,7 +12,7 @@ from circuit_tracer.graph import Graph, compute_graph_scores, prune_graph
 
 from tests.presets import preset_named
 from tests.test_scoring import clone_based_merge
-from tracerflow import attribution
+from tracerflow import attribution, machine
 from tracerflow.models import load_replacement_model
 from tracerflow.presets import builtin_prompts
 from tracerflow.scoring import prune
@@ -44,7 +44,7 @@ def stock_pruned_scores(
 def test_prune_is_prune_graph_on_a_toy_graph(
     toy_graph: Graph, thresholds: tuple[float, float]
 ) -> None:
-    with attribution.torch_threads(1):
+    with machine.torch_threads(1):
         want = prune_graph(toy_graph, *thresholds)
         got = prune(toy_graph, *thresholds)
     assert torch.equal(got.node_mask, want.node_mask)
@@ -54,7 +54,7 @@ def test_prune_is_prune_graph_on_a_toy_graph(
 
 
 def test_score_graph_is_circuit_tracers_scores_on_a_toy_graph(toy_graph: Graph) -> None:
-    with attribution.torch_threads(1):
+    with machine.torch_threads(1):
         scores = score_graph(toy_graph, 0.8, 0.98)
         unpruned = compute_graph_scores(toy_graph)
         n_kept, pruned = stock_pruned_scores(toy_graph, 0.8, 0.98)

@@ -10,9 +10,7 @@ from tracerflow.attribution.run import (
     AttributionResult,
     attribute,
     default_block_size,
-    default_threads,
     fast_path_unavailable,
-    torch_threads,
 )
 
 __all__ = [
@@ -21,7 +19,5 @@ __all__ = [
     "Usage",
     "attribute",
     "default_block_size",
-    "default_threads",
     "fast_path_unavailable",
-    "torch_threads",
 ]

@@ -12,10 +12,8 @@ cover, it warns and runs circuit-tracer's own ``attribute``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +23,7 @@ from tracerflow.attribution.phases import Progress, run_fast_path
 from tracerflow.attribution.resources import Usage, peak_rss_bytes, reset_peak_rss
 from tracerflow.attribution.stock import run_stock
 from tracerflow.compat import circuit_tracer_mismatch
+from tracerflow.machine import torch_threads
 from tracerflow.parameters import CIRCUIT_TRACER_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -85,29 +84,6 @@ def fast_path_unavailable(model: Any) -> str | None:
 
 def default_block_size(device: torch.device | str) -> int:
     return DEFAULT_BLOCK_SIZE.get(torch.device(device).type, DEFAULT_BLOCK_SIZE["cuda"])
-
-
-def default_threads() -> int:
-    """torch's intra-op thread count in this process now. In a process that has not changed it,
-    torch's own default for the machine: its physical cores, or ``OMP_NUM_THREADS``."""
-    return torch.get_num_threads()
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run the block at ``threads`` intra-op threads (None: as the process is set), then put the
-    process's setting back. The count is a setting, never chosen by timing: float sums split
-    over another number of threads round differently, and when ``max_feature_nodes`` binds a
-    near-tie in the ranking could then select another feature."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def attribute(

@@ -162,7 +162,7 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
 def _say_started(what: str) -> None:
     """The run's first line, at once: what follows it (importing torch and Prefect, starting a
     server) is seconds of silence otherwise."""
-    _say(f"{what} (loading Prefect and torch first)")
+    _say(f"{what} (loading Prefect first)")
 
 
 def _say(line: str) -> None:

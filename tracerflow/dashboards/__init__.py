@@ -15,7 +15,7 @@ from typing import Any
 _EXPORTS = {
     "FeaturePackResult": "build",
     "build_feature_pack": "build",
-    "DashboardConfig": "compute",
+    "DashboardConfig": "config",
     "DashboardState": "compute",
     "collect_dashboards": "compute",
     "feature_logits": "compute",

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from tracerflow.dashboards.compute import DashboardConfig, collect_dashboards, wanted_features
+from tracerflow.dashboards.compute import collect_dashboards, wanted_features
+from tracerflow.dashboards.config import DashboardConfig
 from tracerflow.dashboards.pack import pack_features, read_feature_pack, write_feature_pack
 from tracerflow.dashboards.records import dashboard_records
 

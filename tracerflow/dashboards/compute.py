@@ -27,25 +27,10 @@ from typing import Any
 
 import torch
 
+from tracerflow.dashboards.config import DashboardConfig
+
 HISTOGRAM_BINS = 1024
-# A seed mixed into the reservoir's hash; fixed so that dashboards are reproducible.
-DEFAULT_SEED = 0
 _MASK32 = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class DashboardConfig:
-    """How much each feature keeps. All sizes are per feature."""
-
-    n_top: int = 16
-    n_reservoir: int = 32
-    window_before: int = 12
-    window_after: int = 4
-    seed: int = DEFAULT_SEED
-
-    @property
-    def window(self) -> int:
-        return self.window_before + 1 + self.window_after
 
 
 @dataclass

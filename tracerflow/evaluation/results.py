@@ -7,10 +7,12 @@ changes whenever a definition does; it belongs in every cache key of a stored ev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
 
 METRICS_VERSION = "1"
 

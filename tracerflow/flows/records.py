@@ -14,13 +14,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import torch
 from prefect import runtime
 from prefect.logging import get_run_logger
 
 import tracerflow
 from tracerflow.errors import StorageError
 from tracerflow.flows.run_types import RunContext, ScoreItem
+from tracerflow.machine import torch_version
 from tracerflow.storage.paths import PathRoots, stored_path
 from tracerflow.storage.queries import latest_transcoder
 from tracerflow.storage.records import ModelInfo, RunInfo, ScoreRecord, TranscoderInfo
@@ -160,7 +160,7 @@ def run_info(run: RunContext, records: Sequence[ScoreRecord]) -> RunInfo:
         status=run_status(records),
         tracerflow_version=tracerflow.__version__,
         circuit_tracer_version=version("circuit-tracer"),
-        torch_version=torch.__version__,
+        torch_version=torch_version(),
         device=run.device,
         host=socket.gethostname() or platform.node(),
     )

@@ -20,6 +20,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
@@ -27,7 +28,6 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from tracerflow.attribution import default_threads
 from tracerflow.errors import ConfigError, RunNotRecordedError, StorageError
 from tracerflow.flows.dashboards import feature_pack, submit_dashboards
 from tracerflow.flows.evaluation import metrics_record, submit_evaluation
@@ -50,7 +50,8 @@ from tracerflow.flows.run_types import (
     TranscoderRun,
 )
 from tracerflow.flows.validation import model_for_source, validate_run_request
-from tracerflow.models import default_device, model_identity
+from tracerflow.machine import default_device, default_threads
+from tracerflow.model_sources import model_identity
 from tracerflow.parameters import RunRequest
 from tracerflow.presets import run_parameters
 from tracerflow.settings import get_settings
@@ -149,7 +150,7 @@ def run_checkpoints(request: RunRequest) -> list[TrainingCheckpoint]:
 
 def start_run(request: RunRequest, suite_name: str | None) -> RunContext:
     settings = get_settings()
-    threads = attribution_threads(request.threads, settings.threads)
+    threads = attribution_threads(request.threads, settings.threads, settings.home)
     get_run_logger().info("attribution runs at %d torch threads", threads)
     return RunContext(
         flow_run_id=str(runtime.flow_run.id),
@@ -157,18 +158,19 @@ def start_run(request: RunRequest, suite_name: str | None) -> RunContext:
         settings=settings,
         store=ArtifactStore(settings.artifacts_dir),
         dtype=request.dtype,
-        device=request.device or str(default_device()),
+        device=request.device or default_device(),
         threads=threads,
         started_at=datetime.now(UTC),
     )
 
 
-def attribution_threads(requested: int | None, configured: int | None) -> int:
-    """The run's thread count: the flow's parameter, else the setting, else torch's default."""
+def attribution_threads(requested: int | None, configured: int | None, home: Path) -> int:
+    """The run's thread count: the flow's parameter, else the setting, else torch's default (known
+    without importing torch once a run in ``home`` has asked, ``machine.default_threads``)."""
     if requested is not None:
         threads = requested
     else:
-        threads = configured if configured is not None else default_threads()
+        threads = configured if configured is not None else default_threads(home)
     if threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     return threads

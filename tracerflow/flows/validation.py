@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracerflow.errors import CheckpointError, ConfigError, SourceError, UsageError
+from tracerflow.machine import cuda_device_count, default_device
 from tracerflow.memory import (
     MemoryEstimate,
     ModelShape,
@@ -326,17 +327,6 @@ def check_device(device: str | None) -> None:
             raise UsageError(f"--device {device}: this machine has {count} CUDA device(s)")
 
 
-def cuda_device_count() -> int:
-    """CUDA devices torch can use. Without an NVIDIA driver the answer is 0 without importing
-    torch (seconds on a loaded machine); with one, torch decides (a CPU build says 0)."""
-    driver = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
-    if not driver:
-        return 0
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def suite_request(loaded: LoadedSuite) -> RunRequest:
     """The run request a suite makes (what ``suite_flow`` passes to the scoring flow)."""
     return run_request(
@@ -368,7 +358,7 @@ def check_memory(request: RunRequest, available_bytes: int | None = None) -> Non
             raise UsageError(str(error)) from None
         if available_bytes is None:  # "off"
             return
-    device = request.device or ("cuda" if cuda_device_count() else "cpu")
+    device = request.device or default_device()
     for source in request.transcoders:
         needs = run_memory_needs(source, request)
         if needs is None:

@@ -12,12 +12,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from tracerflow.errors import StorageError
 
-if TYPE_CHECKING:  # imported where used: circuit-tracer takes seconds to import
+if TYPE_CHECKING:  # imported where used: circuit-tracer and torch take seconds to import
     from circuit_tracer.graph import Graph
 
 TENSORS_FILE = "graph.safetensors"
@@ -35,6 +32,9 @@ _TENSORS = (
 
 def save_graph(graph: Graph, folder: Path) -> None:
     """Write ``graph`` as ``graph.safetensors`` and ``graph.json`` into ``folder``."""
+    import torch
+    from safetensors.torch import save_file
+
     tensors = {name: getattr(graph, name).detach().cpu().contiguous() for name in _TENSORS}
     save_file(tensors, str(folder / TENSORS_FILE))
     cfg = {name: value for name, value in vars(graph.cfg).items() if value is not None}
@@ -56,6 +56,7 @@ def load_graph(folder: Path) -> Graph:
     from circuit_tracer.attribution.targets import LogitTarget
     from circuit_tracer.graph import Graph
     from circuit_tracer.utils.tl_nnsight_mapping import UnifiedConfig
+    from safetensors.torch import load_file
 
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text())
@@ -67,6 +68,8 @@ def load_graph(folder: Path) -> Graph:
             raise ValueError(f"no tensor {sorted(missing)}")
         cfg: dict[str, Any] = dict(metadata["cfg"])
         if isinstance(cfg.get("dtype"), str):
+            import torch
+
             dtype = getattr(torch, cfg["dtype"], None)
             cfg["dtype"] = dtype if isinstance(dtype, torch.dtype) else None
         return Graph(

@@ -9,6 +9,7 @@ cached re-run never loads a model at all.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from typing import Any
 
@@ -19,6 +20,10 @@ _LOCK = threading.Lock()
 # Held while a stage runs an assembled model with hooks of its own (attribution, evaluation):
 # hooks are model-global, so two stages must never use one model at the same time.
 MODEL_LOCK = threading.RLock()
+# Dropped before the interpreter tears its modules down: a ReplacementModel's ``__del__`` resets
+# its hooks through torch, which is imported late (by the first stage that computes) and so is
+# among the first modules torn down.
+atexit.register(_MODELS.clear)
 
 
 def assembled_model(model_name: str, converted_path: str, dtype: str, device: str) -> Any:

@@ -16,11 +16,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import torch
 from prefect.logging import get_run_logger
 
-from tracerflow.attribution import attribute
 from tracerflow.errors import AttributionError
+from tracerflow.machine import torch_version
 from tracerflow.parameters import AttributionParams
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import TENSORS_FILE, save_graph
@@ -56,7 +55,7 @@ def _loaded_code_versions() -> dict[str, str]:
         "tracerflow": tracerflow.__version__,
         "attribute_stage": CODE_VERSION,
         "circuit_tracer": version("circuit-tracer"),
-        "torch": torch.__version__,
+        "torch": torch_version(),
     }
 
 
@@ -149,6 +148,8 @@ def run_attribution(
 ) -> AttributionStats:
     """Attribute with tracerflow's fast path (circuit-tracer's own when unsupported) and save
     the graph into ``out_dir``; ``progress(done, total)`` follows the feature phase."""
+    from tracerflow.attribution import attribute  # torch: a run whose graphs are stored needs none
+
     try:
         result = attribute(
             prompt,

@@ -35,7 +35,7 @@ from typing import Any
 from filelock import FileLock
 
 from tracerflow.corpus import CorpusSummary
-from tracerflow.dashboards.compute import DashboardConfig
+from tracerflow.dashboards.config import DashboardConfig
 from tracerflow.dashboards.pack import graph_file_features, publish_pack
 from tracerflow.fsutil import check_no_link_below, sha256_file
 from tracerflow.hashing import sha256_json

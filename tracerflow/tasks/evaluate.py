@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefect.logging import get_run_logger
-from safetensors.torch import save_file
 
 from tracerflow.cells import cell_text
 from tracerflow.corpus import DEFAULT_BATCH_TOKENS, TokenCorpus, Tokenizer
@@ -113,11 +112,13 @@ def evaluate_converted(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> EvaluatedTranscoder:
     """Evaluate ``converted`` on ``model`` over ``corpus`` unless the store has the result."""
-    from tracerflow.evaluation import evaluate_transcoder
-
     key = evaluate_key(model, converted, corpus, batch_tokens)
 
     def write(out_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        from tracerflow.evaluation import evaluate_transcoder
+
         replacement_model = assembled_model(model.name, converted.path, model.dtype, model.device)
         tokens = corpus.tokens(replacement_model.tokenizer, int(replacement_model.cfg.n_ctx))
         summary = tokens.summary()

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tracerflow.attribution import torch_threads
 from tracerflow.hashing import sha256_text
+from tracerflow.machine import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, ExportedGraph, ScoredGraph

@@ -12,16 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-from tracerflow.attribution import torch_threads
-from tracerflow.scoring import (
-    GraphLayout,
-    influence_and_scores,
-    kept_features_scores,
-    logit_weights,
-    prune,
-)
+from tracerflow.machine import torch_threads
 from tracerflow.storage.artifacts import ArtifactStore, stage_key
 from tracerflow.storage.graphs import load_graph
 from tracerflow.tasks.results import Attribution, GraphScores, ScoredGraph, file_text
@@ -37,6 +28,16 @@ SCORES_FILE = "scores.json"
 def score_graph(graph: Graph, node_threshold: float, edge_threshold: float) -> GraphScores:
     """Unpruned and pruned scores of ``graph``, in one N x N working buffer (tracerflow/scoring.py:
     circuit-tracer's numbers, without its copies of the adjacency)."""
+    import torch  # here, not above: a run whose scores are stored needs no torch
+
+    from tracerflow.scoring import (
+        GraphLayout,
+        influence_and_scores,
+        kept_features_scores,
+        logit_weights,
+        prune,
+    )
+
     layout = GraphLayout.of(graph)
     weights = logit_weights(graph)
     work = torch.empty_like(graph.adjacency_matrix)

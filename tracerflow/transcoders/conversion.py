@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 import tracerflow
 from tracerflow.errors import CheckpointError
@@ -20,20 +19,25 @@ from tracerflow.transcoders.formats import read_source
 from tracerflow.transcoders.formats.base import ConvertibleSource
 from tracerflow.transcoders.manifest import ActivationSpec, Manifest
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+if TYPE_CHECKING:  # imported where a dtype is made: a stored conversion is found without torch
+    import torch
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")  # torch's names for them, too
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    for name, value in _DTYPES.items():
-        if value == dtype:
-            return name
-    raise CheckpointError(f"unsupported dtype {dtype}; use one of {', '.join(_DTYPES)}")
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPE_NAMES:
+        raise CheckpointError(f"unsupported dtype {dtype}; use one of {', '.join(DTYPE_NAMES)}")
+    return name
 
 
 def parse_dtype(name: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise CheckpointError(f"unsupported dtype '{name}'; use one of {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+    if name not in DTYPE_NAMES:
+        raise CheckpointError(f"unsupported dtype '{name}'; use one of {', '.join(DTYPE_NAMES)}")
+    import torch
+
+    return getattr(torch, name)  # type: ignore[no-any-return]
 
 
 def content_hash(file_hashes: dict[str, str]) -> str:
@@ -47,7 +51,7 @@ def content_hash(file_hashes: dict[str, str]) -> str:
 def convert(
     checkpoint_dir: str | Path,
     out_dir: str | Path,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     *,
     overwrite: bool = False,
 ) -> Path:
@@ -56,8 +60,9 @@ def convert(
 
     Atomic: everything is written to a temporary sibling folder that is renamed into place
     after the manifest; on any error no ``out_dir`` is left behind (or the old one is kept).
-    Returns ``out_dir``.
+    ``dtype`` None: float32. Returns ``out_dir``.
     """
+    dtype = dtype if dtype is not None else parse_dtype("float32")
     checkpoint = read_source(checkpoint_dir)
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite:
