@@ -3,7 +3,6 @@ its scores and where its database and graphs are."""
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 from collections.abc import Callable, Iterator
@@ -133,7 +132,7 @@ def _run_scoring(request: RunRequest) -> None:
     )
     from tracerflow.flows.temporary_server import prefect_api
 
-    with logged_run(), prefect_api(_importing("tracerflow.flows.score"), _say):
+    with logged_run(), prefect_api(_preparing("tracerflow.flows.score"), _say):
         from tracerflow.flows.score import score_flow
 
         _report(score_flow(request, return_state=True))
@@ -153,7 +152,7 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
             f"got {dask_workers}"
         )
     _say_started(f"running suite {suite}")
-    with logged_run(), prefect_api(_importing("tracerflow.flows.suite"), _say):
+    with logged_run(), prefect_api(_preparing("tracerflow.flows.suite"), _say):
         from tracerflow.flows.suite import suite_flow
 
         _report(suite_flow(suite, dask_workers=dask_workers, return_state=True))
@@ -174,10 +173,19 @@ def _count(items: list[str], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
-def _importing(module: str) -> Callable[[], object]:
-    """Import ``module`` (a flow: torch, Prefect's engine, seconds) when called: while a
-    temporary server boots."""
-    return functools.partial(importlib.import_module, module)
+def _preparing(module: str) -> Callable[[], object]:
+    """What the run needs before its flow starts, done when called: while a temporary server
+    boots. Import ``module`` (the flow: Prefect's engine, seconds) and learn torch's default
+    thread count, which imports torch (seconds) unless a run in this home asked before."""
+
+    def prepare() -> None:
+        from tracerflow.machine import default_threads
+        from tracerflow.settings import get_settings
+
+        importlib.import_module(module)
+        default_threads(get_settings().home)
+
+    return prepare
 
 
 @contextmanager
