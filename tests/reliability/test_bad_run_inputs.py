@@ -1,15 +1,25 @@
 """A bad run input is refused before anything starts: one line, exit 2, no Prefect server (its
-log is never opened), nothing written to the score database. The seconds each refusal took are
-printed (about half a second here, against 16-19 s for a temporary Prefect server), not asserted:
-a loaded machine stretches them, and what matters is that no server started."""
+log is never opened), nothing written to the score database, and Prefect not even imported. The
+seconds each refusal took are printed (about half a second in a fresh interpreter here, against
+16-19 s for a temporary Prefect server), not asserted: a loaded machine stretches them, and what
+matters is that no server started.
+
+The ``CASES`` run in one fresh interpreter, one after another through the command's own entry
+point, each in a home of its own: an interpreter's start costs more CPU than a refusal, and
+sixty of them were a minute of the suite. The environment the command reads at import (offline,
+an empty Hugging Face cache, no Prefect API) is set before anything is imported, as in a
+terminal. The tests after ``CASES`` each start the command in an interpreter of its own.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -374,24 +384,93 @@ def lightning_needing_a_class(folder: Path) -> Path:
     )
 
 
-def run_cli(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def command_env(home: Path | None) -> dict[str, str]:
+    """The environment of a refused command: offline, no model cached, no Prefect API named."""
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "TRACERFLOW_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str(home.parent / "empty-hf-cache"),  # no model is cached
+        "HF_HUB_CACHE": str((home or Path("/nonexistent")).parent / "empty-hf-cache"),
     }
+    if home is not None:
+        env["TRACERFLOW_HOME"] = str(home)
     env.pop("PREFECT_API_URL", None)  # a bad input must not even reach the server question
+    return env
+
+
+def run_cli(arguments: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``tracerflow run <arguments>`` in an interpreter of its own."""
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "tracerflow.cli", "run", *arguments],
-        env=env,
+        env=command_env(home),
         capture_output=True,
         text=True,
         timeout=120,
     )
     return result, time.monotonic() - started
+
+
+# Runs each [home, arguments] read from stdin as `tracerflow run <arguments>` with its own
+# TRACERFLOW_HOME (settings are read when a command runs); prints each one's exit code, output
+# and seconds, and whether the process has imported Prefect, as JSON.
+BATCH = """
+import contextlib, io, json, os, sys, time
+from tracerflow.cli import app
+refusals = []
+for home, arguments in json.loads(sys.stdin.read()):
+    os.environ["TRACERFLOW_HOME"] = home
+    stdout, stderr = io.StringIO(), io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            app(["run", *arguments], prog_name="tracerflow")
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+    seconds = time.monotonic() - started
+    refusals.append([code, stdout.getvalue(), stderr.getvalue(), seconds])
+print(json.dumps({"refusals": refusals, "prefect": "prefect" in sys.modules}))
+"""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Refusal]:
+    """Every case of ``CASES`` run in one fresh interpreter (see the module's docstring), each
+    with a folder of its own for the files it writes and its home."""
+    root = tmp_path_factory.mktemp("refusals")
+    batch = []
+    for index, (arguments, _) in enumerate(CASES.values()):
+        folder = root / f"case-{index}"
+        folder.mkdir()
+        batch.append(
+            [str(folder / "home"), list(arguments(folder) if callable(arguments) else arguments)]
+        )  # type: ignore[arg-type]
+    done = subprocess.run(
+        [sys.executable, "-c", BATCH],
+        input=json.dumps(batch),
+        env=command_env(root / "no-home"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""  # nothing went around the command's own output
+    answer = json.loads(done.stdout)
+    assert answer["prefect"] is False  # no refusal imported Prefect (nor started a server)
+    return {
+        case: Refusal(*refusal, home=Path(home))
+        for case, refusal, (home, _) in zip(CASES, answer["refusals"], batch, strict=True)
+    }
 
 
 def assert_nothing_started(home: Path) -> None:
@@ -401,21 +480,19 @@ def assert_nothing_started(home: Path) -> None:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_bad_run_input_is_refused_at_once_in_one_line(case: str, tmp_path: Path) -> None:
-    arguments, message = CASES[case]
-    if callable(arguments):
-        arguments = arguments(tmp_path)
-    home = tmp_path / "home"
+def test_a_bad_run_input_is_refused_at_once_in_one_line(
+    case: str, refusals: dict[str, Refusal]
+) -> None:
+    _, message = CASES[case]
+    result = refusals[case]
 
-    result, seconds = run_cli(list(arguments), home)  # type: ignore[arg-type]
-
-    print(f"{case}: {seconds:.2f} s")
+    print(f"{case}: {result.seconds:.2f} s")
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr  # one line
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stdout == ""
-    assert_nothing_started(home)
+    assert_nothing_started(result.home)
 
 
 @pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has CUDA")
