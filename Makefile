@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, or pip picks it for the package. Which build depends on the index: on a CPU-only
 	# machine with the public PyPI, give TORCH_INDEX=https://download.pytorch.org/whl/cpu (README).
-	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-compile torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
+	# The bytecode pip would write one file at a time (~45 s here), on every core. Its exit status
+	# is 1 for the few files written for newer Pythons (torch's py312_intrinsics.py, ...), which
+	# pip skips too: bytecode is a cache, so nothing here is fatal.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 setup: $(STAMP)
