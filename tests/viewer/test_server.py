@@ -1,7 +1,8 @@
 """The viewer server, run as the real ``view`` command: what it serves, and what it refuses.
 
-Refusals are checked against the bytes on disk: the graph folder and a file beside it are
-unchanged after every attempt.
+Refusals go to one viewer started for them all (``refusing_viewer``) and are checked against the
+bytes on disk: the graph folder and a file beside it are unchanged after every attempt. Whatever
+changes files gets a viewer and a copy of its own.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,12 +39,19 @@ def viewer(graph_files_dir: Path) -> Iterator[RunningViewer]:
         yield running
 
 
-@pytest.fixture
-def home_snapshot(graph_files_dir: Path) -> dict[str, str]:
-    """A secret beside the graph folder, then the hashes of everything under the home folder."""
-    home = graph_files_dir.parent
+@pytest.fixture(scope="module")
+def refusing_viewer(
+    session_graph_files_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningViewer, Path, dict[str, str]]]:
+    """One viewer for the requests it must refuse, each changing nothing: on a private copy of
+    the graph files with a secret beside them; also the hashes of everything under that home
+    before the first request, which every test compares with after its own."""
+    home = tmp_path_factory.mktemp("refusals") / "home"
+    shutil.copytree(session_graph_files_dir, home / "graph-files")
     (home / "secret.json").write_text('{"secret": true}')
-    return snapshot_files(home)
+    before = snapshot_files(home)
+    with run_viewer(home / "graph-files") as running:
+        yield running, home, before
 
 
 def request(
@@ -158,13 +167,13 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_path_traversal_attempts_get_4xx_and_touch_nothing(
-    viewer: RunningViewer, graph_files_dir: Path, home_snapshot: dict[str, str], path: str
+    refusing_viewer: tuple[RunningViewer, Path, dict[str, str]], path: str
 ) -> None:
-    before = home_snapshot
+    viewer, home, before = refusing_viewer
     status, body = request(viewer, "GET", path)
     assert 400 <= status < 500, (path, status)
     assert b"secret" not in body and b"root:" not in body
-    assert snapshot_files(graph_files_dir.parent) == before
+    assert snapshot_files(home) == before
 
 
 def test_a_symlink_out_of_the_graph_folder_is_not_followed(
@@ -178,15 +187,23 @@ def test_a_symlink_out_of_the_graph_folder_is_not_followed(
     assert b"secret" not in body
 
 
-def test_a_foreign_host_header_is_refused(viewer: RunningViewer) -> None:
+def test_a_foreign_host_header_is_refused(
+    refusing_viewer: tuple[RunningViewer, Path, dict[str, str]],
+) -> None:
     # A page on another name that resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+    viewer, home, before = refusing_viewer
     status, _ = request(viewer, "GET", "/", headers={"Host": "evil.example:80"})
     assert status == 403
+    assert snapshot_files(home) == before
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods_are_not_allowed(viewer: RunningViewer, method: str) -> None:
+def test_other_methods_are_not_allowed(
+    refusing_viewer: tuple[RunningViewer, Path, dict[str, str]], method: str
+) -> None:
+    viewer, home, before = refusing_viewer
     assert request(viewer, method, f"/graph_data/{SLUG}.json")[0] == 405
+    assert snapshot_files(home) == before
 
 
 def test_save_rewrites_only_the_view_state(viewer: RunningViewer, graph_files_dir: Path) -> None:
@@ -237,24 +254,22 @@ def _save_refusals() -> list[tuple[str, str, bytes, dict[str, str], int]]:
     ids=[case[0] for case in _save_refusals()],
 )
 def test_bad_saves_get_4xx_and_touch_nothing(
-    viewer: RunningViewer,
-    graph_files_dir: Path,
-    home_snapshot: dict[str, str],
+    refusing_viewer: tuple[RunningViewer, Path, dict[str, str]],
     path: str,
     body: bytes,
     headers: dict[str, str],
     expected: int,
 ) -> None:
-    before = home_snapshot
+    viewer, home, before = refusing_viewer
     status, _ = request(viewer, "POST", path, body, {**headers, "Content-Length": str(len(body))})
     assert status == expected
-    assert snapshot_files(graph_files_dir.parent) == before
+    assert snapshot_files(home) == before
 
 
 def test_an_oversized_save_gets_413_unread(
-    viewer: RunningViewer, graph_files_dir: Path, home_snapshot: dict[str, str]
+    refusing_viewer: tuple[RunningViewer, Path, dict[str, str]],
 ) -> None:
-    before = home_snapshot
+    viewer, home, before = refusing_viewer
     address = urlsplit(viewer.url)
     # Announce a body over the limit, send only its start: the server must answer at once.
     with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
@@ -267,7 +282,7 @@ def test_an_oversized_save_gets_413_unread(
         )
         status_line = sock.makefile("rb").readline()
     assert status_line.split()[1] == b"413"
-    assert snapshot_files(graph_files_dir.parent) == before
+    assert snapshot_files(home) == before
 
 
 def test_a_save_without_length_gets_411(viewer: RunningViewer) -> None:
