@@ -384,16 +384,16 @@ def lightning_needing_a_class(folder: Path) -> Path:
     )
 
 
-def command_env(home: Path | None) -> dict[str, str]:
-    """The environment of a refused command: offline, no model cached, no Prefect API named."""
+def command_env(home: Path) -> dict[str, str]:
+    """The environment of a refused command in ``home``: offline, no model cached (an empty
+    Hugging Face cache beside the home), no Prefect API named."""
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "TRACERFLOW_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str((home or Path("/nonexistent")).parent / "empty-hf-cache"),
+        "HF_HUB_CACHE": str(home.parent / "empty-hf-cache"),
     }
-    if home is not None:
-        env["TRACERFLOW_HOME"] = str(home)
     env.pop("PREFECT_API_URL", None)  # a bad input must not even reach the server question
     return env
 
