@@ -159,8 +159,8 @@ def _run_suite(suite: str, dask_workers: int | None) -> None:
 
 
 def _say_started(what: str) -> None:
-    """The run's first line, at once: what follows it (importing torch and Prefect, starting a
-    server) is seconds of silence otherwise."""
+    """The run's first line, at once: what follows it (importing Prefect, starting a server,
+    torch too on a home's first run) is seconds of silence otherwise."""
     _say(f"{what} (loading Prefect first)")
 
 
