@@ -16,6 +16,7 @@ from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscode
 from tracerflow.compat import circuit_tracer_mismatch
 from tracerflow.errors import CheckpointError
 from tracerflow.fsutil import is_complete
+from tracerflow.machine import default_device
 from tracerflow.transcoders.activations import PerLayerTopK
 from tracerflow.transcoders.conversion import parse_dtype
 from tracerflow.transcoders.manifest import Manifest, read_manifest
@@ -47,9 +48,7 @@ def load_converted(
     mismatch = circuit_tracer_mismatch()
     if mismatch is not None:
         raise CheckpointError(f"cannot load {out_dir} with its exact activation: {mismatch}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = torch.device(device if device is not None else default_device())
     dtype = dtype or parse_dtype(manifest.dtype)
     scan = scan or f"tracerflow-{manifest.content_hash[:12]}"
     activation = PerLayerTopK(manifest.activation.k) if manifest.activation.name == "topk" else None

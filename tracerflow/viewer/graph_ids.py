@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from tracerflow.fsutil import write_text_atomically
+from tracerflow.machine import default_device
 from tracerflow.viewer.slugs import validate_slug
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,6 @@ def write_graph_files(
     Returns:
         The path of the graph file written.
     """
-    import torch
     from circuit_tracer.utils.create_graph_files import (
         build_model,
         create_nodes,
@@ -103,8 +103,7 @@ def write_graph_files(
 
         tokenizer = AutoTokenizer.from_pretrained(graph.cfg.tokenizer_name)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    graph.to(device)
+    graph.to(default_device())
     node_mask, edge_mask, cumulative_scores = (
         t.cpu() for t in prune(graph, node_threshold, edge_threshold)
     )
